@@ -1,0 +1,73 @@
+"""Exceptions and warnings raised by jaxenc.
+
+Every error raised on bad input names what it could: the file, the subject, the story and what
+was expected, so a user can find the offending piece of a 130 GB dataset without a debugger.
+This module imports nothing from jaxenc and may be imported from every subpackage.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "JaxencError",
+    "DataError",
+    "AlignmentError",
+    "ConfigError",
+    "CheckpointError",
+    "DataWarning",
+]
+
+
+def _context(path=None, subject=None, story=None) -> str:
+    parts = []
+    if subject is not None:
+        parts.append(f"subject {subject}")
+    if story is not None:
+        parts.append(f"story {story!r}")
+    if path is not None:
+        parts.append(f"file {os.fspath(path)}")
+    return ", ".join(parts)
+
+
+class JaxencError(Exception):
+    """Base class of every error jaxenc raises on purpose.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong and what was expected.
+    path : str or os.PathLike, optional
+        The file the problem was found in.
+    subject : str, optional
+        The subject concerned, e.g. ``"UTS01"``.
+    story : str, optional
+        The story concerned, e.g. ``"adollshouse"``.
+    """
+
+    def __init__(self, message: str, *, path=None, subject=None, story=None):
+        self.path = None if path is None else os.fspath(path)
+        self.subject = subject
+        self.story = story
+        context = _context(path, subject, story)
+        super().__init__(f"{context}: {message}" if context else message)
+
+
+class DataError(JaxencError, ValueError):
+    """A dataset file is missing, unreadable or inconsistent with the layout."""
+
+
+class AlignmentError(JaxencError, ValueError):
+    """Times or row counts that would silently misalign stimulus and response."""
+
+
+class ConfigError(JaxencError, ValueError):
+    """An option, config file or argument that jaxenc cannot use."""
+
+
+class CheckpointError(JaxencError):
+    """A model checkpoint whose keys, shapes or files do not match the model."""
+
+
+class DataWarning(UserWarning):
+    """Data that jaxenc repaired (masked voxels, resampled audio) rather than refused."""
