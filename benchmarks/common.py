@@ -1,0 +1,165 @@
+"""Shared plumbing of the benchmark scripts: machine description, timing and result files.
+
+A benchmark is a standalone script ``python benchmarks/NAME.py [--fast]`` that warms up, blocks
+until results are ready, times compilation and steady state apart, checks its result against
+the reference it races, and writes ``benchmarks/results/NAME.json`` through
+:func:`write_results`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(description: str, argv=None) -> argparse.Namespace:
+    """Parse the options every benchmark shares.
+
+    Parameters
+    ----------
+    description : str
+        One line shown by ``--help``.
+    argv : list of str, optional
+        Arguments; ``sys.argv[1:]`` when omitted.
+
+    Returns
+    -------
+    argparse.Namespace
+        ``fast`` (bool: small sizes for a quick check), ``repeats`` (int: timed steady-state
+        runs) and ``out`` (Path: the JSON file to write, or None for the default).
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--fast", action="store_true", help="small sizes, for a quick check")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steady-state runs")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the JSON result")
+    return parser.parse_args(argv)
+
+
+def block(x):
+    """Wait until every JAX array in ``x`` (any pytree) is computed; return ``x``."""
+    import jax
+
+    return jax.block_until_ready(x)
+
+
+def time_call(fn, *, repeats: int = 3, warmup: int = 1) -> dict:
+    """Time ``fn()`` cold (first call: tracing and compilation included) and warm.
+
+    Parameters
+    ----------
+    fn : callable
+        Takes no argument; its result is passed through :func:`block` so asynchronous JAX
+        dispatch is timed to completion.
+    repeats : int
+        Timed warm calls.
+    warmup : int
+        Untimed warm calls after the first one.
+
+    Returns
+    -------
+    dict
+        ``first_s`` (seconds of the first call), ``times_s`` (list of warm seconds),
+        ``median_s`` (their median) and ``result`` (the last call's return value).
+    """
+    t0 = time.perf_counter()
+    result = block(fn())
+    first = time.perf_counter() - t0
+    for _ in range(warmup):
+        block(fn())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = block(fn())
+        times.append(time.perf_counter() - t0)
+    return {"first_s": first, "times_s": times, "median_s": statistics.median(times), "result": result}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux ``ru_maxrss``)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine_info() -> dict:
+    """Describe the machine and the library versions a result was measured with."""
+    import jax
+
+    info = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "jax": jax.__version__,
+        "jax_backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            info["cpu_model"] = names[0]
+    except OSError:
+        pass
+    try:
+        info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    try:
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def write_results(name: str, payload: dict, *, ratios: dict, out: Path | None = None) -> Path:
+    """Write ``benchmarks/results/NAME.json`` with the machine, the raw times and the ratios.
+
+    Parameters
+    ----------
+    name : str
+        Benchmark name, the script's file stem.
+    payload : dict
+        Raw measurements (sizes, times in seconds, differences against the reference).
+    ratios : dict
+        Headline speed ratios, ``{"<what>_vs_<reference>": reference_time / jaxenc_time}``.
+    out : Path, optional
+        Destination; ``benchmarks/results/NAME.json`` when omitted.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    out = Path(out) if out is not None else RESULTS_DIR / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": name, "machine": machine_info(), "ratios": ratios, **payload}
+    out.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
+    print(json.dumps({"benchmark": name, "ratios": ratios}, indent=2))
+    print(f"wrote {out}")
+    return out
+
+
+def _jsonable(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
