@@ -10,6 +10,8 @@ removes that scale.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 import jax
@@ -120,7 +122,9 @@ def _validate(data, old_times, new_times, story):
     if not _all_finite(data):
         rows = np.asarray(data).reshape(shape[0], -1)
         i = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
-        raise AlignmentError(f"data must be finite, found a non-finite value in row {i}", story=story)
+        raise AlignmentError(
+            f"data must be finite, found a non-finite value in row {i}", story=story
+        )
 
 
 def lanczos_interp(
@@ -190,7 +194,10 @@ def lanczos_interp(
             f"window and cutoff_mult must be positive, found {window} and {cutoff_mult}",
             story=story,
         )
-    if chunk_size is not None and chunk_size < 1:
+    valid_chunk = chunk_size is None or (
+        isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 1
+    )
+    if not valid_chunk:
         raise ConfigError(f"chunk_size must be a positive integer, found {chunk_size}", story=story)
     if _is_concrete(data, old_times, new_times):
         _validate(data, old_times, new_times, story)
@@ -198,11 +205,25 @@ def lanczos_interp(
     dtype = jnp.result_type(data, old_times, new_times)
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
-    data = jnp.asarray(data, dtype)
-    old_times = jnp.asarray(old_times, dtype)
-    new_times = jnp.asarray(new_times, dtype)
-    n_new, n_old = new_times.shape[0], old_times.shape[0]
+    n_new, n_old = np.shape(new_times)[0], np.shape(old_times)[0]
+    if chunk_size is None and n_new * n_old > _MAX_DENSE_WEIGHTS:
+        chunk_size = max(1, _MAX_DENSE_WEIGHTS // max(n_old, 1))
+    if chunk_size is not None and chunk_size >= n_new:
+        chunk_size = None
+    return _interp(
+        jnp.asarray(data, dtype),
+        jnp.asarray(old_times, dtype),
+        jnp.asarray(new_times, dtype),
+        window=window,
+        cutoff_mult=cutoff_mult,
+        chunk_size=chunk_size,
+    )
 
+
+@partial(jax.jit, static_argnames=("window", "cutoff_mult", "chunk_size"))
+def _interp(data, old_times, new_times, *, window, cutoff_mult, chunk_size):
+    # One compiled program per shape, so eager calls do not dispatch the kernel op by op.
+    n_new = new_times.shape[0]
     # (last - first) / (n - 1) is the mean spacing, without summing n rounding errors.
     cutoff = cutoff_mult * (n_new - 1) / (new_times[-1] - new_times[0])
 
@@ -212,9 +233,5 @@ def lanczos_interp(
         return jnp.tensordot(weights, data, axes=1)
 
     if chunk_size is None:
-        if n_new * n_old <= _MAX_DENSE_WEIGHTS:
-            return rows(new_times)
-        chunk_size = max(1, _MAX_DENSE_WEIGHTS // max(n_old, 1))
-    if chunk_size >= n_new:
         return rows(new_times)
     return jax.lax.map(lambda time: rows(time[None])[0], new_times, batch_size=chunk_size)

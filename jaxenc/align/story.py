@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 import numpy as np
 
+import jax
 import jax.numpy as jnp
 
 from jaxenc.align.delays import make_delayed
@@ -101,7 +103,9 @@ def trim(x, start=TRIM_START, end=TRIM_END, *, story=None):
     start, end = operator.index(start), operator.index(end)
     n = x.shape[0] if x.ndim else 0
     if start < 0 or end < 0:
-        raise AlignmentError(f"trim counts must be >= 0, found start={start}, end={end}", story=story)
+        raise AlignmentError(
+            f"trim counts must be >= 0, found start={start}, end={end}", story=story
+        )
     if n - start - end <= 0:
         raise AlignmentError(
             f"trimming {start} + {end} rows from {n} leaves none; expected more than "
@@ -141,9 +145,16 @@ def zscore(x, axis=0, ddof=0):
         x = x.astype(jnp.result_type(float))
     n = x.shape[axis]
     if ddof >= n:
-        raise ConfigError(f"ddof = {ddof} needs more than {ddof} samples along axis {axis}, found {n}")
+        raise ConfigError(
+            f"ddof = {ddof} needs more than {ddof} samples along axis {axis}, found {n}"
+        )
+    return _zscore(x, axis=axis, ddof=ddof)
+
+
+@partial(jax.jit, static_argnames=("axis", "ddof"))
+def _zscore(x, *, axis, ddof):
     centred = x - x.mean(axis=axis, keepdims=True)
-    std = jnp.sqrt((centred**2).sum(axis=axis, keepdims=True) / (n - ddof))
+    std = jnp.sqrt((centred**2).sum(axis=axis, keepdims=True) / (x.shape[axis] - ddof))
     # An exact test: a constant column's computed mean can differ from its value by rounding,
     # which would leave a tiny std and turn rounding noise into unit-variance garbage.
     constant = x.max(axis=axis, keepdims=True) == x.min(axis=axis, keepdims=True)
@@ -228,7 +239,9 @@ def story_features(
 
 def _check_stories(stories) -> tuple[str, ...]:
     if isinstance(stories, str):
-        raise ConfigError(f"stories must be a sequence of story names, found the string {stories!r}")
+        raise ConfigError(
+            f"stories must be a sequence of story names, found the string {stories!r}"
+        )
     stories = tuple(stories)
     if not stories:
         raise ConfigError("stories must name at least one story")

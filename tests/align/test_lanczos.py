@@ -50,7 +50,9 @@ def irregular_case(rng, n_old=60, n_new=14, n_features=3):
 
 
 def test_kernel_matches_formula_including_zero_and_edges(x64):
-    t = np.array([0.0, 1e-9, -1e-6, 9.9e-5, 1.01e-4, 0.3, -1.7, 2.5, 2.999, 3.0, 3.0001, -4.0, 10.0])
+    t = np.array(
+        [0.0, 1e-9, -1e-6, 9.9e-5, 1.01e-4, 0.3, -1.7, 2.5, 2.999, 3.0, 3.0001, -4.0, 10.0]
+    )
     for window in (3, 2.5):
         expected = np.array([kernel_reference(v, window) for v in t])
         got = np.asarray(lanczos_kernel(t, window))
@@ -220,5 +222,6 @@ def test_bad_options_raise_config_error():
     data, old_times, new_times = irregular_case(np.random.default_rng(10))
     with pytest.raises(ConfigError, match="window"):
         lanczos_interp(data, old_times, new_times, window=0)
-    with pytest.raises(ConfigError, match="chunk_size"):
-        lanczos_interp(data, old_times, new_times, chunk_size=0)
+    for chunk_size in (0, 2.5, True):
+        with pytest.raises(ConfigError, match="chunk_size"):
+            lanczos_interp(data, old_times, new_times, chunk_size=chunk_size)
