@@ -14,7 +14,7 @@ import soundfile
 import soxr
 
 from jaxenc import conventions
-from jaxenc.errors import DataError, DataWarning
+from jaxenc.errors import ConfigError, DataError, DataWarning
 
 __all__ = ["read_wav", "MIN_SAMPLE_RATE"]
 
@@ -60,14 +60,16 @@ def read_wav(
     ------
     DataError
         If the file is missing or unreadable, holds no samples, has a rate below
-        :data:`MIN_SAMPLE_RATE`, or holds non-finite samples; or if a requested rate is below
+        :data:`MIN_SAMPLE_RATE`, or holds non-finite samples.
+    ConfigError
+        If ``sample_rate`` or ``expected_rate`` is not an integer of at least
         :data:`MIN_SAMPLE_RATE`.
     """
     path = Path(path)
     story = path.stem if story is None else story
     for name, rate in (("sample_rate", sample_rate), ("expected_rate", expected_rate)):
         if rate is not None and (int(rate) != rate or rate < MIN_SAMPLE_RATE):
-            raise DataError(
+            raise ConfigError(
                 f"{name} must be an integer of at least {MIN_SAMPLE_RATE} Hz, got {rate}",
                 path=path,
                 story=story,

@@ -66,7 +66,9 @@ class LeBelDataset:
     :class:`~jaxenc.errors.DataWarning`, and collected in :meth:`bad_voxels`.
     """
 
-    def __init__(self, root, *, cache_bytes: int = 1 << 30, audio_rate: int = conventions.AUDIO_RATE):
+    def __init__(
+        self, root, *, cache_bytes: int = 1 << 30, audio_rate: int = conventions.AUDIO_RATE
+    ):
         self.root = Path(root)
         if not (self.root / "derivative").is_dir():
             raise DataError(
@@ -133,7 +135,8 @@ class LeBelDataset:
                     path=self._subject_dir(subject),
                     subject=subject,
                 )
-            story = self.stories(subject)[0] if self.stories(subject) else self.test_story
+            stories = self.stories(subject)
+            story = stories[0] if stories else self.test_story
             path = self._hf5_path(subject, story)
             with self._open(path, subject, story) as file:
                 self._record_shapes(file, path, subject, story)

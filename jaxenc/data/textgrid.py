@@ -116,8 +116,8 @@ def read_textgrid(path, *, story: str | None = None) -> dict[str, Intervals]:
     -------
     dict of str to Intervals
         Interval tiers in file order, keyed by tier name. Point tiers are skipped. A tier
-        without a name is keyed ``"tier<k>"`` (k counted from 1 over all tiers); a repeated
-        name gets a suffix ``"_2"``, ``"_3"``, ...
+        without a name is keyed ``"tier<k>"`` (k counted from 1 over the interval tiers); a
+        repeated name gets a suffix ``"_2"``, ``"_3"``, ...
 
     Raises
     ------
@@ -137,8 +137,9 @@ def read_textgrid(path, *, story: str | None = None) -> dict[str, Intervals]:
         if from_praatio is None:
             raise
         tiers = from_praatio
-    if from_praatio is not None:
-        _check_agreement(from_praatio, tiers, path, story)
+    else:
+        if from_praatio is not None:
+            _check_agreement(from_praatio, tiers, path, story)
     if not tiers:
         raise DataError("no interval tier found in the TextGrid", path=path, story=story)
     return _name_tiers(tiers)
@@ -212,12 +213,12 @@ def drop_non_speech(intervals: Intervals, *, lowercase: bool = False) -> Interva
     Intervals
         The m <= n speech intervals, in their original order.
     """
-    labels = np.char.strip(intervals.label)
-    keys = np.char.lower(np.char.strip(np.char.strip(labels, "{}")))
+    labels = np.strings.strip(intervals.label)
+    keys = np.strings.lower(np.strings.strip(np.strings.strip(labels, "{}")))
     keep = ~np.isin(keys, np.array(sorted(conventions.NON_SPEECH_LABELS), dtype=str))
     labels = labels[keep]
     if lowercase:
-        labels = np.char.lower(labels)
+        labels = np.strings.lower(labels)
     return Intervals(intervals.start[keep], intervals.end[keep], labels)
 
 
@@ -255,12 +256,12 @@ def _parse_with_praatio(text: str) -> list[tuple[str | None, Intervals]] | None:
         for tier in parsed["tiers"]:
             if tier["class"] != "IntervalTier":
                 continue
+            if "\n" in tier["name"]:
+                return None
             entries = list(tier["entries"])
             start = [float(entry[0]) for entry in entries]
             end = [float(entry[1]) for entry in entries]
             label = [str(entry[2]).strip() for entry in entries]
-            if "\n" in tier["name"]:
-                return None
             tiers.append((tier["name"] or None, Intervals(start, end, label)))
     except (praatio_errors.PraatioException, ValueError, IndexError, KeyError, TypeError):
         return None
@@ -338,7 +339,7 @@ def _parse_tolerant(text: str, path: Path, story: str) -> list[tuple[str | None,
         expect(position, "num", "the tier's xmin", tier)
         expect(position + 1, "num", "the tier's xmax", tier)
         count = expect(position + 2, "num", "the number of intervals", tier)
-        if count != int(count) or count < 0:
+        if not (np.isfinite(count) and count >= 0 and count == int(count)):
             raise DataError(
                 f"cannot parse TextGrid tier {tier}: interval count {count} is not a count",
                 path=path,
@@ -376,9 +377,10 @@ def _check_times(intervals: Intervals, tier: str, path, story) -> None:
     start, end = intervals.start, intervals.end
 
     def fail(index, problem):
+        # Plain floats and str so the message reads "1.0 s", not "np.float64(1.0) s".
         raise DataError(
-            f"tier {tier!r}, interval {index} ({start[index]!r} s to {end[index]!r} s, label "
-            f"{intervals.label[index]!r}): {problem}",
+            f"tier {tier!r}, interval {index} ({float(start[index])!r} s to "
+            f"{float(end[index])!r} s, label {str(intervals.label[index])!r}): {problem}",
             path=None if path is None else os.fspath(path),
             story=story,
         )
@@ -391,11 +393,13 @@ def _check_times(intervals: Intervals, tier: str, path, story) -> None:
         fail(bad[0], "starts after it ends")
     bad = np.flatnonzero(start[1:] < start[:-1]) + 1
     if bad.size:
-        fail(bad[0], f"intervals are not sorted: previous interval starts at {start[bad[0] - 1]!r} s")
+        previous = float(start[bad[0] - 1])
+        fail(bad[0], f"intervals are not sorted: previous interval starts at {previous!r} s")
     bad = np.flatnonzero(start[1:] < end[:-1] - TOUCH_TOLERANCE) + 1
     if bad.size:
+        previous = float(end[bad[0] - 1])
         fail(
             bad[0],
-            f"overlaps the previous interval, which ends at {end[bad[0] - 1]!r} s (tolerance "
+            f"overlaps the previous interval, which ends at {previous!r} s (tolerance "
             f"{TOUCH_TOLERANCE} s)",
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import re
 import warnings
@@ -63,9 +64,8 @@ def test_responses_equal_written_arrays(tree):
         assert not got.flags.writeable
     for subject, written in tree.repeats.items():
         np.testing.assert_array_equal(ds.test_repeats(subject), written.astype(np.float32))
-        np.testing.assert_array_equal(
-            ds.test_response(subject), tree.responses[subject, "wheretheressmoke"].astype(np.float32)
-        )
+        mean = tree.responses[subject, "wheretheressmoke"]
+        np.testing.assert_array_equal(ds.test_response(subject), mean.astype(np.float32))
         assert ds.test_repeats(subject).shape[1] == tree.respdict["wheretheressmoke"] - 20
 
 
@@ -221,7 +221,8 @@ def test_unknown_subject_lists_the_present_ones(tree):
 def test_missing_story_lists_the_known_ones(tree):
     ds = LeBelDataset(tree.root)
     path = tree.hf5("UTS02", "charlie")
-    with pytest.raises(DataError, match=context(path, "UTS02", "charlie") + r".*\['alpha', 'bravo'"):
+    known = r".*\['alpha', 'bravo'"
+    with pytest.raises(DataError, match=context(path, "UTS02", "charlie") + known):
         ds.responses("UTS02", "charlie")
     path = tree.hf5("UTS03", "wheretheressmoke")
     with pytest.raises(DataError, match=context(path, "UTS03", "wheretheressmoke")):
@@ -244,7 +245,10 @@ def test_story_absent_from_respdict(tree):
         ({"data": np.ones((9, 7))}, "expected 10 rows .*found 9"),
         ({"data": np.ones((10, 8))}, "8 voxels, but story 'alpha' of the same subject has 7"),
         ({"data": np.ones((10, 7, 1))}, r"must be 2-D.*\(10, 7, 1\)"),
-        ({"responses": np.ones((10, 7)), "mask": np.ones(7)}, r"no 'data'.*\['mask', 'responses'\]"),
+        (
+            {"responses": np.ones((10, 7)), "mask": np.ones(7)},
+            r"no 'data'.*\['mask', 'responses'\]",
+        ),
         ({"data": np.array([b"x"] * 10 * 7).reshape(10, 7)}, "expected floating-point"),
     ],
 )
@@ -287,7 +291,8 @@ def test_malformed_repeats(tree, repeats, expected):
         if repeats is not None:
             file["individual_repeats"] = repeats
     ds = LeBelDataset(tree.root)
-    with pytest.raises(DataError, match=context(path, "UTS02", "wheretheressmoke") + ".*" + expected):
+    prefix = context(path, "UTS02", "wheretheressmoke")
+    with pytest.raises(DataError, match=prefix + ".*" + expected):
         ds.test_repeats("UTS02")
 
 
@@ -315,3 +320,22 @@ def test_bad_respdict(tree, content, expected, story):
 def test_root_without_derivative(tmp_path):
     with pytest.raises(DataError, match=re.escape(str(tmp_path)) + ".*not a ds003020 root"):
         LeBelDataset(tmp_path)
+
+
+def test_shipped_respdict_gives_the_documented_row_counts(tmp_path):
+    # ds003020 documents adollshouse 261 TRs -> 241 rows and 291 rows for the test story.
+    shipped = importlib.resources.files("jaxenc.data").joinpath("respdict.json").read_text()
+    derivative = tmp_path / "derivative"
+    (derivative / "preprocessed_data" / "UTS01").mkdir(parents=True)
+    (derivative / "respdict.json").write_text(shipped)
+    rng = np.random.default_rng(7)
+    reps = rng.standard_normal((2, 291, 3))
+    with h5py.File(derivative / "preprocessed_data" / "UTS01" / "wheretheressmoke.hf5", "w") as f:
+        f["data"] = reps.mean(axis=0)
+        f["individual_repeats"] = reps
+    ds = LeBelDataset(tmp_path)
+    assert len(ds.respdict) == 84 and sum(ds.respdict.values()) == 29768
+    assert ds.response_times("adollshouse").shape == (241,)
+    assert ds.tr_times("wheretheressmoke").shape == (306,)
+    np.testing.assert_array_equal(ds.test_repeats("UTS01"), reps.astype(np.float32))
+    assert ds.stories("UTS01") == [] and ds.n_voxels("UTS01") == 3
