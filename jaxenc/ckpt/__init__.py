@@ -1,0 +1,13 @@
+"""Hugging Face checkpoints -> the NNX models of :mod:`jaxenc.nn`.
+
+Conversion is an explicit key map (transformers tensor name -> NNX parameter path and layout)
+applied strictly to an ``nnx.eval_shape``-built model: an unexpected, missing or misshapen
+tensor raises :class:`jaxenc.errors.CheckpointError` naming the key and the file. Tensors are
+streamed one at a time from safetensors files (single or sharded); PyTorch ``.bin`` files are
+read through a lazily imported ``torch.load(weights_only=True)``.
+"""
+
+from jaxenc.ckpt.llama import llama_key_map, load_llama
+from jaxenc.ckpt.whisper import load_whisper_encoder, whisper_key_map
+
+__all__ = ["load_whisper_encoder", "load_llama", "whisper_key_map", "llama_key_map"]

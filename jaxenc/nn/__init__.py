@@ -1,0 +1,12 @@
+"""Flax NNX ports of the networks jaxenc reads features from.
+
+``WhisperEncoder`` (OpenAI Whisper tiny .. large-v3, audio) and ``LlamaModel`` (the LLaMA family,
+text) keep the module names of their transformers counterparts, return every hidden state as
+transformers' ``output_hidden_states=True`` does, and are loaded from Hugging Face checkpoints by
+:mod:`jaxenc.ckpt`. This subpackage imports nothing of jaxenc but :mod:`jaxenc.errors`.
+"""
+
+from jaxenc.nn.llama import LlamaConfig, LlamaModel, RopeParameters
+from jaxenc.nn.whisper import WhisperEncoder, WhisperEncoderConfig
+
+__all__ = ["WhisperEncoderConfig", "WhisperEncoder", "LlamaConfig", "LlamaModel", "RopeParameters"]

@@ -1,0 +1,175 @@
+"""The Whisper audio encoder (OpenAI tiny .. large-v3) as a Flax NNX module.
+
+Module and attribute names follow transformers' ``WhisperEncoder`` (``conv1``, ``layers.3.self_attn
+.k_proj``, ``layer_norm``, ...) so that :mod:`jaxenc.ckpt` maps checkpoint keys one to one; only
+the leaf names are flax's (``kernel``, ``bias``, ``scale``, ``embedding``).
+
+Unlike the transformers model, which insists on 30 s of audio (3000 mel frames), this port takes
+any number of frames up to that and uses the first ``n_frames // 2`` position embeddings: the
+feature pipeline runs 16 s windows (1600 frames -> 800 positions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxenc.errors import ConfigError
+from jaxenc.nn.layers import attention, layer_norm
+
+__all__ = ["WhisperEncoderConfig", "WhisperEncoder"]
+
+# transformers builds every Whisper LayerNorm with torch's default epsilon; no config field sets it.
+_LAYER_NORM_EPS = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class WhisperEncoderConfig:
+    """Shape of a Whisper encoder; field names are those of ``transformers.WhisperConfig``.
+
+    Defaults are Whisper large (v1/v2), the encoder the paper's audio features come from.
+    """
+
+    # Mel frequency bins of the input log-mel spectrogram (80; 128 for large-v3).
+    num_mel_bins: int = 80
+    # Width of the residual stream and of every hidden state.
+    d_model: int = 1280
+    # Number of transformer layers.
+    encoder_layers: int = 32
+    # Attention heads per layer; d_model must be a multiple.
+    encoder_attention_heads: int = 20
+    # Width of the feed-forward hidden layer.
+    encoder_ffn_dim: int = 5120
+    # Number of learned positions: the longest input is 2 * max_source_positions mel frames.
+    max_source_positions: int = 1500
+    # Feed-forward activation; OpenAI's checkpoints all use the exact (erf) GELU.
+    activation_function: str = "gelu"
+
+    def __post_init__(self):
+        if self.d_model % self.encoder_attention_heads:
+            raise ConfigError(
+                f"d_model={self.d_model} is not a multiple of encoder_attention_heads="
+                f"{self.encoder_attention_heads}"
+            )
+        if self.activation_function != "gelu":
+            raise ConfigError(
+                f"activation_function={self.activation_function!r} is not supported; expected 'gelu'"
+            )
+
+    @classmethod
+    def from_hf(cls, config) -> WhisperEncoderConfig:
+        """Build from a ``transformers.WhisperConfig`` (or any object with the same attributes)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+
+def _gelu(x: jax.Array) -> jax.Array:
+    return jax.nn.gelu(x, approximate=False)
+
+
+class WhisperAttention(nnx.Module):
+    """Bidirectional multi-head self-attention; ``k_proj`` has no bias, as in OpenAI's model."""
+
+    def __init__(self, config: WhisperEncoderConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        m, self.num_heads = config.d_model, config.encoder_attention_heads
+        self.head_dim = m // self.num_heads
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = nnx.Linear(m, m, **kw)
+        self.k_proj = nnx.Linear(m, m, use_bias=False, **kw)
+        self.v_proj = nnx.Linear(m, m, **kw)
+        self.out_proj = nnx.Linear(m, m, **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Map (batch, seq, d_model) to (batch, seq, d_model)."""
+        b, s, _ = x.shape
+        heads = (b, s, self.num_heads, self.head_dim)
+        # Scaling the queries before the product (not the scores after) is Whisper's order.
+        q = (self.q_proj(x) * self.head_dim**-0.5).reshape(heads)  # [b, s, h, d]
+        k = self.k_proj(x).reshape(heads)  # [b, t, h, d]
+        v = self.v_proj(x).reshape(heads)  # [b, t, h, d]
+        return self.out_proj(attention(q, k, v, scale=1.0))
+
+
+class WhisperEncoderLayer(nnx.Module):
+    """Pre-LayerNorm transformer layer: x + attn(ln(x)), then x + fc2(gelu(fc1(ln(x))))."""
+
+    def __init__(self, config: WhisperEncoderConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        m, f = config.d_model, config.encoder_ffn_dim
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.self_attn = WhisperAttention(config, **kw)
+        self.self_attn_layer_norm = layer_norm(_LAYER_NORM_EPS, m, **kw)
+        self.fc1 = nnx.Linear(m, f, **kw)
+        self.fc2 = nnx.Linear(f, m, **kw)
+        self.final_layer_norm = layer_norm(_LAYER_NORM_EPS, m, **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Map (batch, seq, d_model) to (batch, seq, d_model)."""
+        x = x + self.self_attn(self.self_attn_layer_norm(x))
+        return x + self.fc2(_gelu(self.fc1(self.final_layer_norm(x))))
+
+
+class WhisperEncoder(nnx.Module):
+    """Whisper's audio encoder, returning every hidden state.
+
+    Parameters
+    ----------
+    config : WhisperEncoderConfig
+        Model shape.
+    dtype : jnp.dtype
+        Compute dtype (float32 or bfloat16).
+    param_dtype : jnp.dtype
+        Parameter dtype.
+    rngs : nnx.Rngs
+        Random initialisation (overwritten when loading a checkpoint with :mod:`jaxenc.ckpt`).
+    """
+
+    def __init__(
+        self, config: WhisperEncoderConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs
+    ):
+        self.config = config
+        self.dtype = dtype
+        m = config.d_model
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.conv1 = nnx.Conv(config.num_mel_bins, m, kernel_size=(3,), padding=((1, 1),), **kw)
+        self.conv2 = nnx.Conv(m, m, kernel_size=(3,), strides=(2,), padding=((1, 1),), **kw)
+        self.embed_positions = nnx.Embed(config.max_source_positions, m, **kw)
+        self.layers = nnx.List([WhisperEncoderLayer(config, **kw) for _ in range(config.encoder_layers)])
+        self.layer_norm = layer_norm(_LAYER_NORM_EPS, m, **kw)
+
+    def __call__(self, input_features: jax.Array) -> tuple[jax.Array, ...]:
+        """Encode log-mel spectrograms.
+
+        Parameters
+        ----------
+        input_features : jax.Array
+            Shape (batch, num_mel_bins, n_frames), the layout of ``WhisperFeatureExtractor``;
+            ``n_frames`` even and at most ``2 * max_source_positions`` (10 ms frames).
+
+        Returns
+        -------
+        tuple of jax.Array
+            ``encoder_layers + 1`` arrays of shape (batch, n_frames // 2, d_model) in ``dtype``:
+            entry 0 is the input of the first layer (convolutions plus positions), entry ``i``
+            the output of layer ``i``, except that the last entry has the final ``layer_norm``
+            applied, exactly as transformers' ``output_hidden_states=True`` reports them.
+        """
+        n_mels, n_frames = input_features.shape[1:]
+        if n_mels != self.config.num_mel_bins:
+            raise ConfigError(f"input_features has {n_mels} mel bins, expected {self.config.num_mel_bins}")
+        if n_frames % 2 or n_frames > 2 * self.config.max_source_positions:
+            raise ConfigError(
+                f"input_features has {n_frames} frames, expected an even number of at most "
+                f"{2 * self.config.max_source_positions}"
+            )
+        x = jnp.swapaxes(input_features, 1, 2).astype(self.dtype)  # [b, frames, mels]: flax is NWC
+        x = _gelu(self.conv1(x))  # [b, frames, m]
+        x = _gelu(self.conv2(x))  # [b, frames // 2, m]
+        x = x + self.embed_positions.embedding[: x.shape[1]].astype(self.dtype)  # [b, s, m]
+        hidden = [x]
+        for layer in self.layers:
+            x = layer(x)
+            hidden.append(x)
+        hidden[-1] = self.layer_norm(x)
+        return tuple(hidden)
