@@ -1,0 +1,457 @@
+"""Array-level ridge solvers behind :class:`~jaxenc.models.RidgeCV` and its banded variant.
+
+The problem, for every voxel (column of ``Y``) and every candidate ``alpha``::
+
+    b = argmin_b ||Y_train - X_train b||^2 + alpha ||b||^2 = (X_train^T X_train + alpha I)^-1 X_train^T y
+
+is solved through one eigendecomposition per cross-validation split, shared by all alphas and
+all voxels:
+
+- *primal* (``n_features <= n_train`` in every split): ``X_train^T X_train = V diag(e) V^T``;
+  the validation prediction is ``P_alpha = A diag(1 / (e + alpha)) Q`` with
+  ``A = X_val V`` (n_val, n_features) and ``Q = V^T X_train^T Y_train``.
+- *dual* (more features than training rows): ``X_train X_train^T = U diag(e) U^T``; the same
+  formula holds with ``A = X_val X_train^T U`` and ``Q = U^T Y_train``.
+
+Only ``Q`` and the scores depend on the voxels, so the voxels stream through in batches while
+the decompositions stay resident. In the primal case ``X_train^T Y_train`` is obtained as
+``X^T Y - X_out^T Y_out`` where ``out`` are the rows outside the training set: one product
+with all rows per voxel batch, shared by the splits, plus one small product per split.
+
+Precision: the Gram (or kernel) matrices and their eigendecompositions are computed in float64
+whatever the compute dtype, because forming ``X^T X`` squares the condition number and float32
+eigenvalues would be wrong by ``~1e-7 * ||X||^2`` (comparable to the small alphas). Everything
+that touches the voxels (the bulk of the work) runs in the compute dtype. Callers must run
+these functions inside ``jax.enable_x64(True)`` so that float64 exists.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "SplitStack",
+    "FullDecomposition",
+    "choose_mode",
+    "decompose_splits",
+    "decompose_full",
+    "cv_scores",
+    "refit",
+    "predict",
+]
+
+SCORINGS = ("r2", "correlation")
+
+
+class SplitStack(NamedTuple):
+    """Decompositions of the training rows of S splits, stacked and zero-padded.
+
+    Padding rows carry index 0 and mask 0; padded rows of ``test_proj`` are zero, so they add
+    nothing to any score. ``r`` is ``n_features`` (primal) or the largest training set (dual).
+
+    Attributes
+    ----------
+    eig : array of shape (S, r)
+        Eigenvalues of the training Gram (primal) or kernel (dual) matrix, clipped at 0.
+    basis : array of shape (S, n_features, r) or (S, n_train_max, r)
+        Eigenvectors ``V`` (primal) or ``U`` (dual).
+    test_proj : array of shape (S, n_val_max, r)
+        ``A``: validation rows, centred by the training mean, mapped onto the eigenbasis.
+    val_idx, val_mask : arrays of shape (S, n_val_max)
+        Validation rows and their padding mask.
+    n_val : array of shape (S,)
+        Validation rows per split.
+    fit_idx, fit_mask : arrays of shape (S, n_fit_max)
+        Rows the voxel kernel gathers to form ``Q``: the rows outside the training set (primal)
+        or the training rows (dual).
+    n_train : array of shape (S,)
+        Training rows per split.
+    x_mean : array of shape (S, n_features)
+        Training mean of ``X`` (zeros without intercept).
+    """
+
+    eig: jax.Array
+    basis: jax.Array
+    test_proj: jax.Array
+    val_idx: jax.Array
+    val_mask: jax.Array
+    n_val: jax.Array
+    fit_idx: jax.Array
+    fit_mask: jax.Array
+    n_train: jax.Array
+    x_mean: jax.Array
+
+
+class FullDecomposition(NamedTuple):
+    """Decomposition of all rows, used to refit with the chosen alphas.
+
+    ``coef = left @ diag(1 / (eig + alpha)) @ basis^T @ Z`` with ``Z = X^T Y`` (primal, where
+    ``left = basis = V``) or ``Z = Y`` (dual, ``basis = U``, ``left = X^T U``).
+
+    Attributes
+    ----------
+    eig : array of shape (r,)
+        Eigenvalues of ``X^T X`` or ``X X^T``, clipped at 0.
+    basis : array of shape (n_features, r) or (n_samples, r)
+        Eigenvectors.
+    left : array of shape (n_features, r)
+        Map from the eigenbasis to coefficients.
+    """
+
+    eig: jax.Array
+    basis: jax.Array
+    left: jax.Array
+
+
+def choose_mode(n_features: int, n_train: int) -> str:
+    """``"primal"`` (decompose ``X^T X``) when ``n_features <= n_train``, else ``"dual"``."""
+    return "primal" if n_features <= n_train else "dual"
+
+
+def _pad(rows: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.zeros((len(rows), width), dtype=np.int32)
+    mask = np.zeros((len(rows), width), dtype=bool)
+    for k, r in enumerate(rows):
+        idx[k, : len(r)] = r
+        mask[k, : len(r)] = True
+    return idx, mask
+
+
+@partial(jax.jit, static_argnames=("mode", "fit_intercept"))
+def _decompose_one(X, train_idx, train_mask, val_idx, val_mask, *, mode, fit_intercept):
+    f64 = jnp.float64
+    tmask = train_mask[:, None].astype(f64)
+    vmask = val_mask[:, None].astype(f64)
+    x_train = X[train_idx].astype(f64)  # [t, p]
+    if fit_intercept:
+        mean = (x_train * tmask).sum(0) / tmask.sum()
+    else:
+        mean = jnp.zeros(X.shape[1], f64)
+    x_train = (x_train - mean) * tmask
+    x_val = (X[val_idx].astype(f64) - mean) * vmask  # [m, p]
+    if mode == "primal":
+        eig, basis = jnp.linalg.eigh(x_train.T @ x_train)  # [p], [p, p]
+        test_proj = x_val @ basis
+    else:
+        eig, basis = jnp.linalg.eigh(x_train @ x_train.T)  # [t], [t, t]
+        test_proj = x_val @ (x_train.T @ basis)
+    return jnp.maximum(eig, 0), basis, test_proj, mean
+
+
+def decompose_splits(X, splits, *, mode: str, fit_intercept: bool, dtype) -> SplitStack:
+    """Eigendecompose the training rows of each split (float64) and stack them.
+
+    Parameters
+    ----------
+    X : jax.Array of shape (n_samples, n_features)
+        Features in the compute dtype (centred over all rows when fitting an intercept).
+    splits : list of (ndarray, ndarray)
+        Sorted (train, val) row indices.
+    mode : {"primal", "dual"}
+        Which matrix to decompose, see :func:`choose_mode`.
+    fit_intercept : bool
+        Centre the training and validation rows by the training mean.
+    dtype : numpy dtype
+        Compute dtype of the returned arrays.
+
+    Returns
+    -------
+    SplitStack
+    """
+    n_samples = X.shape[0]
+    train_rows = [t for t, _ in splits]
+    val_rows = [v for _, v in splits]
+    train_idx, train_mask = _pad(train_rows, max(len(t) for t in train_rows))
+    val_idx, val_mask = _pad(val_rows, max(len(v) for v in val_rows))
+    parts = [_decompose_one(X, train_idx[k], train_mask[k], val_idx[k], val_mask[k],
+                            mode=mode, fit_intercept=fit_intercept)
+             for k in range(len(splits))]
+    if mode == "primal":
+        fit_rows = [np.setdiff1d(np.arange(n_samples), t) for t in train_rows]
+        # A split that trains on every row has no "out" rows; one masked row keeps shapes valid.
+        fit_idx, fit_mask = _pad(fit_rows, max(1, max(len(f) for f in fit_rows)))
+    else:
+        fit_idx, fit_mask = train_idx, train_mask
+
+    def stack(i):
+        return jnp.stack([p[i] for p in parts]).astype(dtype)
+
+    return SplitStack(
+        eig=stack(0), basis=stack(1), test_proj=stack(2),
+        val_idx=jnp.asarray(val_idx), val_mask=jnp.asarray(val_mask, dtype),
+        n_val=jnp.asarray([len(v) for v in val_rows], dtype),
+        fit_idx=jnp.asarray(fit_idx), fit_mask=jnp.asarray(fit_mask, dtype),
+        n_train=jnp.asarray([len(t) for t in train_rows], dtype),
+        x_mean=stack(3),
+    )
+
+
+@partial(jax.jit, static_argnames=("mode", "dtype"))
+def _decompose_full(X, *, mode, dtype):
+    x = X.astype(jnp.float64)
+    if mode == "primal":
+        eig, basis = jnp.linalg.eigh(x.T @ x)
+        left = basis
+    else:
+        eig, basis = jnp.linalg.eigh(x @ x.T)
+        left = x.T @ basis
+    return FullDecomposition(jnp.maximum(eig, 0).astype(dtype), basis.astype(dtype),
+                             left.astype(dtype))
+
+
+def decompose_full(X, *, mode: str, dtype) -> FullDecomposition:
+    """Eigendecompose ``X^T X`` (primal) or ``X X^T`` (dual) in float64.
+
+    Parameters
+    ----------
+    X : jax.Array of shape (n_samples, n_features)
+        Features in the compute dtype, centred when fitting an intercept.
+    mode : {"primal", "dual"}
+    dtype : numpy dtype
+        Compute dtype of the returned arrays.
+
+    Returns
+    -------
+    FullDecomposition
+    """
+    return _decompose_full(X, mode=mode, dtype=np.dtype(dtype))
+
+
+def _validation_scores(test_proj, eig, alphas, q, y_val, val_mask, n_val, scoring):
+    """Score of every alpha on one split's validation rows: array of shape (n_alphas, v)."""
+    n_alphas, (r, v) = alphas.shape[0], q.shape
+    shrink = 1.0 / (eig[None, :] + alphas[:, None])  # [a, r]
+    # One GEMM for all alphas: the alpha axis is folded into the voxel axis.
+    scaled = (shrink.T[:, :, None] * q[:, None, :]).reshape(r, n_alphas * v)  # [r, a*v]
+    pred = (test_proj @ scaled).reshape(-1, n_alphas, v)  # [m, a, v]
+    mask = val_mask[:, None]
+    y_mean = y_val.sum(0) / n_val
+    y_c = (y_val - y_mean) * mask  # [m, v]
+    ss_y = (y_c * y_c).sum(0)
+    # A voxel constant over the validation rows has no defined score; rounding leaves a tiny
+    # positive variance, so compare with the raw second moment rather than with zero.
+    eps = jnp.finfo(y_val.dtype).eps
+    y_ok = ss_y > 100 * eps * (y_val * y_val).sum(0)
+    if scoring == "r2":
+        resid = y_val[:, None, :] - pred
+        sse = (resid * resid).sum(0)
+        return jnp.where(y_ok, 1.0 - sse / jnp.where(y_ok, ss_y, 1.0), 0.0)
+    p_mean = pred.sum(0) / n_val
+    p_c = (pred - p_mean) * mask[:, :, None]
+    cov = (p_c * y_c[:, None, :]).sum(0)
+    ss_p = (p_c * p_c).sum(0)
+    ok = y_ok & (ss_p > 0)
+    return jnp.where(ok, cov / jnp.sqrt(jnp.where(ok, ss_p * ss_y, 1.0)), 0.0)
+
+
+@partial(jax.jit, static_argnames=("mode", "fit_intercept", "scoring"))
+def _cv_batch(X, Y, stack, alphas, *, mode, fit_intercept, scoring):
+    """Validation scores of one voxel batch, summed over the splits: shape (n_alphas, v)."""
+    if fit_intercept:
+        Y = (Y - Y.astype(jnp.float64).mean(0)).astype(Y.dtype)
+    total = Y.sum(0)
+    xty = X.T @ Y if mode == "primal" else None  # [p, v]
+
+    def step(acc, s):
+        fmask = s.fit_mask[:, None]
+        y_fit = Y[s.fit_idx] * fmask  # [o, v]
+        if fit_intercept:
+            fit_sum = y_fit.sum(0)
+            y_mean = (total - fit_sum) / s.n_train if mode == "primal" else fit_sum / s.n_train
+        else:
+            y_mean = jnp.zeros_like(total)
+        if mode == "primal":
+            x_fit = X[s.fit_idx] * fmask  # [o, p]
+            xty_train = xty - x_fit.T @ y_fit
+            if fit_intercept:
+                xty_train = xty_train - s.n_train * s.x_mean[:, None] * y_mean[None, :]
+            q = s.basis.T @ xty_train  # [p, v]
+        else:
+            q = s.basis.T @ ((y_fit - y_mean) * fmask)  # [t, v]
+        y_val = (Y[s.val_idx] - y_mean) * s.val_mask[:, None]  # [m, v]
+        scores = _validation_scores(s.test_proj, s.eig, alphas, q, y_val, s.val_mask, s.n_val,
+                                    scoring)
+        return acc + scores, None
+
+    init = jnp.zeros((alphas.shape[0], Y.shape[1]), Y.dtype)
+    acc, _ = jax.lax.scan(step, init, stack)
+    return acc
+
+
+def _batches(Y, columns, voxel_batch: int, dtype):
+    """Yield (start, stop, device batch) over the selected columns, zero-padding the last."""
+    n_cols = Y.shape[1] if columns is None else len(columns)
+    width = min(voxel_batch, n_cols)
+    for start in range(0, n_cols, width):
+        stop = min(start + width, n_cols)
+        block = Y[:, start:stop] if columns is None else Y[:, columns[start:stop]]
+        block = np.asarray(block, dtype=dtype)
+        if stop - start < width:
+            block = np.pad(block, ((0, 0), (0, width - (stop - start))))
+        yield start, stop, jax.device_put(block)
+
+
+def _stream(results, fetch):
+    """Fetch each batch result one step late so the host slices the next batch meanwhile."""
+    pending = None
+    for item in results:
+        if pending is not None:
+            fetch(*pending)
+        pending = item
+    if pending is not None:
+        fetch(*pending)
+
+
+def cv_scores(X, Y, splits, alphas, *, fit_intercept: bool, scoring: str, voxel_batch: int,
+              split_batch: int | None, dtype, columns=None) -> np.ndarray:
+    """Mean validation score of every alpha and voxel over the splits.
+
+    Parameters
+    ----------
+    X : jax.Array of shape (n_samples, n_features)
+        Features in the compute dtype, centred over all rows when fitting an intercept.
+    Y : ndarray of shape (n_samples, n_voxels)
+        Responses on the host; streamed to the device ``voxel_batch`` columns at a time.
+    splits : list of (ndarray, ndarray)
+        Sorted (train, val) row indices.
+    alphas : ndarray of shape (n_alphas,)
+        Positive regularisation strengths.
+    fit_intercept : bool
+        Centre training rows by their mean (the intercept is not penalised).
+    scoring : {"r2", "correlation"}
+        Per-voxel validation score.
+    voxel_batch : int
+        Voxels per device batch.
+    split_batch : int or None
+        Splits whose decompositions are resident at once (all when None).
+    dtype : numpy dtype
+        Compute dtype.
+    columns : ndarray of int, optional
+        Columns of ``Y`` to use (all when None).
+
+    Returns
+    -------
+    ndarray of shape (n_alphas, n_selected_voxels), float64
+        Validation scores averaged over the splits.
+    """
+    n_train_min = min(len(t) for t, _ in splits)
+    mode = choose_mode(X.shape[1], n_train_min)
+    n_cols = Y.shape[1] if columns is None else len(columns)
+    total = np.zeros((len(alphas), n_cols))
+    alphas_dev = jnp.asarray(alphas, dtype)
+    group = len(splits) if split_batch is None else split_batch
+    for g in range(0, len(splits), group):
+        stack = decompose_splits(X, splits[g:g + group], mode=mode,
+                                 fit_intercept=fit_intercept, dtype=dtype)
+
+        def fetch(start, stop, res):
+            total[:, start:stop] += np.asarray(res)[:, : stop - start]
+
+        _stream(((start, stop, _cv_batch(X, yb, stack, alphas_dev, mode=mode,
+                                         fit_intercept=fit_intercept, scoring=scoring))
+                 for start, stop, yb in _batches(Y, columns, voxel_batch, dtype)), fetch)
+        del stack
+    return total / len(splits)
+
+
+@partial(jax.jit, static_argnames=("mode", "fit_intercept"))
+def _refit_batch(X, Y, dec, alphas_v, x_offset, *, mode, fit_intercept):
+    if fit_intercept:
+        y_mean = Y.astype(jnp.float64).mean(0).astype(Y.dtype)
+        Y = Y - y_mean
+    else:
+        y_mean = jnp.zeros(Y.shape[1], Y.dtype)
+    z = X.T @ Y if mode == "primal" else Y
+    q = dec.basis.T @ z  # [r, v]
+    coef = dec.left @ (q / (dec.eig[:, None] + alphas_v[None, :]))  # [p, v]
+    return coef, y_mean - x_offset @ coef
+
+
+def refit(X, Y, alphas_v, *, x_offset, fit_intercept: bool, voxel_batch: int, dtype,
+          columns=None, decomposition: FullDecomposition | None = None):
+    """Ridge coefficients on all rows, each voxel with its own alpha.
+
+    Parameters
+    ----------
+    X : jax.Array of shape (n_samples, n_features)
+        Features in the compute dtype, centred over all rows when fitting an intercept.
+    Y : ndarray of shape (n_samples, n_voxels)
+        Responses on the host.
+    alphas_v : ndarray of shape (n_selected_voxels,)
+        Positive alpha of each selected voxel.
+    x_offset : ndarray of shape (n_features,)
+        Column means removed from ``X`` (zeros without intercept); the intercept is expressed
+        for the uncentred features.
+    fit_intercept : bool
+    voxel_batch : int
+    dtype : numpy dtype
+    columns : ndarray of int, optional
+        Columns of ``Y`` to refit (all when None).
+    decomposition : FullDecomposition, optional
+        The :func:`decompose_full` of ``X`` (mode from :func:`choose_mode`), reused when
+        given, computed otherwise.
+
+    Returns
+    -------
+    coef : ndarray of shape (n_features, n_selected_voxels)
+    intercept : ndarray of shape (n_selected_voxels,)
+    """
+    n_samples, n_features = X.shape
+    mode = choose_mode(n_features, n_samples)
+    dec = decomposition or decompose_full(X, mode=mode, dtype=dtype)
+    n_cols = len(alphas_v)
+    coef = np.empty((n_features, n_cols), dtype)
+    intercept = np.empty(n_cols, dtype)
+    width = min(voxel_batch, n_cols)
+    alphas_pad = np.concatenate([alphas_v, np.ones(-n_cols % width)]).astype(dtype)
+    offset = jnp.asarray(x_offset, dtype)
+
+    def fetch(start, stop, res):
+        coef[:, start:stop] = np.asarray(res[0])[:, : stop - start]
+        intercept[start:stop] = np.asarray(res[1])[: stop - start]
+
+    _stream(((start, stop, _refit_batch(X, yb, dec, jnp.asarray(alphas_pad[start:start + width]),
+                                        offset, mode=mode, fit_intercept=fit_intercept))
+             for start, stop, yb in _batches(Y, columns, voxel_batch, dtype)), fetch)
+    return coef, intercept
+
+
+@jax.jit
+def _predict_batch(X, coef, intercept):
+    return X @ coef + intercept
+
+
+def predict(X, coef, intercept, *, voxel_batch: int, dtype) -> np.ndarray:
+    """``X @ coef + intercept`` computed on the device in voxel batches.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    coef : ndarray of shape (n_features, n_voxels)
+    intercept : ndarray of shape (n_voxels,)
+    voxel_batch : int
+    dtype : numpy dtype
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_voxels)
+    """
+    x = jax.device_put(np.asarray(X, dtype))
+    n_voxels = coef.shape[1]
+    out = np.empty((X.shape[0], n_voxels), dtype)
+    width = min(voxel_batch, n_voxels)
+    coef_pad = np.pad(np.asarray(coef, dtype), ((0, 0), (0, -n_voxels % width)))
+    icpt_pad = np.pad(np.asarray(intercept, dtype), (0, -n_voxels % width))
+
+    def fetch(start, stop, res):
+        out[:, start:stop] = np.asarray(res)[:, : stop - start]
+
+    _stream(((s, min(s + width, n_voxels),
+              _predict_batch(x, coef_pad[:, s:s + width], icpt_pad[s:s + width]))
+             for s in range(0, n_voxels, width)), fetch)
+    return out
