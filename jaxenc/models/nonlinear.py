@@ -1,0 +1,348 @@
+"""Nonlinear multimodal encoders: the MLP family of "Mind the Gap" and its controls.
+
+Every model maps delayed stimulus features to response targets, one TR per row::
+
+    model(x, train=False, mask=None)    # x: [batch, n_features] -> [batch, n_outputs]
+
+where ``n_outputs`` is the number of PCA components of the responses (inverse-projected to
+voxels for evaluation) or the number of voxels. The controls isolate why the MLP wins:
+
+- :class:`MLLinear` has the MLP's shape but no activation: a reduced-rank linear model.
+- :class:`DIMLP` gives each modality its own hidden layer and fuses them linearly, so it can
+  be nonlinear within a modality but not across modalities.
+- :class:`DeepMLP` and :class:`DelayGRU` add depth or recurrence, which overfit at the size of
+  one subject's data.
+
+Modalities are column ranges of the feature matrix. After :func:`jaxenc.align.make_delayed`
+each modality occupies one range per delay block; :func:`delayed_columns` computes them.
+
+All models take ``train`` (dropout on, BatchNorm from the batch and updating its running
+statistics) and ``mask`` (rows of a partial minibatch that must not enter BatchNorm
+statistics), so the trainer can call any of them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxenc.errors import ConfigError
+
+__all__ = ["MLLinear", "MLP", "DIMLP", "DeepMLP", "DelayGRU", "delayed_columns"]
+
+# BatchNorm running-average decay. 0.9 is PyTorch's momentum=0.1, the paper's framework.
+_BN_MOMENTUM = 0.9
+
+
+def delayed_columns(start: int, stop: int, n_block_features: int, n_delays: int) -> tuple:
+    """Column ranges of one modality in a delayed feature matrix.
+
+    :func:`jaxenc.align.make_delayed` stacks ``n_delays`` copies of an undelayed matrix of
+    ``n_block_features`` columns side by side, so a modality held in columns
+    ``[start, stop)`` of the undelayed matrix appears once in every block.
+
+    Parameters
+    ----------
+    start, stop : int
+        The modality's columns ``[start, stop)`` in the undelayed feature matrix.
+    n_block_features : int
+        Columns of the undelayed matrix (all modalities together).
+    n_delays : int
+        Number of delay blocks.
+
+    Returns
+    -------
+    tuple of (int, int)
+        ``n_delays`` pairs ``(start, stop)`` in the delayed matrix, in block order.
+
+    Examples
+    --------
+    Audio in columns 0-3 and semantics in 4-9 of a 10-column matrix, delayed twice:
+
+    >>> delayed_columns(0, 4, 10, 2)
+    ((0, 4), (10, 14))
+    """
+    if not 0 <= start < stop <= n_block_features or n_delays < 1:
+        raise ConfigError(
+            f"modality columns [{start}, {stop}) must lie inside the {n_block_features} "
+            f"columns of a delay block, with at least one delay (found {n_delays})"
+        )
+    return tuple((start + d * n_block_features, stop + d * n_block_features) for d in range(n_delays))
+
+
+def _as_ranges(columns) -> tuple[tuple[int, int], ...]:
+    """Normalise a modality given as ``(start, stop)``, a slice, or a sequence of either."""
+    if isinstance(columns, slice):
+        columns = [columns]
+    elif len(columns) == 2 and all(isinstance(c, int) for c in columns):
+        columns = [tuple(columns)]
+    out = []
+    for c in columns:
+        start, stop = (c.start, c.stop) if isinstance(c, slice) else c
+        if start is None or stop is None or not 0 <= start < stop:
+            raise ConfigError(f"a modality's columns must be explicit ranges [start, stop), found {c!r}")
+        out.append((int(start), int(stop)))
+    return tuple(out)
+
+
+def _take(x, ranges):
+    # [batch, n_features] -> [batch, sum of range widths]
+    return jnp.concatenate([x[:, a:b] for a, b in ranges], axis=-1)
+
+
+class _HiddenBlock(nnx.Module):
+    """Linear -> BatchNorm -> activation -> Dropout, the hidden layer shared by the MLPs."""
+
+    def __init__(self, n_in, n_out, *, activation, dropout, batch_norm, rngs):
+        self.linear = nnx.Linear(n_in, n_out, rngs=rngs)
+        self.norm = nnx.BatchNorm(n_out, momentum=_BN_MOMENTUM, rngs=rngs) if batch_norm else None
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.activation = activation
+
+    def __call__(self, x, *, train, mask):
+        h = self.linear(x)
+        if self.norm is not None:
+            h = self.norm(h, use_running_average=not train, mask=None if mask is None else mask[:, None])
+        return self.dropout(self.activation(h), deterministic=not train)
+
+
+class MLLinear(nnx.Module):
+    """Reduced-rank linear encoder: Linear -> ``hidden`` units -> Linear, no activation.
+
+    The output is ``x @ W1 @ W2 + (b1 @ W2 + b2)``, a linear map of rank at most ``hidden``:
+    the MLP with its nonlinearity, normalisation and dropout removed.
+
+    Parameters
+    ----------
+    n_features : int
+        Columns of the input.
+    n_outputs : int
+        Targets (PCA components or voxels).
+    hidden : int
+        Width of the bottleneck (256 in the paper).
+    rngs : nnx.Rngs
+        Parameter initialisation.
+    """
+
+    def __init__(self, n_features: int, n_outputs: int, *, hidden: int = 256, rngs: nnx.Rngs):
+        self.encode = nnx.Linear(n_features, hidden, rngs=rngs)
+        self.decode = nnx.Linear(hidden, n_outputs, rngs=rngs)
+
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``train`` and ``mask`` are unused."""
+        return self.decode(self.encode(x))
+
+
+class MLP(nnx.Module):
+    """One hidden layer: Linear -> BatchNorm -> tanh -> Dropout -> Linear.
+
+    Parameters
+    ----------
+    n_features : int
+        Columns of the input.
+    n_outputs : int
+        Targets (PCA components or voxels).
+    hidden : int
+        Hidden units (256 in the paper).
+    dropout : float
+        Dropout rate on the hidden layer during training (the paper tunes 0.1-0.3).
+    activation : callable
+        Elementwise nonlinearity; ``tanh`` as in the paper.
+    batch_norm : bool
+        Normalise the hidden pre-activations over the minibatch.
+    rngs : nnx.Rngs
+        Streams ``params`` (initialisation) and ``dropout``.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_outputs: int,
+        *,
+        hidden: int = 256,
+        dropout: float = 0.2,
+        activation: Callable = jnp.tanh,
+        batch_norm: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        self.hidden = _HiddenBlock(
+            n_features, hidden, activation=activation, dropout=dropout, batch_norm=batch_norm, rngs=rngs
+        )
+        self.readout = nnx.Linear(hidden, n_outputs, rngs=rngs)
+
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """Map ``x`` of shape (batch, n_features) to (batch, n_outputs).
+
+        ``mask`` (batch,) bool marks the real rows of a padded minibatch: only they enter the
+        BatchNorm statistics when ``train`` is true.
+        """
+        return self.readout(self.hidden(x, train=train, mask=mask))
+
+
+class DIMLP(nnx.Module):
+    """Dual-input MLP: a tanh hidden layer per modality, then one linear fusion layer.
+
+    Nonlinear within each modality, additive across them: any gain of :class:`MLP` over this
+    model is the contribution of cross-modal interactions.
+
+    Parameters
+    ----------
+    modalities : sequence
+        One entry per modality: the columns it occupies, as ``(start, stop)``, a slice, or a
+        sequence of either (see :func:`delayed_columns` for delayed features).
+    n_outputs : int
+        Targets (PCA components or voxels).
+    hidden : int or sequence of int
+        Hidden units per modality (one value for all, or one per modality).
+    dropout : float
+        Dropout rate on the hidden layers during training.
+    activation : callable
+        Elementwise nonlinearity.
+    batch_norm : bool
+        Normalise each hidden layer over the minibatch.
+    rngs : nnx.Rngs
+        Streams ``params`` and ``dropout``.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence,
+        n_outputs: int,
+        *,
+        hidden: int | Sequence[int] = 256,
+        dropout: float = 0.2,
+        activation: Callable = jnp.tanh,
+        batch_norm: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        ranges = tuple(_as_ranges(m) for m in modalities)
+        if len(ranges) < 2:
+            raise ConfigError(f"DIMLP needs at least two modalities, found {len(ranges)}")
+        widths = [hidden] * len(ranges) if isinstance(hidden, int) else list(hidden)
+        if len(widths) != len(ranges):
+            raise ConfigError(f"{len(widths)} hidden sizes for {len(ranges)} modalities")
+        self.ranges = ranges
+        self.branches = nnx.List(
+            [
+                _HiddenBlock(
+                    sum(b - a for a, b in r), w, activation=activation, dropout=dropout,
+                    batch_norm=batch_norm, rngs=rngs,
+                )
+                for r, w in zip(ranges, widths)
+            ]
+        )
+        self.fusion = nnx.Linear(sum(widths), n_outputs, rngs=rngs)
+
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``mask`` as in :class:`MLP`."""
+        hs = [branch(_take(x, r), train=train, mask=mask) for r, branch in zip(self.ranges, self.branches)]
+        # [batch, sum(hidden)]: the modalities meet only in this linear layer.
+        return self.fusion(jnp.concatenate(hs, axis=-1))
+
+
+class DeepMLP(nnx.Module):
+    """``depth`` hidden layers of Linear -> BatchNorm -> tanh -> Dropout, then a linear readout.
+
+    ``depth=1`` is :class:`MLP`. Used for the depth ablation: deeper networks overfit at the
+    size of one subject's data.
+
+    Parameters
+    ----------
+    n_features, n_outputs : int
+        Input columns and targets.
+    depth : int
+        Number of hidden layers (at least 1).
+    hidden : int
+        Units per hidden layer.
+    dropout : float
+        Dropout rate on every hidden layer during training.
+    activation : callable
+        Elementwise nonlinearity.
+    batch_norm : bool
+        Normalise each hidden layer over the minibatch.
+    rngs : nnx.Rngs
+        Streams ``params`` and ``dropout``.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_outputs: int,
+        *,
+        depth: int = 3,
+        hidden: int = 256,
+        dropout: float = 0.2,
+        activation: Callable = jnp.tanh,
+        batch_norm: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        if depth < 1:
+            raise ConfigError(f"DeepMLP depth must be at least 1, found {depth}")
+        sizes = [n_features] + [hidden] * depth
+        self.layers = nnx.List(
+            [
+                _HiddenBlock(a, b, activation=activation, dropout=dropout, batch_norm=batch_norm, rngs=rngs)
+                for a, b in zip(sizes[:-1], sizes[1:])
+            ]
+        )
+        self.readout = nnx.Linear(hidden, n_outputs, rngs=rngs)
+
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``mask`` as in :class:`MLP`."""
+        for layer in self.layers:
+            x = layer(x, train=train, mask=mask)
+        return self.readout(x)
+
+
+class DelayGRU(nnx.Module):
+    """A GRU over the window of delayed TRs, oldest first, read out from its last state.
+
+    The input row of TR ``t`` built by :func:`jaxenc.align.make_delayed` with delays
+    ``(1, ..., n_delays)`` holds the stimulus at ``t-1, ..., t-n_delays``: this model reads
+    that window as a causal sequence instead of one flat vector, which keeps the per-TR
+    minibatch training of the other models.
+
+    Parameters
+    ----------
+    n_features : int
+        Columns of the delayed input, ``n_delays * n_block_features``.
+    n_outputs : int
+        Targets (PCA components or voxels).
+    n_delays : int
+        Delay blocks in the input, ordered from the most recent to the oldest.
+    hidden : int
+        GRU state size.
+    dropout : float
+        Dropout rate on the final state during training.
+    rngs : nnx.Rngs
+        Streams ``params`` and ``dropout``.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_outputs: int,
+        *,
+        n_delays: int = 4,
+        hidden: int = 256,
+        dropout: float = 0.2,
+        rngs: nnx.Rngs,
+    ):
+        if n_delays < 1 or n_features % n_delays:
+            raise ConfigError(f"{n_features} delayed features do not split into {n_delays} equal delay blocks")
+        self.n_delays = n_delays
+        self.cell = nnx.GRUCell(n_features // n_delays, hidden, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.readout = nnx.Linear(hidden, n_outputs, rngs=rngs)
+        self.hidden_size = hidden
+
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``mask`` is unused."""
+        # [batch, n_delays * f] -> [batch, n_delays, f], block 0 is the most recent TR.
+        seq = x.reshape(x.shape[0], self.n_delays, -1)
+        h = jnp.zeros((x.shape[0], self.hidden_size), x.dtype)
+        for d in reversed(range(self.n_delays)):
+            h, _ = self.cell(h, seq[:, d])
+        return self.readout(self.dropout(h, deterministic=not train))

@@ -1,0 +1,93 @@
+"""Orbax checkpoints of the stacked training state, and resuming from them.
+
+The whole carry of the training program (parameters, optimizer states, best parameters,
+early-stopping counters, dropout keys, loss history) is saved as a flat list of arrays next to
+a JSON signature of the run; a run resumes only from a checkpoint whose signature matches.
+PRNG key arrays are stored as their raw key data, since orbax writes plain arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxenc.errors import CheckpointError
+
+# Checkpoints kept on disk; older ones are deleted.
+_MAX_TO_KEEP = 2
+
+
+def open_manager(directory) -> ocp.CheckpointManager:
+    """A synchronous manager on ``directory`` (created if missing): a save is on disk when it returns."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=_MAX_TO_KEEP, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(Path(directory).resolve(), options=options, item_names=("state", "meta"))
+
+
+def _is_key(x) -> bool:
+    return jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_arrays(carry) -> dict:
+    leaves = jax.tree.leaves(carry)
+    return {f"{i:05d}": jax.random.key_data(x) if _is_key(x) else x for i, x in enumerate(leaves)}
+
+
+def run_signature(keys, carry, config, grid) -> dict:
+    """What must match for a checkpoint to be resumed: models, shapes, settings."""
+    return {
+        "models": [[k.subject, k.fold, k.grid] for k in keys],
+        "shapes": [[list(x.shape), str(x.dtype)] for x in _to_arrays(carry).values()],
+        "config": dataclasses.asdict(config),
+        "grid": [dict(p) for p in grid],
+    }
+
+
+def save(manager: ocp.CheckpointManager, epoch: int, carry, meta: dict) -> None:
+    """Write the carry after ``epoch`` epochs."""
+    manager.save(
+        epoch,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(_to_arrays(carry)), meta=ocp.args.JsonSave(meta)),
+        force=True,
+    )
+
+
+def restore_latest(manager: ocp.CheckpointManager, carry, meta: dict):
+    """Restore the latest checkpoint into the structure of ``carry``.
+
+    Returns
+    -------
+    (int, pytree) or None
+        The epochs done and the restored carry, or None when the directory holds no checkpoint.
+
+    Raises
+    ------
+    CheckpointError
+        The checkpoint was written by a run with other models, shapes or settings.
+    """
+    step = manager.latest_step()
+    if step is None:
+        return None
+    path = Path(manager.directory) / str(step)
+    saved = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    for part in ("models", "shapes", "config", "grid"):
+        if saved.get(part) != meta[part]:
+            raise CheckpointError(
+                f"checkpoint at epoch {step} was written by a different run: its {part} differ from "
+                "this run's; use another checkpoint_dir or the original settings",
+                path=path,
+            )
+    leaves, treedef = jax.tree.flatten(carry)
+    target = _to_arrays(carry)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+    restored = [
+        jax.random.wrap_key_data(jnp.asarray(state[name]), impl=jax.random.key_impl(old)) if _is_key(old)
+        else jnp.asarray(np.asarray(state[name]))
+        for name, old in zip(target, leaves)
+    ]
+    return int(step), jax.tree.unflatten(treedef, restored)
