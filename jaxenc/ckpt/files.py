@@ -26,8 +26,11 @@ _SAFETENSORS_INDEX = "model.safetensors.index.json"
 _SAFETENSORS = "model.safetensors"
 _BIN_INDEX = "pytorch_model.bin.index.json"
 _BIN = "pytorch_model.bin"
-# Dtypes a checkpoint may store parameters in, by their safetensors names.
-_FLOAT_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+# Safetensors dtype codes -> the numpy/torch names the rest of jaxenc uses.
+_DTYPE_NAMES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+}
 # A Hub id is "name" or "owner/name"; anything else that does not exist is a wrong local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -151,7 +154,7 @@ class Shard:
             return tuple(tensor.shape), str(tensor.dtype).removeprefix("torch.")
         view = self._handle.get_slice(key)
         dtype = view.get_dtype()
-        return tuple(view.get_shape()), _FLOAT_DTYPES.get(dtype, dtype)
+        return tuple(view.get_shape()), _DTYPE_NAMES.get(dtype, dtype)
 
     def read(self, key: str) -> jax.Array | np.ndarray:
         """Read one tensor into host memory, in the dtype it is stored in."""

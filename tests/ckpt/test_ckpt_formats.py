@@ -1,0 +1,63 @@
+"""Every on-disk format loads to the same model as transformers reads from it (fp32, tolerance 1e-5)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from flax import nnx
+
+from jaxenc.ckpt import load_llama, load_whisper_encoder
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+FORMATS = ["single", "sharded", "fp16", "bf16", "bare", "bin", "bin-sharded"]
+forward = nnx.jit(lambda model, *inputs: model(*inputs))
+
+
+def reference(model, dirs, fmt, cls):
+    """The torch model holding the weights of ``fmt``: half-precision files are re-read upcast to fp32."""
+    if fmt in ("fp16", "bf16"):
+        return cls.from_pretrained(dirs[fmt], dtype=torch.float32).eval()
+    return model
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_whisper_formats_match_transformers(whisper_dirs, fmt):
+    model, dirs = whisper_dirs
+    torch_model = reference(model, dirs, fmt, transformers.WhisperForConditionalGeneration)
+    encoder, config = load_whisper_encoder(dirs[fmt])
+    x = np.random.default_rng(0).standard_normal((2, 80, 2 * config.max_source_positions)).astype(np.float32)
+    with torch.inference_mode():
+        expected = torch_model.model.encoder(torch.from_numpy(x), output_hidden_states=True).hidden_states
+    got = forward(encoder, jnp.asarray(x))
+    assert len(got) == len(expected) == 3
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(np.asarray(g), e.numpy(), **TOL)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_llama_formats_match_transformers(llama_dirs, fmt):
+    model, dirs = llama_dirs
+    torch_model = reference(model, dirs, fmt, transformers.LlamaForCausalLM)
+    llama, config = load_llama(dirs[fmt])
+    ids = np.random.default_rng(0).integers(0, config.vocab_size, (2, 9))
+    with torch.inference_mode():
+        expected = torch_model.model(torch.from_numpy(ids), output_hidden_states=True).hidden_states
+    got = forward(llama, jnp.asarray(ids), jnp.ones(ids.shape, jnp.int32))
+    assert len(got) == len(expected) == 4
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(np.asarray(g), e.numpy(), **TOL)
+
+
+def param_dtypes(model) -> set:
+    return {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))}
+
+
+@pytest.mark.parametrize("fmt", ["single", "bf16"])
+def test_param_dtype_casts_and_defaults_to_compute_dtype(whisper_dirs, llama_dirs, fmt):
+    f32, bf16 = {jnp.dtype(jnp.float32)}, {jnp.dtype(jnp.bfloat16)}
+    for load, (_, dirs) in ((load_llama, llama_dirs), (load_whisper_encoder, whisper_dirs)):
+        assert param_dtypes(load(dirs[fmt])[0]) == f32
+        assert param_dtypes(load(dirs[fmt], dtype=jnp.bfloat16)[0]) == bf16
+        assert param_dtypes(load(dirs[fmt], dtype=jnp.float32, param_dtype=jnp.bfloat16)[0]) == bf16
