@@ -1,0 +1,65 @@
+"""pearson_r and r2_score against scipy and scikit-learn on the same data."""
+
+import jax
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn.metrics import r2_score as sk_r2
+
+from jaxenc.errors import AlignmentError, ConfigError
+from jaxenc.metrics import pearson_r, r2_score
+
+
+def responses(n=120, v=30, seed=0):
+    rng = np.random.default_rng(seed)
+    y_true = rng.standard_normal((n, v)) * rng.uniform(0.5, 3, v) + rng.normal(0, 20, v)
+    y_pred = 0.6 * y_true + rng.standard_normal((n, v)) * 2 + rng.normal(0, 5, v)
+    return y_true, y_pred
+
+
+def test_pearson_r_matches_scipy_per_column():
+    y_true, y_pred = responses()
+    expected = [scipy.stats.pearsonr(y_true[:, j], y_pred[:, j]).statistic for j in range(y_true.shape[1])]
+    np.testing.assert_allclose(pearson_r(y_true, y_pred), expected, atol=2e-6)
+
+
+def test_r2_matches_sklearn_raw_values():
+    y_true, y_pred = responses(seed=1)
+    y_pred[:, 0] = y_true[:, 0].mean()  # a mean prediction scores exactly 0
+    y_pred[:, 1] = -y_true[:, 1]  # strongly negative r2
+    expected = sk_r2(y_true, y_pred, multioutput="raw_values")
+    np.testing.assert_allclose(r2_score(y_true, y_pred), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_constant_columns():
+    y_true, y_pred = responses(v=4, seed=2)
+    y_true[:, 0] = 3.0  # dead voxel, imperfect prediction
+    y_true[:, 1] = 3.0  # dead voxel, perfect prediction
+    y_pred[:, 1] = 3.0
+    y_pred[:, 2] = -1.0  # constant prediction of a live voxel
+    r = np.asarray(pearson_r(y_true, y_pred))
+    assert np.all(np.isfinite(r))
+    np.testing.assert_array_equal(r[:3], 0.0)
+    # sklearn's force_finite rule for SS_tot = 0: 1 if perfect else 0.
+    np.testing.assert_allclose(r2_score(y_true, y_pred), sk_r2(y_true, y_pred, multioutput="raw_values"), atol=1e-5)
+
+
+def test_one_dimensional_and_jit_inside_jit():
+    y_true, y_pred = responses(v=3, seed=3)
+    scalar = pearson_r(y_true[:, 1], y_pred[:, 1])
+    assert scalar.shape == ()
+    np.testing.assert_allclose(scalar, scipy.stats.pearsonr(y_true[:, 1], y_pred[:, 1]).statistic, atol=2e-6)
+    both = jax.jit(lambda a, b: (pearson_r(a, b), r2_score(a, b)))(y_true, y_pred)
+    np.testing.assert_allclose(both[1], sk_r2(y_true, y_pred, multioutput="raw_values"), rtol=1e-5)
+
+
+def test_bad_shapes():
+    y_true, y_pred = responses(v=3)
+    with pytest.raises(AlignmentError, match="y_pred has shape"):
+        pearson_r(y_true, y_pred[:-1])
+    with pytest.raises(AlignmentError, match="y_pred has shape"):
+        r2_score(y_true, y_pred.T)
+    with pytest.raises(AlignmentError, match="expected"):
+        pearson_r(y_true[None], y_pred[None])
+    with pytest.raises(ConfigError, match="2 TRs"):
+        r2_score(y_true[:1], y_pred[:1])
