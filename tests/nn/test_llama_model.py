@@ -13,7 +13,8 @@ from jaxenc.nn import LlamaConfig, LlamaModel
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 BATCH, SEQ = 3, 10
-# One compilation per model shape, shared by the tests (eager dispatch is slower).
+# One compilation per model shape, shared by the tests (eager dispatch is slower). Tests of
+# behaviour that does not depend on the variant run on one variant only, to save compilations.
 forward = nnx.jit(lambda model, ids, mask: model(ids, mask))
 
 
@@ -70,6 +71,7 @@ def test_padded_matches_transformers_at_real_tokens(llama_checkpoint, side):
         np.testing.assert_allclose(g[real], e[real], **TOL)
 
 
+@pytest.mark.parametrize("llama_checkpoint", ["gqa-tied-llama3"], indirect=True)
 def test_left_padded_batch_equals_unpadded_rows(llama_checkpoint):
     _, path = llama_checkpoint
     model, config = load_llama(path)
@@ -82,6 +84,7 @@ def test_left_padded_batch_equals_unpadded_rows(llama_checkpoint):
             np.testing.assert_allclose(b[row, SEQ - n:], a[0], **TOL)
 
 
+@pytest.mark.parametrize("llama_checkpoint", ["gqa-tied-llama3"], indirect=True)
 def test_max_layer_equals_first_layers_of_full_model(llama_checkpoint):
     torch_model, path = llama_checkpoint
     full, config = load_llama(path)
@@ -105,6 +108,7 @@ def test_rotary_frequencies_match_transformers(llama_checkpoint):
     )
 
 
+@pytest.mark.parametrize("llama_checkpoint", ["gqa-tied-llama3"], indirect=True)
 def test_bfloat16_compute_close_to_float32(llama_checkpoint):
     _, path = llama_checkpoint
     model32, config = load_llama(path)
