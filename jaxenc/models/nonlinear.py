@@ -96,7 +96,9 @@ class _HiddenBlock(nnx.Module):
     """Linear -> BatchNorm -> activation -> Dropout, the hidden layer shared by the MLPs."""
 
     def __init__(self, n_in, n_out, *, activation, dropout, batch_norm, rngs):
-        self.linear = nnx.Linear(n_in, n_out, rngs=rngs)
+        # No bias before BatchNorm: the normalisation removes it, so its gradient is rounding
+        # noise that Adam would turn into steps of the full learning rate.
+        self.linear = nnx.Linear(n_in, n_out, use_bias=not batch_norm, rngs=rngs)
         self.norm = nnx.BatchNorm(n_out, momentum=_BN_MOMENTUM, rngs=rngs) if batch_norm else None
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.activation = activation
