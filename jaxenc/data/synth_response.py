@@ -125,7 +125,9 @@ def story_latents(
     Columns: the audio properties, the semantic events, then one interaction term per row of
     the projections: ``(a * s)`` with ``a = smooth(audio @ p_a) - mean`` and
     ``s = smooth(semantic @ p_s) - mean``, Gaussian smoothing of width ``smoothing`` seconds
-    and means over the audio's duration, both 0 before sound onset.
+    and means over the audio's duration, both 0 before sound onset; each product is then
+    replaced by its residual after a least-squares fit on the story's audio and semantic frames
+    and a constant, so that no instantaneous linear function of the stimulus explains it.
 
     Parameters
     ----------

@@ -50,10 +50,13 @@ Responses. On a 0.1 s grid from the first trigger, the neural drive of a voxel i
 ``audio @ w_a + semantic @ w_s + interaction @ w_i``, where ``interaction`` has
 ``n_interaction`` columns ``(a_k - mean) * (s_k - mean)``, products of a projection of the audio
 properties and one of the semantic events, each smoothed by a Gaussian of
-``interaction_smoothing`` seconds (slow enough that TR-level delayed features can learn them).
-The drive is convolved with SPM's canonical double-gamma HRF and sampled at the rows' TR
-centres, giving ``signal = latent_rows @ weights``. Voxel classes (:class:`VoxelClass`): noise
-(no signal), audio, semantic, audio+semantic (linear, audio share U(0.25, 0.75)), interaction.
+``interaction_smoothing`` seconds (slow enough that TR-level delayed features can learn them),
+minus the part of each product that a least-squares fit on the story's audio and semantic
+frames explains (the two share the speech-versus-silence envelope, so a raw product would be
+partly linear). The drive is convolved with SPM's canonical double-gamma HRF and sampled at
+the rows' TR centres, giving ``signal = latent_rows @ weights``. Voxel classes
+(:class:`VoxelClass`): noise (no signal), audio, semantic, audio+semantic (linear, audio share
+U(0.25, 0.75)), interaction.
 Weights are scaled so the signal has unit variance pooled over all stories (each centred);
 per-voxel SNR (signal std / noise std) is log-uniform in ``snr_range``. Noise is Gaussian,
 AR(1) over rows with coefficient ``noise_ar``. Each story, and each repeat of the test story
@@ -204,6 +207,14 @@ class SyntheticConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "fewer_stories", tuple(tuple(p) for p in self.fewer_stories))
         self._validate()
+        # numpy integers pass validation but not json: store plain ints.
+        for name in ("n_voxels", "n_repeats"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        integers = ("n_train_stories", "min_respdict", "audio_rate", "n_vocab", "n_semantic")
+        for name in integers + ("n_interaction", "seed"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        kept = tuple((subject, int(n)) for subject, n in self.fewer_stories)
+        object.__setattr__(self, "fewer_stories", kept)
 
     def _validate(self) -> None:
         def fail(message):
