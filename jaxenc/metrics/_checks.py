@@ -18,7 +18,7 @@ def as_float(x):
 
 
 def check_pair(y_true, y_pred, what: str):
-    """Validate two ``(n_trs,)`` or ``(n_trs, n_voxels)`` arrays of one shape; return them as floats."""
+    """Validate two ``(n_trs,)`` or ``(n_trs, n_voxels)`` arrays of one shape; return floats."""
     true_shape, pred_shape = np.shape(y_true), np.shape(y_pred)
     if len(true_shape) not in (1, 2):
         raise AlignmentError(

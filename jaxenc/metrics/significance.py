@@ -58,7 +58,8 @@ def block_permutation(key, n_trs: int, block_size: int):
     """
     n_blocks = -(-n_trs // block_size)
     shuffled = jax.random.permutation(key, n_blocks)  # shuffled[j]: block placed j-th
-    position = jnp.zeros(n_blocks, jnp.int32).at[shuffled].set(jnp.arange(n_blocks, dtype=jnp.int32))
+    slots = jnp.arange(n_blocks, dtype=jnp.int32)
+    position = jnp.zeros(n_blocks, jnp.int32).at[shuffled].set(slots)  # block -> its new slot
     rows = jnp.arange(n_trs, dtype=jnp.int32)
     # Sorting by (new position of the row's block, offset in block) concatenates the blocks in
     # their new order; it also handles a shorter last block.

@@ -5,9 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+from numpy.testing import assert_allclose
 from sklearn.decomposition import PCA as SkPCA
 
-from jaxenc.decomp import PCA, column_mean, gram_matrix, pca_fit, pca_inverse, pca_transform, scatter_matrix
+from jaxenc.decomp import (
+    PCA,
+    column_mean,
+    gram_matrix,
+    pca_fit,
+    pca_inverse,
+    pca_transform,
+    scatter_matrix,
+)
 from jaxenc.errors import AlignmentError, ConfigError, DataError
 
 K = 6
@@ -42,15 +51,15 @@ def case(request):
 
 def test_fit_matches_sklearn_full(case):
     y, sk, ours = case
-    np.testing.assert_allclose(ours.mean_, sk.mean_, rtol=1e-5, atol=1e-5)
+    assert_allclose(ours.mean_, sk.mean_, rtol=1e-5, atol=1e-5)
     # Same sign rule as sklearn's svd_flip(u_based_decision=False): components agree entrywise.
-    np.testing.assert_allclose(ours.components_, sk.components_, atol=2e-4)
+    assert_allclose(ours.components_, sk.components_, atol=2e-4)
     assert max_principal_angle(ours.components_, sk.components_) < 1e-3
-    np.testing.assert_allclose(ours.explained_variance_, sk.explained_variance_, rtol=1e-4)
-    np.testing.assert_allclose(ours.explained_variance_ratio_, sk.explained_variance_ratio_, rtol=1e-4)
-    np.testing.assert_allclose(ours.singular_values_, sk.singular_values_, rtol=1e-4)
+    assert_allclose(ours.explained_variance_, sk.explained_variance_, rtol=1e-4)
+    assert_allclose(ours.explained_variance_ratio_, sk.explained_variance_ratio_, rtol=1e-4)
+    assert_allclose(ours.singular_values_, sk.singular_values_, rtol=1e-4)
     assert ours.n_samples_ == sk.n_samples_
-    np.testing.assert_allclose(ours.components_ @ ours.components_.T, np.eye(K), atol=1e-5)
+    assert_allclose(ours.components_ @ ours.components_.T, np.eye(K), atol=1e-5)
 
 
 def test_transform_and_inverse_match_sklearn(case):
@@ -59,9 +68,9 @@ def test_transform_and_inverse_match_sklearn(case):
     y_new = y[:20] + 0.1 * rng.standard_normal(y[:20].shape)
     z = ours.transform(y_new)
     assert z.shape == (20, K)
-    np.testing.assert_allclose(z, sk.transform(y_new), atol=2e-3 * np.abs(sk.transform(y_new)).max())
+    assert_allclose(z, sk.transform(y_new), atol=2e-3 * np.abs(sk.transform(y_new)).max())
     z_pred = rng.standard_normal((5, K))
-    np.testing.assert_allclose(ours.inverse_transform(z_pred), sk.inverse_transform(z_pred), atol=1e-3)
+    assert_allclose(ours.inverse_transform(z_pred), sk.inverse_transform(z_pred), atol=1e-3)
 
 
 @pytest.mark.parametrize("method", ["gram", "covariance"])
@@ -73,9 +82,9 @@ def test_float64_all_components_match_sklearn(method):
     with jax.enable_x64(True):
         ours = PCA(k, method=method, dtype=jnp.float64).fit(y)
         assert ours.components_.dtype == jnp.float64
-        np.testing.assert_allclose(ours.components_, sk.components_, atol=1e-8)
-        np.testing.assert_allclose(ours.explained_variance_ratio_, sk.explained_variance_ratio_, rtol=1e-10)
-        np.testing.assert_allclose(ours.transform(y), sk.transform(y), atol=1e-8)
+        assert_allclose(ours.components_, sk.components_, atol=1e-8)
+        assert_allclose(ours.explained_variance_ratio_, sk.explained_variance_ratio_, rtol=1e-10)
+        assert_allclose(ours.transform(y), sk.transform(y), atol=1e-8)
 
 
 def test_blocks_equal_stacked_fit_with_small_chunks():
@@ -86,10 +95,10 @@ def test_blocks_equal_stacked_fit_with_small_chunks():
     for method, chunk in [("gram", 160 * 16), ("covariance", 64 * 40)]:
         for blocks_in in (blocks, [jnp.asarray(b) for b in blocks]):
             ours = PCA(K, method=method, chunk_elements=chunk).fit(blocks_in)
-            np.testing.assert_allclose(ours.components_, sk.components_, atol=2e-4)
-            np.testing.assert_allclose(ours.explained_variance_ratio_, sk.explained_variance_ratio_, rtol=1e-4)
+            assert_allclose(ours.components_, sk.components_, atol=2e-4)
+            assert_allclose(ours.explained_variance_ratio_, sk.explained_variance_ratio_, rtol=1e-4)
     z_blocks = PCA(K, chunk_elements=64 * 40).fit_transform(blocks)
-    np.testing.assert_allclose(z_blocks, sk.transform(y), atol=2e-3 * np.abs(sk.transform(y)).max())
+    assert_allclose(z_blocks, sk.transform(y), atol=2e-3 * np.abs(sk.transform(y)).max())
 
 
 def test_reductions_match_numpy():
@@ -98,22 +107,25 @@ def test_reductions_match_numpy():
     mean, n = column_mean(blocks, chunk_elements=64 * 40)
     yc = y - y.mean(axis=0)
     assert n == TALL[0]
-    np.testing.assert_allclose(mean, y.mean(axis=0), rtol=1e-5)
-    np.testing.assert_allclose(gram_matrix(blocks, mean, chunk_elements=160 * 16), yc @ yc.T, rtol=1e-4, atol=1e-2)
-    np.testing.assert_allclose(scatter_matrix(blocks, mean, chunk_elements=64 * 40), yc.T @ yc, rtol=1e-4, atol=1e-2)
+    assert_allclose(mean, y.mean(axis=0), rtol=1e-5)
+    gram = gram_matrix(blocks, mean, chunk_elements=160 * 16)
+    scatter = scatter_matrix(blocks, mean, chunk_elements=64 * 40)
+    assert_allclose(gram, yc @ yc.T, rtol=1e-4, atol=1e-2)
+    assert_allclose(scatter, yc.T @ yc, rtol=1e-4, atol=1e-2)
 
 
 @pytest.mark.parametrize("shape", [WIDE, TALL])
 def test_randomized_agrees_with_exact(shape):
     y = planted(*shape, seed=21)
     exact = PCA(K).fit(y)
-    fast = PCA(K, method="randomized", n_iter=4, n_oversamples=10, seed=1, chunk_elements=64 * 40).fit(y)
+    fast = PCA(K, method="randomized", n_iter=4, n_oversamples=10, seed=1, chunk_elements=64 * 40)
+    fast.fit(y)
     sk = SkPCA(K, svd_solver="randomized", random_state=0).fit(y)
     assert max_principal_angle(fast.components_, exact.components_) < 1e-3
     assert max_principal_angle(fast.components_, sk.components_) < 1e-3
-    np.testing.assert_allclose(fast.explained_variance_, exact.explained_variance_, rtol=1e-4)
-    np.testing.assert_allclose(fast.explained_variance_ratio_, sk.explained_variance_ratio_, rtol=1e-4)
-    np.testing.assert_allclose(fast.components_, exact.components_, atol=5e-4)
+    assert_allclose(fast.explained_variance_, exact.explained_variance_, rtol=1e-4)
+    assert_allclose(fast.explained_variance_ratio_, sk.explained_variance_ratio_, rtol=1e-4)
+    assert_allclose(fast.components_, exact.components_, atol=5e-4)
 
 
 def test_whiten_matches_sklearn():
@@ -121,9 +133,9 @@ def test_whiten_matches_sklearn():
     sk = SkPCA(K, whiten=True, svd_solver="full").fit(y)
     ours = PCA(K, whiten=True).fit(y)
     z = ours.transform(y)
-    np.testing.assert_allclose(z, sk.transform(y), atol=2e-3)
-    np.testing.assert_allclose(np.std(np.asarray(z), axis=0, ddof=1), 1.0, rtol=1e-4)
-    np.testing.assert_allclose(ours.inverse_transform(z), sk.inverse_transform(sk.transform(y)), atol=2e-3)
+    assert_allclose(z, sk.transform(y), atol=2e-3)
+    assert_allclose(np.std(np.asarray(z), axis=0, ddof=1), 1.0, rtol=1e-4)
+    assert_allclose(ours.inverse_transform(z), sk.inverse_transform(sk.transform(y)), atol=2e-3)
 
 
 def test_pure_functions_jit_and_agree_with_class():
@@ -131,9 +143,9 @@ def test_pure_functions_jit_and_agree_with_class():
     state = pca_fit(y, K)
     z = jax.jit(pca_transform)(state, y)
     back = jax.jit(pca_inverse)(state, z)
-    np.testing.assert_allclose(z, PCA(K).fit(y).transform(y), atol=1e-4)
+    assert_allclose(z, PCA(K).fit(y).transform(y), atol=1e-4)
     sk = SkPCA(K, svd_solver="full").fit(y)
-    np.testing.assert_allclose(back, sk.inverse_transform(sk.transform(y)), atol=1e-3)
+    assert_allclose(back, sk.inverse_transform(sk.transform(y)), atol=1e-3)
 
 
 def test_full_rank_request_reconstructs_training_data():
@@ -142,8 +154,8 @@ def test_full_rank_request_reconstructs_training_data():
     ours = PCA(WIDE[0]).fit(y)
     assert np.all(np.isfinite(np.asarray(ours.components_)))
     assert float(ours.explained_variance_[-1]) < 1e-4 * float(ours.explained_variance_[0])
-    np.testing.assert_allclose(ours.inverse_transform(ours.transform(y)), y, atol=1e-3)
-    np.testing.assert_allclose(ours.explained_variance_ratio_.sum(), 1.0, rtol=1e-4)
+    assert_allclose(ours.inverse_transform(ours.transform(y)), y, atol=1e-3)
+    assert_allclose(ours.explained_variance_ratio_.sum(), 1.0, rtol=1e-4)
 
 
 def test_errors():

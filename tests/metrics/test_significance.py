@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.stats
+from numpy.testing import assert_allclose, assert_array_equal
 
 from jaxenc.errors import ConfigError
 from jaxenc.metrics import block_permutations, fdr_bh, permutation_test
@@ -13,11 +14,11 @@ def test_block_permutations_move_whole_blocks():
     orders = np.asarray(block_permutations(n, 20, block_size=size, seed=3))
     assert orders.shape == (20, n)
     for order in orders:
-        np.testing.assert_array_equal(np.sort(order), np.arange(n))
+        assert_array_equal(np.sort(order), np.arange(n))
         # Inside a block TRs stay consecutive: a TR that does not open a block follows its
         # predecessor.
         inner = order % size != 0
-        np.testing.assert_array_equal(order[1:][inner[1:]], order[:-1][inner[1:]] + 1)
+        assert_array_equal(order[1:][inner[1:]], order[:-1][inner[1:]] + 1)
         assert order[0] % size == 0
     assert len({tuple(o) for o in orders}) > 15  # the permutations differ
 
@@ -47,8 +48,10 @@ def test_p_values_match_numpy_over_the_same_permutations():
         ("two-sided", np.abs(null) >= np.abs(observed) - 1e-6),
     ]:
         expected = (1 + exceed.sum(axis=0)) / (1 + N_PERM)
-        got = permutation_test(y_true, y_pred, N_PERM, block_size=10, seed=11, alternative=alternative)
-        np.testing.assert_allclose(got, expected, rtol=1e-6)
+        got = permutation_test(
+            y_true, y_pred, N_PERM, block_size=10, seed=11, alternative=alternative
+        )
+        assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_null_p_values_are_roughly_uniform():
@@ -65,11 +68,11 @@ def test_strong_signal_reaches_the_smallest_p_value():
     y_true, noise = null_data(2)
     y_pred = y_true + 0.3 * noise
     p = permutation_test(y_true, y_pred, N_PERM)
-    np.testing.assert_allclose(p, 1 / (N_PERM + 1))
+    assert_allclose(p, 1 / (N_PERM + 1))
     # A strong negative correlation is significant two-sided only.
     assert np.all(np.asarray(permutation_test(y_true, -y_pred, N_PERM)) == 1.0)
     two = permutation_test(y_true, -y_pred, N_PERM, alternative="two-sided")
-    np.testing.assert_allclose(two, 1 / (N_PERM + 1))
+    assert_allclose(two, 1 / (N_PERM + 1))
 
 
 def test_constant_and_nan_voxels():
@@ -80,7 +83,7 @@ def test_constant_and_nan_voxels():
     p = np.asarray(permutation_test(y_true, y_pred, N_PERM))
     assert p[0] == 1.0
     assert np.isnan(p[1])
-    np.testing.assert_allclose(p[2:], 1 / (N_PERM + 1))
+    assert_allclose(p[2:], 1 / (N_PERM + 1))
 
 
 def test_fdr_bh_matches_scipy_and_step_up_rule():
@@ -88,13 +91,13 @@ def test_fdr_bh_matches_scipy_and_step_up_rule():
     p = np.concatenate([rng.uniform(0, 1, 400), rng.uniform(0, 0.002, 100)])
     p[:3] = p[3]  # ties
     rejected, adjusted = fdr_bh(p, alpha=0.05)
-    np.testing.assert_allclose(adjusted, scipy.stats.false_discovery_control(p, method="bh"), rtol=1e-5)
+    assert_allclose(adjusted, scipy.stats.false_discovery_control(p, method="bh"), rtol=1e-5)
     # Step-up: reject the i smallest, i the largest rank with p_(i) <= i alpha / m.
     m = p.size
     sorted_p = np.sort(p)
     passing = np.nonzero(sorted_p <= np.arange(1, m + 1) * 0.05 / m)[0]
     threshold = sorted_p[passing[-1]]
-    np.testing.assert_array_equal(rejected, p <= threshold)
+    assert_array_equal(rejected, p <= threshold)
 
 
 def test_fdr_bh_ignores_nan():
@@ -103,7 +106,7 @@ def test_fdr_bh_ignores_nan():
     with_nan = np.insert(p, [3, 20], np.nan)
     rejected, adjusted = fdr_bh(with_nan)
     keep = ~np.isnan(with_nan)
-    np.testing.assert_allclose(np.asarray(adjusted)[keep], scipy.stats.false_discovery_control(p), rtol=1e-5)
+    assert_allclose(np.asarray(adjusted)[keep], scipy.stats.false_discovery_control(p), rtol=1e-5)
     assert np.all(np.isnan(np.asarray(adjusted)[~keep]))
     assert not np.any(np.asarray(rejected)[~keep])
 

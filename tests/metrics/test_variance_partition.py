@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score as sk_r2
 
@@ -23,12 +24,12 @@ def test_parts_and_best_part_on_constructed_values():
     r2_ab = np.array([0.35, 0.35, 0.35, 0.30, 0.35, 0.30])
     significant = np.array([True, True, True, True, False, True])
     part = variance_partition(r2_a, r2_b, r2_ab, significant)
-    np.testing.assert_allclose(part.unique_a, r2_ab - r2_b, atol=1e-7)
-    np.testing.assert_allclose(part.unique_b, r2_ab - r2_a, atol=1e-7)
-    np.testing.assert_allclose(part.shared, r2_a + r2_b - r2_ab, atol=1e-7)
-    np.testing.assert_allclose(part.shared[:3], [0.05, 0.05, 0.25], atol=1e-7)
-    np.testing.assert_allclose(part.shared[5], -0.2, atol=1e-7)  # interaction: negative shared
-    np.testing.assert_array_equal(
+    assert_allclose(part.unique_a, r2_ab - r2_b, atol=1e-7)
+    assert_allclose(part.unique_b, r2_ab - r2_a, atol=1e-7)
+    assert_allclose(part.shared, r2_a + r2_b - r2_ab, atol=1e-7)
+    assert_allclose(part.shared[:3], [0.05, 0.05, 0.25], atol=1e-7)
+    assert_allclose(part.shared[5], -0.2, atol=1e-7)  # interaction: negative shared
+    assert_array_equal(
         part.best_part, [UNIQUE_A, UNIQUE_B, SHARED, NOT_SIGNIFICANT, NOT_SIGNIFICANT, UNIQUE_A]
     )
     # Significant voxels with defined parts: 0, 1, 2, 5; one of them is best explained jointly.
@@ -40,10 +41,10 @@ def test_parts_sum_to_joint_r2():
     r2_a, r2_b = rng.uniform(0, 0.3, 100), rng.uniform(0, 0.3, 100)
     r2_ab = np.maximum(r2_a, r2_b) + rng.uniform(0, 0.1, 100)
     part = variance_partition(r2_a, r2_b, r2_ab)
-    np.testing.assert_allclose(part.unique_a + part.unique_b + part.shared, r2_ab, atol=1e-6)
-    np.testing.assert_allclose(part.unique_a + part.shared, r2_a, atol=1e-6)
+    assert_allclose(part.unique_a + part.unique_b + part.shared, r2_ab, atol=1e-6)
+    assert_allclose(part.unique_a + part.shared, r2_a, atol=1e-6)
     expected_best = np.argmax(np.stack([r2_ab - r2_b, r2_ab - r2_a, r2_a + r2_b - r2_ab]), axis=0)
-    np.testing.assert_array_equal(part.best_part, expected_best)
+    assert_array_equal(part.best_part, expected_best)
     assert float(part.joint_fraction) == pytest.approx(np.mean(expected_best == SHARED))
 
 
@@ -65,7 +66,8 @@ def test_partition_of_planted_regression():
     part = variance_partition(
         held_out_r2(feats_a), held_out_r2(feats_b), held_out_r2(np.hstack([feats_a, feats_b]))
     )
-    np.testing.assert_allclose([part.unique_a[0], part.unique_b[0], part.shared[0]], [0.2, 0.1, 0.3], atol=0.03)
+    parts = [part.unique_a[0], part.unique_b[0], part.shared[0]]
+    assert_allclose(parts, [0.2, 0.1, 0.3], atol=0.03)
     assert int(part.best_part[0]) == SHARED
 
 
@@ -78,10 +80,10 @@ def test_best_model():
         ]
     )
     significant = np.array([True, True, True, True, False, True])
-    np.testing.assert_array_equal(
+    assert_array_equal(
         best_model(scores, significant), [2, 0, 1, 0, NOT_SIGNIFICANT, NOT_SIGNIFICANT]
     )
-    np.testing.assert_array_equal(best_model(list(scores[:, :4])), [2, 0, 1, 0])
+    assert_array_equal(best_model(list(scores[:, :4])), [2, 0, 1, 0])
 
 
 def test_shape_errors():
