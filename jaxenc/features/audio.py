@@ -103,7 +103,9 @@ class LogMelFrontend:
         """
         config_path = Path(path) / "preprocessor_config.json"
         if not config_path.is_file():
-            raise ConfigError("no preprocessor_config.json, expected a Whisper checkpoint directory", path=path)
+            raise ConfigError(
+                "no preprocessor_config.json, expected a Whisper checkpoint directory", path=path
+            )
         config = json.loads(config_path.read_text())
         return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config})
 
@@ -375,13 +377,17 @@ def whisper_features(
     mel_filters = np.asarray(feature_extractor.mel_filters, np.float64)
     if mel_filters.shape[1] != config.num_mel_bins:
         raise ConfigError(
-            f"the front end makes {mel_filters.shape[1]} mel bins, the encoder expects "
-            f"{config.num_mel_bins}",
+            f"the front end makes {mel_filters.shape[1]} mel bins, the encoder expects {config.num_mel_bins}",
             story=story,
         )
     starts, ends = window_times(
-        len(waveform), fe_rate, context_s=context_s, chunk_s=chunk_s, stride_s=stride_s,
-        hop_length=hop, story=story,
+        len(waveform),
+        fe_rate,
+        context_s=context_s,
+        chunk_s=chunk_s,
+        stride_s=stride_s,
+        hop_length=hop,
+        story=story,
     )
     n_frames = _seconds_to_samples(input_s, "input_s", fe_rate, hop, story) // hop
     longest = int((ends - starts).max()) // hop
@@ -398,18 +404,24 @@ def whisper_features(
     story_mel = story_log_mel(waveform, feature_extractor)
     frame = ((ends - starts) // hop + 1) // 2  # last encoder frame touched by real audio
     n_windows = len(ends)
+    features = {layer: np.empty((n_windows, config.d_model), dtype) for layer in layers}
+
+    def collect(lo, outputs):
+        n = min(batch_size, n_windows - lo)
+        for layer, out in zip(layers, jax.device_get(outputs), strict=True):
+            features[layer][lo : lo + n] = out[:n]
+
     pending = []
     batches = range(0, n_windows, batch_size)
     for lo in tqdm(batches, desc=f"whisper {story or ''}".strip(), disable=not progress, leave=False):
         # Pad the last batch by repeating its final window so every call has the same shape.
         idx = np.minimum(np.arange(lo, lo + batch_size), n_windows - 1)
         mel = window_log_mel(waveform, story_mel, starts[idx], ends[idx], n_frames, feature_extractor)
-        # Dispatch is asynchronous: the next batch's log-mel is built while this one runs.
         pending.append((lo, _encode(module, jnp.asarray(mel), jnp.asarray(frame[idx], jnp.int32), layers)))
-
-    features = {layer: np.empty((n_windows, config.d_model), dtype) for layer in layers}
-    for lo, outputs in pending:
-        n = min(batch_size, n_windows - lo)
-        for layer, out in zip(layers, jax.device_get(outputs)):
-            features[layer][lo : lo + n] = out[:n]
+        # Dispatch is asynchronous: the next batch's log-mel is built while this one runs, but
+        # no more than two batches wait, so their inputs never pile up in device memory.
+        if len(pending) > 2:
+            collect(*pending.pop(0))
+    for item in pending:
+        collect(*item)
     return ends / fe_rate, features

@@ -102,7 +102,9 @@ class FeatureKey:
     def __post_init__(self):
         items = dict(self.params)
         params = tuple(sorted((str(k), _json_value(v, k)) for k, v in items.items()))
-        object.__setattr__(self, "params", tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in params))
+        object.__setattr__(
+            self, "params", tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in params)
+        )
         layers = tuple(int(layer) for layer in self.layers)
         if not layers or len(set(layers)) != len(layers) or min(layers) < 0:
             raise ConfigError(f"layers={self.layers}, expected distinct non-negative ints", story=self.story)
@@ -187,9 +189,12 @@ class FeatureCache:
 
     def provenance(self, key: FeatureKey, layer: int) -> dict:
         """The attributes stored with one layer's features: key fields, versions, time, shapes."""
-        return self._open(self.entry_path(key, layer) / "features", open=True).result().spec().to_json()["metadata"][
-            "attributes"
-        ]
+        return (
+            self._open(self.entry_path(key, layer) / "features", open=True)
+            .result()
+            .spec()
+            .to_json()["metadata"]["attributes"]
+        )
 
     def open_features(self, key: FeatureKey, layer: int) -> ts.TensorStore:
         """The committed features of one layer, opened lazily (slice, then ``.read().result()``).
@@ -224,7 +229,9 @@ class FeatureCache:
         for layer in key.layers:
             loaded = self._load(key, layer)
             if loaded is None:
-                raise DataError(f"no valid cached features for layer {layer} of {key.describe()}", story=key.story)
+                raise DataError(
+                    f"no valid cached features for layer {layer} of {key.describe()}", story=key.story
+                )
             times, features[layer] = loaded
         return times, features
 
@@ -325,7 +332,7 @@ class FeatureCache:
         self._remove_stale_temporaries(final)
         host, pid = socket.gethostname(), os.getpid()
         tmp = final.parent / f"{_TMP_PREFIX}{final.name}.{host}.{pid}.{uuid.uuid4().hex[:8]}"
-        created = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        created = datetime.datetime.now(datetime.UTC).isoformat()
         attributes = {
             **key.describe(),
             "story": key.story,

@@ -129,10 +129,16 @@ def whisper_story_features(
         Feature times are window ends, in seconds from sound onset.
     """
     params = {
-        "context_s": context_s, "chunk_s": chunk_s, "stride_s": stride_s, "input_s": input_s,
+        "context_s": context_s,
+        "chunk_s": chunk_s,
+        "stride_s": stride_s,
+        "input_s": input_s,
         "feature_size": int(np.asarray(feature_extractor.mel_filters).shape[1]),
-        "sampling_rate": feature_extractor.sampling_rate, "n_fft": feature_extractor.n_fft,
-        "hop_length": feature_extractor.hop_length, "dtype": dtype, **_dtype_names(module),
+        "sampling_rate": feature_extractor.sampling_rate,
+        "n_fft": feature_extractor.n_fft,
+        "hop_length": feature_extractor.hop_length,
+        "dtype": dtype,
+        **_dtype_names(module),
     }
 
     def make_key(story):
@@ -141,9 +147,19 @@ def whisper_story_features(
     def compute(story, missing):
         waveform, sample_rate = audio(story)
         return whisper_features(
-            module, feature_extractor, waveform, sample_rate, layers=missing, context_s=context_s,
-            chunk_s=chunk_s, stride_s=stride_s, input_s=input_s, batch_size=batch_size, dtype=dtype,
-            story=story, progress=progress,
+            module,
+            feature_extractor,
+            waveform,
+            sample_rate,
+            layers=missing,
+            context_s=context_s,
+            chunk_s=chunk_s,
+            stride_s=stride_s,
+            input_s=input_s,
+            batch_size=batch_size,
+            dtype=dtype,
+            story=story,
+            progress=progress,
         )
 
     return extract_stories(cache, stories, make_key, compute, desc=f"whisper {model}", progress=progress)
@@ -196,7 +212,9 @@ def llama_story_features(
     # The tokenizer is hashed too: one loaded from elsewhere than the checkpoint changes the ids.
     tokenizer_sha256 = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
     params = {
-        "context_words": context_words, "dtype": dtype, "tokenizer_sha256": tokenizer_sha256,
+        "context_words": context_words,
+        "dtype": dtype,
+        "tokenizer_sha256": tokenizer_sha256,
         **_dtype_names(module),
     }
 
@@ -213,9 +231,16 @@ def llama_story_features(
                 story=story,
             )
         features = llama_word_features(
-            module, tokenizer, [str(w) for w in story_words], layers=missing,
-            context_words=context_words, batch_size=batch_size, pad_multiple=pad_multiple,
-            dtype=dtype, story=story, progress=progress,
+            module,
+            tokenizer,
+            [str(w) for w in story_words],
+            layers=missing,
+            context_words=context_words,
+            batch_size=batch_size,
+            pad_multiple=pad_multiple,
+            dtype=dtype,
+            story=story,
+            progress=progress,
         )
         return times, features
 

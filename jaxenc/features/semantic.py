@@ -70,12 +70,14 @@ class WordTokens:
             Word ``i``'s last token is at index ``n - len(suffix) - 1``.
         """
         s = max(0, i - context_words)
-        return np.concatenate([
-            np.asarray(self.prefix, np.int32),
-            self.first[s],
-            self.flat[self.bounds[s + 1] : self.bounds[i + 1]],
-            np.asarray(self.suffix, np.int32),
-        ]).astype(np.int32)
+        return np.concatenate(
+            [
+                np.asarray(self.prefix, np.int32),
+                self.first[s],
+                self.flat[self.bounds[s + 1] : self.bounds[i + 1]],
+                np.asarray(self.suffix, np.int32),
+            ]
+        ).astype(np.int32)
 
     def context_length(self, i: int, context_words: int) -> int:
         """Number of tokens of :meth:`context` ``(i, context_words)``."""
@@ -157,7 +159,7 @@ def word_tokens(tokenizer, words: Sequence[str], *, story: str | None = None) ->
         raise ConfigError(f"word {int(empty[0])} ({words[empty[0]]!r}) has no token", story=story)
     unique = sorted(set(words))
     alone = tokenizer(unique, add_special_tokens=False)["input_ids"]
-    by_word = {w: np.asarray(t, np.int32) for w, t in zip(unique, alone)}
+    by_word = {w: np.asarray(t, np.int32) for w, t in zip(unique, alone, strict=True)}
     prefix, suffix = _special_tokens(tokenizer, words[0])
     return WordTokens(ids, bounds, [by_word[w] for w in words], prefix, suffix)
 
@@ -258,6 +260,13 @@ def llama_word_features(
     n_words = len(words)
     lengths = np.array([tokens.context_length(i, context_words) for i in range(n_words)])
     order = np.argsort(lengths, kind="stable")
+    features = {layer: np.empty((n_words, module.config.hidden_size), dtype) for layer in layers}
+
+    def collect(lo, outputs):
+        n = min(batch_size, n_words - lo)
+        for layer, out in zip(layers, jax.device_get(outputs), strict=True):
+            features[layer][order[lo : lo + n]] = out[:n]
+
     pending = []
     batches = range(0, n_words, batch_size)
     for lo in tqdm(batches, desc=f"llama {story or ''}".strip(), disable=not progress, leave=False):
@@ -269,12 +278,12 @@ def llama_word_features(
         for r, i in enumerate(rows):
             ids[r, : lengths[i]] = tokens.context(int(i), context_words)
             mask[r, : lengths[i]] = 1
-        index = lengths[rows] - len(tokens.suffix) - 1
-        pending.append((lo, _hidden_at(module, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(index, jnp.int32), layers)))
-
-    features = {layer: np.empty((n_words, module.config.hidden_size), dtype) for layer in layers}
-    for lo, outputs in pending:
-        n = min(batch_size, n_words - lo)
-        for layer, out in zip(layers, jax.device_get(outputs)):
-            features[layer][order[lo : lo + n]] = out[:n]
+        index = jnp.asarray(lengths[rows] - len(tokens.suffix) - 1, jnp.int32)
+        pending.append((lo, _hidden_at(module, jnp.asarray(ids), jnp.asarray(mask), index, layers)))
+        # Asynchronous dispatch overlaps building the next batch with this one; at most two
+        # batches wait, so inputs never pile up in device memory.
+        if len(pending) > 2:
+            collect(*pending.pop(0))
+    for item in pending:
+        collect(*item)
     return features

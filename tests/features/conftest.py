@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from jaxenc.ckpt import load_llama, load_whisper_encoder
 
@@ -26,26 +26,45 @@ STORY_WORDS = (
 ).split()
 
 
-def _train(pre_tokenizer, decoder) -> Tokenizer:
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+def _train(tok: Tokenizer, pre_tokenizer) -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizer
-    tok.decoder = decoder
     # A small vocabulary leaves the longer words split into several tokens.
-    trainer = trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=120, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
+    )
     tok.train_from_iterator(CORPUS * 3, trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return tok
 
 
 def _make_tokenizer(kind: str, directory):
-    """A LLaMA-like (sentencepiece-style "▁" prefix) or GPT-2-like (byte-level) BPE, saved and reloaded."""
-    if kind == "metaspace":
-        tok = _train(
-            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first"),
-            decoders.Metaspace(replacement="▁", prepend_scheme="first"),
+    """A BPE tokenizer of one of three designs, saved and reloaded through transformers.
+
+    "sentencepiece": LLaMA-1's tokenizer.json design: normalizers prepend "▁" and turn spaces
+    into "▁", no pre-tokenizer at run time (trained split at "▁", as sentencepiece trains).
+    "metaspace": the newer Metaspace pre-tokenizer design of LLaMA-family tokenizers.
+    "bytelevel": GPT-2's byte-level BPE without a prefix space, where a word opening a text
+    tokenises differently from the same word after a space.
+    """
+    if kind == "sentencepiece":
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+        tok = _train(tok, pre_tokenizers.Split("▁", behavior="merged_with_next"))
+        tok.pre_tokenizer = None
+        tok.decoder = decoders.Sequence(
+            [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
         )
+    elif kind == "metaspace":
+        tok = _train(
+            Tokenizer(models.BPE(unk_token="<unk>")),
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first"),
+        )
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     else:
-        tok = _train(pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel())
+        tok = _train(
+            Tokenizer(models.BPE(unk_token="<unk>")), pre_tokenizers.ByteLevel(add_prefix_space=False)
+        )
+        tok.decoder = decoders.ByteLevel()
     wrapped = transformers.PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
@@ -59,10 +78,21 @@ def whisper_checkpoint(tmp_path_factory):
     directory = tmp_path_factory.mktemp("whisper")
     torch.manual_seed(0)
     config = transformers.WhisperConfig(
-        vocab_size=64, num_mel_bins=80, d_model=32, encoder_layers=2, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        max_source_positions=1500, max_target_positions=32, decoder_start_token_id=1, pad_token_id=0,
-        bos_token_id=1, eos_token_id=2,
+        vocab_size=64,
+        num_mel_bins=80,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=1500,
+        max_target_positions=32,
+        decoder_start_token_id=1,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     reference = transformers.WhisperModel(config).eval()
     reference.save_pretrained(directory)
@@ -76,12 +106,18 @@ def whisper_checkpoint(tmp_path_factory):
 def llama_checkpoint(tmp_path_factory):
     """(directory, jaxenc module, torch reference model, tokenizer) of a tiny LLaMA."""
     directory = tmp_path_factory.mktemp("llama")
-    tokenizer = _make_tokenizer("metaspace", directory)
+    tokenizer = _make_tokenizer("sentencepiece", directory)
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=1, eos_token_id=2,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     reference = transformers.LlamaForCausalLM(config).eval()
     reference.save_pretrained(directory)
@@ -107,7 +143,7 @@ def waveform():
 
 @pytest.fixture(scope="session")
 def make_tokenizer():
-    """``make_tokenizer(kind, directory)`` with kind "metaspace" (LLaMA-like) or "bytelevel" (GPT-2-like)."""
+    """``make_tokenizer(kind, directory)``, kind "sentencepiece", "metaspace" or "bytelevel"."""
     return _make_tokenizer
 
 

@@ -88,10 +88,19 @@ def test_other_parameters_or_revisions_are_misses(tmp_path):
     key = make_key("alpha")
     cache.put(key, *CountingCompute()("alpha", key.layers))
     assert cache.contains(key)
-    assert not cache.contains(FeatureKey("test/model", "abc123", "stand_in/1", {**PARAMS, "stride_s": 0.2}, "alpha", (1, 2)))
+    assert not cache.contains(
+        FeatureKey("test/model", "abc123", "stand_in/1", {**PARAMS, "stride_s": 0.2}, "alpha", (1, 2))
+    )
     assert not cache.contains(FeatureKey("test/model", "def456", "stand_in/1", PARAMS, "alpha", (1, 2)))
     # Parameter order and spelling of dtypes do not matter.
-    same = FeatureKey("test/model", "abc123", "stand_in/1", {"dtype": "float32", "stride_s": 0.1, "context_s": 16.0}, "alpha", (2, 1))
+    same = FeatureKey(
+        "test/model",
+        "abc123",
+        "stand_in/1",
+        {"dtype": "float32", "stride_s": 0.1, "context_s": 16.0},
+        "alpha",
+        (2, 1),
+    )
     assert cache.contains(same)
 
 
@@ -125,7 +134,9 @@ def test_a_damaged_entry_is_discarded_and_recomputed(tmp_path, damage):
         chunk.unlink()
     calls = []
     with pytest.warns(DataWarning, match="story 'alpha'.*discarding"):
-        _, features = cache.get_or_compute(key, lambda layers: calls.append(layers) or compute("alpha", layers))
+        _, features = cache.get_or_compute(
+            key, lambda layers: calls.append(layers) or compute("alpha", layers)
+        )
     assert calls == [(1,)]
     np.testing.assert_array_equal(features[1], expected("alpha", 1)[1])
     np.testing.assert_array_equal(cache.read(key)[1][1], expected("alpha", 1)[1])
@@ -174,12 +185,16 @@ _KILLED_RUN = textwrap.dedent(
     PARAMS = {PARAMS!r}
 
     def make_key(story):
-        return FeatureKey("test/model", "abc123", "stand_in/1", {{**PARAMS, "dtype": np.float32}}, story, (1, 2))
+        params = {{**PARAMS, "dtype": np.float32}}
+        return FeatureKey("test/model", "abc123", "stand_in/1", params, story, (1, 2))
 
     def compute(story, layers):
-        rng = [np.random.default_rng([sum(map(ord, story)), layer]) for layer in layers]
         n = 20 + len(story)
-        return np.arange(n) * 0.1 + 0.1, {{l: r.standard_normal((n, 6)).astype(np.float32) for l, r in zip(layers, rng)}}
+        features = {{
+            layer: np.random.default_rng([sum(map(ord, story)), layer]).standard_normal((n, 6))
+            for layer in layers
+        }}
+        return np.arange(n) * 0.1 + 0.1, {{k: v.astype(np.float32) for k, v in features.items()}}
 
     def freeze():
         open(ready, "w").close()

@@ -29,8 +29,14 @@ def test_whisper_stories_are_computed_once(whisper_checkpoint, waveform, tmp_pat
         return waves[story], SR
 
     cache = FeatureCache(tmp_path)
-    kwargs = dict(model="tiny-whisper", revision=checkpoint_revision(directory), layers=(1, 2), batch_size=8,
-                  progress=False, **WINDOW)
+    kwargs = dict(
+        model="tiny-whisper",
+        revision=checkpoint_revision(directory),
+        layers=(1, 2),
+        batch_size=8,
+        progress=False,
+        **WINDOW,
+    )
     keys = whisper_story_features(cache, module, fe, audio, ["alpha", "bravo"], **kwargs)
     assert loaded == ["alpha", "bravo"]
     assert whisper_story_features(cache, module, fe, audio, ["alpha", "bravo"], **kwargs) == keys
@@ -56,18 +62,29 @@ def test_llama_stories_are_computed_once_with_word_times(llama_checkpoint, story
         return np.arange(len(w)) * 0.4 + 0.2, w
 
     cache = FeatureCache(tmp_path)
-    kwargs = dict(model="tiny-llama", revision=checkpoint_revision(directory), layers=(2,), context_words=4,
-                  batch_size=8, pad_multiple=16, progress=False)
+    kwargs = dict(
+        model="tiny-llama",
+        revision=checkpoint_revision(directory),
+        layers=(2,),
+        context_words=4,
+        batch_size=8,
+        pad_multiple=16,
+        progress=False,
+    )
     keys = llama_story_features(cache, module, tokenizer, words, ["alpha", "bravo"], **kwargs)
     llama_story_features(cache, module, tokenizer, words, ["alpha", "bravo"], **kwargs)
     assert loaded == ["alpha", "bravo"]
     times, features = cache.read(keys["alpha"])
     np.testing.assert_allclose(times, np.arange(12) * 0.4 + 0.2)
-    ref = llama_word_features(module, tokenizer, stories["alpha"], layers=(2,), context_words=4, batch_size=8, pad_multiple=16)
+    ref = llama_word_features(
+        module, tokenizer, stories["alpha"], layers=(2,), context_words=4, batch_size=8, pad_multiple=16
+    )
     np.testing.assert_allclose(features[2], ref[2], atol=1e-6, rtol=1e-6)
 
     with pytest.raises(DataError, match="story 'charlie'.*one time per word"):
-        llama_story_features(cache, module, tokenizer, lambda s: (np.zeros(3), ["a", "b"]), ["charlie"], **kwargs)
+        llama_story_features(
+            cache, module, tokenizer, lambda s: (np.zeros(3), ["a", "b"]), ["charlie"], **kwargs
+        )
 
 
 def test_checkpoint_revision_follows_content_not_location(whisper_checkpoint, tmp_path):

@@ -75,8 +75,11 @@ def test_window_log_mel_equals_the_feature_extractor_per_window(whisper_checkpoi
     ours = window_log_mel(wave, story_mel, starts[picks], ends[picks], n_frames, fe)
     for row, k in enumerate(picks):
         ref = fe(
-            wave[starts[k] : ends[k]], sampling_rate=SR, padding="max_length",
-            max_length=n_frames * 160, return_tensors="np",
+            wave[starts[k] : ends[k]],
+            sampling_rate=SR,
+            padding="max_length",
+            max_length=n_frames * 160,
+            return_tensors="np",
         )["input_features"][0]
         np.testing.assert_allclose(ours[row], ref, atol=2e-5, rtol=0)
 
@@ -108,12 +111,16 @@ def test_features_equal_the_transformers_pipeline_run_window_by_window(whisper_c
     assert len(times) == 13  # 8 windows per call: the second call is padded
     np.testing.assert_allclose(times, ends / SR)
     for k in [0, 4, 5, 9, 12]:  # first, last short, first full (1.1 s), middle, last
-        inputs = fe(wave[starts[k] : ends[k]], sampling_rate=SR, return_tensors="pt", return_attention_mask=True)
+        inputs = fe(
+            wave[starts[k] : ends[k]], sampling_rate=SR, return_tensors="pt", return_attention_mask=True
+        )
         frame = _last_real_frame(inputs["attention_mask"][0].numpy())
         with torch.no_grad():
             hidden = reference(inputs["input_features"], output_hidden_states=True).hidden_states
         for layer in layers:
-            np.testing.assert_allclose(features[layer][k], hidden[layer][0, frame].numpy(), atol=1e-4, rtol=1e-4)
+            np.testing.assert_allclose(
+                features[layer][k], hidden[layer][0, frame].numpy(), atol=1e-4, rtol=1e-4
+            )
         # The chosen frame is centred on the window's end: 20 ms frames from the window start.
         assert starts[k] / SR + 0.02 * frame == pytest.approx(times[k])
 
@@ -124,17 +131,25 @@ def test_short_input_equals_the_module_on_each_extracted_window(whisper_checkpoi
     _, module, _, fe = whisper_checkpoint
     wave = waveform(2.6, seed=1)
     input_s = 1.2
-    times, features = whisper_features(module, fe, wave, SR, layers=(1, 2), input_s=input_s, batch_size=8, **WINDOW)
+    times, features = whisper_features(
+        module, fe, wave, SR, layers=(1, 2), input_s=input_s, batch_size=8, **WINDOW
+    )
     starts, ends = window_times(len(wave), SR, **WINDOW)
     for k in [0, 7, 10, len(ends) - 1]:
         inputs = fe(
-            wave[starts[k] : ends[k]], sampling_rate=SR, padding="max_length", max_length=int(input_s * SR),
-            return_tensors="np", return_attention_mask=True,
+            wave[starts[k] : ends[k]],
+            sampling_rate=SR,
+            padding="max_length",
+            max_length=int(input_s * SR),
+            return_tensors="np",
+            return_attention_mask=True,
         )
         frame = _last_real_frame(inputs["attention_mask"][0])
         hidden = module(jnp.asarray(inputs["input_features"]))
         for layer in (1, 2):
-            np.testing.assert_allclose(features[layer][k], np.asarray(hidden[layer][0, frame]), atol=1e-5, rtol=1e-5)
+            np.testing.assert_allclose(
+                features[layer][k], np.asarray(hidden[layer][0, frame]), atol=1e-5, rtol=1e-5
+            )
 
 
 def test_bad_audio_and_options_raise_naming_the_story(whisper_checkpoint, waveform):
