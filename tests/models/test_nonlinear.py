@@ -1,0 +1,90 @@
+"""The MLP family against numpy forward passes, and the structural properties of the controls."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxenc.errors import ConfigError
+from jaxenc.models.nonlinear import MLP, DIMLP, DeepMLP, DelayGRU, MLLinear, delayed_columns
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((9, 12)).astype(np.float32)
+
+
+def _np(v):
+    return np.asarray(v[...], np.float64)
+
+
+def test_mllinear_is_the_product_of_its_weight_matrices():
+    m = MLLinear(12, 5, hidden=3, rngs=nnx.Rngs(0))
+    w1, b1, w2, b2 = _np(m.encode.kernel), _np(m.encode.bias), _np(m.decode.kernel), _np(m.decode.bias)
+    w = w1 @ w2  # (12, 5) of rank <= 3
+    assert np.linalg.matrix_rank(w) <= 3
+    np.testing.assert_allclose(np.asarray(m(X)), X @ w + b1 @ w2 + b2, rtol=1e-5, atol=1e-5)
+
+
+def test_mlp_eval_and_train_forward_match_numpy():
+    m = MLP(12, 4, hidden=6, dropout=0.0, rngs=nnx.Rngs(1))
+    w1, w2, b2 = _np(m.hidden.linear.kernel), _np(m.readout.kernel), _np(m.readout.bias)
+    bn = m.hidden.norm
+    # Training mode: batch statistics over the real rows only (mask), biased variance.
+    mask = np.arange(9) < 6
+    h = X @ w1
+    mu, var = h[mask].mean(0), h[mask].var(0)
+    want = np.tanh((h - mu) / np.sqrt(var + bn.epsilon) * _np(bn.scale) + _np(bn.bias)) @ w2 + b2
+    got = np.asarray(m(X, train=True, mask=jnp.asarray(mask)))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_np(bn.mean), 0.1 * mu, rtol=1e-5, atol=1e-6)  # momentum 0.9 from 0
+    # Evaluation mode: running statistics.
+    want = np.tanh((h - _np(bn.mean)) / np.sqrt(_np(bn.var) + bn.epsilon) * _np(bn.scale) + _np(bn.bias)) @ w2 + b2
+    np.testing.assert_allclose(np.asarray(m(X)), want, rtol=1e-4, atol=1e-5)
+
+
+def test_dimlp_has_no_cross_modal_interaction():
+    # Modality a: columns 0-1 and 6-7 (two delay blocks of 6), b: 2-5 and 8-11.
+    a, b = delayed_columns(0, 2, 6, 2), delayed_columns(2, 6, 6, 2)
+    assert a == ((0, 2), (6, 8)) and b == ((2, 6), (8, 12))
+    m = DIMLP([a, b], 3, hidden=(4, 5), rngs=nnx.Rngs(2))
+    m(X, train=True)  # non-trivial running statistics
+    a_cols = np.r_[0:2, 6:8]
+    x1, x2 = X[:4].copy(), X[4:8].copy()
+    mixed12, mixed21 = x1.copy(), x2.copy()
+    mixed12[:, a_cols], mixed21[:, a_cols] = x2[:, a_cols], x1[:, a_cols]
+    f = lambda x: np.asarray(m(jnp.asarray(x)), np.float64)
+    # Additive across modalities: f(a1, b1) + f(a2, b2) == f(a2, b1) + f(a1, b2).
+    np.testing.assert_allclose(f(x1) + f(x2), f(mixed12) + f(mixed21), atol=1e-5)
+    # The MLP does mix them.
+    mlp = MLP(12, 3, hidden=8, rngs=nnx.Rngs(2))
+    g = lambda x: np.asarray(mlp(jnp.asarray(x)), np.float64)
+    assert np.max(np.abs(g(x1) + g(x2) - g(mixed12) - g(mixed21))) > 1e-2
+
+
+def test_deep_mlp_and_gru_shapes_and_gru_against_numpy():
+    assert DeepMLP(12, 4, depth=3, hidden=5, rngs=nnx.Rngs(3))(X).shape == (9, 4)
+    m = DelayGRU(12, 4, n_delays=3, hidden=5, rngs=nnx.Rngs(4))
+    c = m.cell
+    sig = lambda z: 1 / (1 + np.exp(-z))
+    seq = X.reshape(9, 3, 4)
+    h = np.zeros((9, 5))
+    # Standard GRU equations; the cell packs the r, z, n weights side by side.
+    wi_r, wi_z, wi_n = np.split(_np(c.dense_i.kernel), 3, axis=1)
+    bi_r, bi_z, bi_n = np.split(_np(c.dense_i.bias), 3)
+    wh_r, wh_z, wh_n = np.split(_np(c.dense_h.kernel), 3, axis=1)
+    for d in (2, 1, 0):  # oldest delay block first
+        x = seq[:, d]
+        r = sig(x @ wi_r + bi_r + h @ wh_r)
+        z = sig(x @ wi_z + bi_z + h @ wh_z)
+        n = np.tanh(x @ wi_n + bi_n + r * (h @ wh_n))
+        h = (1 - z) * n + z * h
+    want = h @ _np(m.readout.kernel) + _np(m.readout.bias)
+    np.testing.assert_allclose(np.asarray(m(X)), want, rtol=1e-4, atol=1e-5)
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError):
+        DIMLP([(0, 4)], 3, rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError):
+        DelayGRU(10, 3, n_delays=4, rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError):
+        delayed_columns(4, 2, 6, 2)
