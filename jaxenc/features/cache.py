@@ -252,8 +252,9 @@ class FeatureCache:
             Shapes that disagree with ``times`` or a layer not in ``key``.
         """
         times = np.asarray(times, np.float64)
-        for layer, array in features.items():
-            array = np.asarray(array)
+        arrays = {int(layer): np.asarray(array) for layer, array in features.items()}
+        # Everything is checked before anything is written, so a bad layer commits none.
+        for layer, array in arrays.items():
             if layer not in key.layers:
                 raise DataError(f"layer {layer} is not among the key's layers {key.layers}", story=key.story)
             if times.ndim != 1 or array.ndim != 2 or array.shape[0] != times.shape[0]:
@@ -262,7 +263,8 @@ class FeatureCache:
                     "(n_rows, width) and (n_rows,)",
                     story=key.story,
                 )
-            self._commit(key, int(layer), times, array)
+        for layer, array in arrays.items():
+            self._commit(key, layer, times, array)
 
     def get_or_compute(
         self,
@@ -357,6 +359,9 @@ class FeatureCache:
                 json.dump(marker, f)
                 f.flush()
                 os.fsync(f.fileno())
+            if final.exists() and not (final / _MARKER).is_file():
+                # An entry without its marker was never committed (or was damaged): replace it.
+                shutil.rmtree(final)
             try:
                 os.rename(tmp, final)
             except OSError:

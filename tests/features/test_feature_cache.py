@@ -174,6 +174,24 @@ def test_an_exception_on_story_3_of_4_resumes_without_recomputing(tmp_path):
     assert again.calls == []
 
 
+def test_extract_stories_replaces_an_entry_without_marker(tmp_path):
+    cache = FeatureCache(tmp_path)
+    extract_stories(cache, ["alpha"], make_key, CountingCompute(), progress=False)
+    (cache.entry_path(make_key("alpha"), 2) / "committed.json").unlink()
+    resumed = CountingCompute()
+    extract_stories(cache, ["alpha"], make_key, resumed, progress=False)
+    assert resumed.calls == [("alpha", (2,))]
+    _check_complete(cache, ["alpha"])
+
+
+def test_put_with_a_bad_layer_writes_nothing(tmp_path):
+    cache = FeatureCache(tmp_path)
+    times, features = CountingCompute()("alpha", (1, 2))
+    with pytest.raises(DataError, match="story 'alpha'.*layer 2 has shape"):
+        cache.put(make_key("alpha"), times, {1: features[1], 2: features[2][:-1]})
+    assert cache.missing_layers(make_key("alpha")) == (1, 2)
+
+
 _KILLED_RUN = textwrap.dedent(
     """
     import os, sys, time
