@@ -143,14 +143,14 @@ class LlamaAttention(nnx.Module):
         self.v_proj = nnx.Linear(m, self.num_kv_heads * d, **kw)
         self.o_proj = nnx.Linear(self.num_heads * d, m, **kw)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-        """Map (batch, seq, hidden) to (batch, seq, hidden); ``mask`` is (batch, 1, 1, seq, seq)."""
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, key_mask: jax.Array) -> jax.Array:
+        """Map (batch, seq, hidden) to (batch, seq, hidden); ``key_mask`` (batch, seq) is False on padding."""
         b, s, _ = x.shape
         q = self.q_proj(x).reshape(b, s, self.num_heads, self.head_dim)  # [b, s, h, d]
         k = self.k_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim)  # [b, t, k, d]
         v = self.v_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim)  # [b, t, k, d]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        return self.o_proj(attention(q, k, v, scale=self.head_dim**-0.5, mask=mask))
+        return self.o_proj(attention(q, k, v, scale=self.head_dim**-0.5, causal=True, key_mask=key_mask))
 
 
 class LlamaMLP(nnx.Module):
@@ -178,9 +178,9 @@ class LlamaDecoderLayer(nnx.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, **kw)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, **kw)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, key_mask: jax.Array) -> jax.Array:
         """Map (batch, seq, hidden) to (batch, seq, hidden)."""
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, key_mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -256,17 +256,14 @@ class LlamaModel(nnx.Module):
             raise ConfigError(
                 f"attention_mask has shape {attention_mask.shape}, expected input_ids' {input_ids.shape}"
             )
-        valid = attention_mask.astype(bool)  # [b, t]
+        key_mask = attention_mask.astype(bool)  # [b, t]
         positions = jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)  # [b, s]
-        s = input_ids.shape[1]
-        causal = jnp.tril(jnp.ones((s, s), bool))  # [s, t]
-        mask = (causal[None] & valid[:, None, :])[:, None, None]  # [b, 1, 1, s, t]
         cos, sin = rotary_cos_sin(positions, np.asarray(self.inv_freq, np.float32), self.dtype)  # [b, s, d]
 
         x = self.embed_tokens(input_ids).astype(self.dtype)  # [b, s, m]
         hidden = [x]
         for layer in self.layers:
-            x = layer(x, cos, sin, mask)
+            x = layer(x, cos, sin, key_mask)
             hidden.append(x)
         if self.norm is not None:
             hidden[-1] = self.norm(x)
