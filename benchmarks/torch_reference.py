@@ -1,0 +1,117 @@
+"""The PyTorch training a user would otherwise write: one model per (subject, fold), in a loop.
+
+Per subject and fold: PCA (scikit-learn) on the fold's training responses, a ``DataLoader``
+over a ``TensorDataset`` (batch 128, shuffled), the paper's MLP (Linear -> BatchNorm1d -> tanh
+-> Dropout -> Linear), AdamW, L1 loss, early stopping on the validation loss with the best
+``state_dict`` kept; the test prediction is the fold average of the inverse-projected
+predictions. Same architecture and hyperparameters as the jaxenc run it is raced against.
+Standalone: imports neither jaxenc nor JAX.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class TorchMLP(nn.Module):
+    """Linear (no bias; BatchNorm removes it) -> BatchNorm1d -> tanh -> Dropout -> Linear."""
+
+    def __init__(self, n_features: int, n_outputs: int, hidden: int = 256, dropout: float = 0.2):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_features, hidden, bias=False),
+            nn.BatchNorm1d(hidden, momentum=0.1, eps=1e-5),
+            nn.Tanh(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_outputs),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def train_one(x_train, z_train, x_val, z_val, *, hidden, dropout, lr, weight_decay, batch_size,
+              max_epochs, patience, seed):
+    """Train one MLP on PCA targets with early stopping; return the best model and epochs run.
+
+    Parameters
+    ----------
+    x_train, x_val : ndarray of shape (n, n_features)
+    z_train, z_val : ndarray of shape (n, n_components)
+    hidden, dropout, lr, weight_decay, batch_size, max_epochs, patience, seed
+        As in the jaxenc configuration.
+
+    Returns
+    -------
+    (TorchMLP, int)
+    """
+    torch.manual_seed(seed)
+    model = TorchMLP(x_train.shape[1], z_train.shape[1], hidden, dropout)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.L1Loss()
+    loader = DataLoader(TensorDataset(torch.from_numpy(x_train), torch.from_numpy(z_train)),
+                        batch_size=batch_size, shuffle=True)
+    xv, zv = torch.from_numpy(x_val), torch.from_numpy(z_val)
+    best, best_state, bad, epochs = float("inf"), None, 0, 0
+    for _ in range(max_epochs):
+        model.train()
+        for xb, zb in loader:
+            opt.zero_grad()
+            loss_fn(model(xb), zb).backward()
+            opt.step()
+        epochs += 1
+        model.eval()
+        with torch.no_grad():
+            val = loss_fn(model(xv), zv).item()
+        if val < best:
+            best, best_state, bad = val, copy.deepcopy(model.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, epochs
+
+
+def fit_predict(subjects: dict, folds: dict, test_features: dict, *, n_components=512, hidden=256,
+                dropout=0.2, lr=1e-3, weight_decay=1e-4, batch_size=128, max_epochs=200,
+                patience=10, seed=0) -> tuple[dict, int]:
+    """Train every (subject, fold) model one after another and predict the test story.
+
+    Parameters
+    ----------
+    subjects : dict of str to (dict of story to features, dict of story to responses)
+    folds : dict of str to list of (train stories, validation stories)
+    test_features : dict of str to ndarray of shape (n_test, n_features)
+
+    Returns
+    -------
+    (dict of str to ndarray of shape (n_test, n_voxels), int)
+        Fold-averaged voxel predictions per subject, and the total epochs run over all models.
+    """
+    preds, total_epochs = {}, 0
+    for si, (subject, (feats, resps)) in enumerate(subjects.items()):
+        fold_preds = []
+        for k, (train, val) in enumerate(folds[subject]):
+            y_train = np.concatenate([resps[s] for s in train])
+            pca = PCA(n_components, svd_solver="full").fit(y_train)
+            x_train = np.concatenate([feats[s] for s in train]).astype(np.float32)
+            x_val = np.concatenate([feats[s] for s in val]).astype(np.float32)
+            z_train = pca.transform(y_train).astype(np.float32)
+            z_val = pca.transform(np.concatenate([resps[s] for s in val])).astype(np.float32)
+            model, epochs = train_one(x_train, z_train, x_val, z_val, hidden=hidden, dropout=dropout,
+                                      lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+                                      max_epochs=max_epochs, patience=patience, seed=seed + 100 * si + k)
+            total_epochs += epochs
+            with torch.no_grad():
+                z = model(torch.from_numpy(test_features[subject].astype(np.float32))).numpy()
+            fold_preds.append(pca.inverse_transform(z))
+        preds[subject] = np.mean(fold_preds, axis=0)
+    return preds, total_epochs
