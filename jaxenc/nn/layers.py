@@ -5,6 +5,7 @@ Axis letters used in the shape comments of this subpackage::
     b  batch                 s  query position          t  key position
     h  attention heads       k  key/value heads         g  query heads per key/value head
     d  head dimension        m  model width (d_model, hidden_size)
+    n  query blocks          c  queries per block
 
 Every function computes what the Hugging Face PyTorch module of the same role computes, in the
 same order of operations where the order changes float rounding (softmax in float32, RMS
@@ -146,7 +147,8 @@ def attention(
             allowed = allowed & key_mask[:, None, None, None, :]  # [b, 1, 1, c, t]
         if causal or key_mask is not None:
             scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kv_heads, g * c, t)
+        weights = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+        weights = weights.reshape(b, kv_heads, g * c, t)  # [b, k, g*c, t]
         return jnp.einsum("bkqt,bktd->bkqd", weights, vh).reshape(b, kv_heads, g, c, d)  # [b, k, g, c, d]
 
     firsts = jnp.arange(n_blocks) * c
