@@ -27,7 +27,7 @@ from jaxenc.models.ridge_splits import BootstrapChunks, resolve_splits
 __all__ = ["RidgeCV", "BandedRidgeCV"]
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-# Columns checked per pass for NaN, inf and constants, so the check needs no full-size mask.
+# Columns checked at a time for NaN, inf and constants, so the check needs no full-size mask.
 _CHECK_COLUMNS = 4096
 
 
@@ -55,26 +55,32 @@ def _check_alphas(alphas) -> np.ndarray:
     return np.unique(alphas)
 
 
-def _first_bad_column(block: np.ndarray) -> int | None:
-    finite = np.isfinite(block).all(axis=0)
-    return None if finite.all() else int(np.argmin(finite))
+def _scan_columns(A: np.ndarray, name: str, column: str) -> np.ndarray:
+    """Raise on the first NaN or inf, block of columns by block; return the constant columns."""
+    constant = np.empty(A.shape[1], dtype=bool)
+    for start in range(0, A.shape[1], _CHECK_COLUMNS):
+        block = A[:, start:start + _CHECK_COLUMNS]
+        finite = np.isfinite(block)
+        if not finite.all():
+            col = int(np.argmin(finite.all(axis=0)))
+            row = int(np.argmin(finite[:, col]))
+            raise ConfigError(f"{name} has NaN or inf in {column} {start + col} (first at row {row})")
+        constant[start:start + block.shape[1]] = (block == block[:1]).all(axis=0)
+    return constant
 
 
-def _check_X(X, what: str = "X") -> np.ndarray:
+def _check_X(X) -> np.ndarray:
     X = np.asarray(X)
     if X.ndim != 2:
-        raise AlignmentError(f"{what} must be 2-D (n_trs, n_features), got shape {X.shape}")
+        raise AlignmentError(f"X must be 2-D (n_trs, n_features), got shape {X.shape}")
     if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
-        raise ConfigError(f"{what} must hold real numbers, got dtype {X.dtype}")
-    bad = _first_bad_column(X)
-    if bad is not None:
-        rows = np.flatnonzero(~np.isfinite(X[:, bad]))
-        raise ConfigError(f"{what} has NaN or inf in column {bad} (first at row {rows[0]})")
+        raise ConfigError(f"X must hold real numbers, got dtype {X.dtype}")
+    _scan_columns(X, "X", "column")
     return X
 
 
 def _check_Y(Y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Check Y column block by column block; return it 2-D and its constant-column mask."""
+    """Return Y as 2-D and its mask of constant columns, after checking rows and values."""
     Y = np.asarray(Y)
     if Y.ndim == 1:
         Y = Y[:, None]
@@ -86,16 +92,7 @@ def _check_Y(Y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
             f"for row")
     if not np.issubdtype(Y.dtype, np.number) or np.iscomplexobj(Y):
         raise ConfigError(f"Y must hold real numbers, got dtype {Y.dtype}")
-    constant = np.empty(Y.shape[1], dtype=bool)
-    for start in range(0, Y.shape[1], _CHECK_COLUMNS):
-        block = Y[:, start:start + _CHECK_COLUMNS]
-        bad = _first_bad_column(block)
-        if bad is not None:
-            rows = np.flatnonzero(~np.isfinite(block[:, bad]))
-            raise ConfigError(
-                f"Y has NaN or inf in column (voxel) {start + bad} (first at row {rows[0]})")
-        constant[start:start + block.shape[1]] = (block == block[:1]).all(axis=0)
-    return Y, constant
+    return Y, _scan_columns(Y, "Y", "voxel (column)")
 
 
 def _warn_constant(constant: np.ndarray) -> None:
@@ -131,7 +128,6 @@ class _RidgeBase:
     def _check_common(self, X, Y, groups):
         X = _check_X(X)
         Y, constant = _check_Y(Y, X.shape[0])
-        _warn_constant(constant)
         self._dtype = _check_dtype(self.dtype)
         self._voxel_batch = _check_positive_int(self.voxel_batch, "voxel_batch")
         self._split_batch = (None if self.split_batch is None
@@ -139,13 +135,15 @@ class _RidgeBase:
         self.alphas_ = _check_alphas(self.alphas)
         self.scoring_ = _resolve_scoring(self.scoring, self.cv)
         splits = resolve_splits(self.cv, X.shape[0], groups, X)
+        _warn_constant(constant)
         self.n_splits_ = len(splits)
         self.n_features_in_ = X.shape[1]
         return X, Y, constant, splits
 
     def _center(self, X):
         x_offset = X.mean(axis=0, dtype=np.float64) if self.fit_intercept else np.zeros(X.shape[1])
-        return jax.device_put(np.asarray(X - x_offset, self._dtype)), x_offset
+        xc = np.asarray(X, self._dtype) - x_offset.astype(self._dtype)
+        return jax.device_put(xc), x_offset
 
     def _solver_kwargs(self) -> dict:
         return dict(fit_intercept=self.fit_intercept, voxel_batch=self._voxel_batch,
@@ -238,8 +236,8 @@ class RidgeCV(_RidgeBase):
         otherwise.
     voxel_batch : int
         Voxels sent to the device at once. Device memory is about
-        ``4 * voxel_batch * (n_trs + n_alphas * (n_features + n_val))`` bytes on top of ``X``
-        and the decompositions, whatever the number of voxels.
+        ``4 * voxel_batch * (n_trs + (n_alphas + 2) * n_features + n_alphas * n_val)`` bytes
+        (float32) on top of ``X`` and the decompositions, whatever the number of voxels.
     split_batch : int or None
         Splits whose decompositions stay resident at once (all when None): lower it when many
         splits of many features do not fit, at the cost of one more pass over ``Y`` per group.
@@ -458,9 +456,9 @@ class BandedRidgeCV(_RidgeBase):
                 raise ConfigError("candidates must be finite, non-negative, with a positive "
                                   "weight in every row")
             return cand
-        n_iter = int(self.n_iter)
-        if n_iter < 0:
-            raise ConfigError(f"n_iter must be >= 0, got {self.n_iter!r}")
+        n_iter = self.n_iter
+        if not isinstance(n_iter, numbers.Integral) or isinstance(n_iter, bool) or n_iter < 0:
+            raise ConfigError(f"n_iter must be an integer >= 0, got {n_iter!r}")
         conc = np.atleast_1d(np.asarray(self.concentration, dtype=np.float64))
         if conc.size == 0 or (conc <= 0).any():
             raise ConfigError(f"concentration must be positive, got {self.concentration!r}")

@@ -18,6 +18,12 @@ the decompositions stay resident. In the primal case ``X_train^T Y_train`` is ob
 ``X^T Y - X_out^T Y_out`` where ``out`` are the rows outside the training set: one product
 with all rows per voxel batch, shared by the splits, plus one small product per split.
 
+Cost per voxel and split: ``n_alphas * n_val * r`` multiply-adds for the validation
+predictions of all alphas (the dominant term, one GEMM), ``r^2`` for ``Q`` and
+``n_out * n_features`` for the correction, with ``r = min(n_features, n_train)``. himalaya's
+solver multiplies a ``(n_val, n_train)`` matrix per alpha, ``n_alphas * n_val * n_train``, so
+the primal route saves a factor ``n_train / n_features`` on that term.
+
 Precision: the Gram (or kernel) matrices and their eigendecompositions are computed in float64
 whatever the compute dtype, because forming ``X^T X`` squares the condition number and float32
 eigenvalues would be wrong by ``~1e-7 * ||X||^2`` (comparable to the small alphas). Everything
@@ -168,8 +174,10 @@ def decompose_splits(X, splits, *, mode: str, fit_intercept: bool, dtype) -> Spl
     val_rows = [v for _, v in splits]
     train_idx, train_mask = _pad(train_rows, max(len(t) for t in train_rows))
     val_idx, val_mask = _pad(val_rows, max(len(v) for v in val_rows))
-    parts = [_decompose_one(X, train_idx[k], train_mask[k], val_idx[k], val_mask[k],
-                            mode=mode, fit_intercept=fit_intercept)
+    # Cast each split as it comes so the float64 copies never pile up.
+    parts = [[a.astype(dtype) for a in _decompose_one(X, train_idx[k], train_mask[k], val_idx[k],
+                                                       val_mask[k], mode=mode,
+                                                       fit_intercept=fit_intercept)]
              for k in range(len(splits))]
     if mode == "primal":
         fit_rows = [np.setdiff1d(np.arange(n_samples), t) for t in train_rows]
@@ -179,7 +187,7 @@ def decompose_splits(X, splits, *, mode: str, fit_intercept: bool, dtype) -> Spl
         fit_idx, fit_mask = train_idx, train_mask
 
     def stack(i):
-        return jnp.stack([p[i] for p in parts]).astype(dtype)
+        return jnp.stack([p[i] for p in parts])
 
     return SplitStack(
         eig=stack(0), basis=stack(1), test_proj=stack(2),
@@ -373,7 +381,7 @@ def _refit_batch(X, Y, dec, alphas_v, x_offset, *, mode, fit_intercept):
 
 
 def refit(X, Y, alphas_v, *, x_offset, fit_intercept: bool, voxel_batch: int, dtype,
-          columns=None, decomposition: FullDecomposition | None = None):
+          columns=None):
     """Ridge coefficients on all rows, each voxel with its own alpha.
 
     Parameters
@@ -392,9 +400,6 @@ def refit(X, Y, alphas_v, *, x_offset, fit_intercept: bool, voxel_batch: int, dt
     dtype : numpy dtype
     columns : ndarray of int, optional
         Columns of ``Y`` to refit (all when None).
-    decomposition : FullDecomposition, optional
-        The :func:`decompose_full` of ``X`` (mode from :func:`choose_mode`), reused when
-        given, computed otherwise.
 
     Returns
     -------
@@ -403,7 +408,7 @@ def refit(X, Y, alphas_v, *, x_offset, fit_intercept: bool, voxel_batch: int, dt
     """
     n_samples, n_features = X.shape
     mode = choose_mode(n_features, n_samples)
-    dec = decomposition or decompose_full(X, mode=mode, dtype=dtype)
+    dec = decompose_full(X, mode=mode, dtype=dtype)
     n_cols = len(alphas_v)
     coef = np.empty((n_features, n_cols), dtype)
     intercept = np.empty(n_cols, dtype)
