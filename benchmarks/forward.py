@@ -56,37 +56,45 @@ def cpu_timed(fn, cpu_seconds: list):
 
 
 def race(name: str, torch_fn, jax_fn, n_items: int, repeats: int) -> dict:
-    """Time both forwards (torch at each thread count, the best counting); compare every hidden state.
+    """Time both forwards in alternation, torch at its faster thread count; compare hidden states.
 
-    On a shared machine torch's OpenMP threads can spin against other processes and run several
-    times slower with two threads than with one, so torch is timed with 1 thread and with all
-    cores and the faster setting is its reference. Process CPU seconds per call are recorded
-    beside wall seconds: they measure the work done and are far less sensitive to other load.
+    The machine may be shared: torch's OpenMP threads can spin against other processes and run
+    several times slower with two threads than with one, so torch is first timed with 1 thread
+    and with all cores and the faster setting is its reference; the timed calls of the two
+    frameworks then alternate in rounds of two calls, so that changing outside load falls on
+    both alike. Process CPU seconds per call are recorded beside wall seconds: they measure the
+    work done and are far less sensitive to other load.
     """
+    compiled = time_call(jax_fn, repeats=1)
     default_threads = torch.get_num_threads()
-    torch_runs, torch_cpu = {}, {}
-    for threads in sorted({1, default_threads}):
-        torch.set_num_threads(threads)
-        torch_cpu[threads] = []
-        with torch.inference_mode():
-            torch_runs[threads] = time_call(cpu_timed(torch_fn, torch_cpu[threads]), repeats=repeats)
+    by_threads = {}
+    with torch.inference_mode():
+        for threads in sorted({1, default_threads}):
+            torch.set_num_threads(threads)
+            by_threads[threads] = time_call(torch_fn, repeats=1)["median_s"]
+        best = min(by_threads, key=by_threads.get)
+        torch.set_num_threads(best)
+        fns = {"torch": torch_fn, "jax": jax_fn}
+        wall, cpu, results = {f: [] for f in fns}, {f: [] for f in fns}, {}
+        for _ in range(repeats):
+            for framework, fn in fns.items():
+                # Both calls of a round are warm: time_call's "first" is a steady-state sample here.
+                run = time_call(cpu_timed(fn, cpu[framework]), repeats=1, warmup=0)
+                wall[framework] += [run["first_s"], *run["times_s"]]
+                results[framework] = run["result"]
     torch.set_num_threads(default_threads)
-    best = min(torch_runs, key=lambda t: torch_runs[t]["median_s"])
-    torch_t = torch_runs[best]
-    jax_cpu = []
-    jax_t = time_call(cpu_timed(jax_fn, jax_cpu), repeats=repeats)
-    diff = max(float(np.max(np.abs(np.asarray(j) - t.numpy()))) for j, t in zip(jax_t["result"], torch_t["result"]))
-    # The first call compiles (jax) or warms up (torch), the second is the untimed warm-up.
-    torch_cpu_s, jax_cpu_s = statistics.median(torch_cpu[best][2:]), statistics.median(jax_cpu[2:])
+    diff = max(float(np.max(np.abs(np.asarray(j) - t.numpy()))) for j, t in zip(results["jax"], results["torch"]))
+    med = {f: statistics.median(wall[f]) for f in fns}
+    med_cpu = {f: statistics.median(cpu[f]) for f in fns}
     row = {
         "items": n_items,
         "torch_threads": best,
-        "torch_median_s_by_threads": {t: r["median_s"] for t, r in torch_runs.items()},
-        "torch_median_s": torch_t["median_s"], "torch_times_s": torch_t["times_s"], "torch_cpu_s": torch_cpu_s,
-        "jax_median_s": jax_t["median_s"], "jax_times_s": jax_t["times_s"], "jax_first_s": jax_t["first_s"],
-        "jax_cpu_s": jax_cpu_s,
-        "torch_items_per_s": n_items / torch_t["median_s"], "jax_items_per_s": n_items / jax_t["median_s"],
-        "speedup": torch_t["median_s"] / jax_t["median_s"], "cpu_time_speedup": torch_cpu_s / jax_cpu_s,
+        "torch_warm_s_by_threads": by_threads,
+        "torch_median_s": med["torch"], "torch_times_s": wall["torch"], "torch_cpu_s": med_cpu["torch"],
+        "jax_median_s": med["jax"], "jax_times_s": wall["jax"], "jax_cpu_s": med_cpu["jax"],
+        "jax_first_s": compiled["first_s"],
+        "torch_items_per_s": n_items / med["torch"], "jax_items_per_s": n_items / med["jax"],
+        "speedup": med["torch"] / med["jax"], "cpu_time_speedup": med_cpu["torch"] / med_cpu["jax"],
         "max_abs_diff": diff,
     }
     print(f"{name}: torch {row['torch_items_per_s']:.2f}/s ({best} threads), jax {row['jax_items_per_s']:.2f}/s, "
