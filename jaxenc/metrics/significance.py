@@ -95,10 +95,8 @@ def block_permutations(n_trs: int, n_permutations: int, block_size: int = 10, se
     return jax.vmap(lambda k: block_permutation(k, n_trs, block_size))(keys)
 
 
-@partial(
-    jax.jit, static_argnames=("n_permutations", "block_size", "alternative", "batch_size")
-)
-def _permutation_counts(y_true, y_pred, seed, n_permutations, block_size, alternative, batch_size):
+@partial(jax.jit, static_argnames=("n_permutations", "block_size", "batch_size"))
+def _permutation_counts(y_true, y_pred, seed, two_sided, n_permutations, block_size, batch_size):
     n_trs = y_true.shape[0]
     zt, zp = _centred_unit(y_true), _centred_unit(y_pred)
     if zt.ndim == 1:
@@ -120,10 +118,8 @@ def _permutation_counts(y_true, y_pred, seed, n_permutations, block_size, altern
         # gather on CPU.
         shuffled = jnp.take(zp, orders, axis=0)  # [batch, n_trs, n_voxels]
         null = jnp.einsum("tv,btv->bv", zt, shuffled, precision=_HIGHEST)  # [batch, n_voxels]
-        if alternative == "greater":
-            exceed = null >= observed
-        else:
-            exceed = jnp.abs(null) >= jnp.abs(observed)
+        # A traced flag rather than a static one: both alternatives share one compilation.
+        exceed = jnp.where(two_sided, jnp.abs(null) >= jnp.abs(observed), null >= observed)
         return count + jnp.sum(exceed & batch_valid[:, None], axis=0, dtype=jnp.int32), None
 
     count, _ = jax.lax.scan(step, jnp.zeros(observed.shape, jnp.int32), (keys, valid))
@@ -192,7 +188,13 @@ def permutation_test(
     _check_blocks(y_true.shape[0], block_size)
     batch_size = min(int(batch_size), int(n_permutations))
     observed, count = _permutation_counts(
-        y_true, y_pred, seed, int(n_permutations), int(block_size), alternative, batch_size
+        y_true,
+        y_pred,
+        seed,
+        alternative == "two-sided",
+        int(n_permutations),
+        int(block_size),
+        batch_size,
     )
     p = (1 + count) / (1 + n_permutations)
     return jnp.where(jnp.isnan(observed), jnp.nan, p).astype(observed.dtype)

@@ -24,7 +24,7 @@ def test_block_permutations_move_whole_blocks():
 
 
 # One shape and one set of static arguments for every permutation test below, so JAX compiles
-# the test twice (one-sided, two-sided). 99 permutations in batches of 32 leave a padded batch.
+# the test once. 99 permutations in batches of 32 leave a padded batch.
 N_TRS, N_VOXELS, N_PERM = 100, 1000, 99
 
 
