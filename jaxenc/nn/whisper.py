@@ -5,8 +5,9 @@ Module and attribute names follow transformers' ``WhisperEncoder`` (``conv1``, `
 the leaf names are flax's (``kernel``, ``bias``, ``scale``, ``embedding``).
 
 Unlike the transformers model, which insists on 30 s of audio (3000 mel frames), this port takes
-any number of frames up to that and uses the first ``n_frames // 2`` position embeddings: the
-feature pipeline runs 16 s windows (1600 frames -> 800 positions).
+any number of frames up to that and uses the first ``n_frames // 2`` position embeddings, so a
+16.1 s window can run as 1610 frames (805 positions). :func:`jaxenc.features.whisper_features`
+pads each window to 30 s by default (``input_s``), as the feature extractor does.
 """
 
 from __future__ import annotations
