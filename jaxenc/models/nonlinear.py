@@ -19,18 +19,25 @@ each modality occupies one range per delay block; :func:`delayed_columns` comput
 All models take ``train`` (dropout on, BatchNorm from the batch and updating its running
 statistics) and ``mask`` (rows of a partial minibatch that must not enter BatchNorm
 statistics), so the trainer can call any of them the same way.
+
+Dense layers start as PyTorch's ``nn.Linear`` does (the paper's framework): kernel and bias
+uniform in ``+-1/sqrt(fan_in)``. Flax's default (LeCun normal kernel, zero bias) starts the
+kernel sqrt(3) times larger, which before BatchNorm divides the effective step size by 3 and
+measurably slows the first epochs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jaxenc.errors import ConfigError
 
-__all__ = ["MLLinear", "MLP", "DIMLP", "DeepMLP", "DelayGRU", "delayed_columns"]
+__all__ = ["MLLinear", "MLP", "DIMLP", "DeepMLP", "DelayGRU", "delayed_columns", "torch_linear"]
 
 # BatchNorm running-average decay. 0.9 is PyTorch's momentum=0.1, the paper's framework.
 _BN_MOMENTUM = 0.9
@@ -72,6 +79,33 @@ def delayed_columns(start: int, stop: int, n_block_features: int, n_delays: int)
     return tuple((start + d * n_block_features, stop + d * n_block_features) for d in range(n_delays))
 
 
+def torch_linear(n_in: int, n_out: int, *, use_bias: bool = True, rngs: nnx.Rngs) -> nnx.Linear:
+    """A dense layer initialised like PyTorch's ``nn.Linear``.
+
+    Kernel and bias are uniform in ``[-1/sqrt(n_in), 1/sqrt(n_in)]`` (``kaiming_uniform`` with
+    ``a = sqrt(5)``: variance ``1 / (3 n_in)``).
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Input and output sizes (``n_in`` is the fan-in).
+    use_bias : bool
+        Whether the layer has a bias.
+    rngs : nnx.Rngs
+        Stream ``params``.
+
+    Returns
+    -------
+    nnx.Linear
+    """
+    bound = 1.0 / math.sqrt(n_in)
+
+    def uniform(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return nnx.Linear(n_in, n_out, use_bias=use_bias, kernel_init=uniform, bias_init=uniform, rngs=rngs)
+
+
 def _as_ranges(columns) -> tuple[tuple[int, int], ...]:
     """Normalise a modality given as ``(start, stop)``, a slice, or a sequence of either."""
     if isinstance(columns, slice):
@@ -98,7 +132,7 @@ class _HiddenBlock(nnx.Module):
     def __init__(self, n_in, n_out, *, activation, dropout, batch_norm, rngs):
         # No bias before BatchNorm: the normalisation removes it, so its gradient is rounding
         # noise that Adam would turn into steps of the full learning rate.
-        self.linear = nnx.Linear(n_in, n_out, use_bias=not batch_norm, rngs=rngs)
+        self.linear = torch_linear(n_in, n_out, use_bias=not batch_norm, rngs=rngs)
         self.norm = nnx.BatchNorm(n_out, momentum=_BN_MOMENTUM, rngs=rngs) if batch_norm else None
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.activation = activation
@@ -129,8 +163,8 @@ class MLLinear(nnx.Module):
     """
 
     def __init__(self, n_features: int, n_outputs: int, *, hidden: int = 256, rngs: nnx.Rngs):
-        self.encode = nnx.Linear(n_features, hidden, rngs=rngs)
-        self.decode = nnx.Linear(hidden, n_outputs, rngs=rngs)
+        self.encode = torch_linear(n_features, hidden, rngs=rngs)
+        self.decode = torch_linear(hidden, n_outputs, rngs=rngs)
 
     def __call__(self, x, *, train: bool = False, mask=None):
         """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``train`` and ``mask`` are unused."""
@@ -172,7 +206,7 @@ class MLP(nnx.Module):
         self.hidden = _HiddenBlock(
             n_features, hidden, activation=activation, dropout=dropout, batch_norm=batch_norm, rngs=rngs
         )
-        self.readout = nnx.Linear(hidden, n_outputs, rngs=rngs)
+        self.readout = torch_linear(hidden, n_outputs, rngs=rngs)
 
     def __call__(self, x, *, train: bool = False, mask=None):
         """Map ``x`` of shape (batch, n_features) to (batch, n_outputs).
@@ -235,7 +269,7 @@ class DIMLP(nnx.Module):
                 for r, w in zip(ranges, widths)
             ]
         )
-        self.fusion = nnx.Linear(sum(widths), n_outputs, rngs=rngs)
+        self.fusion = torch_linear(sum(widths), n_outputs, rngs=rngs)
 
     def __call__(self, x, *, train: bool = False, mask=None):
         """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``mask`` as in :class:`MLP`."""
@@ -289,7 +323,7 @@ class DeepMLP(nnx.Module):
                 for a, b in zip(sizes[:-1], sizes[1:])
             ]
         )
-        self.readout = nnx.Linear(hidden, n_outputs, rngs=rngs)
+        self.readout = torch_linear(hidden, n_outputs, rngs=rngs)
 
     def __call__(self, x, *, train: bool = False, mask=None):
         """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``mask`` as in :class:`MLP`."""
@@ -337,7 +371,7 @@ class DelayGRU(nnx.Module):
         self.n_delays = n_delays
         self.cell = nnx.GRUCell(n_features // n_delays, hidden, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.readout = nnx.Linear(hidden, n_outputs, rngs=rngs)
+        self.readout = torch_linear(hidden, n_outputs, rngs=rngs)
         self.hidden_size = hidden
 
     def __call__(self, x, *, train: bool = False, mask=None):

@@ -88,3 +88,26 @@ def test_config_errors():
         DelayGRU(10, 3, n_delays=4, rngs=nnx.Rngs(0))
     with pytest.raises(ConfigError):
         delayed_columns(4, 2, 6, 2)
+
+
+def test_torch_linear_draws_like_torch_nn_linear():
+    import torch
+
+    from jaxenc.models.nonlinear import torch_linear
+
+    n_in, n_out = 300, 400
+    ours = torch_linear(n_in, n_out, rngs=nnx.Rngs(0))
+    torch.manual_seed(0)
+    theirs = torch.nn.Linear(n_in, n_out)
+    bound = 1 / np.sqrt(n_in)
+    for got, want in ((_np(ours.kernel), theirs.weight.detach().numpy()), (_np(ours.bias), theirs.bias.detach().numpy())):
+        assert np.abs(got).max() <= bound and np.abs(want).max() <= bound
+        # Both uniform on [-bound, bound]: std bound / sqrt(3). 120000 kernel draws give a
+        # relative standard error of the std near 0.2%, 400 bias draws near 3%: margins 1% / 10%.
+        tol = 0.01 if got.size > 1000 else 0.1
+        np.testing.assert_allclose(got.std(), want.std(), rtol=tol)
+        np.testing.assert_allclose(got.std(), bound / np.sqrt(3), rtol=tol)
+    # The layers MLP builds start this way too (no bias before BatchNorm).
+    mlp = MLP(n_in, 7, hidden=n_out, rngs=nnx.Rngs(1))
+    assert mlp.hidden.linear.bias is None
+    np.testing.assert_allclose(_np(mlp.hidden.linear.kernel).std(), bound / np.sqrt(3), rtol=0.01)
