@@ -1,0 +1,187 @@
+"""Device meshes and sharded placement of response matrices, single host or many.
+
+The sharded PCA (:mod:`jaxenc.decomp.sharded`) and ridge (:mod:`jaxenc.models.ridge_sharded`)
+split a response matrix ``Y`` of shape (n_trs, n_voxels) along one named axis of a mesh,
+either by voxels (columns) or by TRs (rows), and combine per-shard results with collectives
+inside :func:`jax.shard_map`. A dimension that does not divide by the number of shards is
+zero padded at the end: the padded voxels are constant zero columns, the padded rows are
+masked out by the kernels, and every function says how much of its output is padding.
+
+Axis types
+----------
+:func:`make_mesh` gives every axis ``jax.sharding.AxisType.Explicit`` by default, the default
+of ``jax.make_mesh`` since jax 0.7: shardings are part of the array types, so a jitted
+function that would silently all-gather a sharded operand fails to trace instead. All the
+kernels here run under ``jax.shard_map``, which takes meshes of either type; pass
+``axis_types=(AxisType.Auto,)`` to let the compiler choose shardings in code of your own.
+
+Several hosts
+-------------
+Every process runs the same program; ``jax.distributed.initialize`` joins them, after which
+``jax.devices()`` lists the devices of all hosts and :func:`make_mesh` spans them. Arrays are
+built with :func:`jax.make_array_from_callback`, so each process only reads the slices its own
+devices hold (``Y`` may be a ``numpy.memmap``). For example, on two hosts of 8 GPUs each::
+
+    # on host i (i = 0, 1), with the same script and arguments:
+    import jax
+    jax.distributed.initialize(coordinator_address="host0:1234", num_processes=2,
+                               process_id=i)
+    from jaxenc.distributed import make_mesh
+    from jaxenc.decomp.sharded import pca_fit_sharded
+    mesh = make_mesh(("data",))                    # 16 devices, one axis
+    Y = np.load("train_responses.npy", mmap_mode="r")   # (n_trs, n_voxels) on every host
+    state = pca_fit_sharded(Y, 512, mesh)          # components voxel-sharded over 16 GPUs
+
+(On SLURM or Cloud TPU, ``jax.distributed.initialize()`` finds these arguments itself.)
+Results come back as global ``jax.Array`` objects; ``np.asarray`` on one needs every shard to
+be addressable, which holds on one host only (use ``jax.experimental.multihost_utils``
+otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from jaxenc.errors import ConfigError
+
+__all__ = ["make_mesh", "axis_size", "padded_size", "shard_columns", "shard_rows", "replicate"]
+
+
+def make_mesh(axis_names: Sequence[str] = ("data",), shape: Sequence[int] | None = None, *,
+              devices=None, axis_types: Sequence[AxisType] | None = None) -> Mesh:
+    """A mesh over the available devices (of every process, after ``jax.distributed``).
+
+    Parameters
+    ----------
+    axis_names : sequence of str
+        One name per mesh axis, e.g. ``("data",)`` or ``("rows", "voxels")``.
+    shape : sequence of int, optional
+        Devices along each axis; their product must equal the number of devices. Default:
+        all devices on the first axis, 1 on the others.
+    devices : sequence of jax.Device, optional
+        Devices to use (default ``jax.devices()``).
+    axis_types : sequence of jax.sharding.AxisType, optional
+        Type of each axis; default ``AxisType.Explicit`` for all (see the module docstring).
+
+    Returns
+    -------
+    jax.sharding.Mesh
+
+    Raises
+    ------
+    ConfigError
+        Shape and names disagree, or the shape does not use exactly the given devices.
+    """
+    axis_names = tuple(axis_names)
+    devices = list(jax.devices() if devices is None else devices)
+    if shape is None:
+        shape = (len(devices),) + (1,) * (len(axis_names) - 1)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != len(axis_names) or not axis_names:
+        raise ConfigError(f"mesh shape {shape} and axis names {axis_names} must have the same, "
+                          "non-zero length")
+    if math.prod(shape) != len(devices):
+        raise ConfigError(f"mesh shape {shape} holds {math.prod(shape)} devices but "
+                          f"{len(devices)} are given")
+    if axis_types is None:
+        axis_types = (AxisType.Explicit,) * len(axis_names)
+    return jax.make_mesh(shape, axis_names, axis_types=tuple(axis_types), devices=devices)
+
+
+def axis_size(mesh: Mesh, axis: str) -> int:
+    """Number of shards along a named mesh axis.
+
+    Raises
+    ------
+    ConfigError
+        The mesh has no such axis.
+    """
+    if axis not in mesh.shape:
+        raise ConfigError(f"mesh has axes {tuple(mesh.shape)}, not {axis!r}")
+    return mesh.shape[axis]
+
+
+def padded_size(n: int, mesh: Mesh, axis: str, multiple: int = 1) -> int:
+    """``n`` rounded up to a multiple of ``multiple`` times the shards along ``axis``."""
+    step = axis_size(mesh, axis) * multiple
+    return -(-n // step) * step
+
+
+def _padded_reader(A, shape):
+    """Callback for make_array_from_callback: the slice ``idx`` of ``A`` zero padded to ``shape``."""
+
+    def read(idx):
+        starts = [s.start or 0 for s in idx]
+        stops = [shape[d] if s.stop is None else s.stop for d, s in enumerate(idx)]
+        inside = tuple(slice(min(a, n), min(b, n)) for a, b, n in zip(starts, stops, A.shape))
+        block = np.asarray(A[inside])
+        pad = [(0, (b - a) - k) for a, b, k in zip(starts, stops, block.shape)]
+        return np.pad(block, pad) if any(p for _, p in pad) else block
+
+    return read
+
+
+def _place(A, mesh: Mesh, spec: P, shape, dtype) -> jax.Array:
+    A = A if isinstance(A, np.ndarray) else np.asarray(A)
+    read = _padded_reader(A, shape)
+    return jax.make_array_from_callback(tuple(shape), NamedSharding(mesh, spec),
+                                        lambda idx: read(idx).astype(dtype, copy=False))
+
+
+def shard_columns(A, mesh: Mesh, axis: str = "data", *, width: int | None = None,
+                  dtype=np.float32) -> jax.Array:
+    """Place a matrix on the mesh with its columns (voxels) split along ``axis``.
+
+    Parameters
+    ----------
+    A : array of shape (n_rows, n_cols)
+        Host array (numpy, memmap); each process reads only the columns its devices hold.
+    mesh : jax.sharding.Mesh
+    axis : str
+        Mesh axis the columns are split along; the array is replicated over other axes.
+    width : int, optional
+        Padded number of columns, a multiple of the axis size (default: the smallest one).
+    dtype : dtype
+
+    Returns
+    -------
+    jax.Array of shape (n_rows, width)
+        Sharded ``P(None, axis)``; columns ``n_cols:`` are zeros.
+    """
+    width = padded_size(A.shape[1], mesh, axis) if width is None else width
+    return _place(A, mesh, P(None, axis), (A.shape[0], width), dtype)
+
+
+def shard_rows(A, mesh: Mesh, axis: str = "data", *, dtype=np.float32) -> jax.Array:
+    """Place a matrix on the mesh with its rows (TRs) split along ``axis``.
+
+    Parameters
+    ----------
+    A : array of shape (n_rows, n_cols)
+    mesh : jax.sharding.Mesh
+    axis : str
+    dtype : dtype
+
+    Returns
+    -------
+    jax.Array of shape (padded_size(n_rows), n_cols)
+        Sharded ``P(axis, None)``; rows ``n_rows:`` are zeros.
+    """
+    return _place(A, mesh, P(axis, None), (padded_size(A.shape[0], mesh, axis), A.shape[1]),
+                  dtype)
+
+
+def replicate(A, mesh: Mesh, *, dtype=np.float32) -> jax.Array:
+    """Place a full copy of ``A`` on every device of the mesh.
+
+    Returns
+    -------
+    jax.Array of the shape of ``A``, sharded ``P()``.
+    """
+    A = np.asarray(A)
+    return _place(A, mesh, P(), A.shape, dtype)
