@@ -1,0 +1,248 @@
+"""Voxelwise ridge with the voxels split across the devices of a mesh.
+
+Ridge is independent across voxels once the decompositions of ``X`` exist, so
+:class:`ShardedRidgeCV` replicates ``X`` and its per-split float64 eigendecompositions on every
+device, splits ``Y`` (and with it the scores, the alphas and the coefficients) along the voxel
+axis of a mesh, and runs the same voxel kernels as :class:`~jaxenc.models.RidgeCV`
+(:mod:`jaxenc.models.ridge_solvers`) on each shard, ``voxel_batch`` voxels at a time. Alpha
+selection per voxel is local to its shard; only ``alpha_per_target=False`` needs a collective
+(a ``psum`` of the scores over voxels).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns
+from jaxenc.errors import AlignmentError, ConfigError
+from jaxenc.models import ridge_solvers as solvers
+from jaxenc.models.ridge import RidgeCV, _check_X
+
+__all__ = ["ShardedRidgeCV"]
+
+
+def _over_batches(fn, batch: int, *arrays):
+    """``fn`` applied to consecutive ``batch``-wide column blocks of ``arrays`` (their last
+    axis), one block at a time; outputs are joined along their last axis."""
+    n_batches = arrays[0].shape[-1] // batch
+
+    def one(i):
+        return fn(*(jax.lax.dynamic_slice_in_dim(a, i * batch, batch, axis=a.ndim - 1)
+                    for a in arrays))
+
+    out = jax.lax.map(one, jnp.arange(n_batches))
+    # [n_batches, ..., batch] -> [..., n_batches * batch]
+    return jax.tree.map(lambda o: jnp.moveaxis(o, 0, -2).reshape(o.shape[1:-1] + (-1,)), out)
+
+
+def _constant(y):
+    """Voxels constant over all rows (the padding columns among them), as RidgeCV's check."""
+    return (y == y[:1]).all(axis=0)
+
+
+def _cv_kernel(x, y, stack, alphas, *, batch, mode, fit_intercept, scoring):
+    # Summed (not averaged) validation scores of the local voxels: [n_alphas, w]
+    def one(y_batch):
+        return solvers._cv_batch(x, y_batch, stack, alphas, mode=mode,
+                                 fit_intercept=fit_intercept, scoring=scoring)
+
+    return _over_batches(one, batch, y)
+
+
+def _select_kernel(scores, y, alphas, alphas64, *, axis, alpha_per_target):
+    # scores [a, w] mean over splits; returns the refit alpha (compute dtype) and the reported
+    # alpha (float64, the candidate itself as RidgeCV reports it) per voxel [w]
+    constant = _constant(y)
+    scores = jnp.where(constant, 0.0, scores)
+    n_alphas = alphas.shape[0]
+    if alpha_per_target:
+        # Ties go to the larger alpha (alphas ascending), as RidgeCV.
+        idx = n_alphas - 1 - jnp.argmax(scores[::-1], axis=0)
+    else:
+        valid = ~constant
+        count = jax.lax.psum(valid.sum(), axis)
+        total = jax.lax.psum(jnp.where(valid, scores, 0.0).sum(axis=1), axis)  # [a]
+        mean = jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
+        idx = jnp.full(scores.shape[1], n_alphas - 1 - jnp.argmax(mean[::-1]))
+    return scores, alphas[idx], jnp.where(constant, jnp.nan, alphas64[idx])
+
+
+def _refit_kernel(x, y, dec, alphas_v, x_offset, *, batch, mode, fit_intercept):
+    def one(y_batch, alphas_batch):
+        return solvers._refit_batch(x, y_batch, dec, alphas_batch, x_offset, mode=mode,
+                                    fit_intercept=fit_intercept)
+
+    coef, intercept = _over_batches(one, batch, y, alphas_v)
+    constant = _constant(y)
+    # A constant voxel is predicted by its value, as RidgeCV.
+    return jnp.where(constant, 0.0, coef), jnp.where(constant, y[0], intercept)
+
+
+def _predict_kernel(x, coef, intercept):
+    return x @ coef + intercept  # [n, p] @ [p, w] -> [n, w]
+
+
+class ShardedRidgeCV(RidgeCV):
+    """:class:`~jaxenc.models.RidgeCV` with the voxels split along a mesh axis.
+
+    Same model, options, splits and selection rule as :class:`~jaxenc.models.RidgeCV`;
+    ``X``, the decompositions and the alphas are replicated, ``Y`` is read shard by shard
+    (each device gets ``n_voxels / shards`` columns, padded with constant zero columns to a
+    multiple of ``shards * voxel_batch``) and every voxel-sized result stays sharded.
+
+    Parameters
+    ----------
+    mesh : jax.sharding.Mesh
+        See :func:`jaxenc.distributed.make_mesh`.
+    axis : str
+        Mesh axis the voxels are split along.
+    alphas, cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype
+        As :class:`~jaxenc.models.RidgeCV`; ``voxel_batch`` counts voxels per device.
+
+    Attributes
+    ----------
+    n_voxels_ : int
+        Voxels of ``Y``; columns ``n_voxels_:`` of the arrays below are padding.
+    cv_scores_ : jax.Array of shape (n_alphas, n_voxels_padded)
+        Sharded ``P(None, axis)``; 0 for constant voxels and padding.
+    best_alphas_ : jax.Array of shape (n_voxels_padded,)
+        Sharded ``P(axis)``; NaN for constant voxels and padding.
+    coef_ : jax.Array of shape (n_features, n_voxels_padded)
+        Sharded ``P(None, axis)``.
+    intercept_ : jax.Array of shape (n_voxels_padded,)
+        Sharded ``P(axis)``.
+    alphas_, scoring_, n_splits_, n_features_in_
+        As :class:`~jaxenc.models.RidgeCV`.
+
+    Notes
+    -----
+    The input checks of :class:`~jaxenc.models.RidgeCV` (NaN, inf, constant voxels, aligned
+    rows) scan the whole of ``Y`` on the host, so :meth:`fit` as written suits one host with
+    many devices; the kernels themselves only touch their own shard.
+    """
+
+    def __init__(self, mesh: Mesh, axis: str = "data", alphas=np.logspace(-1, 5, 13), cv=5,
+                 alpha_per_target: bool = True, fit_intercept: bool = True,
+                 scoring: str | None = None, voxel_batch: int = 1024,
+                 split_batch: int | None = None, dtype: str = "float32"):
+        super().__init__(alphas=alphas, cv=cv, alpha_per_target=alpha_per_target,
+                         fit_intercept=fit_intercept, scoring=scoring, voxel_batch=voxel_batch,
+                         split_batch=split_batch, dtype=dtype)
+        self.mesh = mesh
+        self.axis = axis
+
+    def _sharded(self, kernel, in_specs, out_specs):
+        return jax.jit(jax.shard_map(kernel, mesh=self.mesh, in_specs=in_specs,
+                                     out_specs=out_specs, check_vma=False))
+
+    def fit(self, X, Y, groups=None) -> "ShardedRidgeCV":
+        """Choose the penalties by cross-validation and refit on all rows, voxels sharded.
+
+        Parameters
+        ----------
+        X : array of shape (n_trs, n_features)
+        Y : array of shape (n_trs, n_voxels) or (n_trs,)
+            Host responses.
+        groups : array-like of shape (n_trs,), optional
+            Story label of each row, see :class:`~jaxenc.models.RidgeCV`.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        AlignmentError, ConfigError
+            As :meth:`RidgeCV.fit`; also a mesh without ``axis``.
+        """
+        mesh, axis = self.mesh, self.axis
+        shards = axis_size(mesh, axis)
+        X, Y, _, splits = self._check_common(X, Y, groups)
+        n_voxels = Y.shape[1]
+        dtype = self._dtype
+        batch = min(self._voxel_batch, -(-n_voxels // shards))
+        width = padded_size(n_voxels, mesh, axis, batch)
+        put = partial(jax.device_put, device=NamedSharding(mesh, P()))
+        intercept_kw = dict(fit_intercept=self.fit_intercept)
+        with jax.enable_x64(True):
+            xc, x_offset = self._center(X)
+            x = put(xc)
+            y = shard_columns(Y, mesh, axis, width=width, dtype=dtype)
+            alphas = replicate(self.alphas_, mesh, dtype=dtype)
+            mode = solvers.choose_mode(X.shape[1], min(len(t) for t, _ in splits))
+            cv = self._sharded(partial(_cv_kernel, batch=batch, scoring=self.scoring_,
+                                       mode=mode, **intercept_kw),
+                               (P(), P(None, axis), P(), P()), P(None, axis))
+            group = len(splits) if self._split_batch is None else self._split_batch
+            total = 0.0
+            for g in range(0, len(splits), group):
+                stack = solvers.decompose_splits(xc, splits[g:g + group], mode=mode,
+                                                 dtype=dtype, **intercept_kw)
+                total = total + cv(x, y, put(stack), alphas)
+                del stack
+            select = self._sharded(
+                partial(_select_kernel, axis=axis, alpha_per_target=self.alpha_per_target),
+                (P(None, axis), P(None, axis), P(), P()), (P(None, axis), P(axis), P(axis)))
+            scores, alphas_v, best = select(total / len(splits), y, alphas,
+                                            replicate(self.alphas_, mesh, dtype=np.float64))
+            mode = solvers.choose_mode(X.shape[1], X.shape[0])
+            dec = put(solvers.decompose_full(xc, mode=mode, dtype=dtype))
+            refit = self._sharded(partial(_refit_kernel, batch=batch, mode=mode, **intercept_kw),
+                                  (P(), P(None, axis), P(), P(axis), P()),
+                                  (P(None, axis), P(axis)))
+            coef, intercept = refit(x, y, dec, alphas_v, replicate(x_offset, mesh, dtype=dtype))
+        self.n_voxels_ = n_voxels
+        self.cv_scores_ = scores
+        self.best_alphas_ = best
+        self.coef_ = coef
+        self.intercept_ = intercept
+        return self
+
+    def predict(self, X) -> jax.Array:
+        """Predicted responses ``X @ coef_ + intercept_``, voxel-sharded.
+
+        Parameters
+        ----------
+        X : array of shape (n_trs, n_features)
+
+        Returns
+        -------
+        jax.Array of shape (n_trs, n_voxels_padded)
+            Sharded ``P(None, axis)``; columns ``n_voxels_:`` are padding (zeros).
+        """
+        if not hasattr(self, "coef_"):
+            raise ConfigError(f"this {type(self).__name__} is not fitted yet; call fit first")
+        X = _check_X(X)
+        if X.shape[1] != self.n_features_in_:
+            raise AlignmentError(f"X has {X.shape[1]} features but the model was fitted on "
+                                 f"{self.n_features_in_}")
+        run = self._sharded(_predict_kernel, (P(), P(None, self.axis), P(self.axis)),
+                            P(None, self.axis))
+        return run(replicate(X, self.mesh, dtype=self._dtype), self.coef_, self.intercept_)
+
+    def score(self, X, Y) -> np.ndarray:
+        """R^2 of the predictions per voxel, as :meth:`RidgeCV.score` (gathered to the host).
+
+        Parameters
+        ----------
+        X : array of shape (n_trs, n_features)
+        Y : array of shape (n_trs, n_voxels) or (n_trs,)
+
+        Returns
+        -------
+        ndarray of shape (n_voxels,)
+        """
+        pred = np.asarray(self.predict(X), np.float64)[:, :self.n_voxels_]
+        Y = np.asarray(Y, dtype=np.float64)
+        Y = Y[:, None] if Y.ndim == 1 else Y
+        if Y.shape != pred.shape:
+            raise AlignmentError(f"Y has shape {Y.shape}, predictions have {pred.shape}")
+        ss_res = ((Y - pred) ** 2).sum(axis=0)
+        ss_tot = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0)
+        ok = ss_tot > 0
+        return np.where(ok, 1.0 - ss_res / np.where(ok, ss_tot, 1.0), 0.0)
