@@ -113,7 +113,7 @@ def padded_size(n: int, mesh: Mesh, axis: str, multiple: int = 1) -> int:
 
 
 def _padded_reader(A, shape):
-    """Callback for make_array_from_callback: the slice ``idx`` of ``A`` zero padded to ``shape``."""
+    """Callback for make_array_from_callback: slice ``idx`` of ``A`` zero padded to ``shape``."""
 
     def read(idx):
         starts = [s.start or 0 for s in idx]

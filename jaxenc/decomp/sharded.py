@@ -58,8 +58,8 @@ class ShardedPCAState(NamedTuple):
         Per-voxel training mean, sharded ``P(axis)``; zero on padding.
     components : jax.Array of shape (n_components, n_voxels_padded)
         Orthonormal principal axes, sharded ``P(None, axis)``; zero on padding.
-    explained_variance, explained_variance_ratio, singular_values : jax.Array of shape (n_components,)
-        As :class:`~jaxenc.decomp.PCAState`, replicated.
+    explained_variance, explained_variance_ratio, singular_values : jax.Array
+        Each of shape (n_components,), as :class:`~jaxenc.decomp.PCAState`; replicated.
     n_samples : int
         Rows (TRs) the PCA was fitted on.
     n_voxels : int
