@@ -15,6 +15,12 @@ from jaxenc.decomp.pca import (
     pca_transform,
     scatter_matrix,
 )
+from jaxenc.decomp.sharded import (
+    ShardedPCAState,
+    pca_fit_sharded,
+    pca_inverse_sharded,
+    pca_transform_sharded,
+)
 
 __all__ = [
     "PCA",
@@ -25,4 +31,8 @@ __all__ = [
     "column_mean",
     "gram_matrix",
     "scatter_matrix",
+    "ShardedPCAState",
+    "pca_fit_sharded",
+    "pca_transform_sharded",
+    "pca_inverse_sharded",
 ]

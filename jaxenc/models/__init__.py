@@ -1,6 +1,25 @@
-"""Encoding models from delayed features to voxel responses: ridge family (and MLP family)."""
+"""Encoding models from delayed features to voxel responses.
 
+Ridge family (arrays in, sklearn-style estimators): :class:`RidgeCV`, :class:`BandedRidgeCV`,
+:class:`BootstrapChunks` (the Huth lab's bootstrap splits) and the voxel-sharded
+:class:`ShardedRidgeCV`. Nonlinear family (Flax NNX modules trained by :mod:`jaxenc.train`):
+:class:`MLLinear`, :class:`MLP`, :class:`DIMLP`, :class:`DeepMLP`, :class:`DelayGRU`.
+"""
+
+from jaxenc.models.nonlinear import DIMLP, MLP, DeepMLP, DelayGRU, MLLinear, delayed_columns
 from jaxenc.models.ridge import BandedRidgeCV, RidgeCV
+from jaxenc.models.ridge_sharded import ShardedRidgeCV
 from jaxenc.models.ridge_splits import BootstrapChunks
 
-__all__ = ["RidgeCV", "BandedRidgeCV", "BootstrapChunks"]
+__all__ = [
+    "RidgeCV",
+    "BandedRidgeCV",
+    "BootstrapChunks",
+    "ShardedRidgeCV",
+    "MLLinear",
+    "MLP",
+    "DIMLP",
+    "DeepMLP",
+    "DelayGRU",
+    "delayed_columns",
+]
