@@ -4,7 +4,10 @@ Per subject and fold: PCA (scikit-learn) on the fold's training responses, a ``D
 over a ``TensorDataset`` (batch 128, shuffled), the paper's MLP (Linear -> BatchNorm1d -> tanh
 -> Dropout -> Linear), AdamW, L1 loss, early stopping on the validation loss with the best
 ``state_dict`` kept; the test prediction is the fold average of the inverse-projected
-predictions. Same architecture and hyperparameters as the jaxenc run it is raced against.
+predictions. Same architecture and hyperparameters as the jaxenc run it is raced against, and
+the same initialisation: PyTorch's default ``nn.Linear`` draws, which jaxenc's layers copy
+(``jaxenc.models.nonlinear.torch_linear``); with flax's LeCun-normal default the jaxenc MLP
+reached a test correlation of 0.24 against PyTorch's 0.30 after 10 epochs.
 Standalone: imports neither jaxenc nor JAX.
 """
 
