@@ -9,10 +9,11 @@ linear map plus noise with signal-to-noise ratios from none to strong. All in fl
 
 Races (identical X, Y, alphas and 5 folds over stories, intercept fitted, R^2 validation score):
 
-- jaxenc ``RidgeCV`` (float32, decompositions in float64): its first fit (compilation
-  included) is timed apart, then ``--repeats`` rounds in which jaxenc, himalaya-numpy and
-  himalaya-torch fit once each, in turn, so that on a shared machine all see the same load;
-  ratios of medians over rounds, and of the best round (the least disturbed);
+- jaxenc ``RidgeCV`` (float32, decompositions in float64) with ``lapack_threads=1``, the
+  setting its docstring recommends on a shared CPU, and again with OpenBLAS's default
+  threads: its first fit (compilation included) is timed apart, then ``--repeats`` rounds in
+  which every contender fits once, in turn, so that on a shared machine all see the same
+  load; ratios of medians over rounds, and of the best round (the least disturbed);
 - himalaya ``RidgeCV`` with its numpy backend and its torch (CPU) backend, float32, R^2 as
   ``score_func``: the same estimator, so best alphas and predictions must agree;
 - scikit-learn ``RidgeCV(alpha_per_target=True)``: efficient leave-one-out (GCV), its only
@@ -112,7 +113,7 @@ def memory_probe(n_voxels: int, sizes: dict) -> dict:
     RidgeCV(alphas=ALPHAS, cv=splits).fit(X[:, :8], Y[:, :8])  # loads jax, not the big kernels
     with open("/proc/self/statm") as f:
         before = int(f.read().split()[1]) * 4096 / 2**20
-    RidgeCV(alphas=ALPHAS, cv=splits).fit(X, Y)
+    RidgeCV(alphas=ALPHAS, cv=splits, lapack_threads=1).fit(X, Y)
     peak = peak_rss_mb()
     return {"n_voxels": n_voxels, "rss_before_fit_mb": before, "peak_rss_mb": peak,
             "fit_overhead_mb": peak - before, "Y_mb": Y.nbytes / 2**20,
@@ -143,16 +144,19 @@ def main():
 
     # Under a shared, fluctuating load, the competitors run in alternation, one fit each per
     # round, so that each sees the same load; jaxenc's first fit (compilation) is timed apart.
-    jax_model = RidgeCV(alphas=ALPHAS, cv=splits)
+    jax_model = RidgeCV(alphas=ALPHAS, cv=splits, lapack_threads=1)
+    jax_default_threads = RidgeCV(alphas=ALPHAS, cv=splits)
     himalaya = {b: HimalayaRidgeCV(alphas=ALPHAS.astype(np.float32), cv=splits,
                                    fit_intercept=True,
                                    solver_params=dict(score_func=r2_score, warn=False))
                 for b in ("numpy", "torch")}
-    times = {"jaxenc": [], "himalaya_numpy": [], "himalaya_torch": []}
+    times = {"jaxenc": [], "jaxenc_default_lapack_threads": [], "himalaya_numpy": [],
+             "himalaya_torch": []}
     first_s = timed(lambda: jax_model.fit(X, Y))
     print(f"jaxenc first fit {first_s:.1f} s", flush=True)
     for _ in range(args.repeats):
         times["jaxenc"].append(timed(lambda: jax_model.fit(X, Y)))
+        times["jaxenc_default_lapack_threads"].append(timed(lambda: jax_default_threads.fit(X, Y)))
         for backend, model in himalaya.items():
             set_backend(backend)
             times[f"himalaya_{backend}"].append(timed(lambda m=model: m.fit(X, Y)))
@@ -160,7 +164,10 @@ def main():
         print({k: round(v[-1], 2) for k, v in times.items()}, flush=True)
     median = {k: statistics.median(v) for k, v in times.items()}
     results["jaxenc"] = {"first_s": first_s, "times_s": times["jaxenc"],
-                         "median_s": median["jaxenc"]}
+                         "median_s": median["jaxenc"], "lapack_threads": 1}
+    results["jaxenc_default_lapack_threads"] = {
+        "times_s": times["jaxenc_default_lapack_threads"],
+        "median_s": median["jaxenc_default_lapack_threads"]}
     pred_jax = jax_model.predict(X_test)
     him_pred, him_alphas = {}, {}
     for backend, model in himalaya.items():
@@ -212,6 +219,8 @@ def main():
         "ridgecv_cold_vs_himalaya": median[f"himalaya_{fastest}"] / first_s,
         "ridgecv_vs_himalaya_numpy": median["himalaya_numpy"] / jax_s,
         "ridgecv_vs_himalaya_torch": median["himalaya_torch"] / jax_s,
+        "ridgecv_default_lapack_threads_vs_himalaya": median[f"himalaya_{fastest}"]
+        / median["jaxenc_default_lapack_threads"],
         "ridgecv_vs_sklearn": sk_s / jax_s,
     })
 

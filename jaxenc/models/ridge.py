@@ -132,6 +132,8 @@ class _RidgeBase:
         self._voxel_batch = _check_positive_int(self.voxel_batch, "voxel_batch")
         self._split_batch = (None if self.split_batch is None
                              else _check_positive_int(self.split_batch, "split_batch"))
+        self._lapack_threads = (None if self.lapack_threads is None
+                                else _check_positive_int(self.lapack_threads, "lapack_threads"))
         self.alphas_ = _check_alphas(self.alphas)
         self.scoring_ = _resolve_scoring(self.scoring, self.cv)
         splits = resolve_splits(self.cv, X.shape[0], groups, X)
@@ -147,7 +149,7 @@ class _RidgeBase:
 
     def _solver_kwargs(self) -> dict:
         return dict(fit_intercept=self.fit_intercept, voxel_batch=self._voxel_batch,
-                    dtype=self._dtype)
+                    dtype=self._dtype, lapack_threads=self._lapack_threads)
 
     def predict(self, X) -> np.ndarray:
         """Predicted responses, ``X @ coef_ + intercept_``.
@@ -245,6 +247,11 @@ class RidgeCV(_RidgeBase):
         Compute dtype of everything that touches voxels. The decompositions are always
         float64; float32 results then agree with a float64 solve to about 1e-5 relative on
         problems of a few thousand features.
+    lapack_threads : int or None
+        Threads of the CPU LAPACK (OpenBLAS) during the eigendecompositions; None leaves the
+        library's default. Set 1 on a CPU shared with other jobs (or running several fits in
+        parallel): OpenBLAS's threaded eigensolver then stalls, measured 4-5x slower than one
+        thread on a loaded 2-core machine. Needs ``threadpoolctl``. No effect on GPU.
 
     Attributes
     ----------
@@ -278,7 +285,7 @@ class RidgeCV(_RidgeBase):
     def __init__(self, alphas=np.logspace(-1, 5, 13), cv=5, alpha_per_target: bool = True,
                  fit_intercept: bool = True, scoring: str | None = None,
                  voxel_batch: int = 1024, split_batch: int | None = None,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", lapack_threads: int | None = None):
         self.alphas = alphas
         self.cv = cv
         self.alpha_per_target = alpha_per_target
@@ -287,6 +294,7 @@ class RidgeCV(_RidgeBase):
         self.voxel_batch = voxel_batch
         self.split_batch = split_batch
         self.dtype = dtype
+        self.lapack_threads = lapack_threads
 
     def fit(self, X, Y, groups=None) -> "RidgeCV":
         """Choose the penalties by cross-validation and refit on all rows.
@@ -376,7 +384,7 @@ class BandedRidgeCV(_RidgeBase):
         Explicit non-negative band weights to try instead of the generated ones.
     random_state : int or None
         Seed of the Dirichlet samples.
-    cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype
+    cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype, lapack_threads
         As :class:`RidgeCV`. ``alpha_per_target=False`` picks one (gamma, alpha) for all voxels.
 
     Attributes
@@ -411,7 +419,7 @@ class BandedRidgeCV(_RidgeBase):
                  random_state: int | None = 0, cv=5, alpha_per_target: bool = True,
                  fit_intercept: bool = True, scoring: str | None = None,
                  voxel_batch: int = 1024, split_batch: int | None = None,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", lapack_threads: int | None = None):
         self.bands = bands
         self.alphas = alphas
         self.n_iter = n_iter
@@ -426,6 +434,7 @@ class BandedRidgeCV(_RidgeBase):
         self.voxel_batch = voxel_batch
         self.split_batch = split_batch
         self.dtype = dtype
+        self.lapack_threads = lapack_threads
 
     def _band_of_column(self, n_features: int) -> np.ndarray:
         if isinstance(self.bands, (str, bytes)) or not hasattr(self.bands, "__len__"):

@@ -33,6 +33,7 @@ these functions inside ``jax.enable_x64(True)`` so that float64 exists.
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 from typing import NamedTuple
 
@@ -44,6 +45,7 @@ __all__ = [
     "SplitStack",
     "FullDecomposition",
     "choose_mode",
+    "lapack_thread_limit",
     "decompose_splits",
     "decompose_full",
     "cv_scores",
@@ -149,7 +151,25 @@ def _decompose_one(X, train_idx, train_mask, val_idx, val_mask, *, mode, fit_int
     return jnp.maximum(eig, 0), basis, test_proj, mean
 
 
-def decompose_splits(X, splits, *, mode: str, fit_intercept: bool, dtype) -> SplitStack:
+def lapack_thread_limit(n_threads: int | None):
+    """Context limiting the BLAS/LAPACK library's threads (None: leave its default).
+
+    JAX's CPU eigendecomposition calls LAPACK from the OpenBLAS that scipy ships, whose
+    multi-threaded tridiagonal reduction synchronises threads thousands of times; on a machine
+    shared with other jobs each synchronisation can wait for a descheduled thread, and a
+    2000 x 2000 ``eigh`` was measured 4-5x slower with 2 threads than with 1 on a loaded
+    2-core machine. Needs ``threadpoolctl`` (a scikit-learn dependency) when ``n_threads`` is
+    set. Results computed inside must be blocked on before leaving the context.
+    """
+    if n_threads is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n_threads, user_api="blas")
+
+
+def decompose_splits(X, splits, *, mode: str, fit_intercept: bool, dtype,
+                     lapack_threads: int | None = None) -> SplitStack:
     """Eigendecompose the training rows of each split (float64) and stack them.
 
     Parameters
@@ -164,6 +184,8 @@ def decompose_splits(X, splits, *, mode: str, fit_intercept: bool, dtype) -> Spl
         Centre the training and validation rows by the training mean.
     dtype : numpy dtype
         Compute dtype of the returned arrays.
+    lapack_threads : int or None
+        See :func:`lapack_thread_limit`.
 
     Returns
     -------
@@ -174,11 +196,14 @@ def decompose_splits(X, splits, *, mode: str, fit_intercept: bool, dtype) -> Spl
     val_rows = [v for _, v in splits]
     train_idx, train_mask = _pad(train_rows, max(len(t) for t in train_rows))
     val_idx, val_mask = _pad(val_rows, max(len(v) for v in val_rows))
-    # Cast each split as it comes so the float64 copies never pile up.
-    parts = [[a.astype(dtype) for a in _decompose_one(X, train_idx[k], train_mask[k], val_idx[k],
-                                                       val_mask[k], mode=mode,
-                                                       fit_intercept=fit_intercept)]
-             for k in range(len(splits))]
+    parts = []
+    for k in range(len(splits)):
+        with lapack_thread_limit(lapack_threads):
+            out = jax.block_until_ready(_decompose_one(
+                X, train_idx[k], train_mask[k], val_idx[k], val_mask[k], mode=mode,
+                fit_intercept=fit_intercept))
+        # Cast each split as it comes so the float64 copies never pile up.
+        parts.append([a.astype(dtype) for a in out])
     if mode == "primal":
         fit_rows = [np.setdiff1d(np.arange(n_samples), t) for t in train_rows]
         # A split that trains on every row has no "out" rows; one masked row keeps shapes valid.
@@ -212,7 +237,7 @@ def _decompose_full(X, *, mode, dtype):
                              left.astype(dtype))
 
 
-def decompose_full(X, *, mode: str, dtype) -> FullDecomposition:
+def decompose_full(X, *, mode: str, dtype, lapack_threads: int | None = None) -> FullDecomposition:
     """Eigendecompose ``X^T X`` (primal) or ``X X^T`` (dual) in float64.
 
     Parameters
@@ -222,12 +247,15 @@ def decompose_full(X, *, mode: str, dtype) -> FullDecomposition:
     mode : {"primal", "dual"}
     dtype : numpy dtype
         Compute dtype of the returned arrays.
+    lapack_threads : int or None
+        See :func:`lapack_thread_limit`.
 
     Returns
     -------
     FullDecomposition
     """
-    return _decompose_full(X, mode=mode, dtype=np.dtype(dtype))
+    with lapack_thread_limit(lapack_threads):
+        return jax.block_until_ready(_decompose_full(X, mode=mode, dtype=np.dtype(dtype)))
 
 
 def _validation_scores(test_proj, eig, alphas, q, y_val, val_mask, n_val, scoring):
@@ -316,7 +344,8 @@ def _stream(results, fetch):
 
 
 def cv_scores(X, Y, splits, alphas, *, fit_intercept: bool, scoring: str, voxel_batch: int,
-              split_batch: int | None, dtype, columns=None) -> np.ndarray:
+              split_batch: int | None, dtype, columns=None,
+              lapack_threads: int | None = None) -> np.ndarray:
     """Mean validation score of every alpha and voxel over the splits.
 
     Parameters
@@ -341,6 +370,8 @@ def cv_scores(X, Y, splits, alphas, *, fit_intercept: bool, scoring: str, voxel_
         Compute dtype.
     columns : ndarray of int, optional
         Columns of ``Y`` to use (all when None).
+    lapack_threads : int or None
+        See :func:`lapack_thread_limit`.
 
     Returns
     -------
@@ -355,7 +386,8 @@ def cv_scores(X, Y, splits, alphas, *, fit_intercept: bool, scoring: str, voxel_
     group = len(splits) if split_batch is None else split_batch
     for g in range(0, len(splits), group):
         stack = decompose_splits(X, splits[g:g + group], mode=mode,
-                                 fit_intercept=fit_intercept, dtype=dtype)
+                                 fit_intercept=fit_intercept, dtype=dtype,
+                                 lapack_threads=lapack_threads)
 
         def fetch(start, stop, res):
             total[:, start:stop] += np.asarray(res)[:, : stop - start]
@@ -381,7 +413,7 @@ def _refit_batch(X, Y, dec, alphas_v, x_offset, *, mode, fit_intercept):
 
 
 def refit(X, Y, alphas_v, *, x_offset, fit_intercept: bool, voxel_batch: int, dtype,
-          columns=None):
+          columns=None, lapack_threads: int | None = None):
     """Ridge coefficients on all rows, each voxel with its own alpha.
 
     Parameters
@@ -400,6 +432,8 @@ def refit(X, Y, alphas_v, *, x_offset, fit_intercept: bool, voxel_batch: int, dt
     dtype : numpy dtype
     columns : ndarray of int, optional
         Columns of ``Y`` to refit (all when None).
+    lapack_threads : int or None
+        See :func:`lapack_thread_limit`.
 
     Returns
     -------
@@ -408,7 +442,7 @@ def refit(X, Y, alphas_v, *, x_offset, fit_intercept: bool, voxel_batch: int, dt
     """
     n_samples, n_features = X.shape
     mode = choose_mode(n_features, n_samples)
-    dec = decompose_full(X, mode=mode, dtype=dtype)
+    dec = decompose_full(X, mode=mode, dtype=dtype, lapack_threads=lapack_threads)
     n_cols = len(alphas_v)
     coef = np.empty((n_features, n_cols), dtype)
     intercept = np.empty(n_cols, dtype)

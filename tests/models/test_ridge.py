@@ -152,6 +152,19 @@ def test_voxel_and_split_batching_do_not_change_the_result(voxel_batch, split_ba
     assert rel(batched.coef_, whole.coef_) < 1e-5
 
 
+def test_lapack_thread_limit_applies_and_leaves_results_unchanged():
+    from threadpoolctl import threadpool_info
+
+    with ridge_solvers.lapack_thread_limit(1):
+        blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+        assert blas and all(i["num_threads"] == 1 for i in blas)
+    X, Y = planted()
+    limited = RidgeCV(alphas=ALPHAS, cv=3, lapack_threads=1).fit(X, Y)
+    default = RidgeCV(alphas=ALPHAS, cv=3).fit(X, Y)
+    np.testing.assert_array_equal(limited.best_alphas_, default.best_alphas_)
+    assert rel(limited.coef_, default.coef_) < 1e-5
+
+
 def test_voxel_kernel_compiles_once_across_batches():
     X, Y = planted()
     ridge_solvers._cv_batch.clear_cache()
@@ -337,6 +350,8 @@ def test_other_bad_options_are_refused():
     X, Y = planted()
     with pytest.raises(ConfigError, match="dtype"):
         RidgeCV(dtype="float16").fit(X, Y)
+    with pytest.raises(ConfigError, match="lapack_threads must be a positive integer"):
+        RidgeCV(lapack_threads=0).fit(X, Y)
     with pytest.raises(ConfigError, match="scoring"):
         RidgeCV(scoring="mse").fit(X, Y)
     with pytest.raises(ConfigError, match="not fitted"):
