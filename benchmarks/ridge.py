@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import block, parse_args, peak_rss_mb, write_results
+from common import block, parse_args, write_results
 
 ALPHAS = np.logspace(0, 5, 11)
 N_FOLDS = 5
@@ -103,18 +103,31 @@ def diff(a, b) -> dict:
             "rms_rel": float(np.sqrt((err ** 2).mean() / (b ** 2).mean()))}
 
 
+def _proc_status_mb(field: str) -> float:
+    """A memory line of /proc/self/status (VmRSS, VmHWM), in MiB."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
 def memory_probe(n_voxels: int, sizes: dict) -> dict:
-    """Run in a fresh process: resident memory before and at the peak of one jaxenc fit."""
+    """Run in a fresh process: resident memory before and at the peak of one jaxenc fit.
+
+    The peak is VmHWM, the high-water mark of this process's own memory map, reset just before
+    the fit: ``ru_maxrss`` (``common.peak_rss_mb``) survives ``exec`` on Linux and would report
+    the parent's peak.
+    """
     from jaxenc.models import RidgeCV
     from jaxenc.models.ridge_splits import resolve_splits
 
     X, Y, _, groups = make_data(**{**sizes, "n_voxels": n_voxels})
     splits = resolve_splits(N_FOLDS, len(X), groups)
     RidgeCV(alphas=ALPHAS, cv=splits).fit(X[:, :8], Y[:, :8])  # loads jax, not the big kernels
-    with open("/proc/self/statm") as f:
-        before = int(f.read().split()[1]) * 4096 / 2**20
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM, so the peak is the fit's, not the data generation's
+    before = _proc_status_mb("VmRSS")
     RidgeCV(alphas=ALPHAS, cv=splits, lapack_threads=1).fit(X, Y)
-    peak = peak_rss_mb()
+    peak = _proc_status_mb("VmHWM")
     return {"n_voxels": n_voxels, "rss_before_fit_mb": before, "peak_rss_mb": peak,
             "fit_overhead_mb": peak - before, "Y_mb": Y.nbytes / 2**20,
             "coef_mb": X.shape[1] * n_voxels * 4 / 2**20}
