@@ -1,0 +1,25 @@
+"""Run results and the report that turns them into tables and figures.
+
+- :mod:`~jaxenc.report.results`: :class:`ModelScores` (per-voxel scores of one model),
+  :class:`RunResults` (a whole run) with exact ``save`` / ``load`` of a run folder.
+- :mod:`~jaxenc.report.render`: :func:`write_report`, a self-contained ``report.html`` and a
+  ``report.md`` with ``figures/*.png``.
+- :mod:`~jaxenc.report.figures`: one matplotlib figure per report section.
+- :mod:`~jaxenc.report.flatmaps`: cortical flatmaps through pycortex, when it is installed.
+
+Importing this package loads numpy only; matplotlib is loaded on first use of
+:func:`write_report`, so the experiment runner can build results cheaply. Nothing here imports
+JAX or ``matplotlib.pyplot``.
+"""
+
+from jaxenc.report.results import ModelScores, RunResults
+
+__all__ = ["ModelScores", "RunResults", "write_report"]
+
+
+def __getattr__(name):
+    if name == "write_report":
+        from jaxenc.report.render import write_report
+
+        return write_report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
