@@ -15,6 +15,25 @@ enter a batch's loss, BatchNorm statistics or validation loss.
 
 Every step is written for one model; the vmapped program and the one-model-at-a-time loop
 (``vectorize=False``, the reference the tests compare against) run the same function.
+
+Models along a mesh axis
+------------------------
+With ``mesh=`` the model axis is split across the devices of one mesh axis: the stack is padded
+to a multiple of the axis size (padded slots repeat the last model's data and start stopped,
+so they never change and are dropped from the result), parameters, optimizer states and the
+rest of the carry are created on their devices inside :func:`jax.shard_map`, the feature and
+target matrices are replicated, and the same one-model chunk function runs ``vmap``-ed over
+each device's local models. Models never interact, so no collective is needed and the result
+equals the unsharded run up to float rounding. Every array is built with
+:func:`jax.make_array_from_callback` or inside the sharded program, so the same code runs on
+several hosts after ``jax.distributed.initialize`` (see :mod:`jaxenc.distributed`).
+
+Memory
+------
+A subject's responses are read once, per story, as the caller passed them (views of one
+stacked array, e.g. from :func:`jaxenc.stream.stack_story_rows`, cost nothing more): each
+fold's PCA reads its training stories as a list of blocks, and the PCA scores are computed
+story by story, so no concatenated copy of the responses is ever made.
 """
 
 from __future__ import annotations
@@ -34,7 +53,11 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
 from jaxenc.decomp import PCA
+from jaxenc.decomp.pca import METHODS as PCA_METHODS
+from jaxenc.distributed import axis_size, padded_size
 from jaxenc.errors import AlignmentError, ConfigError, JaxencError
 from jaxenc.train import _checkpoint
 from jaxenc.train.folds import story_folds
@@ -83,6 +106,10 @@ class TrainConfig:
     epochs_per_call: int = 5
     # Epochs between orbax checkpoints, a multiple of epochs_per_call.
     checkpoint_every: int = 10
+    # Solver of the per-fold PCAs (see jaxenc.decomp.pca_fit); "randomized" for full-size data.
+    pca_method: str = "auto"
+    # Power iterations of the randomized PCA solver.
+    pca_n_iter: int = 7
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on settings the trainer cannot use."""
@@ -96,6 +123,10 @@ class TrainConfig:
                 f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
                 f"epochs_per_call ({self.epochs_per_call})"
             )
+        if self.pca_method not in PCA_METHODS:
+            raise ConfigError(f"pca_method must be one of {PCA_METHODS}, found {self.pca_method!r}")
+        if self.pca_n_iter < 0:
+            raise ConfigError(f"pca_n_iter must be at least 0, found {self.pca_n_iter}")
         if self.n_components is not None and self.n_components < 1:
             raise ConfigError(f"n_components must be positive or None, found {self.n_components}")
 
@@ -253,6 +284,11 @@ def _subjects_of(keys) -> list[str]:
     return list(dict.fromkeys(k.subject for k in keys))
 
 
+def _float32(a):
+    """``a`` as float32, without a copy when it already is (e.g. a view of a stacked array)."""
+    return a if isinstance(a, np.ndarray) and a.dtype == np.float32 else np.asarray(a, np.float32)
+
+
 def _pad_stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
     """Stack arrays of shape (n_i, ...) into (len, max n_i, ...), zero padded along rows."""
     n = max(a.shape[0] for a in arrays)
@@ -316,13 +352,24 @@ class _ProgramSpec:
 
 
 @functools.lru_cache(maxsize=8)
-def _program(gm, go, spec: _ProgramSpec, n_train_max: int, n_val_max: int, vectorize: bool):
-    """The jitted chunk program and its trace counter, shared by runs of equal structure."""
+def _program(gm, go, spec: _ProgramSpec, n_train_max: int, n_val_max: int, vectorize: bool,
+             mesh: Mesh | None = None, axis: str | None = None):
+    """The jitted chunk program and its trace counter, shared by runs of equal structure.
+
+    With a mesh, each device runs the vmapped program on its own slots of the model axis
+    (the carry and the per-model data split ``P(axis)``, ``X`` and ``Y`` replicated).
+    """
     counter = [0]
     chunk = _build_program(gm, go, spec, n_train_max, n_val_max, counter)
     if vectorize:
         data_axes = {name: (None if name in ("X", "Y") else 0) for name in _DATA_FIELDS}
-        return jax.jit(jax.vmap(chunk, in_axes=(0, data_axes, None))), counter
+        stacked = jax.vmap(chunk, in_axes=(0, data_axes, None))
+        if mesh is None:
+            return jax.jit(stacked), counter
+        data_specs = {name: (P() if name in ("X", "Y") else P(axis)) for name in _DATA_FIELDS}
+        sharded = jax.shard_map(stacked, mesh=mesh, in_specs=(P(axis), data_specs, P()), out_specs=P(axis),
+                                check_vma=False)
+        return jax.jit(sharded), counter
     return jax.jit(chunk), counter
 
 
@@ -443,12 +490,12 @@ def _initial_carry(ms, n_models: int | None, max_epochs: int) -> dict:
     }
 
 
-def _raise_nonfinite(carry, keys) -> None:
-    codes = np.asarray(carry["nan_code"]).reshape(-1)
+def _raise_nonfinite(nan_code: np.ndarray, nan_epoch: np.ndarray, keys) -> None:
+    codes = nan_code.reshape(-1)[: len(keys)]
     bad = np.flatnonzero(codes)
     if bad.size:
         i = int(bad[0])
-        epoch = int(np.asarray(carry["nan_epoch"]).reshape(-1)[i])
+        epoch = int(nan_epoch.reshape(-1)[i])
         what = "a training batch (features or responses)" if codes[i] == 1 else "the training or validation loss"
         raise NonFiniteError(
             f"NaN or infinity in {what} at fold {keys[i].fold}, epoch {epoch} "
@@ -481,6 +528,8 @@ def fit_encoders(
     callback: Callable[[int, dict], None] | None = None,
     vectorize: bool = True,
     progress: bool = True,
+    mesh: Mesh | None = None,
+    axis: str = "models",
 ) -> EncoderFit:
     """Train one encoder per (subject, fold, grid point), all in one compiled program.
 
@@ -517,6 +566,12 @@ def fit_encoders(
         (the reference the vmapped run is tested against); no checkpoints nor callbacks.
     progress : bool
         Show a progress bar over epochs.
+    mesh : jax.sharding.Mesh, optional
+        Spread the models along the mesh axis ``axis`` (see the module docstring): their
+        states live on the devices of that axis, the data are replicated. The result equals
+        the unsharded run up to float rounding and is returned on the default device.
+    axis : str
+        Name of the mesh axis the models are split along.
 
     Returns
     -------
@@ -539,8 +594,10 @@ def fit_encoders(
     cfg.validate()
     if not data:
         raise ConfigError("no subjects to train")
-    if not vectorize and (checkpoint_dir is not None or callback is not None):
-        raise ConfigError("checkpoints and callbacks need vectorize=True")
+    if not vectorize and (checkpoint_dir is not None or callback is not None or mesh is not None):
+        raise ConfigError("checkpoints, callbacks and a mesh need vectorize=True")
+    if mesh is not None:
+        axis_size(mesh, axis)
     points = _resolve_grid(grid, cfg)
     subjects = list(data)
 
@@ -560,21 +617,24 @@ def fit_encoders(
         starts = np.cumsum([0] + [np.shape(sd.responses[s])[0] for s in stories])
         rows_of = {s: np.arange(starts[i], starts[i + 1]) for i, s in enumerate(stories)}
         xs.append(np.concatenate([np.asarray(sd.features[s], np.float32) for s in stories]))
-        y = np.concatenate([np.asarray(sd.responses[s], np.float32) for s in stories])
+        n_voxels = np.shape(sd.responses[stories[0]])[1]
         for train, val in folds[subject]:
             tr = np.concatenate([rows_of[s] for s in train])
             va = np.concatenate([rows_of[s] for s in val])
             if cfg.n_components is None:
-                pca, z = None, y
+                pca = None
+                z = np.concatenate([np.asarray(sd.responses[s], np.float32) for s in stories])
             else:
-                if cfg.n_components > min(tr.size, y.shape[1]):
+                if cfg.n_components > min(tr.size, n_voxels):
                     raise ConfigError(
                         f"n_components={cfg.n_components} exceeds min(training TRs {tr.size}, voxels "
-                        f"{y.shape[1]}) of a fold",
+                        f"{n_voxels}) of a fold",
                         subject=subject,
                     )
-                pca = PCA(cfg.n_components).fit([np.asarray(sd.responses[s], np.float32) for s in train])
-                z = np.asarray(pca.transform(y))
+                pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter)
+                pca.fit([_float32(sd.responses[s]) for s in train])
+                # Scores story by story: the responses are never concatenated into a copy.
+                z = np.concatenate([np.asarray(pca.transform(_float32(sd.responses[s]))) for s in stories])
             pcas_by_target.append(pca)
             targets.append(z)
             per_target.append((si, tr, va))
@@ -591,51 +651,68 @@ def fit_encoders(
         for fold in range(cfg.n_folds)
         for g in range(len(points))
     )
-    target_of = [i // len(points) for i in range(len(keys))]
+    n_models = len(keys)
+    # Slots of the stacked axis: the models, then (on a mesh) copies of the last one up to a
+    # multiple of the axis size, which start stopped and are dropped from the result.
+    n_slots = n_models if mesh is None else padded_size(n_models, mesh, axis)
+    slot_model = np.minimum(np.arange(n_slots), n_models - 1)
+    target_of = [i // len(points) for i in range(n_models)]
     n_train_max = math.ceil(max(tr.size for _, tr, _ in per_target) / cfg.batch_size) * cfg.batch_size
     n_val_max = math.ceil(max(va.size for _, _, va in per_target) / cfg.val_batch_size) * cfg.val_batch_size
-    train_idx = np.zeros((len(keys), n_train_max), np.int32)
-    val_idx = np.zeros((len(keys), n_val_max), np.int32)
+    train_idx = np.zeros((n_models, n_train_max), np.int32)
+    val_idx = np.zeros((n_models, n_val_max), np.int32)
     for m, t in enumerate(target_of):
         _, tr, va = per_target[t]
         train_idx[m, : tr.size] = tr
         val_idx[m, : va.size] = va
-    device_data = {
-        "X": jnp.asarray(_pad_stack(xs)),  # [subject, tr, feature]
-        "Y": jnp.asarray(_pad_stack(targets)),  # [target, tr, output]
-        "subj": jnp.asarray([per_target[t][0] for t in target_of], jnp.int32),
-        "tgt": jnp.asarray(target_of, jnp.int32),
-        "train_idx": jnp.asarray(train_idx),
-        "n_train": jnp.asarray([per_target[t][1].size for t in target_of], jnp.int32),
-        "val_idx": jnp.asarray(val_idx),
-        "n_val": jnp.asarray([per_target[t][2].size for t in target_of], jnp.int32),
+    per_model = {
+        "subj": np.asarray([per_target[t][0] for t in target_of], np.int32),
+        "tgt": np.asarray(target_of, np.int32),
+        "train_idx": train_idx,
+        "n_train": np.asarray([per_target[t][1].size for t in target_of], np.int32),
+        "val_idx": val_idx,
+        "n_val": np.asarray([per_target[t][2].size for t in target_of], np.int32),
         # Shuffle keys, one per model, apart from the initialisation and dropout keys.
-        "key": jnp.stack([_model_key_data(cfg.seed, k, stream=1) for k in keys]),
+        "key": np.stack([np.asarray(_model_key_data(cfg.seed, k, stream=1)) for k in keys]),
     }
+    shared = {"X": _pad_stack(xs), "Y": _pad_stack(targets)}  # [subject, tr, feature], [target, tr, output]
+    del targets
+    init_keys = np.stack([np.asarray(_model_key_data(cfg.seed, k, stream=0)) for k in keys])
+    lrs = np.asarray([points[k.grid]["learning_rate"] for k in keys], np.float32)
+    wds = np.asarray([points[k.grid]["weight_decay"] for k in keys], np.float32)
 
     # -- models and optimizers, created stacked: one initialisation key per model
-    init_keys = jnp.stack([_model_key_data(cfg.seed, k, stream=0) for k in keys])
-    lrs = jnp.asarray([points[k.grid]["learning_rate"] for k in keys], jnp.float32)
-    wds = jnp.asarray([points[k.grid]["weight_decay"] for k in keys], jnp.float32)
-
-    @nnx.vmap(in_axes=(0, 0, 0), out_axes=0)
     def create(key_data, lr, wd):
-        key = jax.random.wrap_key_data(key_data)
-        rngs = nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 2))
-        model = make_model(n_features, n_outputs, rngs=rngs)
-        opt = nnx.Optimizer(model, _ADAMW, wrt=nnx.Param)
-        # Per-model hyperparameters live in the optimizer state, so a grid is one more axis.
-        opt.opt_state.hyperparams["learning_rate"][...] = lr
-        opt.opt_state.hyperparams["weight_decay"][...] = wd
-        return model, opt
+        @nnx.vmap(in_axes=(0, 0, 0), out_axes=0)
+        def one(key_data, lr, wd):
+            key = jax.random.wrap_key_data(key_data)
+            rngs = nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 2))
+            model = make_model(n_features, n_outputs, rngs=rngs)
+            opt = nnx.Optimizer(model, _ADAMW, wrt=nnx.Param)
+            # Per-model hyperparameters live in the optimizer state, so a grid is one more axis.
+            opt.opt_state.hyperparams["learning_rate"][...] = lr
+            opt.opt_state.hyperparams["weight_decay"][...] = wd
+            return model, opt
 
-    models, opts = create(init_keys, lrs, wds)
-    gm, ms = nnx.split(models)
-    go, os = nnx.split(opts)
+        models, opts = one(key_data, lr, wd)
+        return nnx.split(models), nnx.split(opts)
+
+    if mesh is None:
+        device_data = {name: jnp.asarray(v) for name, v in {**shared, **per_model}.items()}
+        (gm, ms), (go, os) = create(jnp.asarray(init_keys), jnp.asarray(lrs), jnp.asarray(wds))
+        carry = _initial_carry(ms, n_models, cfg.max_epochs)
+        carry["opt"] = os
+    else:
+        device_data = {name: _replicated(v, mesh) for name, v in shared.items()}
+        device_data.update({name: _on_slots(v[slot_model], mesh, axis) for name, v in per_model.items()})
+        gm, go, carry = _create_sharded(
+            create, cfg.max_epochs, mesh, axis,
+            *(_on_slots(v[slot_model], mesh, axis) for v in (init_keys, lrs, wds)),
+            _on_slots(np.arange(n_slots) >= n_models, mesh, axis),
+        )
+    del shared
     spec = _ProgramSpec(cfg.batch_size, cfg.val_batch_size, cfg.loss, cfg.max_epochs, cfg.patience, cfg.min_delta)
-    program, counter = _program(gm, go, spec, n_train_max, n_val_max, vectorize)
-    carry = _initial_carry(ms, len(keys), cfg.max_epochs)
-    carry["opt"] = os
+    program, counter = _program(gm, go, spec, n_train_max, n_val_max, vectorize, mesh, axis)
     e = cfg.epochs_per_call
 
     bar = tqdm(total=cfg.max_epochs, desc="epochs", unit="epoch", disable=not progress)
@@ -649,19 +726,20 @@ def fit_encoders(
                 epoch, carry = restored
         bar.update(epoch)
         try:
-            while epoch < cfg.max_epochs and not bool(np.all(np.asarray(carry["stopped"]))):
+            while epoch < cfg.max_epochs and not bool(np.all(_host(carry["stopped"]))):
                 carry = program(carry, device_data, jnp.arange(epoch, epoch + e, dtype=jnp.int32))
                 epoch += e
                 bar.update(min(e, cfg.max_epochs - bar.n))
-                _raise_nonfinite(carry, keys)
-                done = epoch >= cfg.max_epochs or bool(np.all(np.asarray(carry["stopped"])))
+                stopped = _host(carry["stopped"])
+                _raise_nonfinite(_host(carry["nan_code"]), _host(carry["nan_epoch"]), keys)
+                done = epoch >= cfg.max_epochs or bool(np.all(stopped))
                 if manager is not None and (epoch % cfg.checkpoint_every == 0 or done):
                     _checkpoint.save(manager, epoch, carry, meta)
                 if callback is not None:
                     row = np.minimum(epoch - 1, cfg.max_epochs - 1)
                     callback(epoch, {
-                        "val_loss": np.asarray(carry["history"][:, row, 1]),
-                        "stopped": np.asarray(carry["stopped"]),
+                        "val_loss": _host(carry["history"])[:n_models, row, 1],
+                        "stopped": stopped[:n_models],
                     })
         finally:
             bar.close()
@@ -669,20 +747,24 @@ def fit_encoders(
                 manager.close()
     else:
         results = []
-        bar.reset(total=len(keys))
+        bar.reset(total=n_models)
         bar.set_description("models")
-        for m in range(len(keys)):
+        for m in range(n_models):
             c = jax.tree.map(lambda a: a[m], carry)
             d = {name: (v if name in ("X", "Y") else v[m]) for name, v in device_data.items()}
             epoch = 0
             while epoch < cfg.max_epochs and not bool(c["stopped"]):
                 c = program(c, d, jnp.arange(epoch, epoch + e, dtype=jnp.int32))
                 epoch += e
-                _raise_nonfinite(jax.tree.map(lambda a: a[None], c), keys[m : m + 1])
+                _raise_nonfinite(np.asarray(c["nan_code"])[None], np.asarray(c["nan_epoch"])[None], keys[m : m + 1])
             results.append(c)
             bar.update(1)
         bar.close()
         carry = jax.tree.map(lambda *a: jnp.stack(a), *results)
+    if mesh is not None:
+        # The result lives on the default device, as an unsharded run's: padding dropped.
+        carry = {name: carry[name] for name in ("best", "model", "best_val", "best_epoch", "stop_epoch", "history")}
+        carry = jax.tree.map(lambda a: _to_local(a, n_models), carry)
 
     return EncoderFit(
         keys=keys,
@@ -699,3 +781,57 @@ def fit_encoders(
         n_traces=counter[0],
         config=dataclasses.replace(cfg),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement on a mesh: every array is built from the shards this process addresses
+# ---------------------------------------------------------------------------------------------
+
+
+def _on_slots(a: np.ndarray, mesh: Mesh, axis: str) -> jax.Array:
+    """Host array of shape (n_slots, ...) split along its leading (model) axis over ``axis``."""
+    return jax.make_array_from_callback(a.shape, NamedSharding(mesh, P(axis)), lambda idx: a[idx])
+
+
+def _replicated(a: np.ndarray, mesh: Mesh) -> jax.Array:
+    """Host array copied to every device of the mesh."""
+    return jax.make_array_from_callback(a.shape, NamedSharding(mesh, P()), lambda idx: a[idx])
+
+
+def _create_sharded(create, max_epochs: int, mesh: Mesh, axis: str, key_data, lr, wd, padding):
+    """Models, optimizers and the initial carry, each device creating its own slots' models.
+
+    Returns the model and optimizer graph definitions and the carry, sharded ``P(axis)``.
+    """
+    graphs = []
+
+    def local(key_data, lr, wd, padding):
+        (gm, ms), (go, os) = create(key_data, lr, wd)
+        graphs.append((gm, go))  # trace time: the structure is the same on every device
+        carry = _initial_carry(ms, key_data.shape[0], max_epochs)
+        carry["opt"] = os
+        carry["stopped"] = padding
+        return carry
+
+    spec = P(axis)
+    carry = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))(
+        key_data, lr, wd, padding
+    )
+    gm, go = graphs[-1]
+    return gm, go, carry
+
+
+def _host(a) -> np.ndarray:
+    """A (possibly sharded) array as one host numpy array, gathered across processes if needed."""
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return np.asarray(a)
+
+
+def _to_local(a, n: int):
+    """The first ``n`` models of a stacked leaf, on the default device (PRNG keys kept typed)."""
+    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(jnp.asarray(_host(jax.random.key_data(a))[:n]), impl=jax.random.key_impl(a))
+    return jnp.asarray(_host(a)[:n])

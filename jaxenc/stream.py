@@ -1,0 +1,309 @@
+"""Full-size subjects in bounded host memory: responses streamed story by story, scores by voxel chunk.
+
+A full-size subject holds about 27,000 training TRs by 90,000 voxels, 9.7 GB in float32. It
+fits in host memory once but not twice, so nothing here ever holds a second full copy:
+
+- :func:`stack_story_rows` reads the stories one at a time into one preallocated array (on the
+  host), or, given a mesh, builds a sharded :class:`jax.Array` shard by shard, each shard
+  reading only the rows (or voxel columns) it holds of each story;
+- :func:`story_views` gives per-story row views of that array, the form
+  :class:`jaxenc.train.SubjectData` and the block-wise :class:`jaxenc.decomp.PCA` take
+  without copying;
+- :func:`chunked_voxel_scores` scores voxel predictions chunk by chunk, and
+  :func:`pca_chunk_predictor` / :func:`fit_chunk_predictor` make such predictions for the
+  chunk's voxels only (the inverse PCA projection of the chunk's columns).
+
+A reader is any ``read_story(story) -> array-like of shape (n_trs, n_voxels)``; the array-like
+is sliced as ``block[rows, columns]``, so an ``h5py.Dataset``, a ``numpy.memmap`` or a
+tensorstore array reads only the slice a shard needs, while a reader returning a numpy array
+(e.g. ``functools.partial(LeBelDataset.responses, dataset, subject)``) reads the whole story.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxenc.distributed import padded_size
+from jaxenc.errors import AlignmentError, ConfigError, DataError
+from jaxenc.metrics import cc_norm, pearson_r, r2_score
+
+__all__ = [
+    "stack_story_rows",
+    "story_views",
+    "chunked_voxel_scores",
+    "pca_chunk_predictor",
+    "fit_chunk_predictor",
+]
+
+SHARDINGS = ("rows", "voxels")
+
+
+def _row_counts(stories: Sequence[str], rows_per_story) -> list[int]:
+    if isinstance(rows_per_story, Mapping):
+        missing = [s for s in stories if s not in rows_per_story]
+        if missing:
+            raise ConfigError(f"no row count given for stories {missing}")
+        counts = [rows_per_story[s] for s in stories]
+    else:
+        counts = list(rows_per_story)
+        if len(counts) != len(stories):
+            raise ConfigError(f"{len(counts)} row counts given for {len(stories)} stories")
+    if any(int(n) != n or n < 1 for n in counts):
+        raise ConfigError(f"row counts must be positive integers, found {counts}")
+    return [int(n) for n in counts]
+
+
+def _open_story(read_story, story: str, n_rows: int, n_voxels: int, subject):
+    """The story's array-like, checked against the expected (rows, voxels) before any read."""
+    block = read_story(story)
+    shape = tuple(getattr(block, "shape", np.shape(block)))
+    if shape != (n_rows, n_voxels):
+        raise DataError(f"responses have shape {shape}, expected ({n_rows}, {n_voxels}) "
+                        "(TRs of the story, voxels of the subject)", subject=subject, story=story)
+    return block
+
+
+def stack_story_rows(read_story: Callable[[str], object], stories: Sequence[str], rows_per_story,
+                     n_voxels: int, *, mesh: Mesh | None = None, axis: str = "data",
+                     shard: str = "rows", dtype=np.float32, subject: str | None = None):
+    """Stack the stories' responses along rows, reading one story at a time.
+
+    Parameters
+    ----------
+    read_story : callable
+        ``read_story(story)`` returns an array-like of shape (rows_per_story[story], n_voxels)
+        supporting ``block[rows, columns]`` (see the module docstring).
+    stories : sequence of str
+        Stories in stacking order.
+    rows_per_story : mapping of str to int, or sequence of int
+        Rows (TRs) each story must have, e.g. ``respdict[story] - 20``.
+    n_voxels : int
+        Voxels every story must have.
+    mesh : jax.sharding.Mesh, optional
+        Build a sharded jax.Array on this mesh instead of a host array; each process reads
+        only the slices its devices hold.
+    axis : str
+        Mesh axis the rows or voxels are split along (replicated over the other axes).
+    shard : {"rows", "voxels"}
+        Split the TRs (rows, padded with zero rows to a multiple of the axis size) or the
+        voxels (columns, padded with zero columns); as :func:`jaxenc.distributed.shard_rows`
+        and :func:`~jaxenc.distributed.shard_columns`.
+    dtype : dtype
+        Dtype of the result; each story is converted as it is copied in.
+    subject : str, optional
+        Named in errors.
+
+    Returns
+    -------
+    Y : ndarray of shape (n_rows, n_voxels), or jax.Array
+        ``n_rows = sum(rows_per_story)``. With a mesh: shape (padded n_rows, n_voxels) sharded
+        ``P(axis, None)``, or (n_rows, padded n_voxels) sharded ``P(None, axis)``.
+    slices : dict of str to slice
+        Rows of each story in ``Y``.
+
+    Raises
+    ------
+    DataError
+        A story whose array does not have the expected (rows, voxels), naming it.
+    ConfigError
+        Row counts that do not match the stories, or an unknown ``shard``.
+    """
+    stories = list(stories)
+    if not stories:
+        raise ConfigError("no stories to stack", subject=subject)
+    if len(set(stories)) != len(stories):
+        raise ConfigError(f"duplicate stories in {stories}", subject=subject)
+    if shard not in SHARDINGS:
+        raise ConfigError(f"shard must be one of {SHARDINGS}, found {shard!r}")
+    counts = _row_counts(stories, rows_per_story)
+    starts = np.cumsum([0] + counts)
+    slices = {s: slice(int(starts[i]), int(starts[i + 1])) for i, s in enumerate(stories)}
+    n_rows = int(starts[-1])
+    if mesh is None:
+        out = np.empty((n_rows, n_voxels), dtype)
+        for story, n in zip(stories, counts):
+            block = _open_story(read_story, story, n, n_voxels, subject)
+            out[slices[story]] = np.asarray(block[:, :])
+        return out, slices
+
+    if shard == "rows":
+        shape, spec = (padded_size(n_rows, mesh, axis), n_voxels), P(axis, None)
+    else:
+        shape, spec = (n_rows, padded_size(n_voxels, mesh, axis)), P(None, axis)
+
+    def read(idx):
+        r0, r1 = idx[0].start or 0, shape[0] if idx[0].stop is None else idx[0].stop
+        c0, c1 = idx[1].start or 0, shape[1] if idx[1].stop is None else idx[1].stop
+        buf = np.zeros((r1 - r0, c1 - c0), dtype)
+        cols = slice(min(c0, n_voxels), min(c1, n_voxels))
+        for story, n in zip(stories, counts):
+            s0, s1 = slices[story].start, slices[story].stop
+            lo, hi = max(s0, r0), min(s1, r1)
+            if lo >= hi or cols.start >= cols.stop:
+                continue
+            block = _open_story(read_story, story, n, n_voxels, subject)
+            buf[lo - r0 : hi - r0, : cols.stop - cols.start] = np.asarray(block[lo - s0 : hi - s0, cols])
+        return buf
+
+    return jax.make_array_from_callback(shape, NamedSharding(mesh, spec), read), slices
+
+
+def story_views(Y: np.ndarray, slices: Mapping[str, slice]) -> dict[str, np.ndarray]:
+    """Per-story row views of a stacked host array (no copy).
+
+    Parameters
+    ----------
+    Y : ndarray of shape (n_rows, n_voxels)
+        From :func:`stack_story_rows`.
+    slices : mapping of str to slice
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n_trs, n_voxels)
+        Views sharing ``Y``'s memory, e.g. the ``responses`` of a
+        :class:`jaxenc.train.SubjectData`.
+    """
+    return {story: Y[rows] for story, rows in slices.items()}
+
+
+def chunked_voxel_scores(predict_chunk: Callable[[int, int], object], target, repeats=None, *,
+                         chunk: int = 8192, floor: float | None = None,
+                         subject: str | None = None) -> dict[str, np.ndarray]:
+    """Per-voxel r, R^2 and (with repeats) cc_norm, computed chunk of voxels by chunk.
+
+    Every score is a per-voxel statistic, so chunking changes nothing but memory: at most
+    ``chunk`` voxels of predictions, targets and repeats are in memory at once.
+
+    Parameters
+    ----------
+    predict_chunk : callable
+        ``predict_chunk(c0, c1)`` returns the predictions of voxels ``c0:c1``, an array of
+        shape (n_trs, c1 - c0), e.g. from :func:`pca_chunk_predictor`.
+    target : array-like of shape (n_trs, n_voxels)
+        Measured responses (e.g. the test story's repeat mean); sliced by columns.
+    repeats : array-like of shape (n_repeats, n_trs, n_voxels), optional
+        Every repeat of the test story; adds ``cc_norm``.
+    chunk : int
+        Voxels per chunk.
+    floor : float, optional
+        Lower bound on the noise ceiling in ``cc_norm``.
+    subject : str, optional
+        Named in errors.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n_voxels,)
+        ``r``, ``r2`` and, with repeats, ``cc_norm``; as :func:`jaxenc.metrics.pearson_r`,
+        :func:`~jaxenc.metrics.r2_score` and :func:`~jaxenc.metrics.cc_norm` on the whole.
+
+    Raises
+    ------
+    AlignmentError
+        A chunk of predictions of the wrong shape, or repeats that do not match the target.
+    """
+    if chunk < 1:
+        raise ConfigError(f"chunk must be a positive number of voxels, found {chunk}")
+    n_trs, n_voxels = np.shape(target)
+    if repeats is not None and tuple(np.shape(repeats)[1:]) != (n_trs, n_voxels):
+        raise AlignmentError(f"repeats have shape {np.shape(repeats)}, expected (n_repeats, {n_trs}, "
+                             f"{n_voxels}) to match the target", subject=subject)
+    names = ("r", "r2") + (("cc_norm",) if repeats is not None else ())
+    out = {name: np.empty(n_voxels, np.float32) for name in names}
+    for c0 in range(0, n_voxels, chunk):
+        c1 = min(c0 + chunk, n_voxels)
+        pred = np.asarray(predict_chunk(c0, c1), np.float32)
+        if pred.shape != (n_trs, c1 - c0):
+            raise AlignmentError(f"predictions of voxels {c0}:{c1} have shape {pred.shape}, expected "
+                                 f"({n_trs}, {c1 - c0})", subject=subject)
+        y = np.asarray(target[:, c0:c1], np.float32)
+        out["r"][c0:c1] = np.asarray(pearson_r(y, pred))
+        out["r2"][c0:c1] = np.asarray(r2_score(y, pred))
+        if repeats is not None:
+            rep = np.asarray(repeats[:, :, c0:c1], np.float32)
+            out["cc_norm"][c0:c1] = np.asarray(cc_norm(pred, rep, floor=floor))
+    return out
+
+
+def _pca_parts(pca):
+    """(mean (n_voxels,), components (k, n_voxels), explained variance, whiten) of a PCA."""
+    state = getattr(pca, "state_", pca)
+    if state is None:
+        raise ConfigError("the PCA is not fitted")
+    return state.mean, state.components, state.explained_variance, bool(getattr(pca, "whiten", False))
+
+
+@jax.jit
+def _inverse_columns(z, mean, components, scale):
+    # [n, k] * [k] @ [k, width] + [width]
+    return jnp.matmul(z * scale, components, precision=jax.lax.Precision.HIGHEST) + mean
+
+
+def pca_chunk_predictor(pcas: Sequence, scores: Sequence) -> Callable[[int, int], np.ndarray]:
+    """Voxel predictions of voxels ``c0:c1`` from PCA scores: the mean of each PCA's inverse.
+
+    Parameters
+    ----------
+    pcas : sequence of jaxenc.decomp.PCA or PCAState
+        One fitted PCA per model (e.g. per fold), over the same voxels.
+    scores : sequence of array of shape (n_trs, n_components)
+        Each model's predicted scores in its PCA's space.
+
+    Returns
+    -------
+    callable
+        ``predict(c0, c1)`` -> ndarray of shape (n_trs, c1 - c0): the average over models of
+        ``scores @ components[:, c0:c1] + mean[c0:c1]`` (whitened PCAs rescaled), computed
+        from those columns only.
+    """
+    if len(pcas) != len(scores) or not pcas:
+        raise ConfigError(f"{len(pcas)} PCAs for {len(scores)} score arrays; need one each, at least one")
+    parts = [_pca_parts(p) for p in pcas]
+    z = [jnp.asarray(s, jnp.float32) for s in scores]
+    for (_, comps, _, _), zi in zip(parts, z):
+        if zi.ndim != 2 or zi.shape[1] != comps.shape[0]:
+            raise AlignmentError(f"scores of shape {zi.shape} for a PCA of {comps.shape[0]} components")
+
+    def predict(c0: int, c1: int) -> np.ndarray:
+        total = 0.0
+        for (mean, comps, var, whiten), zi in zip(parts, z):
+            scale = jnp.sqrt(var) if whiten else jnp.ones_like(var)
+            total = total + _inverse_columns(zi, mean[c0:c1], comps[:, c0:c1], scale)
+        return np.asarray(total / len(parts))
+
+    return predict
+
+
+def fit_chunk_predictor(fit, features: Mapping[str, np.ndarray], subject: str, *,
+                        grid: int | None = None) -> Callable[[int, int], np.ndarray]:
+    """Chunked voxel predictions of a trained stack: the fold average of :meth:`EncoderFit.predict`.
+
+    Parameters
+    ----------
+    fit : jaxenc.train.EncoderFit
+        Trained with PCA targets (``n_components`` set).
+    features : mapping of str to array of shape (n_trs, n_features)
+        Per subject, e.g. the delayed test-story features.
+    subject : str
+    grid : int, optional
+        Grid index; the subject's best on validation by default.
+
+    Returns
+    -------
+    callable
+        ``predict(c0, c1)`` as :func:`pca_chunk_predictor`; equal to
+        ``fit.predict(features)[subject][:, c0:c1]``.
+    """
+    g = fit.best_grid(subject) if grid is None else grid
+    chosen = [i for i, k in enumerate(fit.keys) if k.subject == subject and k.grid == g]
+    if not chosen:
+        raise ConfigError(f"no model with grid index {g}", subject=subject)
+    if any(fit.pcas[i] is None for i in chosen):
+        raise ConfigError("the fit predicts voxels directly (no PCA): use fit.predict", subject=subject)
+    n = np.shape(features[subject])[0]
+    z = fit.predict_components(features)
+    return pca_chunk_predictor([fit.pcas[i] for i in chosen], [z[i, :n] for i in chosen])

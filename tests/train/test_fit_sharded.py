@@ -1,0 +1,101 @@
+"""fit_encoders with the model axis split over 8 host devices against the unsharded run.
+
+Each ``_check_*`` function runs in a child process with 8 CPU devices (tests/_sharded.py).
+Two subjects x 3 folds x 1 grid point = 6 models, padded to 8 slots on the mesh: the padded
+slots must be dropped and must not change the real models. The reference is the same data
+trained without a mesh; per-device vmaps batch fewer models than the unsharded vmap, so the
+float32 rounding differs as in tests/train/test_fit.py and the same tolerances apply
+(1e-4 absolute on parameters, 1e-5 relative on losses).
+"""
+
+import functools
+
+import numpy as np
+import pytest
+
+from jaxenc.errors import ConfigError
+from tests._sharded import run_sharded
+
+CFG = dict(n_folds=3, n_components=6, batch_size=32, val_batch_size=64, max_epochs=4, patience=4,
+           learning_rate=3e-3, loss="mse", epochs_per_call=2, checkpoint_every=2)
+
+
+def _subject(seed, n_stories, n_voxels, n_features=10, rows=(30, 50)):
+    from jaxenc.train import SubjectData
+
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n_features, n_voxels))
+    feats, resps = {}, {}
+    for s in range(n_stories):
+        n = int(rng.integers(*rows))
+        x = rng.standard_normal((n, n_features)).astype(np.float32)
+        feats[f"story{s}"] = x
+        resps[f"story{s}"] = (np.tanh(x) @ w + 0.5 * rng.standard_normal((n, n_voxels))).astype(np.float32)
+    return SubjectData(feats, resps)
+
+
+def _leaves(state):
+    import jax
+
+    return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x,
+                       np.float64) for x in jax.tree.leaves(state)]
+
+
+def _check_models_on_mesh():
+    import jax
+
+    from jaxenc.distributed import make_mesh
+    from jaxenc.models.nonlinear import MLP
+    from jaxenc.train import TrainConfig, fit_encoders
+
+    make = functools.partial(MLP, hidden=16, dropout=0.1)
+    data = {"A": _subject(0, 6, 20), "B": _subject(1, 7, 30, rows=(50, 70))}
+    cfg = TrainConfig(**CFG)
+    ref = fit_encoders(make, data, cfg, progress=False)
+    mesh = make_mesh(("models",))
+    seen = []
+    fit = fit_encoders(make, data, cfg, progress=False, mesh=mesh, callback=lambda e, info: seen.append(info))
+    assert fit.keys == ref.keys and len(fit.keys) == 6
+    # The sharded program compiled once for all its calls.
+    assert fit.n_traces == 1
+    assert all(info["val_loss"].shape == (6,) for info in seen)
+    for a, b in zip(_leaves(fit.best_state), _leaves(ref.best_state)):
+        assert a.shape == b.shape and a.shape[0] == 6
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    for a, b in zip(_leaves(fit.final_state), _leaves(ref.final_state)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    np.testing.assert_allclose(fit.history, ref.history, rtol=1e-5)
+    np.testing.assert_allclose(fit.best_val, ref.best_val, rtol=1e-5)
+    np.testing.assert_array_equal(fit.best_epoch, ref.best_epoch)
+    # Predictions: component outputs and fold-averaged voxels.
+    rng = np.random.default_rng(5)
+    test = {"A": rng.standard_normal((25, 10)).astype(np.float32),
+            "B": rng.standard_normal((31, 10)).astype(np.float32)}
+    np.testing.assert_allclose(fit.predict_components(test), ref.predict_components(test), atol=1e-4)
+    for subject, pred in fit.predict(test).items():
+        np.testing.assert_allclose(pred, ref.predict(test)[subject], atol=1e-4)
+    # On a 2-D mesh, models split along one axis only (4 slots of 2 devices each).
+    mesh2 = make_mesh(("models", "other"), (4, 2))
+    fit2 = fit_encoders(make, data, cfg, progress=False, mesh=mesh2)
+    for a, b in zip(_leaves(fit2.best_state), _leaves(ref.best_state)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert jax.device_count() == 8
+
+
+def test_models_on_mesh_equal_unsharded():
+    run_sharded(__file__, "_check_models_on_mesh", timeout=240)
+
+
+def test_mesh_errors():
+    from jaxenc.distributed import make_mesh
+    from jaxenc.models.nonlinear import MLP
+    from jaxenc.train import TrainConfig, fit_encoders
+
+    data = {"A": _subject(0, 4, 12)}
+    make = functools.partial(MLP, hidden=4)
+    cfg = TrainConfig(**{**CFG, "max_epochs": 2})
+    mesh = make_mesh(("models",))
+    with pytest.raises(ConfigError, match="not 'folds'"):
+        fit_encoders(make, data, cfg, progress=False, mesh=mesh, axis="folds")
+    with pytest.raises(ConfigError, match="vectorize=True"):
+        fit_encoders(make, data, cfg, progress=False, mesh=mesh, vectorize=False)
