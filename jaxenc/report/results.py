@@ -213,6 +213,8 @@ def _write_atomic(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
+        # mkstemp creates the file private (0600); results are meant to be shared and read.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

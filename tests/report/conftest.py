@@ -126,3 +126,9 @@ def make_results(seed: int = 0) -> RunResults:
 def run_results() -> RunResults:
     """A fresh complete RunResults (tests may mutate it)."""
     return make_results()
+
+
+@pytest.fixture(scope="module")
+def shared_results() -> RunResults:
+    """The same complete RunResults for a whole module: tests must not mutate it."""
+    return make_results()

@@ -1,0 +1,593 @@
+"""The run report: one self-contained HTML file and one Markdown file with PNG figures.
+
+Every number in a table is taken from :meth:`ModelScores.summary` of the saved arrays (or from
+the run's saved partition, sweep, clustering and planted rows), averaged over subjects where
+the table says so, and formatted once by the functions below, so HTML, Markdown and figures
+agree to the digit. Sections whose data the run lacks are replaced by a one-line note.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from jaxenc.errors import ConfigError
+from jaxenc.report import figures
+from jaxenc.report.flatmaps import render_flatmaps
+from jaxenc.report.results import RunResults, _write_atomic, slug
+
+__all__ = [
+    "write_report",
+    "model_table",
+    "relative_gain",
+    "fmt_r",
+    "fmt_percent",
+    "fmt_count",
+    "fmt_gain",
+    "BASELINE",
+]
+
+# The (features, model) every other row's relative gain is measured against, per target.
+BASELINE = ("semantic", "ridge")
+# The model pair of the per-voxel scatter: linear baseline and its nonlinear counterpart.
+SCATTER_MODELS = ("ridge", "mlp")
+FORMATS = ("html", "md")
+NA = "n/a"
+
+
+def fmt_r(value: float) -> str:
+    """A correlation with 3 decimals, ``"n/a"`` for NaN."""
+    return NA if _isnan(value) else f"{value:.3f}"
+
+
+def fmt_percent(value: float, digits: int = 1) -> str:
+    """A fraction shown in percent (``0.1234 -> "12.3"``), ``"n/a"`` for NaN."""
+    return NA if _isnan(value) else f"{100.0 * value:.{digits}f}"
+
+
+def fmt_count(value: float) -> str:
+    """A count: whole numbers as integers, averages with one decimal, ``"n/a"`` for NaN."""
+    if _isnan(value):
+        return NA
+    return f"{int(value)}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def fmt_gain(value: float) -> str:
+    """A relative gain in percent with its sign, as the paper states it (``"+17.2%"``)."""
+    return NA if _isnan(value) else f"{value:+.1f}%"
+
+
+def _isnan(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _nanmean(values) -> float:
+    values = np.asarray([v for v in values if not _isnan(v)], dtype=float)
+    return float(values.mean()) if values.size else math.nan
+
+
+def relative_gain(mean_r_model: float, mean_r_baseline: float) -> float:
+    """Relative gain in mean correlation over a baseline, in percent.
+
+    Parameters
+    ----------
+    mean_r_model, mean_r_baseline : float
+        Mean test-story r of the model and of the baseline.
+
+    Returns
+    -------
+    float
+        ``(mean_r_model / mean_r_baseline - 1) * 100``; NaN when the baseline is 0 or NaN.
+    """
+    if _isnan(mean_r_model) or _isnan(mean_r_baseline) or mean_r_baseline == 0:
+        return math.nan
+    return (mean_r_model / mean_r_baseline - 1.0) * 100.0
+
+
+def model_table(results: RunResults, top_k: int = 1000) -> list[dict]:
+    """The run's Table 1: per features x model x target, summaries averaged over subjects.
+
+    Parameters
+    ----------
+    results : RunResults
+    top_k : int, default 1000
+        Voxels averaged in ``top_k_mean_r``.
+
+    Returns
+    -------
+    list of dict
+        In order of first appearance: ``features``, ``model``, ``target``, ``subjects`` (list),
+        ``mean_r``, ``mean_r2``, ``mean_cc_norm``, ``top_k_mean_r``, ``n_significant`` (means
+        over subjects of the per-subject summaries, NaN subjects ignored), and ``gain`` (percent
+        over the ``semantic | ridge`` row of the same target, computed on the subjects both
+        rows have; NaN without a baseline) with ``gain_subjects_differ`` (bool).
+    """
+    per_subject = results.table(top_k)
+    keys = list(dict.fromkeys((r["features"], r["model"], r["target"]) for r in per_subject))
+    groups = {key: [r for r in per_subject if (r["features"], r["model"], r["target"]) == key]
+              for key in keys}
+    rows = []
+    for (features, model, target), group in groups.items():
+        row = {"features": features, "model": model, "target": target,
+               "subjects": [r["subject"] for r in group]}
+        for stat in ("mean_r", "mean_r2", "mean_cc_norm", "top_k_mean_r", "n_significant"):
+            row[stat] = _nanmean(r[stat] for r in group)
+        row["top_k"] = top_k
+        baseline = groups.get((*BASELINE, target))
+        row["gain"], row["gain_subjects_differ"] = math.nan, False
+        if baseline is not None and (features, model) != BASELINE:
+            base_r = {r["subject"]: r["mean_r"] for r in baseline}
+            common = [r for r in group if r["subject"] in base_r]
+            row["gain"] = relative_gain(
+                _nanmean(r["mean_r"] for r in common),
+                _nanmean(base_r[r["subject"]] for r in common),
+            )
+            row["gain_subjects_differ"] = set(base_r) != set(row["subjects"])
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class _Table:
+    headers: list[str]
+    rows: list[list[str]]
+    # "l" or "r" per column: text left, numbers right.
+    align: list[str]
+
+
+@dataclass
+class _Figure:
+    name: str
+    png: bytes
+    caption: str
+
+
+@dataclass
+class _Code:
+    title: str
+    text: str
+    language: str
+
+
+@dataclass
+class _Section:
+    title: str
+    # Paragraphs (str), tables and figures, in order.
+    blocks: list = field(default_factory=list)
+    note: str | None = None
+
+
+def _header(results: RunResults) -> _Section:
+    section = _Section("Run")
+    section.blocks.append(
+        f"Run {results.name!s}, report written "
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}."
+    )
+    summary = _config_summary(results.config)
+    if summary:
+        section.blocks.append(_Table(["setting", "value"], summary, ["l", "l"]))
+    if results.timings:
+        rows = [[str(stage), f"{float(sec):.1f}"] for stage, sec in results.timings.items()]
+        rows.append(["total", f"{sum(float(s) for s in results.timings.values()):.1f}"])
+        section.blocks.append(_Table(["stage", "wall time (s)"], rows, ["l", "r"]))
+    else:
+        section.blocks.append("No timings recorded.")
+    section.blocks.append(_Code("Full config", json.dumps(results.config, indent=1), "json"))
+    return section
+
+
+# Config entries shown in the header, by the last part of their dotted key.
+_SUMMARY_KEYS = ("data_root", "root", "synthetic", "preset", "subjects", "features", "models",
+                 "targets", "seed")
+
+
+def _config_summary(config: dict) -> list[list[str]]:
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            flat[prefix] = value
+
+    walk("", config)
+    rows = []
+    for key, value in flat.items():
+        if key.rsplit(".", 1)[-1] in _SUMMARY_KEYS:
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            rows.append([key, shown])
+    return rows
+
+
+def _models_section(results: RunResults, top_k: int) -> list[_Section]:
+    if not results.scores:
+        return [_Section("Encoding models", note="skipped: no model scores in this run")]
+    rows = model_table(results, top_k)
+    has_baseline = any((r["features"], r["model"]) == BASELINE for r in rows)
+    headers = ["features", "model", "target", "subjects", "mean r", "mean r² (%)",
+               "mean cc_norm (%)", f"top-{top_k} r", "n significant",
+               f"gain vs {' | '.join(BASELINE)}"]
+    table_rows = []
+    for r in rows:
+        if (r["features"], r["model"]) == BASELINE:
+            gain = "baseline"
+        else:
+            gain = fmt_gain(r["gain"]) + (" †" if r["gain_subjects_differ"] else "")
+        table_rows.append([r["features"], r["model"], r["target"], str(len(r["subjects"])),
+                           fmt_r(r["mean_r"]), fmt_percent(r["mean_r2"], 2),
+                           fmt_percent(r["mean_cc_norm"], 1), fmt_r(r["top_k_mean_r"]),
+                           fmt_count(r["n_significant"]), gain])
+    main = _Section("Encoding models (Table 1)")
+    main.blocks.append(
+        "Test-story scores averaged over the subjects each row has (per-voxel means first, "
+        "NaN voxels ignored); r² and cc_norm in percent; n significant after FDR correction. "
+        "Gain: (mean r / mean r of the semantic ridge baseline of the same target − 1) × 100."
+    )
+    main.blocks.append(_Table(headers, table_rows, ["l"] * 3 + ["r"] * 7))
+    if not has_baseline:
+        main.blocks.append(f"No {' | '.join(BASELINE)} rows: relative gains not computed.")
+    if any(r["gain_subjects_differ"] for r in rows):
+        main.blocks.append("† gain computed on the subjects shared with the baseline only.")
+    per = _Section("Encoding models per subject")
+    per.blocks.append(_Table(
+        ["subject", "features", "model", "target", "mean r", "mean r² (%)",
+         "mean cc_norm (%)", f"top-{top_k} r", "n significant", "n voxels"],
+        [[r["subject"], r["features"], r["model"], r["target"], fmt_r(r["mean_r"]),
+          fmt_percent(r["mean_r2"], 2), fmt_percent(r["mean_cc_norm"], 1),
+          fmt_r(r["top_k_mean_r"]), fmt_count(r["n_significant"]), fmt_count(r["n_voxels"])]
+         for r in results.table(top_k)],
+        ["l"] * 4 + ["r"] * 6,
+    ))
+    bars = _Section("Model comparison")
+    bars.blocks.append(_Figure(
+        "models", figures.to_png(figures.model_bars(results.table(top_k), rows)),
+        "Mean test-story r (top) and cc_norm in % (bottom) per feature space and model; bars "
+        "are means over subjects, points single subjects.",
+    ))
+    return [main, per, bars]
+
+
+def _scatter_section(results: RunResults) -> _Section:
+    section = _Section(f"Per-voxel {SCATTER_MODELS[0]} vs {SCATTER_MODELS[1]}")
+    pairs = []
+    for linear in results.find(model=SCATTER_MODELS[0]):
+        match = results.find(subject=linear.subject, features=linear.features,
+                             model=SCATTER_MODELS[1], target=linear.target)
+        if match:
+            pairs.append((f"{linear.subject}: {linear.features}, {linear.target}", linear,
+                          match[0]))
+    if not pairs:
+        section.note = (f"skipped: no features and target scored by both {SCATTER_MODELS[0]} "
+                        f"and {SCATTER_MODELS[1]}")
+        return section
+    section.blocks.append(_Figure(
+        "scatter", figures.to_png(figures.linear_vs_mlp_scatter(pairs)),
+        f"Test-story r per voxel, {SCATTER_MODELS[0]} (x) against {SCATTER_MODELS[1]} (y); "
+        "filled: significant for either model; dashed: equal performance.",
+    ))
+    return section
+
+
+def _partition_section(results: RunResults) -> _Section:
+    section = _Section("Variance partition")
+    if not results.partition:
+        section.note = "skipped: no variance partition in this run"
+        return section
+    section.blocks.append(
+        "Among voxels significant for the joint model: shares best explained by each part, and "
+        "the mean r² of each part (set-theoretic partition, in %)."
+    )
+    rows = []
+    for p in results.partition:
+        best = p.get("best_model_share") or {}
+        rows.append([
+            str(p["subject"]), str(p["target"]), str(p["model"]),
+            f"{p['features_a']} / {p['features_b']}", fmt_count(p["n_significant"]),
+            fmt_percent(p["unique_a"], 2), fmt_percent(p["unique_b"], 2),
+            fmt_percent(p["shared"], 2), fmt_percent(p["share_best_unique_a"]),
+            fmt_percent(p["share_best_unique_b"]), fmt_percent(p["share_best_shared"]),
+            "; ".join(f"{k} {fmt_percent(v)}" for k, v in best.items()) or NA,
+        ])
+    section.blocks.append(_Table(
+        ["subject", "target", "model", "a / b", "n significant", "unique a r² (%)",
+         "unique b r² (%)", "shared r² (%)", "best unique a (%)", "best unique b (%)",
+         "best shared (%)", "best model share (%)"],
+        rows, ["l"] * 4 + ["r"] * 7 + ["l"],
+    ))
+    groups = {}
+    for p in results.partition:
+        groups.setdefault((p["target"], p["model"], p["features_a"], p["features_b"]), []).append(p)
+    for i, ((target, model, a, b), group) in enumerate(groups.items(), start=1):
+        section.blocks.append(_Figure(
+            f"partition-{i}-{slug(f'{target} {model}')}",
+            figures.to_png(figures.partition_bars(group)),
+            f"Variance partition of {a} and {b}, {model} on {target}, per subject.",
+        ))
+    return section
+
+
+def _noise_ceiling_section(results: RunResults) -> _Section:
+    section = _Section("Noise ceiling")
+    if not results.cc_max:
+        section.note = "skipped: no noise ceiling in this run"
+        return section
+    rows = []
+    for subject, values in results.cc_max.items():
+        values = np.asarray(values, dtype=float)
+        finite = values[np.isfinite(values)]
+        rows.append([subject, fmt_count(values.size), fmt_count(finite.size),
+                     fmt_r(float(finite.mean()) if finite.size else math.nan),
+                     fmt_r(float(np.median(finite)) if finite.size else math.nan)])
+    section.blocks.append(_Table(
+        ["subject", "n voxels", "n defined", "mean cc_max", "median cc_max"], rows,
+        ["l", "r", "r", "r", "r"],
+    ))
+    section.blocks.append(_Figure(
+        "noise-ceiling", figures.to_png(figures.noise_ceiling_hist(results.cc_max)),
+        "Noise ceiling cc_max per voxel (Schoppe et al. 2016), from the test-story repeats.",
+    ))
+    return section
+
+
+def _sweeps_section(results: RunResults) -> _Section:
+    section = _Section("Sweeps")
+    if not results.sweeps:
+        section.note = "skipped: no sweeps in this run"
+        return section
+    for i, sweep in enumerate(results.sweeps, start=1):
+        section.blocks.append(f"{sweep['name']} (mean r on the test story)")
+        rows = sweep["rows"]
+        subjects = list(dict.fromkeys(r["subject"] for r in rows))
+        table_rows = []
+        for model, x in dict.fromkeys((r["model"], r["x"]) for r in rows):
+            by_subject = {r["subject"]: r["mean_r"] for r in rows
+                          if (r["model"], r["x"]) == (model, x)}
+            table_rows.append([str(model), str(x)]
+                              + [fmt_r(by_subject.get(s, math.nan)) for s in subjects]
+                              + [fmt_r(_nanmean(by_subject.values()))])
+        section.blocks.append(_Table(
+            ["model", str(sweep.get("x_label", "x"))] + subjects + ["mean"], table_rows,
+            ["l", "l"] + ["r"] * (len(subjects) + 1),
+        ))
+        section.blocks.append(_Figure(
+            f"sweep-{i}-{slug(sweep['name'])}", figures.to_png(figures.sweep_lines(sweep)),
+            f"{sweep['name']}: mean test-story r against {sweep.get('x_label', 'x')}; thin "
+            "lines subjects, bold line their mean.",
+        ))
+    return section
+
+
+def _clustering_section(results: RunResults) -> _Section:
+    section = _Section("Voxel clusters")
+    if not results.clustering:
+        section.note = "skipped: no clustering in this run"
+        return section
+    rows = []
+    for subject, entry in results.clustering.items():
+        labels = np.asarray(entry["labels"])
+        n_sig = int(np.count_nonzero(labels >= 0))
+        shares = "; ".join(
+            f"{name} {fmt_percent(np.count_nonzero(labels == code) / n_sig if n_sig else math.nan)}"
+            for code, name in enumerate(entry.get("label_names", []))
+        )
+        q, mu, sd = (entry.get(k, math.nan) for k in ("modularity", "null_mean", "null_std"))
+        z = (q - mu) / sd if not any(map(_isnan, (q, mu, sd))) and sd > 0 else math.nan
+        rows.append([subject, fmt_count(n_sig), shares or NA, fmt_r(q),
+                     f"{fmt_r(mu)} ± {fmt_r(sd)}", NA if _isnan(z) else f"{z:.1f}"])
+    section.blocks.append(_Table(
+        ["subject", "n significant", "cluster shares (%)", "modularity Q", "null Q (mean ± std)",
+         "z"], rows, ["l", "r", "l", "r", "r", "r"],
+    ))
+    section.blocks.append(_Figure(
+        "clustering", figures.to_png(figures.clustering_bars(results.clustering)),
+        "Significant voxels per cluster of best-predicting model (%), and the partition's "
+        "modularity against its null distribution (mean ± std).",
+    ))
+    return section
+
+
+def _planted_section(results: RunResults) -> _Section:
+    section = _Section("Planted checks (synthetic twin)")
+    if not results.planted:
+        section.note = "skipped: not a synthetic run (no planted checks)"
+        return section
+    rows, failed = [], []
+    for subject, checks in results.planted.items():
+        for check, c in checks.items():
+            rows.append([subject, check, str(c.get("what", "")), f"{c['value']:.4g}",
+                         f"{c['margin']:.4g}", "yes" if c["passed"] else "NO"])
+            if not c["passed"]:
+                failed.append(f"{subject} {check}")
+    if failed:
+        section.blocks.append(f"{len(failed)} of {len(rows)} planted checks FAILED: "
+                              + ", ".join(failed) + ".")
+    else:
+        section.blocks.append(f"All {len(rows)} planted checks passed.")
+    section.blocks.append(_Table(["subject", "check", "what", "value", "margin", "passed"], rows,
+                                 ["l", "l", "l", "r", "r", "l"]))
+    return section
+
+
+def _flatmap_section(results: RunResults, flatmaps: dict | None) -> _Section:
+    section = _Section("Flatmaps")
+    images, note = render_flatmaps(results, flatmaps)
+    for caption, png in images:
+        section.blocks.append(_Figure(f"flatmap-{slug(caption.split(':')[0])}", png, caption))
+    if note and not images:
+        section.note = note
+    elif note:
+        section.blocks.append(note)
+    return section
+
+
+def _sections(results: RunResults, flatmaps: dict | None, top_k: int) -> list[_Section]:
+    return [
+        _header(results),
+        *_models_section(results, top_k),
+        _scatter_section(results),
+        _partition_section(results),
+        _noise_ceiling_section(results),
+        _sweeps_section(results),
+        _clustering_section(results),
+        _planted_section(results),
+        _flatmap_section(results, flatmaps),
+    ]
+
+
+_CSS = """
+body { font-family: Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto;
+       color: #111; line-height: 1.4; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; border-bottom: 1px solid #888; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ccc; }
+th { border-bottom: 2px solid #333; text-align: left; }
+td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 1em 0; } figure img { max-width: 100%; }
+figcaption { font-size: 0.9em; color: #333; }
+p.note { color: #555; font-style: italic; }
+pre { background: #f4f4f4; padding: 0.6em; overflow-x: auto; font-size: 0.8em; }
+"""
+
+
+def _html(results: RunResults, sections: list[_Section]) -> str:
+    e = html.escape
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           f"<title>jaxenc report: {e(results.name)}</title>", f"<style>{_CSS}</style>",
+           "</head>", "<body>", f"<h1>jaxenc report: {e(results.name)}</h1>"]
+    for section in sections:
+        out.append(f"<section>\n<h2>{e(section.title)}</h2>")
+        if section.note:
+            out.append(f'<p class="note">{e(section.note)}</p>')
+        for block in section.blocks:
+            if isinstance(block, str):
+                out.append(f"<p>{e(block)}</p>")
+            elif isinstance(block, _Code):
+                out.append(f"<details><summary>{e(block.title)}</summary><pre>{e(block.text)}"
+                           "</pre></details>")
+            elif isinstance(block, _Table):
+                head = "".join(f'<th class="{a}">{e(h)}</th>'
+                               for h, a in zip(block.headers, block.align))
+                body = "\n".join(
+                    "<tr>" + "".join(f'<td class="{a}">{e(c)}</td>'
+                                     for c, a in zip(row, block.align)) + "</tr>"
+                    for row in block.rows
+                )
+                out.append(f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n"
+                           "</tbody>\n</table>")
+            else:
+                data = base64.b64encode(block.png).decode("ascii")
+                out.append(f'<figure><img src="data:image/png;base64,{data}" '
+                           f'alt="{e(block.caption)}"><figcaption>{e(block.caption)}'
+                           "</figcaption></figure>")
+        out.append("</section>")
+    out += ["</body>", "</html>", ""]
+    return "\n".join(out)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(table: _Table) -> str:
+    cells = [[_md_cell(h) for h in table.headers]] + [[_md_cell(c) for c in r] for r in table.rows]
+    widths = [max(3, *(len(row[i]) for row in cells)) for i in range(len(table.headers))]
+
+    def line(row):
+        return "| " + " | ".join(
+            c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(row, widths, table.align)
+        ) + " |"
+
+    rule = "| " + " | ".join(
+        "-" * (w - 1) + ":" if a == "r" else "-" * w for w, a in zip(widths, table.align)
+    ) + " |"
+    return "\n".join([line(cells[0]), rule] + [line(row) for row in cells[1:]])
+
+
+def _markdown(results: RunResults, sections: list[_Section], figure_paths: dict) -> str:
+    out = [f"# jaxenc report: {results.name}", ""]
+    for section in sections:
+        out += [f"## {section.title}", ""]
+        if section.note:
+            out += [f"*{section.note}*", ""]
+        for block in section.blocks:
+            if isinstance(block, str):
+                out += [block, ""]
+            elif isinstance(block, _Code):
+                # A fence longer than any backtick run inside keeps the block closed.
+                longest = max((len(run) for run in re.findall("`+", block.text)), default=0)
+                fence = "`" * max(3, longest + 1)
+                out += [f"<details><summary>{html.escape(block.title)}</summary>", "",
+                        f"{fence}{block.language}", block.text, fence, "", "</details>", ""]
+            elif isinstance(block, _Table):
+                out += [_md_table(block), ""]
+            else:
+                out += [f"![{_md_cell(block.caption)}]({figure_paths[block.name]})", "",
+                        f"*{block.caption}*", ""]
+    return "\n".join(out)
+
+
+def write_report(results: RunResults, folder, *, formats=FORMATS, flatmaps: dict | None = None,
+                 top_k: int = 1000) -> dict[str, Path]:
+    """Write the run's report: ``report.html`` and/or ``report.md`` with ``figures/*.png``.
+
+    Parameters
+    ----------
+    results : RunResults
+        The run; validated first.
+    folder : str or os.PathLike
+        Output folder (created if needed), usually the run folder.
+    formats : sequence of {"html", "md"}, default ("html", "md")
+        ``"html"``: one self-contained file (inline CSS, figures as base64 PNG). ``"md"``:
+        Markdown with aligned tables, figures written to ``folder/figures/<name>.png``.
+    flatmaps : dict, optional
+        Subject -> ``{"pycortex_subject", "xfm"}`` for cortical flatmaps (needs pycortex); see
+        :func:`jaxenc.report.flatmaps.render_flatmaps`.
+    top_k : int, default 1000
+        Number of best voxels in the ``top-k r`` columns.
+
+    Returns
+    -------
+    dict of str to Path
+        Format -> the file written.
+
+    Raises
+    ------
+    ConfigError
+        On an unknown format.
+    DataError
+        If the results are inconsistent (see :meth:`RunResults.validate`).
+    """
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ConfigError(f"report formats must be among {FORMATS}, got {formats}")
+    results.validate()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sections = _sections(results, flatmaps, top_k)
+    written = {}
+    if "md" in formats:
+        figure_paths = {}
+        for section in sections:
+            for block in section.blocks:
+                if isinstance(block, _Figure):
+                    rel = f"figures/{block.name}.png"
+                    _write_atomic(folder / rel, lambda fh, b=block.png: fh.write(b))
+                    figure_paths[block.name] = rel
+        text = _markdown(results, sections, figure_paths)
+        _write_atomic(folder / "report.md", lambda fh: fh.write(text.encode("utf-8")))
+        written["md"] = folder / "report.md"
+    if "html" in formats:
+        text = _html(results, sections)
+        _write_atomic(folder / "report.html", lambda fh: fh.write(text.encode("utf-8")))
+        written["html"] = folder / "report.html"
+    return written

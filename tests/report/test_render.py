@@ -1,0 +1,181 @@
+"""write_report: files, PNG figures, numbers as the arrays give them, skipped sections, escaping."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from jaxenc.errors import ConfigError
+from jaxenc.report import RunResults, write_report
+from jaxenc.report.flatmaps import render_flatmaps
+from jaxenc.report.render import model_table, relative_gain
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, shared_results):
+    """A complete report of the fixture run, written once for the module."""
+    folder = tmp_path_factory.mktemp("report")
+    results = shared_results
+    paths = write_report(results, folder)
+    return results, folder, paths
+
+
+def _mean_over_subjects(results, features, model, target, stat):
+    """Independent reference: per-subject means from the raw arrays, then the subject mean."""
+    values = []
+    for s in results.scores:
+        if (s.features, s.model, s.target) == (features, model, target):
+            array = getattr(s, stat).astype(np.float64)
+            values.append(np.nanmean(array) if stat != "significant" else array.sum())
+    return float(np.mean(values))
+
+
+def test_files_written(report):
+    _, folder, paths = report
+    assert paths == {"html": folder / "report.html", "md": folder / "report.md"}
+    assert paths["html"].stat().st_size > 0 and paths["md"].stat().st_size > 0
+
+
+def test_figures_are_valid_png(report):
+    _, folder, _ = report
+    pngs = sorted((folder / "figures").glob("*.png"))
+    names = {p.stem.split("-")[0] for p in pngs}
+    assert {"models", "scatter", "partition", "noise", "sweep", "clustering"} <= names
+    md = (folder / "report.md").read_text()
+    for png in pngs:
+        assert png.read_bytes()[:8] == PNG_SIGNATURE
+        image = imread(png)
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+        assert f"](figures/{png.name})" in md
+    text = (folder / "report.html").read_text()
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    assert len(embedded) == len(pngs)
+    assert all(base64.b64decode(data)[:8] == PNG_SIGNATURE for data in embedded)
+
+
+def test_html_self_contained(report):
+    _, folder, _ = report
+    text = (folder / "report.html").read_text()
+    assert "<style>" in text
+    assert not re.search(r'(src|href)="(?!data:)', text), "external asset referenced"
+
+
+def test_table_numbers_come_from_arrays(report):
+    results, folder, _ = report
+    text = (folder / "report.html").read_text()
+    md = (folder / "report.md").read_text()
+    mean_r = _mean_over_subjects(results, "audio+semantic", "mlp", "voxels", "r")
+    mean_r2 = _mean_over_subjects(results, "audio+semantic", "mlp", "voxels", "r2")
+    mean_cc = _mean_over_subjects(results, "audio+semantic", "mlp", "voxels", "cc_norm")
+    n_sig = _mean_over_subjects(results, "audio+semantic", "mlp", "voxels", "significant")
+    expected = [f"{mean_r:.3f}", f"{100 * mean_r2:.2f}", f"{100 * mean_cc:.1f}",
+                f"{n_sig:.1f}" if n_sig % 1 else f"{int(n_sig)}"]
+    row = re.search(
+        r"<tr><td[^>]*>audio\+semantic</td><td[^>]*>mlp</td><td[^>]*>voxels</td>(.*?)</tr>", text
+    )
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
+    assert cells[1:4] == expected[:3] and cells[5] == expected[3]
+    md_row = next(line for line in md.splitlines()
+                  if re.match(r"\| audio\+semantic +\| mlp +\| voxels", line))
+    assert [c.strip() for c in md_row.strip("|").split("|")][4:7] == expected[:3]
+    # Per-subject table: UTS02's semantic ridge on pca, straight from its arrays.
+    s = results.find(subject="UTS02", features="semantic", model="ridge", target="pca")[0]
+    assert (f"<td class=\"r\">{np.mean(s.r):.3f}</td><td class=\"r\">"
+            f"{100 * np.mean(s.r2.astype(np.float64)):.2f}</td>") in text
+
+
+def test_relative_gain_hand_computed(report):
+    results, folder, _ = report
+    # Hand-computed: 0.2 vs 0.16 is a 25% gain.
+    assert relative_gain(0.2, 0.16) == pytest.approx(25.0)
+    assert np.isnan(relative_gain(0.2, 0.0))
+    model = _mean_over_subjects(results, "semantic", "mlp", "pca", "r")
+    baseline = _mean_over_subjects(results, "semantic", "ridge", "pca", "r")
+    gain = (model / baseline - 1) * 100
+    row = next(r for r in model_table(results)
+               if (r["features"], r["model"], r["target"]) == ("semantic", "mlp", "pca"))
+    assert row["gain"] == pytest.approx(gain, rel=1e-12)
+    assert f"{gain:+.1f}%" in (folder / "report.html").read_text()
+    dimlp = next(r for r in model_table(results) if r["model"] == "dimlp")
+    baseline_voxels = _mean_over_subjects(results, "semantic", "ridge", "voxels", "r")
+    dimlp_r = _mean_over_subjects(results, "semantic/L3", "dimlp", "voxels", "r")
+    assert dimlp["gain"] == pytest.approx((dimlp_r / baseline_voxels - 1) * 100, rel=1e-12)
+
+
+def test_gain_on_shared_subjects_only(run_results):
+    run_results.scores = [s for s in run_results.scores
+                          if not (s.subject == "UTS02" and s.model == "mlp")]
+    row = next(r for r in model_table(run_results)
+               if (r["features"], r["model"], r["target"]) == ("semantic", "mlp", "voxels"))
+    model = run_results.find(subject="UTS01", features="semantic", model="mlp",
+                             target="voxels")[0].r.mean()
+    base = run_results.find(subject="UTS01", features="semantic", model="ridge",
+                            target="voxels")[0].r.mean()
+    assert row["gain"] == pytest.approx((model / base - 1) * 100, rel=1e-12)
+    assert row["gain_subjects_differ"]
+
+
+def test_sections_absent_are_skipped(tmp_path):
+    results = RunResults(name="empty", config={}, cc_max={}, scores=[])
+    paths = write_report(results, tmp_path)
+    md = paths["md"].read_text()
+    for note in ("skipped: no model scores", "skipped: no variance partition",
+                 "skipped: no noise ceiling", "skipped: no sweeps", "skipped: no clustering",
+                 "skipped: not a synthetic run", "skipped: no pycortex subject given",
+                 "skipped: no features and target scored by both ridge and mlp"):
+        assert note in md
+        assert note in paths["html"].read_text()
+    assert not list(tmp_path.glob("figures/*.png"))
+
+
+def test_planted_headline(run_results, tmp_path):
+    run_results.planted["UTS02"]["ceiling_recovered"]["passed"] = False
+    text = write_report(run_results, tmp_path, formats=("md",))["md"].read_text()
+    assert "1 of 4 planted checks FAILED: UTS02 ceiling_recovered." in text
+    assert not (tmp_path / "report.html").exists()
+    run_results.planted["UTS02"]["ceiling_recovered"]["passed"] = True
+    text = write_report(run_results, tmp_path, formats=("html",))["html"].read_text()
+    assert "All 4 planted checks passed." in text
+
+
+def test_html_escapes_strings(report):
+    results, folder, _ = report
+    text = (folder / "report.html").read_text()
+    assert "<script>" not in text
+    assert html.escape("<script>alert('x')</script>") in text
+    assert "unit &lt;run&gt;" in text
+
+
+def test_unknown_format_refused(run_results, tmp_path):
+    with pytest.raises(ConfigError, match="pdf"):
+        write_report(run_results, tmp_path, formats=("pdf",))
+
+
+def test_pycortex_absent(run_results, monkeypatch):
+    # None in sys.modules makes `import cortex` raise ImportError even where it is installed.
+    monkeypatch.setitem(sys.modules, "cortex", None)
+    flatmaps = {"UTS01": {"pycortex_subject": "UTS01", "xfm": "UTS01_auto"}}
+    assert render_flatmaps(run_results, flatmaps) == ([], "skipped: pycortex not installed")
+    assert render_flatmaps(run_results, None) == ([], "skipped: no pycortex subject given")
+
+
+def test_import_is_light():
+    code = textwrap.dedent("""
+        import sys
+        import jaxenc.report
+        assert "matplotlib" not in sys.modules, "matplotlib loaded by importing jaxenc.report"
+        from jaxenc.report import write_report
+        assert "matplotlib.pyplot" not in sys.modules
+        assert "jax" not in sys.modules
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True)
