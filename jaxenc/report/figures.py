@@ -188,7 +188,8 @@ def linear_vs_mlp_scatter(pairs: Sequence[tuple]) -> Figure:
         ax.set_xlabel(f"r, {linear.model}")
         ax.set_ylabel(f"r, {mlp.model}")
         ax.set_title(title, fontsize="small")
-        ax.legend(fontsize="x-small", frameon=False, loc="upper left")
+        # A framed legend stays legible over a dense cloud of voxels.
+        ax.legend(fontsize="x-small", loc="upper left", framealpha=0.9, edgecolor="none")
     for ax in axes[len(pairs):]:
         ax.set_visible(False)
     return figure

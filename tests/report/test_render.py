@@ -161,12 +161,15 @@ def test_unknown_format_refused(run_results, tmp_path):
         write_report(run_results, tmp_path, formats=("pdf",))
 
 
-def test_pycortex_absent(run_results, monkeypatch):
+def test_pycortex_absent(run_results, monkeypatch, tmp_path):
     # None in sys.modules makes `import cortex` raise ImportError even where it is installed.
     monkeypatch.setitem(sys.modules, "cortex", None)
     flatmaps = {"UTS01": {"pycortex_subject": "UTS01", "xfm": "UTS01_auto"}}
     assert render_flatmaps(run_results, flatmaps) == ([], "skipped: pycortex not installed")
     assert render_flatmaps(run_results, None) == ([], "skipped: no pycortex subject given")
+    run_results.sweeps = []
+    text = write_report(run_results, tmp_path, formats=("md",), flatmaps=flatmaps)["md"]
+    assert "## Flatmaps\n\n*skipped: pycortex not installed*" in text.read_text()
 
 
 def test_import_is_light():

@@ -87,6 +87,7 @@ def test_name_table_find(run_results):
     assert [s.features for s in found] == ["audio", "semantic", "audio+semantic"]
     assert all(s.subject == "UTS02" for s in found)
     assert len(run_results.find()) == len(run_results.scores)
+    assert run_results.subjects == ["UTS01", "UTS02"]
 
 
 def test_round_trip_exact(run_results, tmp_path):
