@@ -143,8 +143,9 @@ def ridge_sweep(
     list of dict
         One row per label, in the order of ``designs``: ``label``, ``n_features``,
         ``mean_r``, ``mean_r2``, ``mean_cc_norm``, ``n_significant``, and the per-voxel
-        arrays ``r``, ``r2``, ``cc_norm``, ``p``, ``significant`` (n_voxels,) and
-        ``best_alphas`` (n_targets,).
+        arrays ``r``, ``r2``, ``cc_norm``, ``p``, ``significant`` (n_voxels,),
+        ``best_alphas`` (n_targets,) and the test-story ``prediction`` (n_test, n_voxels), e.g.
+        as the profiles of :func:`jaxenc.analysis.best_model_clusters`.
 
     Raises
     ------
@@ -194,7 +195,8 @@ def ridge_sweep(
         scores = score_prediction(prediction, test_repeats, floor=floor, n_permutations=n_permutations,
                                   block_size=block_size, alpha=fdr_alpha, seed=seed)
         rows.append({**_summary_row(label, scores), "n_features": int(np.shape(X)[1]), **scores,
-                     "best_alphas": np.asarray(model.best_alphas_)})
+                     "best_alphas": np.asarray(model.best_alphas_),
+                     "prediction": np.asarray(prediction)})
     return rows
 
 
