@@ -1,15 +1,15 @@
-"""The ``jaxenc`` command line: thin wrappers around :mod:`jaxenc.pipeline`.
+"""The ``jaxenc`` command line: experiment stages over one output folder.
 
-``jaxenc demo`` writes the synthetic twin of ds003020 (unless it is there already), reads and
-aligns it, fits the linear baselines of every subject and writes the scores; ``jaxenc synth``
-writes a synthetic twin of any preset. Errors that jaxenc raises on purpose are printed as one
-line, without a traceback.
+``jaxenc demo`` runs the whole chain on the synthetic twin with the embedded default
+extractors; ``jaxenc run CONFIG`` does the same for any experiment config (see experiments/);
+``extract``, ``fit``, ``evaluate`` and ``report`` run one stage each and resume what an earlier
+run left; ``synth`` writes a synthetic twin. Errors that jaxenc raises on purpose (a wrong path,
+an unknown model id, a config typo) are printed as one line, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,90 +18,79 @@ import numpy as np
 
 from jaxenc.errors import JaxencError
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+_CONFIG_HELP = ("experiment config: a .toml file (see experiments/) or a run folder holding the "
+                "config.json an earlier stage wrote")
+_SET_HELP = ("override a config value, e.g. --set train.max_epochs=20 --set 'table.models=[\"ridge\"]' "
+             "(TOML values; repeatable)")
 
 
-def _demo(args) -> int:
-    from jaxenc import pipeline
-    from jaxenc.data import LeBelDataset
-    from jaxenc.data.synthetic import SyntheticConfig, load_truth, write_synthetic
+def _experiment(args, config_path):
+    from jaxenc.experiment import Experiment, load_config
 
-    out = Path(args.out)
-    data_root = out / "data"
-    presets = {"tiny": SyntheticConfig.tiny, "demo": SyntheticConfig.demo}
-    config = presets[args.preset](seed=args.seed)
+    config = load_config(config_path, args.set)
+    if args.out:
+        out = Path(args.out)
+    elif config_path is not None and Path(config_path).is_dir():
+        out = Path(config_path)
+    else:
+        out = Path("runs") / config.name
+    return Experiment(config, out, progress=not args.quiet)
+
+
+def _stage(name: str):
+    def run(args) -> int:
+        exp = _experiment(args, args.config)
+        started = time.perf_counter()
+        print(f"jaxenc {name}: {exp.config.name} -> {exp.out}")
+        getattr(exp, name)()
+        if name == "evaluate":
+            _print_summary(exp)
+        print(f"{name} done in {time.perf_counter() - started:.0f} s")
+        return 0
+
+    return run
+
+
+def _run(args, config_path) -> int:
+    exp = _experiment(args, config_path)
     started = time.perf_counter()
-    print(f"[1/3] synthetic twin of ds003020 ({args.preset} preset) in {data_root}")
-    truth = write_synthetic(data_root, config, progress=True)
-    dataset = LeBelDataset(data_root)
-    print(f"      {dataset!r}")
-
-    print("[2/3] aligning the planted audio and semantic features to each story's TR grid")
-    stories = sorted({s for subject in dataset.subjects for s in dataset.stories(subject)})
-    features = pipeline.planted_features(truth, stories + [dataset.test_story])
-
-    print("[3/3] ridge baselines per subject (audio, semantic, banded audio+semantic)")
-    results = []
-    for subject in dataset.subjects:
-        for target in args.targets:
-            result = pipeline.fit_linear_baseline(
-                dataset, subject, features, target=target, n_components=args.n_components,
-                cv=args.folds, n_permutations=args.permutations, seed=args.seed,
-            )
-            summary = result.summary()
-            summary["recovered"] = _recovery(result, truth, subject)
-            results.append(summary)
-            print(_summary_line(summary))
-
-    out.mkdir(parents=True, exist_ok=True)
-    run = {
-        "command": "jaxenc demo",
-        "arguments": {k: v for k, v in vars(args).items() if k != "func"},
-        "synthetic_config": config.to_dict(),
-        "features": "planted stimulus properties of the synthetic twin (oracle features)",
-        "results": results,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    (out / "metrics.json").write_text(json.dumps(run, indent=2) + "\n")
-    print(f"done in {run['seconds']} s; scores in {out / 'metrics.json'}")
+    print(f"jaxenc: {exp.config.name} -> {exp.out}")
+    print("[1/4] features")
+    exp.extract()
+    print("[2/4] encoders")
+    exp.fit()
+    print("[3/4] test-story scores and analyses")
+    exp.evaluate()
+    print("[4/4] report")
+    paths = exp.report()
+    _print_summary(exp)
+    print(f"done in {time.perf_counter() - started:.0f} s; report: " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
-def _recovery(result, truth, subject) -> dict:
-    """How well the planted voxel classes come out, per class: the share of that class's
-    significant voxels whose variance-partition part or best model is the planted one."""
-    from jaxenc.data.synthetic import VoxelClass
-    from jaxenc.metrics import UNIQUE_A, UNIQUE_B
+def _print_summary(exp) -> None:
+    from jaxenc.report import RunResults
 
-    classes = truth.voxel_class[subject]
-    best_part = np.asarray(result.partition.best_part)
-    joint = result.FEATURE_SETS.index("audio+semantic")
-    significant = best_part >= 0
-
-    def share(voxel_class, values, code):
-        voxels = (classes == int(voxel_class)) & significant
-        return float(np.mean(values[voxels] == code)) if voxels.any() else None
-
-    noise = classes == int(VoxelClass.NOISE)
-    return {
-        "audio_voxels_unique_audio": share(VoxelClass.AUDIO, best_part, UNIQUE_A),
-        "semantic_voxels_unique_semantic": share(VoxelClass.SEMANTIC, best_part, UNIQUE_B),
-        "joint_voxels_best_joint_model": share(VoxelClass.AUDIO_SEMANTIC, result.best_model, joint),
-        "noise_voxels_significant": float(np.mean(significant[noise])) if noise.any() else None,
-    }
-
-
-def _summary_line(summary) -> str:
-    models = summary["models"]
-    scores = "  ".join(
-        f"{name}: r={m['mean_r']:.3f} cc_norm={m['mean_cc_norm']:.3f} sig={m['n_significant']}"
-        for name, m in models.items()
-    )
-    recovered = summary["recovered"]
-    shares = ", ".join(
-        f"{k}={v:.2f}" for k, v in recovered.items() if v is not None
-    )
-    return f"  {summary['subject']} [{summary['target']}] {scores}\n      planted recovery: {shares}"
+    results = RunResults.load(exp.out)
+    rows = results.table()
+    grouped: dict = {}
+    for row in rows:
+        grouped.setdefault((row["features"], row["model"], row["target"]), []).append(row)
+    print(f"{'features':<22}{'model':<12}{'target':<8}{'mean r':>8}{'cc_norm':>9}{'sig. voxels':>13}")
+    for (features, model, target), group in grouped.items():
+        r = np.mean([g["mean_r"] for g in group])
+        cc = np.nanmean([g["mean_cc_norm"] for g in group])
+        sig = np.mean([g["n_significant"] for g in group])
+        print(f"{features:<22}{model:<12}{target:<8}{r:>8.3f}{cc:>9.3f}{sig:>13.0f}")
+    checks = [(subject, name, c) for subject, cs in results.planted.items() for name, c in cs.items()]
+    if checks:
+        failed = [f"{s}:{n} {c['value']:.2f} (margin {c['margin']:.2f})" for s, n, c in checks if not c["passed"]]
+        if failed:
+            print(f"planted checks: {len(failed)} of {len(checks)} failed: " + "; ".join(failed))
+        else:
+            print(f"planted checks: all {len(checks)} passed")
 
 
 def _synth(args) -> int:
@@ -111,34 +100,59 @@ def _synth(args) -> int:
     return synthetic.main(argv) or 0
 
 
+def _add_common(parser, *, config: bool = True) -> None:
+    if config:
+        parser.add_argument("config", help=_CONFIG_HELP)
+    parser.add_argument("--out", help="output folder (default: runs/<config name>, or the run folder given)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``jaxenc`` command."""
     parser = argparse.ArgumentParser(
         prog="jaxenc",
-        description="Encoding models of fMRI responses to stories (ds003020), in JAX.",
+        description="Encoding models of fMRI responses to stories (ds003020), in JAX. Each "
+        "experiment writes everything (config, features, predictions, checkpoints, scores, "
+        "report) into one output folder; stages resume what an earlier run left.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
-        "demo",
-        help="synthetic twin -> aligned features -> ridge baselines -> test-story scores",
-        description="Write the synthetic twin of ds003020 into OUT/data (once), align its planted "
-        "audio and semantic features to the TR grid, fit audio, semantic and banded "
-        "audio+semantic ridge models for every subject, score them on the held-out test story "
-        "and write OUT/metrics.json.",
+        "demo", help="the whole chain on the synthetic twin with the embedded default extractors",
+        description="Write the synthetic twin of ds003020 (3 subjects x 2000 voxels) into OUT/data, "
+        "extract Whisper and LLaMA features with jaxenc's small embedded (random-init) default "
+        "models, fit ridge, MLLinear, MLP and DIMLP encoders on audio, semantic and audio+semantic "
+        "features for every subject and fold, score them on the held-out test story, run the "
+        "variance partition and voxel clustering, check the planted structure and write "
+        "OUT/report.html and OUT/report.md. A few minutes on 2 CPU cores.",
     )
-    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--preset", choices=("demo", "tiny"), default="demo",
-                      help="size of the synthetic twin (default: demo, ~2000 voxels x 3 subjects)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the twin and the models")
-    demo.add_argument("--targets", nargs="+", choices=("voxels", "pca"), default=["voxels", "pca"],
-                      help="ridge targets: voxels directly and/or PCA components (default: both)")
-    demo.add_argument("--n-components", type=int, default=512,
-                      help="PCA components for the pca target (capped at the training rows)")
-    demo.add_argument("--folds", type=int, default=5, help="cross-validation folds over stories")
-    demo.add_argument("--permutations", type=int, default=500,
-                      help="block permutations for per-voxel significance")
-    demo.set_defaults(func=_demo)
+    _add_common(demo, config=False)
+    demo.add_argument("--config", default=None,
+                      help="start from this config instead of the defaults (the demo is the defaults)")
+    demo.set_defaults(func=lambda args: _run(args, args.config), out_default="runs/demo")
+
+    run = commands.add_parser(
+        "run", help="all stages of an experiment config: extract, fit, evaluate, report",
+        description="Run every stage of an experiment config (extract -> fit -> evaluate -> "
+        "report) into one output folder. See experiments/ for the paper's tables and figures.",
+    )
+    _add_common(run)
+    run.set_defaults(func=lambda args: _run(args, args.config))
+
+    stages = {
+        "extract": "extract the features the config uses into OUT/features (resumes per story)",
+        "fit": "fit every encoder of the table and the sweeps; store test-story predictions "
+               "(skips fits already stored with the same settings; nonlinear fits resume from "
+               "their checkpoints)",
+        "evaluate": "score every stored prediction on the test story (r, r2, cc_norm, permutation "
+                    "significance), run the analyses, write OUT/metrics.json and OUT/scores/",
+        "report": "write OUT/report.html and OUT/report.md from the saved scores",
+    }
+    for name, text in stages.items():
+        sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        _add_common(sub)
+        sub.set_defaults(func=_stage(name))
 
     synth = commands.add_parser(
         "synth", help="write a synthetic twin of ds003020",
@@ -155,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run the ``jaxenc`` command; return its exit status."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "out_default", None) and not args.out:
+        args.out = args.out_default
     try:
         return args.func(args)
     except JaxencError as error:

@@ -1,0 +1,521 @@
+"""Experiment configs: TOML files checked strictly against typed sections, with overrides.
+
+A config names the data, the feature sources, the grid of encoders (the paper's Table 1:
+feature sets x models x targets), the training and evaluation settings, the analyses and the
+margins the synthetic twin's planted structure must be recovered with. Every field has a
+default; the defaults are the demo (the synthetic twin with the embedded default extractors),
+so a config file only states what it changes::
+
+    name = "layer-sweep"
+    [table]
+    models = ["ridge"]
+    [analyses]
+    layer_sweep = [1, 2, 3, 4]
+
+Overrides use dotted paths and TOML values: ``train.max_epochs=20``,
+``table.models=["ridge","mlp"]``, ``data.root="/data/ds003020"`` (a bare word is a string).
+An unknown section or key, a value of the wrong type or outside its choices raises
+:class:`jaxenc.errors.ConfigError` naming the file and the key, with the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jaxenc.errors import ConfigError
+
+__all__ = [
+    "ExperimentConfig",
+    "DataConfig",
+    "AudioConfig",
+    "SemanticConfig",
+    "AlignConfig",
+    "TableConfig",
+    "RidgeConfig",
+    "TrainSection",
+    "EvaluateConfig",
+    "ModelSpec",
+    "AnalysesConfig",
+    "PlantedConfig",
+    "ReportConfig",
+    "load_config",
+    "apply_overrides",
+    "FEATURE_SETS",
+    "MODELS",
+]
+
+# Feature sets of the table; "audio+semantic" concatenates the two delayed designs.
+FEATURE_SETS = ("audio", "semantic", "audio+semantic")
+# Encoders of the table. "deepmlp-N" (N hidden layers) is also accepted.
+MODELS = ("ridge", "mllinear", "mlp", "dimlp", "gru")
+_TARGETS = ("voxels", "pca")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the responses and stimuli come from."""
+
+    # ds003020 folder (the OpenNeuro layout); "" writes the synthetic twin into <out>/data.
+    root: str = ""
+    # Size of the synthetic twin when root is "": "tiny" (tests), "demo" or "full" (real size).
+    preset: str = "demo"
+    # Seed of the synthetic twin.
+    seed: int = 0
+    # Subjects to fit; empty: every subject of the dataset.
+    subjects: tuple[str, ...] = ()
+
+    def validate(self, where) -> None:
+        _choice(self.preset, ("tiny", "demo", "full"), "data.preset", where)
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """The audio feature source: Whisper encoder hidden states at the end of causal windows."""
+
+    # "whisper" (extracted) or "planted" (the synthetic twin's true audio properties).
+    source: str = "whisper"
+    # "default" (jaxenc's embedded random-init model), a local checkpoint folder or a Hub id
+    # already in the local Hugging Face cache (e.g. "openai/whisper-large").
+    model: str = "default"
+    # Encoder layer of the table; -1: the last layer (the paper's choice).
+    layer: int = -1
+    # Seconds of audio before each new 0.1 s chunk; 0: the paper's 16 s for a checkpoint, the
+    # embedded model's short default window for "default".
+    context_s: float = 0.0
+    # Seconds of encoder input per window (the window, then silence); 0: 30 s (Whisper's) for a
+    # checkpoint, the embedded model's default for "default".
+    input_s: float = 0.0
+    # Windows per encoder call (memory only).
+    batch_size: int = 32
+
+    def validate(self, where) -> None:
+        _choice(self.source, ("whisper", "planted"), "audio.source", where)
+        if self.context_s < 0 or self.input_s < 0:
+            raise ConfigError("audio.context_s and audio.input_s must be positive seconds (0: default)", path=where)
+        _positive(self.batch_size, "audio.batch_size", where)
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """The semantic feature source: a LLaMA-family model's hidden state at each word."""
+
+    # "llama" (extracted) or "planted" (the synthetic twin's true word vectors).
+    source: str = "llama"
+    # "default" (jaxenc's embedded random-init model), a local checkpoint folder or a cached
+    # Hub id (e.g. "huggyllama/llama-7b").
+    model: str = "default"
+    # Layer of the table; -1: the default model's default layer, or 12/32 of the depth of
+    # another model (the paper's layer 12 of LLaMA-7B).
+    layer: int = -1
+    # Preceding words fed with each word; 0: 256 for a checkpoint, the embedded model's default
+    # for "default".
+    context_words: int = 0
+    # Contexts per forward pass (memory only).
+    batch_size: int = 16
+
+    def validate(self, where) -> None:
+        _choice(self.source, ("llama", "planted"), "semantic.source", where)
+        if self.context_words < 0:
+            raise ConfigError("semantic.context_words must be positive (0: default)", path=where)
+        _positive(self.batch_size, "semantic.batch_size", where)
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Alignment of features to the TR grid (see :mod:`jaxenc.align`)."""
+
+    # FIR delays in TRs (1-4 TRs: 2, 4, 6, 8 s).
+    delays: tuple[int, ...] = (1, 2, 3, 4)
+    # "story": delays zero padded at each story's edges; "concatenate": as the Huth-lab code.
+    boundary: str = "story"
+
+    def validate(self, where) -> None:
+        _choice(self.boundary, ("story", "concatenate"), "align.boundary", where)
+        if not self.delays or any(d < 0 for d in self.delays):
+            raise ConfigError(f"align.delays must be non-negative TR counts, got {list(self.delays)}", path=where)
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """The grid of encoders scored on the test story (the paper's Table 1)."""
+
+    # Feature sets among "audio", "semantic", "audio+semantic".
+    feature_sets: tuple[str, ...] = FEATURE_SETS
+    # Encoders among "ridge", "mllinear", "mlp", "dimlp" (audio+semantic only), "gru" and
+    # "deepmlp-N"; ridge is banded (a penalty per modality) on audio+semantic.
+    models: tuple[str, ...] = ("ridge", "mllinear", "mlp", "dimlp")
+    # "voxels" (every voxel predicted directly) and/or "pca" (principal components of the
+    # training responses, inverse-projected to voxels for scoring).
+    targets: tuple[str, ...] = ("pca",)
+    # Principal components of the responses (capped at what a fold's training rows allow).
+    n_components: int = 512
+
+    def validate(self, where) -> None:
+        for name in self.feature_sets:
+            _choice(name, FEATURE_SETS, "table.feature_sets", where)
+        for name in self.models:
+            check_model_name(name, where)
+        for name in self.targets:
+            _choice(name, _TARGETS, "table.targets", where)
+        if "dimlp" in self.models and "audio+semantic" not in self.feature_sets:
+            raise ConfigError("table.models has 'dimlp', which needs the 'audio+semantic' feature set", path=where)
+        _positive(self.n_components, "table.n_components", where)
+
+
+@dataclass(frozen=True)
+class RidgeConfig:
+    """The linear baseline (:class:`jaxenc.models.RidgeCV`, :class:`BandedRidgeCV`)."""
+
+    # Penalties searched: 10**linspace(low, high, n).
+    log10_alphas: tuple[float, float, int] = (-1.0, 5.0, 13)
+    # Cross-validation folds over training stories.
+    folds: int = 5
+    # Random band-weight candidates of the banded audio+semantic model.
+    band_candidates: int = 20
+
+    def validate(self, where) -> None:
+        if len(self.log10_alphas) != 3 or not self.log10_alphas[0] <= self.log10_alphas[1] or self.log10_alphas[2] < 1:
+            raise ConfigError(f"ridge.log10_alphas must be [low, high, n], got {list(self.log10_alphas)}", path=where)
+        if self.folds < 2:
+            raise ConfigError(f"ridge.folds must be at least 2, got {self.folds}", path=where)
+        _positive(self.band_candidates, "ridge.band_candidates", where)
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """The nonlinear encoders and their training (see :class:`jaxenc.train.TrainConfig`)."""
+
+    # Story-grouped folds; the test prediction averages the fold models.
+    folds: int = 5
+    # Hidden units of MLLinear, MLP, DIMLP (per modality), DeepMLP and the GRU.
+    hidden: int = 256
+    # Dropout after each hidden layer.
+    dropout: float = 0.2
+    max_epochs: int = 200
+    patience: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    # "mae" (the paper's) or "mse".
+    loss: str = "mae"
+    # Epochs per call of the compiled program (progress and checkpoints between calls).
+    epochs_per_call: int = 5
+    checkpoint_every: int = 10
+    # Hyperparameter points trained side by side, each a table of learning_rate and/or
+    # weight_decay; each subject's best point on validation is used. Empty: one point.
+    grid: tuple[dict, ...] = ()
+
+    def validate(self, where) -> None:
+        _choice(self.loss, ("mae", "mse"), "train.loss", where)
+        if self.folds < 2:
+            raise ConfigError(f"train.folds must be at least 2, got {self.folds}", path=where)
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"train.dropout must be in [0, 1), got {self.dropout}", path=where)
+        for name in ("hidden", "max_epochs", "patience", "batch_size", "epochs_per_call", "checkpoint_every"):
+            _positive(getattr(self, name), f"train.{name}", where)
+        for point in self.grid:
+            if not isinstance(point, Mapping) or not point or set(point) - {"learning_rate", "weight_decay"}:
+                raise ConfigError(
+                    f"train.grid entries must be tables of learning_rate and/or weight_decay, got {point!r}",
+                    path=where,
+                )
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Scoring on the held-out test story."""
+
+    # Block permutations per voxel for the significance of r.
+    permutations: int = 500
+    # TRs per permuted block (keeps the autocorrelation of the null).
+    block_size: int = 10
+    # Benjamini-Hochberg false discovery rate.
+    alpha: float = 0.05
+    # Lower bound on the noise ceiling in cc_norm.
+    floor: float = 0.25
+
+    def validate(self, where) -> None:
+        _positive(self.permutations, "evaluate.permutations", where)
+        _positive(self.block_size, "evaluate.block_size", where)
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"evaluate.alpha must be in (0, 1), got {self.alpha}", path=where)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One semantic model of the model-size sweep."""
+
+    # Label in tables and figures, e.g. "llama-7b".
+    label: str = ""
+    # "default" (embedded random-init model at the sizes below), a local folder or a cached Hub id.
+    model: str = "default"
+    # Sizes of a default model (e.g. {hidden_size = 128, num_hidden_layers = 2}).
+    sizes: dict = field(default_factory=dict)
+    # Layer used; -1: the same rule as semantic.layer.
+    layer: int = -1
+
+
+@dataclass(frozen=True)
+class AnalysesConfig:
+    """Analyses beyond the table."""
+
+    # Variance partition audio / semantic / joint for every model fitted on all three sets.
+    partition: bool = True
+    # Voxel clusters by best-predicting feature set, with modularity against a label null.
+    clustering: bool = True
+    # Neighbours per voxel in the clustering graph (test-story response similarity).
+    cluster_k: int = 10
+    # Semantic layers swept with ridge on voxels (features of all extracted in one pass).
+    layer_sweep: tuple[int, ...] = ()
+    # Semantic models of the model-size sweep (ridge on voxels, same layer rule).
+    size_sweep: tuple[ModelSpec, ...] = ()
+
+    def validate(self, where) -> None:
+        _positive(self.cluster_k, "analyses.cluster_k", where)
+        labels = [spec.label for spec in self.size_sweep]
+        if any(not label for label in labels) or len(set(labels)) != len(labels):
+            raise ConfigError("analyses.size_sweep entries need distinct non-empty labels", path=where)
+
+
+@dataclass(frozen=True)
+class PlantedConfig:
+    """Margins the synthetic twin's planted structure must be recovered with (ignored on real data).
+
+    Each check is a share of the significant voxels of one planted class, computed on the
+    ridge models of the first target in ``table.targets`` (and the MLP for the interaction
+    check); the report lists value, margin and whether it passed.
+    """
+
+    # Audio voxels whose largest variance-partition part is unique audio: at least this share.
+    audio_unique: float = 0.6
+    # Semantic voxels whose largest part is unique semantic: at least this share.
+    semantic_unique: float = 0.6
+    # Audio+semantic voxels best fitted by the joint model: at least this share.
+    joint_best: float = 0.5
+    # Noise voxels found significant by the joint ridge: at most this share.
+    noise_significant: float = 0.1
+    # Interaction voxels: mean r of the audio+semantic MLP minus the ridge's, at least this.
+    interaction_gain: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The run's report."""
+
+    formats: tuple[str, ...] = ("html", "md")
+
+    def validate(self, where) -> None:
+        for name in self.formats:
+            _choice(name, ("html", "md"), "report.formats", where)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: every section with its defaults (the demo)."""
+
+    # Name of the run (report title; default output folder runs/<name>).
+    name: str = "demo"
+    # Seed of the folds, initialisations, minibatches and permutations.
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    audio: AudioConfig = AudioConfig()
+    semantic: SemanticConfig = SemanticConfig()
+    align: AlignConfig = AlignConfig()
+    table: TableConfig = TableConfig()
+    ridge: RidgeConfig = RidgeConfig()
+    train: TrainSection = TrainSection()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    analyses: AnalysesConfig = AnalysesConfig()
+    planted: PlantedConfig = PlantedConfig()
+    report: ReportConfig = ReportConfig()
+
+    def validate(self, where=None) -> ExperimentConfig:
+        """Check every section's values; return self."""
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "validate"):
+                section.validate(where)
+        return self
+
+    def to_dict(self) -> dict:
+        """JSON-able nested dict of every field (what runs save as config.json)."""
+        return _plain(dataclasses.asdict(self))
+
+    def digest(self, *sections: str) -> str:
+        """First 16 hex digits of the SHA-256 of the named sections (all when none)."""
+        data = self.to_dict()
+        if sections:
+            data = {name: data[name] for name in sections}
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: Mapping, where=None) -> ExperimentConfig:
+        """Build from a nested mapping (a parsed TOML file), strictly; see the module docstring."""
+        return _build(cls, data, "", where).validate(where)
+
+
+def check_model_name(name: str, where=None) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is an encoder of the table."""
+    if name in MODELS:
+        return
+    if name.startswith("deepmlp-") and name[8:].isdigit() and int(name[8:]) >= 1:
+        return
+    raise ConfigError(f"unknown model {name!r} in table.models; expected one of {list(MODELS)} or 'deepmlp-N'",
+                      path=where)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read a TOML config (or the defaults when ``path`` is None) and apply overrides.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A ``.toml`` experiment file, or a run folder holding the ``config.json`` a run saved.
+    overrides : sequence of str
+        ``"section.key=value"`` with a TOML value (a bare word is taken as a string).
+
+    Returns
+    -------
+    ExperimentConfig
+
+    Raises
+    ------
+    ConfigError
+        Missing or unreadable file, TOML syntax error, unknown key, wrong type or value.
+    """
+    where = None
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if path.is_dir():
+            saved = path / "config.json"
+            if not saved.is_file():
+                raise ConfigError("a run folder must hold config.json (written by every jaxenc stage)", path=path)
+            data = json.loads(saved.read_text())
+            where = str(saved)
+        elif not path.is_file():
+            raise ConfigError("no such config file", path=path)
+        else:
+            try:
+                data = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as err:
+                raise ConfigError(f"not valid TOML: {err}", path=path) from None
+    data = apply_overrides(data, overrides)
+    return ExperimentConfig.from_dict(data, where)
+
+
+def apply_overrides(data: Mapping, overrides: Sequence[str]) -> dict:
+    """Return a copy of a nested mapping with ``"a.b=value"`` overrides applied.
+
+    Parameters
+    ----------
+    data : mapping
+        Parsed config.
+    overrides : sequence of str
+        Dotted keys and TOML values.
+
+    Returns
+    -------
+    dict
+    """
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def _build(cls, data, prefix: str, where):
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'the config'} must be a table, got {data!r}", path=where)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {prefix}{close[0]!r}?" if close else f"; expected one of {names}"
+            raise ConfigError(f"unknown key {prefix}{key!r}{hint}", path=where)
+        kwargs[key] = _convert(hints[key], value, f"{prefix}{key}", where)
+    return cls(**kwargs)
+
+
+def _convert(hint, value, key: str, where):
+    """Check ``value`` against a field's type hint and convert lists to tuples."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{key}.", where)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}", path=where)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key} must have {len(args)} entries, got {list(value)}", path=where)
+        return tuple(_convert(a, v, f"{key}[{i}]", where) for i, (a, v) in enumerate(zip(args, value)))
+    if hint is dict or origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a table, got {value!r}", path=where)
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}", path=where)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}", path=where)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}", path=where)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}", path=where)
+        return value
+    if isinstance(hint, types.UnionType):
+        raise ConfigError(f"{key}: union types are not supported in configs")
+    return value
+
+
+def _plain(value):
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _choice(value, choices, key: str, where) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}", path=where)
+
+
+def _positive(value, key: str, where) -> None:
+    if not value > 0:
+        raise ConfigError(f"{key} must be positive, got {value!r}", path=where)

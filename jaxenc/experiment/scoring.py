@@ -1,0 +1,216 @@
+"""The evaluate stage: stored predictions -> per-voxel test scores -> analyses -> RunResults.
+
+Every prediction is scored against the test story's repeats with
+:func:`jaxenc.pipeline.score_test_story` (correlation with the repeat mean, r2, cc_norm, block
+permutation p and BH-FDR). On top of the scores: the variance partition audio / semantic /
+joint for every model and target fitted on all three feature sets, the clustering of voxels by
+best-predicting feature set, sweep curves, and on the synthetic twin the planted checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["evaluate_all", "partition_rows", "planted_checks"]
+
+_SETS = ("audio", "semantic", "audio+semantic")
+
+
+def evaluate_all(exp):
+    """Score every stored prediction of ``exp`` and run the analyses; return RunResults."""
+    from jaxenc import pipeline
+    from jaxenc.experiment.fitting import job_name, table_jobs
+    from jaxenc.metrics import cc_max
+    from jaxenc.report import ModelScores, RunResults
+
+    cfg = exp.config
+    ev = cfg.evaluate
+    repeats = {s: np.asarray(exp.dataset.test_repeats(s), np.float32) for s in exp.subjects}
+    names = [job_name(job) for job in table_jobs(cfg)]
+    missing = [n for n in names if exp.load_prediction(n) is None]
+    if missing:
+        from jaxenc.errors import ConfigError
+
+        raise ConfigError(f"no stored predictions for {missing}: run `jaxenc fit` first", path=exp.out)
+    scores = []
+    for name in exp.bar(names, desc="scoring", unit="model"):
+        predictions, meta = exp.load_prediction(name)
+        info = {k: v for k, v in meta.items() if k not in ("features", "model", "target")}
+        for subject in exp.subjects:
+            s = pipeline.score_test_story(
+                predictions[subject], repeats[subject], floor=ev.floor, n_permutations=ev.permutations,
+                block_size=ev.block_size, alpha=ev.alpha, seed=cfg.seed)
+            scores.append(ModelScores(
+                subject=subject, features=meta["features"], model=meta["model"], target=meta["target"],
+                r=s.r, r2=s.r2, cc_norm=s.cc_norm, p=s.p, significant=s.significant, info=info))
+    results = RunResults(
+        name=cfg.name,
+        config=cfg.to_dict(),
+        cc_max={s: np.asarray(cc_max(repeats[s])) for s in exp.subjects},
+        scores=scores,
+    )
+    if cfg.analyses.partition:
+        results.partition = partition_rows(results)
+    if cfg.analyses.clustering:
+        results.clustering = _clustering(exp, results, repeats)
+    results.sweeps = _sweeps(results)
+    if exp.truth is not None:
+        results.planted = planted_checks(exp, results)
+    return results
+
+
+def _by_set(results, subject, model, target) -> dict | None:
+    found = {}
+    for name in _SETS:
+        match = results.find(subject=subject, features=name, model=model, target=target)
+        if not match:
+            return None
+        found[name] = match[0]
+    return found
+
+
+def partition_rows(results) -> list[dict]:
+    """Variance partition rows (see :class:`jaxenc.report.RunResults`) for every subject,
+    model and target with audio, semantic and audio+semantic scores."""
+    from jaxenc.metrics import SHARED, UNIQUE_A, UNIQUE_B, best_model, variance_partition
+
+    rows = []
+    combos = dict.fromkeys((s.subject, s.model, s.target) for s in results.scores if s.features in _SETS)
+    for subject, model, target in combos:
+        sets = _by_set(results, subject, model, target)
+        if sets is None:
+            continue
+        significant = np.asarray(sets["audio+semantic"].significant)
+        part = variance_partition(sets["audio"].r2, sets["semantic"].r2, sets["audio+semantic"].r2,
+                                  significant=significant)
+        best_part = np.asarray(part.best_part)
+        classified = best_part >= 0
+        best = np.asarray(best_model([sets[n].r2 for n in _SETS], significant=significant))
+
+        def share(values, code, mask):
+            return float(np.mean(values[mask] == code)) if mask.any() else float("nan")
+
+        def mean(values):
+            return float(np.nanmean(np.asarray(values)[significant])) if significant.any() else float("nan")
+
+        rows.append({
+            "subject": subject, "target": target, "model": model,
+            "features_a": "audio", "features_b": "semantic",
+            "n_significant": int(significant.sum()),
+            "unique_a": mean(part.unique_a), "unique_b": mean(part.unique_b), "shared": mean(part.shared),
+            "share_best_unique_a": share(best_part, UNIQUE_A, classified),
+            "share_best_unique_b": share(best_part, UNIQUE_B, classified),
+            "share_best_shared": share(best_part, SHARED, classified),
+            "best_model_share": {n: share(best, i, best >= 0) for i, n in enumerate(_SETS)},
+        })
+    return rows
+
+
+def _preferred_model(results, subject, target) -> str | None:
+    for model in ("mlp", "ridge", "mllinear"):
+        if _by_set(results, subject, model, target) is not None:
+            return model
+    return None
+
+
+def _clustering(exp, results, repeats) -> dict:
+    from jaxenc.analysis import best_model_clusters
+
+    cfg = exp.config
+    target = cfg.table.targets[0]
+    out = {}
+    for subject in exp.subjects:
+        model = _preferred_model(results, subject, target)
+        if model is None:
+            continue
+        sets = _by_set(results, subject, model, target)
+        significant = np.asarray(sets["audio+semantic"].significant)
+        if significant.sum() < 2 * cfg.analyses.cluster_k:
+            continue
+        profiles = repeats[subject].mean(axis=0).T  # [voxel, test TR]
+        result = best_model_clusters({n: sets[n].r2 for n in _SETS}, significant, profiles,
+                                     k=cfg.analyses.cluster_k, seed=cfg.seed)
+        out[subject] = {
+            "labels": np.asarray(result.labels), "label_names": list(result.label_names),
+            "modularity": float(result.modularity), "null_mean": float(result.null_mean),
+            "null_std": float(result.null_std), "model": model, "target": target,
+        }
+    return out
+
+
+def _sweeps(results) -> list[dict]:
+    sweeps: dict[str, list] = {}
+    for s in results.scores:
+        name = s.info.get("sweep")
+        if name:
+            sweeps.setdefault(name, []).append({
+                "subject": s.subject, "model": s.model, "x": s.info.get("x"), "label": s.info.get("x_label"),
+                "mean_r": float(np.nanmean(s.r)), "mean_cc_norm": float(np.nanmean(s.cc_norm)),
+                "n_significant": int(np.sum(s.significant)),
+            })
+    depth = {"mlp": 1, **{f"deepmlp-{n}": n for n in range(2, 17)}}
+    rows = [
+        {"subject": s.subject, "model": s.model, "x": float(depth[s.model]), "label": s.model,
+         "mean_r": float(np.nanmean(s.r)), "mean_cc_norm": float(np.nanmean(s.cc_norm)),
+         "n_significant": int(np.sum(s.significant))}
+        for s in results.scores if s.model in depth and s.features == "audio+semantic" and not s.info.get("sweep")
+    ]
+    out = [{"name": name, "x_label": "layer" if name == "semantic layer" else "parameters", "rows": rows_}
+           for name, rows_ in sweeps.items()]
+    if len({r["x"] for r in rows}) > 1:
+        out.append({"name": "depth (audio+semantic)", "x_label": "hidden layers", "rows": rows})
+    return out
+
+
+def planted_checks(exp, results) -> dict:
+    """The planted checks of the synthetic twin, per subject (see
+    :class:`jaxenc.experiment.config.PlantedConfig`)."""
+    from jaxenc.data.synthetic import VoxelClass
+    from jaxenc.metrics import UNIQUE_A, UNIQUE_B, best_model, variance_partition
+
+    margins = exp.config.planted
+    target = exp.config.table.targets[0]
+    out = {}
+    for subject in exp.subjects:
+        classes = np.asarray(exp.truth.voxel_class[subject])
+        checks = {}
+        sets = _by_set(results, subject, "ridge", target)
+        if sets is not None:
+            significant = np.asarray(sets["audio+semantic"].significant)
+            part = np.asarray(variance_partition(sets["audio"].r2, sets["semantic"].r2, sets["audio+semantic"].r2,
+                                                 significant=significant).best_part)
+            best = np.asarray(best_model([sets[n].r2 for n in _SETS], significant=significant))
+
+            def share(cls, values, code):
+                mask = (classes == int(cls)) & (values >= 0)
+                return float(np.mean(values[mask] == code)) if mask.any() else float("nan")
+
+            checks["audio_unique"] = _check(
+                share(VoxelClass.AUDIO, part, UNIQUE_A), margins.audio_unique, True,
+                "planted audio voxels (significant) whose largest partition part is unique audio")
+            checks["semantic_unique"] = _check(
+                share(VoxelClass.SEMANTIC, part, UNIQUE_B), margins.semantic_unique, True,
+                "planted semantic voxels (significant) whose largest part is unique semantic")
+            checks["joint_best"] = _check(
+                share(VoxelClass.AUDIO_SEMANTIC, best, 2), margins.joint_best, True,
+                "planted audio+semantic voxels (significant) best fitted by the joint ridge")
+            noise = classes == int(VoxelClass.NOISE)
+            checks["noise_significant"] = _check(
+                float(np.mean(significant[noise])) if noise.any() else float("nan"), margins.noise_significant,
+                False, "planted noise voxels significant for the joint ridge (at most)")
+        mlp = results.find(subject=subject, features="audio+semantic", model="mlp", target=target)
+        ridge = results.find(subject=subject, features="audio+semantic", model="ridge", target=target)
+        inter = classes == int(VoxelClass.INTERACTION)
+        if mlp and ridge and inter.any():
+            gain = float(np.nanmean(mlp[0].r[inter]) - np.nanmean(ridge[0].r[inter]))
+            checks["interaction_gain"] = _check(
+                gain, margins.interaction_gain, True,
+                "mean r on planted interaction voxels: audio+semantic MLP minus ridge")
+        out[subject] = checks
+    return out
+
+
+def _check(value: float, margin: float, at_least: bool, what: str) -> dict:
+    passed = bool(np.isfinite(value) and (value >= margin if at_least else value <= margin))
+    return {"value": value, "margin": float(margin), "passed": passed,
+            "what": f"{what} ({'>=' if at_least else '<='} margin)"}
