@@ -32,6 +32,26 @@ devices hold (``Y`` may be a ``numpy.memmap``). For example, on two hosts of 8 G
     Y = np.load("train_responses.npy", mmap_mode="r")   # (n_trs, n_voxels) on every host
     state = pca_fit_sharded(Y, 512, mesh)          # components voxel-sharded over 16 GPUs
 
+The nonlinear training spreads its stacked (subject, fold, hyperparameter) models the same way:
+each host reads its stories into a host array (or a sharded one,
+:func:`jaxenc.stream.stack_story_rows`), and :func:`jaxenc.train.fit_encoders` places the model
+axis along a mesh axis, every device creating and training only its own models::
+
+    # on host i, same script and arguments on every host:
+    jax.distributed.initialize(coordinator_address="host0:1234", num_processes=2,
+                               process_id=i)
+    from functools import partial
+    from jaxenc.models import MLP
+    from jaxenc.train import TrainConfig, fit_encoders
+    mesh = make_mesh(("models",))                  # 16 devices
+    fit = fit_encoders(partial(MLP, hidden=256), data, TrainConfig(),
+                       mesh=mesh, axis="models")   # 3 subjects x 5 folds -> 16 slots
+
+Per-model inputs are placed with :func:`jax.make_array_from_callback` (each process builds only
+the slots of its own devices) and parameters are initialised inside :func:`jax.shard_map`;
+early-stopping flags and the final parameters are gathered with
+``jax.experimental.multihost_utils.process_allgather``, so every process returns the same fit.
+
 (On SLURM or Cloud TPU, ``jax.distributed.initialize()`` finds these arguments itself.)
 Results come back as global ``jax.Array`` objects; ``np.asarray`` on one needs every shard to
 be addressable, which holds on one host only (use ``jax.experimental.multihost_utils``

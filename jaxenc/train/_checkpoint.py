@@ -3,7 +3,9 @@
 The whole carry of the training program (parameters, optimizer states, best parameters,
 early-stopping counters, dropout keys, loss history) is saved as a flat list of arrays next to
 a JSON signature of the run; a run resumes only from a checkpoint whose signature matches.
-PRNG key arrays are stored as their raw key data, since orbax writes plain arrays.
+PRNG key arrays are stored as their raw key data, since orbax writes plain arrays. A carry
+sharded over a mesh (``fit_encoders(mesh=...)``) is saved and restored shard by shard, keeping
+its placement.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding
 
 from jaxenc.errors import CheckpointError
 
@@ -35,6 +38,16 @@ def _is_key(x) -> bool:
 def _to_arrays(carry) -> dict:
     leaves = jax.tree.leaves(carry)
     return {f"{i:05d}": jax.random.key_data(x) if _is_key(x) else x for i, x in enumerate(leaves)}
+
+
+def _like(saved, old):
+    """A restored leaf placed as ``old`` was: on its mesh shards (as orbax restored it, each
+    process reading only its own shards) or on the default device; PRNG keys re-wrapped."""
+    if isinstance(old.sharding, NamedSharding):
+        value = saved
+    else:
+        value = jnp.asarray(np.asarray(saved))
+    return jax.random.wrap_key_data(value, impl=jax.random.key_impl(old)) if _is_key(old) else value
 
 
 def run_signature(keys, carry, config, grid) -> dict:
@@ -85,9 +98,5 @@ def restore_latest(manager: ocp.CheckpointManager, carry, meta: dict):
     target = _to_arrays(carry)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
-    restored = [
-        jax.random.wrap_key_data(jnp.asarray(state[name]), impl=jax.random.key_impl(old)) if _is_key(old)
-        else jnp.asarray(np.asarray(state[name]))
-        for name, old in zip(target, leaves)
-    ]
+    restored = [_like(state[name], old) for name, old in zip(target, leaves)]
     return int(step), jax.tree.unflatten(treedef, restored)

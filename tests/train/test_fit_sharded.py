@@ -74,6 +74,25 @@ def _check_models_on_mesh():
     np.testing.assert_allclose(fit.predict_components(test), ref.predict_components(test), atol=1e-4)
     for subject, pred in fit.predict(test).items():
         np.testing.assert_allclose(pred, ref.predict(test)[subject], atol=1e-4)
+    # Kill after 2 of 4 epochs and resume from the sharded orbax checkpoint: same result.
+    import tempfile
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_2(epoch, info):
+        if epoch == 2:
+            raise Stop
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            fit_encoders(make, data, cfg, progress=False, mesh=mesh, checkpoint_dir=tmp, callback=stop_at_2)
+        except Stop:
+            pass
+        resumed = fit_encoders(make, data, cfg, progress=False, mesh=mesh, checkpoint_dir=tmp)
+    for a, b in zip(_leaves(resumed.best_state), _leaves(fit.best_state)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(resumed.history, fit.history)
     # On a 2-D mesh, models split along one axis only (4 slots of 2 devices each).
     mesh2 = make_mesh(("models", "other"), (4, 2))
     fit2 = fit_encoders(make, data, cfg, progress=False, mesh=mesh2)
