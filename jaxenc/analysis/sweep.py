@@ -11,6 +11,7 @@ as the feature widths allow, by treating each (label, subject) pair as a pseudo-
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -176,7 +177,9 @@ def ridge_sweep(
     for label in designs:
         X, X_test = designs[label], test_designs[label]
         if np.shape(X)[0] != n_rows:
-            raise AlignmentError(f"ridge_sweep: design of label {label!r} has {np.shape(X)[0]} rows, Y has {n_rows}")
+            raise AlignmentError(
+                f"ridge_sweep: design of label {label!r} has {np.shape(X)[0]} rows, Y has {n_rows}"
+            )
         if np.ndim(X_test) != 2 or np.shape(X_test) != (n_test, np.shape(X)[1]):
             raise AlignmentError(
                 f"ridge_sweep: test design of label {label!r} has shape {np.shape(X_test)}; "
@@ -190,7 +193,8 @@ def ridge_sweep(
         if np.shape(prediction)[1] != n_voxels:
             raise AlignmentError(
                 f"ridge_sweep: label {label!r} predicts {np.shape(prediction)[1]} voxels, the "
-                f"test repeats have {n_voxels}" + ("" if pca is not None else "; pass the PCA if Y holds scores")
+                f"test repeats have {n_voxels}"
+                + ("" if pca is not None else "; pass the PCA if Y holds scores")
             )
         scores = score_prediction(prediction, test_repeats, floor=floor, n_permutations=n_permutations,
                                   block_size=block_size, alpha=fdr_alpha, seed=seed)
@@ -210,12 +214,16 @@ def _label_width(label, by_subject: Mapping[str, SubjectData]) -> int:
     for subject, data in by_subject.items():
         for story, x in data.features.items():
             if np.ndim(x) != 2:
-                raise AlignmentError(f"features of label {label!r} are not 2-D (n_trs, n_features)",
-                                     subject=subject, story=story)
+                raise AlignmentError(
+                    f"features of label {label!r} are not 2-D (n_trs, n_features)",
+                    subject=subject, story=story,
+                )
             widths.setdefault(np.shape(x)[1], (subject, story))
     if len(widths) != 1:
         found = ", ".join(f"{w} ({s}, {t})" for w, (s, t) in widths.items())
-        raise ConfigError(f"label {label!r}: stories and subjects must share one feature width, found {found}")
+        raise ConfigError(
+            f"label {label!r}: stories and subjects must share one feature width, found {found}"
+        )
     return next(iter(widths))
 
 
@@ -231,6 +239,9 @@ def encoder_sweep(
     progress: bool = False,
     floor: float | None = 0.25,
     top_k: int = 1000,
+    checkpoint_dir: str | Path | None = None,
+    mesh=None,
+    axis: str = "models",
 ) -> tuple[dict[int, EncoderFit], list[dict]]:
     """Train and score one nonlinear encoder per feature set, in one program per feature width.
 
@@ -266,6 +277,13 @@ def encoder_sweep(
         Lower bound on the noise ceiling in ``cc_norm`` (0.25, as :func:`ridge_sweep`).
     top_k : int
         Voxels of :func:`jaxenc.train.evaluate`'s top-k summaries.
+    checkpoint_dir : str or Path, optional
+        Orbax checkpoints of each width group's run in ``checkpoint_dir / f"width{n}"``; a
+        rerun resumes each group (see :func:`fit_encoders`).
+    mesh : jax.sharding.Mesh, optional
+        Spread each run's models along the mesh axis ``axis`` (see :func:`fit_encoders`).
+    axis : str
+        Name of that mesh axis.
 
     Returns
     -------
@@ -319,7 +337,9 @@ def encoder_sweep(
 
     fits, scored = {}, {}
     for width, data in by_width.items():
-        fit = fit_encoders(make_model, data, config, grid=grid, progress=progress)
+        directory = None if checkpoint_dir is None else Path(checkpoint_dir) / f"width{width}"
+        fit = fit_encoders(make_model, data, config, grid=grid, progress=progress,
+                           checkpoint_dir=directory, mesh=mesh, axis=axis)
         fits[width] = fit
         features = {name: test_features_by_label[names[name][0]][names[name][1]] for name in data}
         responses = {name: test_responses[names[name][1]] for name in data}

@@ -148,15 +148,17 @@ N_TEST, N_VOXELS = 30, 15
 def _sweep_data():
     rng = np.random.default_rng(0)
     widths = {0: 8, 1: 8, "large": 12}
-    subjects = {"S1": (4, 14), "S2": (5, 14)}  # stories, voxels
+    stories_of = {"S1": 4, "S2": 5}
     data, test_features, responses, repeats = {}, {}, {}, {}
-    for subject, (n_stories, n_voxels) in subjects.items():
+    for subject, n_stories in stories_of.items():
         lengths = rng.integers(30, 45, n_stories)
         latent = {f"story{s}": rng.standard_normal((n, 5)) for s, n in enumerate(lengths)}
         test_latent = rng.standard_normal((N_TEST, 5))
         w = rng.standard_normal((5, N_VOXELS))
-        resp = {s: np.tanh(z) @ w + rng.standard_normal((len(z), N_VOXELS)) for s, z in latent.items()}
-        repeats[subject] = (np.tanh(test_latent) @ w + rng.standard_normal((3, N_TEST, N_VOXELS))).astype(np.float32)
+        resp = {s: np.tanh(z) @ w + rng.standard_normal((len(z), N_VOXELS))
+                for s, z in latent.items()}
+        noise = rng.standard_normal((3, N_TEST, N_VOXELS))
+        repeats[subject] = (np.tanh(test_latent) @ w + noise).astype(np.float32)
         responses[subject] = repeats[subject].mean(0)
         for label, width in widths.items():
             mix = rng.standard_normal((5, width))
@@ -169,21 +171,24 @@ def _sweep_data():
 
 def _leaves(state):
     return [
-        np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x, np.float64)
+        np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+                   else x, np.float64)
         for x in jax.tree.leaves(state)
     ]
 
 
 @pytest.fixture(scope="module")
-def sweep():
+def sweep(tmp_path_factory):
     data, test_features, responses, repeats = _sweep_data()
+    checkpoints = tmp_path_factory.mktemp("sweep_checkpoints")
     fits, rows = encoder_sweep(MAKE, data, CFG, test_features_by_label=test_features,
-                               test_responses=responses, test_repeats=repeats)
-    return data, test_features, responses, repeats, fits, rows
+                               test_responses=responses, test_repeats=repeats,
+                               checkpoint_dir=checkpoints)
+    return data, test_features, responses, repeats, fits, rows, checkpoints
 
 
 def test_encoder_sweep_stacks_labels_of_one_width_into_one_program(sweep):
-    data, test_features, responses, repeats, fits, rows = sweep
+    data, test_features, responses, repeats, fits, rows, _ = sweep
     assert sorted(fits) == [8, 12]
     shared = fits[8]
     # 2 labels x 2 subjects x 2 folds models, one trace of the program for all of them.
@@ -215,14 +220,17 @@ def test_encoder_sweep_stacks_labels_of_one_width_into_one_program(sweep):
             np.testing.assert_allclose(row["r"], _columns_r(target, pred), atol=1e-3)
             np.testing.assert_allclose(row["r2"], sklearn_r2(target, pred, multioutput="raw_values"),
                                        atol=1e-3)
-            np.testing.assert_allclose(row["cc_norm"], _cc_norm(pred, repeats[subject].astype(np.float64), 0.25),
-                                       atol=1e-3)
+            reference_cc = _cc_norm(pred, repeats[subject].astype(np.float64), 0.25)
+            np.testing.assert_allclose(row["cc_norm"], reference_cc, atol=1e-3)
             assert row["mean_r"] == pytest.approx(np.mean(row["r"]), abs=1e-6)
             assert row["mean_cc_norm"] == pytest.approx(np.mean(row["cc_norm"]), abs=1e-6)
 
 
 def test_encoder_sweep_rows_cover_every_label_and_subject(sweep):
-    *_, fits, rows = sweep
+    *_, fits, rows, checkpoints = sweep
+    # One checkpoint folder per width group, holding the final epoch.
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["width12", "width8"]
+    assert all(any(p.iterdir()) for p in checkpoints.iterdir())
     assert [(r["label"], r["subject"]) for r in rows] == [
         (0, "S1"), (0, "S2"), (1, "S1"), (1, "S2"), ("large", "S1"), ("large", "S2")]
     for row in rows:
@@ -238,7 +246,8 @@ def test_encoder_sweep_checks_widths_and_names():
         encoder_sweep(MAKE, data, CFG, test_features_by_label=bad, test_responses=responses)
     colliding = {1: data[1], "1": data[0]}
     with pytest.raises(ConfigError, match="pseudo-subject"):
-        encoder_sweep(MAKE, colliding, CFG, test_features_by_label={1: test_features[1], "1": test_features[0]},
+        encoder_sweep(MAKE, colliding, CFG,
+                      test_features_by_label={1: test_features[1], "1": test_features[0]},
                       test_responses=responses)
     story = next(iter(data[0]["S1"].features))
     mixed = dict(data[0]["S1"].features, **{story: np.zeros((40, 3), np.float32)})
