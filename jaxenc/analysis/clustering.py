@@ -148,7 +148,7 @@ def _unit_rows(profiles: np.ndarray, metric: str) -> np.ndarray:
     return np.where(norm > 0, x / np.where(norm > 0, norm, 1), 0.0)
 
 
-def knn_graph(profiles, k: int = 10, *, metric: str = "correlation", chunk_size: int = 2048) -> sp.csr_matrix:
+def knn_graph(profiles, k: int = 10, *, metric: str = "correlation", chunk_size: int = 512) -> sp.csr_matrix:
     """Symmetric k-nearest-neighbour similarity graph of voxels.
 
     Each voxel is joined to the ``k`` other voxels most similar to it; the graph keeps an edge
