@@ -3,12 +3,13 @@
 The twin plants voxels driven only by audio x semantic interaction latents (products of an
 audio and a semantic projection, with every instantaneous linear part regressed out; see
 :mod:`jaxenc.data.synthetic`). On those voxels the MLP must beat the reduced-rank linear
-MLLinear and ridge, and the modality-separate DIMLP must stay clearly below the MLP: it can
-model nonlinear functions of each modality but no cross-modal product. How much of the product
-such functions track depends on the draw (both modalities share the speech-versus-silence
-envelope): DIMLP gains 0.26-0.46 over the linear models on three seeds and nothing on a fourth,
-so "DIMLP sits between" is asserted with a tolerance below the linear models. On the linear
-voxels (audio, semantic, audio+semantic) the MLP must lose nothing against ridge.
+MLLinear and ridge, and the modality-separate DIMLP must sit between: clearly below the MLP (it
+can model nonlinear functions of each modality but no cross-modal product) and not below the
+linear models beyond a stated tolerance. On the linear voxels (audio, semantic,
+audio+semantic) the MLP must lose nothing against ridge. As a user would, every network
+chooses its learning rate and weight decay on the validation folds (:data:`GRID`, trained side
+by side; the point of lowest mean validation loss predicts) and ridge its per-voxel penalty by
+cross-validation on the same number of story-grouped folds.
 
 Why this size: with 6 tiny stories (about 350 rows, 12 semantic dimensions) every model sits
 near r = 0.1 on the interaction voxels, although ridge on the products of the true
@@ -18,11 +19,24 @@ per input dimension to find it. 24 stories of 110 rows (2640 rows) with 4 semant
 and 2 interaction latents are enough. Every story has the same length (``min_respdict``
 clamps them), so the Lanczos downsampling compiles once.
 
-Gaps seen (mean test correlation over the interaction voxels, 3 folds, seeds 0-3; seed 0 runs
-in the default suite, 1-3 are marked slow): MLP 0.64-0.80, DIMLP -0.03-0.59, MLLinear
--0.05-0.14, ridge 0.08-0.12; MLP minus the better linear model 0.56-0.69, MLP minus DIMLP
-0.17-0.66, DIMLP minus the better linear model -0.10-0.46; on the linear voxels the MLP at most
-0.007 below ridge. The asserted margins are about half the smallest gaps seen.
+Gaps seen (mean test correlation over the interaction voxels, 3 folds, validation-selected
+:data:`GRID` point; seed 0 runs in the default suite, 1-3 are marked slow):
+
+    seed  MLP    DIMLP   MLLinear  ridge   MLP-best linear  MLP-DIMLP  DIMLP-MLLinear  DIMLP-ridge
+    0     0.738  0.587   0.131     0.113   0.61             0.15       0.46            0.47
+    1     0.798  0.431   0.125     0.123   0.67             0.37       0.31            0.31
+    2     0.670  -0.052  -0.037    0.077   0.59             0.72       -0.02           -0.13
+    3     0.805  0.378   0.061     0.104   0.70             0.43       0.32            0.27
+
+On the linear voxels the MLP is 0.001-0.003 below ridge. The asserted margins are about half
+the smallest positive gaps. DIMLP gains over the linear models only as much of the product as
+nonlinear functions of each modality track, which depends on the draw (both modalities share
+the speech-versus-silence envelope): 0.27-0.47 on seeds 0, 1, 3 and nothing on seed 2. There
+DIMLP ties MLLinear (-0.02) while both network models miss the weak linear part of these voxels
+that ridge finds (0.08; ridge has a penalty per voxel and refits on all stories); no point of a
+12-point grid (learning rate 1e-3 to 1e-2, weight decay 1e-4 to 1) and no dropout from 0 to
+0.5 brings DIMLP above 0.0 on seed 2. Hence two tolerances: a tight one against MLLinear, the
+like-for-like network control, and a wider one against ridge.
 """
 
 from __future__ import annotations
@@ -47,25 +61,37 @@ N_FOLDS = 3
 # Stated margins on mean test correlations (see the module docstring for the gaps seen).
 MLP_OVER_LINEAR = 0.3  # MLP above MLLinear and above ridge, interaction voxels
 MLP_OVER_DIMLP = 0.08  # MLP above DIMLP, interaction voxels
-DIMLP_BELOW_LINEAR = 0.2  # DIMLP at most this far below MLLinear or ridge, interaction voxels
-LINEAR_VOXEL_LOSS = 0.02  # largest loss of the MLP against ridge on linear voxels
+DIMLP_BELOW_MLLINEAR = 0.05  # DIMLP at most this far below MLLinear, interaction voxels
+DIMLP_BELOW_RIDGE = 0.2  # DIMLP at most this far below ridge, interaction voxels (seed 2)
+LINEAR_VOXEL_LOSS = 0.01  # largest loss of the MLP against ridge on linear voxels
+# Learning rate and weight decay points each network selects from on validation: the default,
+# stronger decay, a larger step. On seeds 0-3 a 12-point grid (learning rates 1e-3, 3e-3,
+# 1e-2 x weight decays 1e-4, 0.1, 0.3, 1) selects the same MLP and DIMLP points and MLLinear
+# points within 0.012 of these scores; its learning rate 1e-3 runs last all max_epochs.
+GRID = (
+    {"learning_rate": 3e-3, "weight_decay": 1e-4},
+    {"learning_rate": 3e-3, "weight_decay": 0.1},
+    {"learning_rate": 1e-2, "weight_decay": 1e-4},
+)
 
 
-def planted_scores(root, seed: int) -> dict:
-    """Write a twin with planted interactions, fit the four encoders, score the test story.
+def planted_twin(root, seed: int) -> dict:
+    """Write a twin with planted interactions and build its delayed oracle features.
 
     Parameters
     ----------
     root : Path
         Empty folder for the twin.
     seed : int
-        Seed of the twin (stimuli, voxels, noise) and of the training.
+        Seed of the twin (stimuli, voxels, noise).
 
     Returns
     -------
-    dict of str to dict of str to float
-        Per model ("mlp", "mllinear", "dimlp", "ridge"), the mean test correlation over the
-        "interaction" voxels and over the "linear" (audio, semantic, audio+semantic) voxels.
+    dict
+        ``data`` (SubjectData of the training stories), ``x_test`` (n_test_trs, n_features),
+        ``y_test`` (n_test_trs, n_voxels, the mean of the test repeats), ``modalities`` (the
+        audio and semantic column ranges for DIMLP), ``interaction`` and ``linear`` (voxel
+        indices of the interaction class and of the audio, semantic and audio+semantic classes).
     """
     config = SyntheticConfig.tiny(
         subjects=(SUBJECT,), n_voxels=(60,), n_repeats=(10,), n_train_stories=24, fewer_stories=(),
@@ -85,36 +111,72 @@ def planted_scores(root, seed: int) -> dict:
     n_audio = truth.stimulus(TEST_STORY).audio.shape[1]
     n_block = n_audio + config.n_semantic
     stories = truth.stories(SUBJECT)
-    data = SubjectData(
-        {s: features(s) for s in stories},
-        {s: np.asarray(ds.responses(SUBJECT, s), np.float32) for s in stories},
-    )
-    x_test = features(TEST_STORY)
-    y_test = np.asarray(ds.test_repeats(SUBJECT), np.float32).mean(axis=0)
-    modalities = [delayed_columns(0, n_audio, n_block, len(DELAYS)),
-                  delayed_columns(n_audio, n_block, n_block, len(DELAYS))]
+    return {
+        "data": SubjectData(
+            {s: features(s) for s in stories},
+            {s: np.asarray(ds.responses(SUBJECT, s), np.float32) for s in stories},
+        ),
+        "x_test": features(TEST_STORY),
+        "y_test": np.asarray(ds.test_repeats(SUBJECT), np.float32).mean(axis=0),
+        "modalities": [delayed_columns(0, n_audio, n_block, len(DELAYS)),
+                       delayed_columns(n_audio, n_block, n_block, len(DELAYS))],
+        "interaction": truth.voxels_of(SUBJECT, VoxelClass.INTERACTION),
+        "linear": np.concatenate([truth.voxels_of(SUBJECT, c)
+                                  for c in (VoxelClass.AUDIO, VoxelClass.SEMANTIC, VoxelClass.AUDIO_SEMANTIC)]),
+    }
 
-    cfg = TrainConfig(n_folds=N_FOLDS, seed=seed, n_components=None, batch_size=64, max_epochs=150,
-                      patience=15, learning_rate=3e-3, weight_decay=1e-4, epochs_per_call=10,
-                      checkpoint_every=10)
-    makers = {
+
+def encoder_makers(modalities) -> dict:
+    """The three networks of the comparison, sized for the planted twin."""
+    return {
         "mlp": functools.partial(MLP, hidden=64, dropout=0.1),
         "mllinear": functools.partial(MLLinear, hidden=64),
         "dimlp": lambda n_in, n_out, rngs: DIMLP(modalities, n_out, hidden=32, dropout=0.1, rngs=rngs),
     }
+
+
+def planted_scores(root, seed: int, grid=GRID) -> dict:
+    """Fit the four encoders on a planted twin and score the test story.
+
+    The networks train every point of ``grid`` side by side and predict with the point of
+    lowest mean validation loss (:meth:`EncoderFit.best_grid`); ridge picks its penalty by
+    story-grouped cross-validation on the same number of folds.
+
+    Parameters
+    ----------
+    root : Path
+        Empty folder for the twin.
+    seed : int
+        Seed of the twin (stimuli, voxels, noise) and of the training.
+    grid : sequence of dict
+        Learning rate and weight decay points of the networks.
+
+    Returns
+    -------
+    dict of str to dict of str to float
+        Per model ("mlp", "mllinear", "dimlp", "ridge"), the mean test correlation over the
+        "interaction" voxels and over the "linear" (audio, semantic, audio+semantic) voxels.
+    """
+    twin = planted_twin(root, seed)
+    data, x_test, y_test = twin["data"], twin["x_test"], twin["y_test"]
     r = {}
-    for name, make in makers.items():
-        fit = fit_encoders(make, {SUBJECT: data}, cfg, progress=False)
+    for name, make in encoder_makers(twin["modalities"]).items():
+        fit = fit_encoders(make, {SUBJECT: data}, train_config(seed), grid=grid, progress=False)
         r[name] = np.asarray(pearson_r(y_test, fit.predict({SUBJECT: x_test})[SUBJECT]))
+    stories = list(data.features)
     x_train = np.concatenate([data.features[s] for s in stories])
     y_train = np.concatenate([data.responses[s] for s in stories])
     groups = np.concatenate([np.full(len(data.features[s]), i) for i, s in enumerate(stories)])
     r["ridge"] = np.asarray(pearson_r(y_test, RidgeCV(cv=N_FOLDS).fit(x_train, y_train, groups=groups).predict(x_test)))
+    return {k: {"interaction": float(v[twin["interaction"]].mean()), "linear": float(v[twin["linear"]].mean())}
+            for k, v in r.items()}
 
-    inter = truth.voxels_of(SUBJECT, VoxelClass.INTERACTION)
-    linear = np.concatenate([truth.voxels_of(SUBJECT, c)
-                             for c in (VoxelClass.AUDIO, VoxelClass.SEMANTIC, VoxelClass.AUDIO_SEMANTIC)])
-    return {k: {"interaction": float(v[inter].mean()), "linear": float(v[linear].mean())} for k, v in r.items()}
+
+def train_config(seed: int) -> TrainConfig:
+    """Training settings of the networks; the grid overrides learning rate and weight decay."""
+    return TrainConfig(n_folds=N_FOLDS, seed=seed, n_components=None, batch_size=64, max_epochs=150,
+                       patience=15, learning_rate=3e-3, weight_decay=1e-4, epochs_per_call=10,
+                       checkpoint_every=10)
 
 
 def check_ordering(mean: dict) -> None:
@@ -122,8 +184,9 @@ def check_ordering(mean: dict) -> None:
     inter = {k: v["interaction"] for k, v in mean.items()}
     for linear_model in ("mllinear", "ridge"):
         assert inter["mlp"] > inter[linear_model] + MLP_OVER_LINEAR, mean
-        assert inter["dimlp"] > inter[linear_model] - DIMLP_BELOW_LINEAR, mean
     assert inter["mlp"] > inter["dimlp"] + MLP_OVER_DIMLP, mean
+    assert inter["dimlp"] > inter["mllinear"] - DIMLP_BELOW_MLLINEAR, mean
+    assert inter["dimlp"] > inter["ridge"] - DIMLP_BELOW_RIDGE, mean
     assert mean["mlp"]["linear"] > mean["ridge"]["linear"] - LINEAR_VOXEL_LOSS, mean
 
 
