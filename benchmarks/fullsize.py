@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from common import write_results
+from common import RESULTS_DIR, write_results
 
 GIB = 2**30
 LIMIT_GB = 24.0
@@ -53,10 +54,12 @@ def proc_status() -> dict:
 
 
 class Stages:
-    """Wall time and memory after each named stage."""
+    """Wall time and memory after each named stage, written to ``partial`` as each one ends,
+    so a run stopped part way still leaves what it measured."""
 
-    def __init__(self):
+    def __init__(self, partial: Path):
         self.records = {}
+        self.partial = partial
 
     def run(self, name, fn):
         t0 = time.perf_counter()
@@ -66,6 +69,9 @@ class Stages:
                               "rss_gb_after": round(mem["VmRSS"], 3),
                               "peak_gb_so_far": round(mem["VmHWM"], 3)}
         print(f"[fullsize] {name}: {self.records[name]}", flush=True)
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        self.partial.write_text(json.dumps({"benchmark": "fullsize", "complete": False,
+                                            "stages": self.records}, indent=2) + "\n")
         return result
 
 
@@ -92,7 +98,7 @@ def main():
         config = SyntheticConfig.full(subjects=("UTS01",), n_voxels=(90000,), n_repeats=(10,),
                                       audio_rate=16000, n_train_stories=80)
         root = args.root or Path("/work/fullsize/ds003020")
-    stages = Stages()
+    stages = Stages(args.out or RESULTS_DIR / "fullsize.json")
     t0 = time.perf_counter()
     truth = write_synthetic(root, config, progress=False)
     write_s = time.perf_counter() - t0
@@ -167,6 +173,7 @@ def main():
 
     peak = proc_status()["VmHWM"]
     payload = {
+        "complete": True,
         "description": __doc__.strip().splitlines()[0],
         "notes": [
             f"Peak host memory {peak:.2f} GiB (VmHWM of the one process, the 9.7 GB float32 "
