@@ -305,6 +305,8 @@ class PlantedConfig:
     noise_significant: float = 0.1
     # Interaction voxels: mean r of the audio+semantic MLP minus the ridge's, at least this.
     interaction_gain: float = 0.0
+    # Mean r of the audio (semantic) ridge on audio (semantic) voxels minus on noise voxels.
+    selectivity: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -458,8 +460,8 @@ def _build(cls, data, prefix: str, where):
     for key, value in data.items():
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {prefix}{close[0]!r}?" if close else f"; expected one of {names}"
-            raise ConfigError(f"unknown key {prefix}{key!r}{hint}", path=where)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; expected one of {names}"
+            raise ConfigError(f"unknown key '{prefix}{key}'{hint}", path=where)
         kwargs[key] = _convert(hints[key], value, f"{prefix}{key}", where)
     return cls(**kwargs)
 

@@ -193,6 +193,7 @@ def _digest(exp, job: Job) -> str:
 
 def fit_all(exp) -> list[str]:
     """Fit every job of the config that is not stored yet; return all job names of the run."""
+    exp.feature_index  # fails early, before any progress bar, when nothing was extracted
     designs = _Designs(exp)
     jobs = table_jobs(exp.config)
     names = []

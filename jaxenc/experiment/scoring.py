@@ -107,10 +107,13 @@ def partition_rows(results) -> list[dict]:
 
 
 def _preferred_model(results, subject, target) -> str | None:
-    for model in ("mlp", "ridge", "mllinear"):
-        if _by_set(results, subject, model, target) is not None:
-            return model
-    return None
+    """The model fitted on all three sets whose audio+semantic fit has the highest mean r."""
+    best, best_r = None, -np.inf
+    for model in dict.fromkeys(s.model for s in results.scores if s.subject == subject):
+        sets = _by_set(results, subject, model, target)
+        if sets is not None and np.nanmean(sets["audio+semantic"].r) > best_r:
+            best, best_r = model, float(np.nanmean(sets["audio+semantic"].r))
+    return best
 
 
 def _clustering(exp, results, repeats) -> dict:
@@ -198,6 +201,14 @@ def planted_checks(exp, results) -> dict:
             checks["noise_significant"] = _check(
                 float(np.mean(significant[noise])) if noise.any() else float("nan"), margins.noise_significant,
                 False, "planted noise voxels significant for the joint ridge (at most)")
+        for modality, cls in (("audio", VoxelClass.AUDIO), ("semantic", VoxelClass.SEMANTIC)):
+            fitted = results.find(subject=subject, features=modality, model="ridge", target=target)
+            own, noise = classes == int(cls), classes == int(VoxelClass.NOISE)
+            if fitted and own.any() and noise.any():
+                r = np.asarray(fitted[0].r)
+                checks[f"{modality}_selectivity"] = _check(
+                    float(np.nanmean(r[own]) - np.nanmean(r[noise])), margins.selectivity, True,
+                    f"mean r of the {modality} ridge on planted {modality} voxels minus on noise voxels")
         mlp = results.find(subject=subject, features="audio+semantic", model="mlp", target=target)
         ridge = results.find(subject=subject, features="audio+semantic", model="ridge", target=target)
         inter = classes == int(VoxelClass.INTERACTION)

@@ -1,0 +1,74 @@
+"""Every experiment config of experiments/ runs end to end at a tiny size.
+
+The sizes shrink (the tiny twin, one subject, two folds, two epochs, a few components and
+permutations); the structure of each config (feature sets, models, targets, sweeps, analyses)
+is kept. The twin, the embedded default extractors and their features are prepared once and
+copied into each run folder, where extraction then finds every story cached.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxenc.experiment import Experiment, load_config
+from jaxenc.experiment.fitting import job_name, table_jobs
+from jaxenc.report import RunResults
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.toml"))
+TINY = [
+    "data.preset=tiny", 'data.subjects=["UTS01"]', "table.n_components=8", "ridge.folds=2",
+    "ridge.band_candidates=2", "train.folds=2", "train.max_epochs=2", "train.epochs_per_call=1",
+    "train.checkpoint_every=1", "train.hidden=8", "evaluate.permutations=100", "analyses.cluster_k=3",
+]
+SHARED = ("data", "models", "features")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A run folder with the tiny twin and the default extractors' features of layers 0-2."""
+    out = tmp_path_factory.mktemp("prepared")
+    Experiment(load_config(None, TINY + ["analyses.layer_sweep=[0, 1, 2]"]), out, progress=False,
+               log=lambda line: None).extract()
+    return out
+
+
+def test_there_are_experiment_configs():
+    assert len(EXPERIMENTS) >= 6, EXPERIMENTS
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_config_has_its_header(path):
+    header = "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+    for field in ("Command:", "Runtime:", "Expected on the synthetic twin", "Paper"):
+        assert field in header, f"{path.name} header lacks {field!r}"
+    assert f"jaxenc run experiments/{path.name}" in header
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_config_runs_end_to_end_at_tiny_size(path, prepared, tmp_path):
+    out = tmp_path / path.stem
+    out.mkdir()
+    for name in SHARED:
+        shutil.copytree(prepared / name, out / name)
+    config = load_config(path, TINY)
+    paths = Experiment(config, out, progress=False, log=lambda line: None).run()
+
+    assert paths["html"].is_file() and paths["md"].is_file()
+    results = RunResults.load(out)
+    for job in table_jobs(config):
+        found = results.find(subject="UTS01", features=job.features, model=job.model, target=job.target)
+        assert len(found) == 1, job_name(job)
+        assert np.isfinite(found[0].r).mean() > 0.9, job_name(job)
+    sweeps = {s["name"]: s["rows"] for s in results.sweeps}
+    if config.analyses.layer_sweep:
+        assert [row["x"] for row in sweeps["semantic layer"]] == [0.0, 1.0, 2.0]
+    if config.analyses.size_sweep:
+        params = [row["x"] for row in sweeps["semantic model"]]
+        assert params == sorted(params) and params[0] > 0
+    if config.analyses.partition and len(config.table.feature_sets) == 3:
+        assert {row["model"] for row in results.partition} >= {"ridge"}
+    assert results.planted["UTS01"], "the synthetic twin's planted checks are missing"
