@@ -40,7 +40,7 @@ __all__ = [
     "DEFAULT_LLAMA_LAYERS",
     "DEFAULT_LLAMA_LAYER",
     "DEFAULT_WHISPER_WINDOW",
-    "DEFAULT_LLAMA_CONTEXT_WORDS",
+    "DEFAULT_LLAMA_WINDOW",
     "write_default_whisper",
     "write_default_llama",
 ]
@@ -48,23 +48,24 @@ __all__ = [
 # Version of the files written here; a folder written by another version is rewritten.
 FORMAT_VERSION = 1
 
-# Shape of the default Whisper encoder (field names of transformers.WhisperConfig).
+# Shape of the default Whisper encoder (field names of transformers.WhisperConfig). Narrow on
+# purpose: the ridge fits of the demo cost grow with the width of every delayed feature set.
 DEFAULT_WHISPER_SIZES = {
-    "d_model": 256,
+    "d_model": 64,
     "encoder_layers": 2,
     "encoder_attention_heads": 4,
-    "encoder_ffn_dim": 1024,
+    "encoder_ffn_dim": 256,
     # 1500 positions take Whisper's full 30 s input (jaxenc.features.whisper_features' default).
     "max_source_positions": 1500,
 }
 # Shape of the default LLaMA (field names of transformers.LlamaConfig); the vocabulary size
 # follows from the words the tokenizer is built on.
 DEFAULT_LLAMA_SIZES = {
-    "hidden_size": 512,
-    "intermediate_size": 1024,
+    "hidden_size": 256,
+    "intermediate_size": 512,
     "num_hidden_layers": 2,
-    "num_attention_heads": 8,
-    "num_key_value_heads": 8,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
     "max_position_embeddings": 2048,
 }
 # Hidden states the demo extracts: all of them (0 is the input of the first layer), so layer
@@ -73,14 +74,16 @@ DEFAULT_WHISPER_LAYERS = tuple(range(DEFAULT_WHISPER_SIZES["encoder_layers"] + 1
 DEFAULT_LLAMA_LAYERS = tuple(range(DEFAULT_LLAMA_SIZES["num_hidden_layers"] + 1))
 # The layer of the main table: the last encoder layer, as in the paper.
 DEFAULT_WHISPER_LAYER = DEFAULT_WHISPER_LAYERS[-1]
-# The paper's LLaMA layer 12 of 32 sits about a third of the way up the stack.
+# The paper's LLaMA layer 12 of 32 sits about a third of the way up the stack: here the first
+# layer's output, which mixes each word with its context.
 DEFAULT_LLAMA_LAYER = 1
-# Window parameters (seconds) for jaxenc.features.whisper_story_features with the default
-# encoder: a short causal context and input keep extraction of the demo twin to seconds; the
-# paper's 16 s context in 30 s of input costs about 30 times more.
-DEFAULT_WHISPER_WINDOW = {"context_s": 2.0, "chunk_s": 0.1, "stride_s": 0.1, "input_s": 2.2}
-# Preceding words for jaxenc.features.llama_story_features with the default LLaMA.
-DEFAULT_LLAMA_CONTEXT_WORDS = 64
+# Keyword arguments of jaxenc.features.whisper_story_features for the default encoder: 1 s of
+# causal context in 1.12 s of input keeps extraction of the demo twin to seconds; the paper's
+# 16 s context in 30 s of input costs about 30 times more.
+DEFAULT_WHISPER_WINDOW = {"context_s": 1.0, "chunk_s": 0.1, "stride_s": 0.1, "input_s": 1.12}
+# Keyword arguments of jaxenc.features.llama_story_features for the default LLaMA: 15 preceding
+# words, so that with one token per word and the BOS token every context fits 16 tokens.
+DEFAULT_LLAMA_WINDOW = {"context_words": 15, "pad_multiple": 16}
 
 _MARKER = "jaxenc_default.json"
 _NOTE = (
@@ -176,8 +179,9 @@ def write_default_whisper(directory, *, seed: int = 0, **sizes) -> Path:
     weight is normal with variance 1 / fan_in (fan_in = in_channels x width for the
     convolutions), biases are zero, layer norms have unit scale and zero shift, and the position
     table is Whisper's fixed sinusoids. Variance-preserving weights keep every residual branch
-    as large as the stream it adds to, as trained models of this width have; transformers' own
-    ``normal(0, 0.02)`` would make the branches of a 256-wide model almost vanish, so every layer
+    about as large as the stream it adds to, so each layer adds its own random nonlinear
+    function of the window; transformers' ``normal(0, 0.02)`` (about 1 / sqrt(fan_in) only for
+    widths near 2500) would make the branches of a 64-wide model almost vanish, so every layer
     would repeat the convolutional front end.
 
     Parameters
@@ -332,7 +336,7 @@ def write_default_llama(directory, words: Iterable[str], *, seed: int = 0, **siz
     weight is normal with variance 1 / fan_in; RMSNorm scales are one. Variance-preserving
     weights make each layer add a random nonlinear function of the current word and its context
     that is as large as what it adds to, so every hidden state mixes word identity and context;
-    transformers' ``normal(0, 0.02)`` would leave a 512-wide model's embeddings buried under
+    transformers' ``normal(0, 0.02)`` would leave a 256-wide model's embeddings buried under
     nearly uniform attention.
 
     Parameters
