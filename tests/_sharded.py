@@ -34,8 +34,12 @@ def run_sharded(path: str, function: str, timeout: float = 120.0) -> None:
     AssertionError
         The child exited non-zero; its output is in the message.
     """
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={N_DEVICES}",
-               JAX_PLATFORMS="cpu")
+    # On a loaded 2-core machine, 8 host devices can wait on each other in a collective longer
+    # than XLA's default limit, which aborts the child; the test's own timeout bounds the run.
+    flags = (f"--xla_force_host_platform_device_count={N_DEVICES} "
+             "--xla_cpu_collective_call_terminate_timeout_seconds=3600 "
+             "--xla_cpu_collective_timeout_seconds=3600")
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     code = ("import runpy, jax; "
             f"assert jax.device_count() == {N_DEVICES}, jax.devices(); "
             f"runpy.run_path({str(path)!r})[{function!r}]()")
