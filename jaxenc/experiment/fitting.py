@@ -109,32 +109,41 @@ class _Designs:
         self._pcas: dict = {}
 
     @functools.cache
-    def _source(self, source: str):
+    def _aligned(self, source: str) -> dict:
+        """Every story's features on its response rows, z-scored (aligned once per source)."""
+        from jaxenc import conventions
+        from jaxenc.align import story_features
+
         if source.startswith("semantic/L"):
-            return self.exp.feature_set("semantic", int(source[len("semantic/L"):]))
-        return self.exp.feature_set(source)
+            features = self.exp.feature_set("semantic", int(source[len("semantic/L"):]))
+        else:
+            features = self.exp.feature_set(source)
+        respdict = self.exp.dataset.respdict
+        return {
+            story: story_features(np.asarray(values), np.asarray(times), respdict[story], story=story,
+                                  expected_rows=respdict[story] - conventions.RESPDICT_OFFSET)
+            for story, (times, values) in features.items()
+        }
+
+    def _stack(self, source: str, stories):
+        from jaxenc.align import stack_stories
+
+        cfg = self.exp.config.align
+        X, groups, slices = stack_stories(self._aligned(source), stories, delays=cfg.delays,
+                                          boundary=cfg.boundary)
+        return np.asarray(X, np.float32), np.asarray(groups), slices
 
     def train(self, source: str, subject: str):
         """``(X (n_rows, n_features), groups (n_rows,), slices)`` of a subject's training stories."""
-        from jaxenc import pipeline
-
         key = (source, subject)
         if key not in self._train:
-            cfg = self.exp.config.align
-            self._train[key] = pipeline.design_matrix(
-                self._source(source), self.exp.dataset.respdict, self.exp.train_stories(subject),
-                delays=cfg.delays, boundary=cfg.boundary)
+            self._train[key] = self._stack(source, self.exp.train_stories(subject))
         return self._train[key]
 
     def test(self, source: str):
         """Delayed design of the test story, (n_test, n_features)."""
-        from jaxenc import pipeline
-
         if source not in self._test:
-            cfg = self.exp.config.align
-            self._test[source] = pipeline.design_matrix(
-                self._source(source), self.exp.dataset.respdict, [self.exp.dataset.test_story],
-                delays=cfg.delays, boundary=cfg.boundary)[0]
+            self._test[source] = self._stack(source, [self.exp.dataset.test_story])[0]
         return self._test[source]
 
     def responses(self, subject: str):
