@@ -179,8 +179,10 @@ class RidgeConfig:
     log10_alphas: tuple[float, float, int] = (-1.0, 5.0, 13)
     # Cross-validation folds over training stories.
     folds: int = 5
-    # Random band-weight candidates of the banded audio+semantic model.
-    band_candidates: int = 20
+    # Band-weight candidates of the banded audio+semantic model (equal weights, each band
+    # alone, then random points of the simplex); with two bands the simplex is one segment,
+    # which 8 points cover, and each candidate costs an eigendecomposition per fold.
+    band_candidates: int = 8
 
     def validate(self, where) -> None:
         if len(self.log10_alphas) != 3 or not self.log10_alphas[0] <= self.log10_alphas[1] or self.log10_alphas[2] < 1:

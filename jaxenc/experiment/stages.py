@@ -226,7 +226,9 @@ class Experiment:
         module, _ = load_llama(directory, max_layer=max(layers))
         tokenizer = AutoTokenizer.from_pretrained(directory)
         name = f"jaxenc-default-llama-{label}" if model == "default" else model
-        context_words = cfg.context_words or (defaults.DEFAULT_LLAMA_CONTEXT_WORDS if model == "default" else 256)
+        window = dict(defaults.DEFAULT_LLAMA_WINDOW) if model == "default" else {"context_words": 256}
+        if cfg.context_words:
+            window["context_words"] = cfg.context_words
         self.log(f"semantic features: {name}, layers {layers} of {n_layers}")
 
         def words(story):
@@ -236,11 +238,11 @@ class Experiment:
         keys = llama_story_features(
             cache, module, tokenizer, words, self.stories, model=name,
             revision=checkpoint_revision(directory), layers=layers,
-            context_words=context_words, batch_size=cfg.batch_size, progress=self.progress,
+            batch_size=cfg.batch_size, progress=self.progress, **window,
         )
         params = sum(int(np.prod(p.shape)) for p in _leaves(module))
         return {"kind": "llama", "model": name, "layer": layer, "layers": layers, "n_params": params,
-                "context_words": context_words,
+                "window": window,
                 "n_layers": n_layers, "keys": _keys_json(keys)}
 
     # -- features as {story: (times, values)} ----------------------------------------------------
