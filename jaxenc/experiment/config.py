@@ -151,7 +151,7 @@ class TableConfig:
     # Feature sets among "audio", "semantic", "audio+semantic".
     feature_sets: tuple[str, ...] = FEATURE_SETS
     # Encoders among "ridge", "mllinear", "mlp", "dimlp" (audio+semantic only), "gru" and
-    # "deepmlp-N"; ridge is banded (a penalty per modality) on audio+semantic.
+    # "deepmlp-N" (see the ridge section for the audio+semantic ridge).
     models: tuple[str, ...] = ("ridge", "mllinear", "mlp", "dimlp")
     # "voxels" (every voxel predicted directly) and/or "pca" (principal components of the
     # training responses, inverse-projected to voxels for scoring).
@@ -179,6 +179,9 @@ class RidgeConfig:
     log10_alphas: tuple[float, float, int] = (-1.0, 5.0, 13)
     # Cross-validation folds over training stories.
     folds: int = 5
+    # audio+semantic: false fits one penalty per voxel on the concatenated features (the
+    # paper's linear model); true fits banded ridge, a penalty per modality and voxel.
+    banded: bool = False
     # Band-weight candidates of the banded audio+semantic model (equal weights, each band
     # alone, then random points of the simplex); with two bands the simplex is one segment,
     # which 8 points cover, and each candidate costs an eigendecomposition per fold.

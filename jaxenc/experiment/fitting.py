@@ -1,8 +1,9 @@
 """The fit stage: every encoder of the table and the sweeps, to test-story voxel predictions.
 
 A job is one (feature set, model, target) for all subjects of the run. Ridge fits subject by
-subject (:class:`jaxenc.models.RidgeCV`; :class:`~jaxenc.models.BandedRidgeCV` with a penalty
-per modality on audio+semantic). Nonlinear encoders train every subject and fold in one
+subject (:class:`jaxenc.models.RidgeCV`, one penalty per voxel, as the paper's linear model;
+with ``ridge.banded``, :class:`~jaxenc.models.BandedRidgeCV` with a penalty per modality on
+audio+semantic). Nonlinear encoders train every subject and fold in one
 compiled program (:func:`jaxenc.train.fit_encoders`; on voxel targets, subjects with equal
 voxel counts share a program). Each job's predictions are stored under OUT/predictions with the
 digest of the settings they depend on, so a rerun skips what is done.
@@ -107,6 +108,8 @@ class _Designs:
         self._test: dict = {}
         self._responses: dict = {}
         self._pcas: dict = {}
+        # Per-fold PCAs of the networks, shared by every network job of the run.
+        self.fold_pcas: dict = {}
 
     @functools.cache
     def _aligned(self, source: str) -> dict:
@@ -244,7 +247,7 @@ def _fit_ridge(exp, designs: _Designs, job: Job):
         pca = designs.pca(subject, cfg.table.n_components) if job.target == "pca" else None
         if pca is not None:
             Y = np.asarray(pca.transform(Y))
-        if n_audio is None:
+        if n_audio is None or not cfg.ridge.banded:
             model = RidgeCV(alphas=alphas, cv=cfg.ridge.folds)
         else:
             model = BandedRidgeCV(bands=[slice(0, n_audio), slice(n_audio, None)], alphas=alphas,
@@ -308,7 +311,7 @@ def _fit_network(exp, designs: _Designs, job: Job, digest: str):
         make_model = make_encoder(job.model, t, n_audio=n_audio, n_delays=len(cfg.align.delays))
         folder = (exp.out / "checkpoints" / f"{job_name(job)}-{'-'.join(subjects)}-{digest}").resolve()
         fit = fit_encoders(make_model, data, config, grid=[dict(p) for p in t.grid] or None,
-                           checkpoint_dir=folder, progress=exp.progress)
+                           checkpoint_dir=folder, progress=exp.progress, pca_cache=designs.fold_pcas)
         predictions.update(fit.predict(tests))
         for i, key in enumerate(fit.keys):
             info["best_epoch"].setdefault(key.subject, []).append(int(fit.best_epoch[i]))

@@ -530,6 +530,7 @@ def fit_encoders(
     progress: bool = True,
     mesh: Mesh | None = None,
     axis: str = "models",
+    pca_cache: dict | None = None,
 ) -> EncoderFit:
     """Train one encoder per (subject, fold, grid point), all in one compiled program.
 
@@ -572,6 +573,11 @@ def fit_encoders(
         the unsharded run up to float rounding and is returned on the default device.
     axis : str
         Name of the mesh axis the models are split along.
+    pca_cache : dict, optional
+        Shared by calls that train several models on the same responses (e.g. MLP, MLLinear
+        and DIMLP of one experiment): each fold's PCA and scores are kept in it under the
+        subject, its stories, the fold's training stories and the PCA settings, and reused
+        instead of refitted. A subject name must then mean the same responses in every call.
 
     Returns
     -------
@@ -631,10 +637,17 @@ def fit_encoders(
                         f"{n_voxels}) of a fold",
                         subject=subject,
                     )
-                pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter)
-                pca.fit([_float32(sd.responses[s]) for s in train])
-                # Scores story by story: the responses are never concatenated into a copy.
-                z = np.concatenate([np.asarray(pca.transform(_float32(sd.responses[s]))) for s in stories])
+                key = (subject, tuple(stories), tuple(train), n_voxels, cfg.n_components, cfg.pca_method,
+                       cfg.pca_n_iter)
+                if pca_cache is not None and key in pca_cache:
+                    pca, z = pca_cache[key]
+                else:
+                    pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter)
+                    pca.fit([_float32(sd.responses[s]) for s in train])
+                    # Scores story by story: the responses are never concatenated into a copy.
+                    z = np.concatenate([np.asarray(pca.transform(_float32(sd.responses[s]))) for s in stories])
+                    if pca_cache is not None:
+                        pca_cache[key] = (pca, z)
             pcas_by_target.append(pca)
             targets.append(z)
             per_target.append((si, tr, va))

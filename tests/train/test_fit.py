@@ -174,3 +174,15 @@ def test_nan_in_batch_names_subject_fold_epoch(vmapped):
     fold = next(k for k, (train, _) in enumerate(vmapped.folds["B"]) if "story5" in train)
     with pytest.raises(NonFiniteError, match=rf"subject B: NaN or infinity in a training batch .* fold {fold}, epoch 0"):
         fit_encoders(MAKE, {"A": DATA["A"], "B": bad}, CFG, progress=False)
+
+
+def test_a_shared_pca_cache_gives_the_same_fit_and_fits_each_pca_once(vmapped):
+    cache = {}
+    cached = fit_encoders(MAKE, DATA, CFG, progress=False, pca_cache=cache)
+    assert len(cache) == CFG.n_folds * len(DATA)
+    kept = dict(cache)
+    again = fit_encoders(MAKE, DATA, CFG, progress=False, pca_cache=cache)
+    assert cache.keys() == kept.keys() and all(cache[k] is kept[k] for k in cache)
+    assert all(a is b for a, b in zip(again.pcas, cached.pcas))
+    assert _max_diff(cached.best_state, vmapped.best_state) == 0.0
+    assert _max_diff(again.best_state, vmapped.best_state) == 0.0
