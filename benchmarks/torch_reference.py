@@ -85,7 +85,7 @@ def train_one(x_train, z_train, x_val, z_val, *, hidden, dropout, lr, weight_dec
 
 def fit_predict(subjects: dict, folds: dict, test_features: dict, *, n_components=512, hidden=256,
                 dropout=0.2, lr=1e-3, weight_decay=1e-4, batch_size=128, max_epochs=200,
-                patience=10, seed=0) -> tuple[dict, int]:
+                patience=10, seed=0) -> tuple[dict, list[int]]:
     """Train every (subject, fold) model one after another and predict the test story.
 
     Parameters
@@ -96,10 +96,10 @@ def fit_predict(subjects: dict, folds: dict, test_features: dict, *, n_component
 
     Returns
     -------
-    (dict of str to ndarray of shape (n_test, n_voxels), int)
-        Fold-averaged voxel predictions per subject, and the total epochs run over all models.
+    (dict of str to ndarray of shape (n_test, n_voxels), list of int)
+        Fold-averaged voxel predictions per subject, and the epochs each model ran.
     """
-    preds, total_epochs = {}, 0
+    preds, epochs_run = {}, []
     for si, (subject, (feats, resps)) in enumerate(subjects.items()):
         fold_preds = []
         for k, (train, val) in enumerate(folds[subject]):
@@ -112,9 +112,9 @@ def fit_predict(subjects: dict, folds: dict, test_features: dict, *, n_component
             model, epochs = train_one(x_train, z_train, x_val, z_val, hidden=hidden, dropout=dropout,
                                       lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                                       max_epochs=max_epochs, patience=patience, seed=seed + 100 * si + k)
-            total_epochs += epochs
+            epochs_run.append(epochs)
             with torch.no_grad():
                 z = model(torch.from_numpy(test_features[subject].astype(np.float32))).numpy()
             fold_preds.append(pca.inverse_transform(z))
         preds[subject] = np.mean(fold_preds, axis=0)
-    return preds, total_epochs
+    return preds, epochs_run
