@@ -295,23 +295,26 @@ class AnalysesConfig:
 class PlantedConfig:
     """Margins the synthetic twin's planted structure must be recovered with (ignored on real data).
 
-    Each check is a share of the significant voxels of one planted class, computed on the
-    ridge models of the first target in ``table.targets`` (and the MLP for the interaction
-    check); the report lists value, margin and whether it passed.
+    The checks run on the ridge models of the first target in ``table.targets`` (the MLP too
+    for the interaction check); the report lists value, margin and whether each passed. The
+    defaults are about 0.1 below the values the demo gives on its three subjects (seen:
+    audio_unique 0.81-0.88, semantic_unique 0.93-0.97, joint_best 0.62-0.71, noise_significant
+    0.025-0.032, selectivity 0.61-0.76), except the interaction check, which states the goal
+    (the MLP at least as good as ridge) rather than what the demo reaches.
     """
 
-    # Audio voxels whose largest variance-partition part is unique audio: at least this share.
-    audio_unique: float = 0.6
-    # Semantic voxels whose largest part is unique semantic: at least this share.
-    semantic_unique: float = 0.6
-    # Audio+semantic voxels best fitted by the joint model: at least this share.
+    # Significant audio voxels whose unique audio part exceeds the unique semantic part.
+    audio_unique: float = 0.7
+    # Significant semantic voxels whose unique semantic part exceeds the unique audio part.
+    semantic_unique: float = 0.8
+    # Significant audio+semantic voxels best fitted by the joint model: at least this share.
     joint_best: float = 0.5
     # Noise voxels found significant by the joint ridge: at most this share.
     noise_significant: float = 0.1
     # Interaction voxels: mean r of the audio+semantic MLP minus the ridge's, at least this.
     interaction_gain: float = 0.0
     # Mean r of the audio (semantic) ridge on audio (semantic) voxels minus on noise voxels.
-    selectivity: float = 0.1
+    selectivity: float = 0.5
 
 
 @dataclass(frozen=True)
