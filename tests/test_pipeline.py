@@ -9,7 +9,7 @@ from jaxenc import pipeline
 from jaxenc.data import LeBelDataset
 from jaxenc.data.synthetic import VoxelClass
 from jaxenc.errors import AlignmentError, ConfigError
-from jaxenc.metrics import SHARED, UNIQUE_A, UNIQUE_B
+from jaxenc.metrics import UNIQUE_A, UNIQUE_B
 
 SUBJECT = "UTS01"
 JOINT = pipeline.LinearBaseline.FEATURE_SETS.index("audio+semantic")
