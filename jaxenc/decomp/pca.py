@@ -41,6 +41,7 @@ Conventions
 
 from __future__ import annotations
 
+from collections import deque
 from functools import partial
 from typing import NamedTuple
 
@@ -67,6 +68,10 @@ METHODS = ("auto", "gram", "covariance", "randomized")
 _ROW_ALIGN = 64
 # Default working-set budget of one chunk, in array elements (512 MiB of float32).
 _CHUNK_ELEMENTS = 2**27
+# Chunk results a loop over chunks may have queued before it waits for the oldest. JAX
+# dispatches asynchronously, so an unpaced loop copies every chunk to the device before the
+# first product finishes: a second copy of the data, 9.7 GB for a full-size subject.
+_IN_FLIGHT = 2
 
 _dot = partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
 
@@ -211,6 +216,17 @@ def _chunk_mean(mean, c0: int, c1: int, width: int):
     return jnp.pad(mean[c0:c1], (0, width - (c1 - c0)))
 
 
+def _pace(pending: deque, result) -> None:
+    """Queue one chunk's result; wait for the oldest once ``_IN_FLIGHT`` are queued.
+
+    Called after each chunk is dispatched, so the next chunk is prepared on the host while this
+    one computes, but at most ``_IN_FLIGHT`` chunks (and the buffers they hold) are alive.
+    """
+    pending.append(result)
+    if len(pending) >= _IN_FLIGHT:
+        jax.block_until_ready(pending.popleft())
+
+
 # ---------------------------------------------------------------------------------------------
 # Chunk kernels: each is one term of a sum over chunks
 # ---------------------------------------------------------------------------------------------
@@ -285,9 +301,10 @@ def column_mean(Y, *, dtype=jnp.float32, chunk_elements: int = _CHUNK_ELEMENTS):
     blocks = _as_blocks(Y)
     dtype = _compute_dtype(dtype)
     total = jnp.zeros(blocks[0].shape[1], dtype)
-    n_samples = 0
+    n_samples, pending = 0, deque()
     for x, n_valid, _ in _row_chunks(blocks, dtype, chunk_elements):
         total = _sum_rows(total, x)  # zero padding adds nothing
+        _pace(pending, total)
         n_samples += n_valid
     return total / n_samples, n_samples
 
@@ -315,9 +332,10 @@ def scatter_matrix(Y, mean, *, dtype=jnp.float32, chunk_elements: int = _CHUNK_E
     dtype = _compute_dtype(dtype)
     mean = jnp.asarray(mean, dtype)
     p = blocks[0].shape[1]
-    acc = jnp.zeros((p, p), dtype)
+    acc, pending = jnp.zeros((p, p), dtype), deque()
     for x, n_valid, _ in _row_chunks(blocks, dtype, chunk_elements):
         acc = _scatter_term(acc, x, mean, n_valid)
+        _pace(pending, acc)
     return acc
 
 
@@ -344,9 +362,10 @@ def gram_matrix(Y, mean, *, dtype=jnp.float32, chunk_elements: int = _CHUNK_ELEM
     dtype = _compute_dtype(dtype)
     mean = jnp.asarray(mean, dtype)
     n = sum(b.shape[0] for b in blocks)
-    acc = jnp.zeros((n, n), dtype)
+    acc, pending = jnp.zeros((n, n), dtype), deque()
     for x, c0, c1 in _voxel_chunks(blocks, dtype, chunk_elements):
         acc = _gram_term(acc, x, _chunk_mean(mean, c0, c1, x.shape[1]))
+        _pace(pending, acc)
     return acc
 
 
@@ -379,9 +398,10 @@ def _fit_gram(blocks, mean, k, dtype, chunk_elements):
     keep = s > s[0] * jnp.finfo(dtype).eps
     # [n, k] -> [k, n]: rows U_j / s_j, zero for directions of zero variance
     weights = (u * jnp.where(keep, 1 / jnp.where(keep, s, 1), 0)).T
-    pieces = []
+    pieces, pending = [], deque()
     for x, c0, c1 in _voxel_chunks(blocks, dtype, chunk_elements):
         chunk = _project_voxel_chunk(weights, x, _chunk_mean(mean, c0, c1, x.shape[1]))
+        _pace(pending, chunk)
         pieces.append(chunk[:, : c1 - c0])
     components = jnp.concatenate(pieces, axis=1)
     # Rounding in the Gram matrix leaves rows of trailing components slightly off unit norm.
@@ -405,9 +425,10 @@ def _fit_randomized(blocks, mean, k, dtype, chunk_elements, n_oversamples, n_ite
 
     def sketch(basis):
         # Yc @ basis, [n, l], gathered over row chunks; also the total sum of squares
-        rows, total = [], 0.0
+        rows, total, pending = [], 0.0, deque()
         for x, n_valid, _ in _row_chunks(blocks, dtype, chunk_elements):
             out, ss = _sketch_rows(x, mean, n_valid, basis)
+            _pace(pending, out)
             rows.append(out[:n_valid])
             total = total + ss
         return jnp.concatenate(rows, axis=0), total
@@ -415,9 +436,10 @@ def _fit_randomized(blocks, mean, k, dtype, chunk_elements, n_oversamples, n_ite
     def adjoint(q):
         # Yc.T @ q, [p, l], summed over row chunks
         q_padded = jnp.pad(q, ((0, pad), (0, 0)))
-        acc = jnp.zeros((p, q.shape[1]), dtype)
+        acc, pending = jnp.zeros((p, q.shape[1]), dtype), deque()
         for x, n_valid, start in _row_chunks(blocks, dtype, chunk_elements):
             acc = _adjoint_term(acc, x, mean, n_valid, q_padded, start)
+            _pace(pending, acc)
         return acc
 
     omega = jax.random.normal(jax.random.key(seed), (p, width), dtype)
