@@ -297,11 +297,12 @@ class PlantedConfig:
     """Margins the synthetic twin's planted structure must be recovered with (ignored on real data).
 
     The checks run on the ridge models of the first target in ``table.targets`` (the MLP too
-    for the interaction check); the report lists value, margin and whether each passed. The
-    defaults are about 0.1 below the values the demo gives on its three subjects (seen:
-    audio_unique 0.81-0.88, semantic_unique 0.93-0.97, joint_best 0.62-0.71, noise_significant
-    0.025-0.032, selectivity 0.61-0.76), except the interaction check, which states the goal
-    (the MLP at least as good as ridge) rather than what the demo reaches.
+    for the interaction check); the report lists value, margin and whether each passed. Values
+    the demo gives on its three subjects on voxel targets: audio_unique 0.92-0.94,
+    semantic_unique 0.93-0.97, joint_best 0.51-0.59, noise_significant 0.012-0.018,
+    selectivity 0.52-0.74, interaction_gain 0.03-0.06 (on PCA targets the networks fall behind
+    and interaction_gain is -0.19 to -0.25). The margins sit about 0.1 below the values seen,
+    except interaction_gain, which states the goal: the MLP at least level with ridge.
     """
 
     # Significant audio voxels whose unique audio part exceeds the unique semantic part.
@@ -309,13 +310,13 @@ class PlantedConfig:
     # Significant semantic voxels whose unique semantic part exceeds the unique audio part.
     semantic_unique: float = 0.8
     # Significant audio+semantic voxels best fitted by the joint model: at least this share.
-    joint_best: float = 0.5
+    joint_best: float = 0.4
     # Noise voxels found significant by the joint ridge: at most this share.
     noise_significant: float = 0.1
     # Interaction voxels: mean r of the audio+semantic MLP minus the ridge's, at least this.
     interaction_gain: float = 0.0
     # Mean r of the audio (semantic) ridge on audio (semantic) voxels minus on noise voxels.
-    selectivity: float = 0.5
+    selectivity: float = 0.4
 
 
 @dataclass(frozen=True)
