@@ -301,8 +301,10 @@ class PlantedConfig:
     the demo gives on its three subjects on voxel targets: audio_unique 0.92-0.94,
     semantic_unique 0.93-0.97, joint_best 0.51-0.59, noise_significant 0.012-0.018,
     selectivity 0.52-0.74, interaction_gain 0.03-0.06 (on PCA targets the networks fall behind
-    and interaction_gain is -0.19 to -0.25). The margins sit about 0.1 below the values seen,
-    except interaction_gain, which states the goal: the MLP at least level with ridge.
+    and interaction_gain is -0.19 to -0.25), interaction_nonlinearity -0.009-0.005. The margins
+    sit about 0.1 below the values seen, except the two interaction checks, which state goals:
+    the MLP at least level with ridge, and 0.05 above MLLinear. The demo does not reach the
+    second yet.
     """
 
     # Significant audio voxels whose unique audio part exceeds the unique semantic part.
@@ -315,6 +317,9 @@ class PlantedConfig:
     noise_significant: float = 0.1
     # Interaction voxels: mean r of the audio+semantic MLP minus the ridge's, at least this.
     interaction_gain: float = 0.0
+    # Interaction voxels: mean r of the audio+semantic MLP minus MLLinear's, at least this
+    # (what the nonlinearity itself adds where the twin plants one).
+    interaction_nonlinearity: float = 0.05
     # Mean r of the audio (semantic) ridge on audio (semantic) voxels minus on noise voxels.
     selectivity: float = 0.4
 
