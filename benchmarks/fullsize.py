@@ -183,7 +183,7 @@ def main():
             "per fold) would take about 3x longer at 7 on this shared 2-core machine.",
             f"MLP training capped at {args.max_epochs} epochs (patience 10).",
             "Dataset writing is not part of the measured pipeline; it ran once, before.",
-            "One CPU device (2 shared cores, run with nice -n 10 while others worked).",
+            "One CPU device (2 shared cores, shared with other jobs, load about 5-8).",
         ],
         "dataset": {"root": str(root), "subject": subject, "n_voxels": int(n_voxels),
                     "n_train_stories": len(stories), "n_train_trs": int(Y.shape[0]),
