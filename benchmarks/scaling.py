@@ -206,7 +206,7 @@ def main():
             "The full-size point (90,000 voxels, 80 stories, one device) is in fullsize.json.",
             "GPU figures: not measured (no GPU lent to this session); run "
             "`JAX_PLATFORMS=cuda python benchmarks/scaling.py --devices 1` on a GPU host.",
-            "Measured while other engineers' jobs (and benchmarks/fullsize.py) shared the cores.",
+            f"Load average (1, 5, 15 min) when the rows were done: {os.getloadavg()}.",
         ],
         "sizes": sizes,
         "rows": rows,
