@@ -149,18 +149,19 @@ class _Designs:
             self._test[source] = self._stack(source, [self.exp.dataset.test_story])[0]
         return self._test[source]
 
+    def slices(self, subject: str) -> dict:
+        """Rows of each training story of a subject (equal for every feature source)."""
+        source = "semantic" if "semantic" in self.exp.feature_index else "audio"
+        return self.train(source, subject)[2]
+
     def responses(self, subject: str):
         """Training responses (n_rows, n_voxels), rows checked against the designs."""
         from jaxenc import pipeline
 
         if subject not in self._responses:
-            _, _, slices = self.train("semantic" if self._has("semantic") else "audio", subject)
             self._responses[subject] = pipeline.training_responses(
-                self.exp.dataset, subject, self.exp.train_stories(subject), slices)
+                self.exp.dataset, subject, self.exp.train_stories(subject), self.slices(subject))
         return self._responses[subject]
-
-    def _has(self, source: str) -> bool:
-        return source in self.exp.feature_index
 
     def pca(self, subject: str, n_components: int):
         """PCA of a subject's training responses (ridge on PCA targets)."""
@@ -267,8 +268,7 @@ def _n_components_cap(exp, designs: _Designs, subjects, n_folds: int, wanted: in
 
     cap = wanted
     for subject in subjects:
-        _, _, slices = designs.train("semantic" if "semantic" in exp.feature_index else "audio", subject)
-        rows = {s: sl.stop - sl.start for s, sl in slices.items()}
+        rows = {s: sl.stop - sl.start for s, sl in designs.slices(subject).items()}
         for train, _ in story_folds(list(rows), n_folds, seed=exp.config.seed, subject=subject):
             cap = min(cap, sum(rows[s] for s in train))
         cap = min(cap, designs.responses(subject).shape[1])

@@ -69,10 +69,22 @@ def _by_set(results, subject, model, target) -> dict | None:
     return found
 
 
+def _partition(sets: dict):
+    """``(significant, VariancePartition, best feature set index)`` of one model's three sets,
+    classified on the voxels significant for the joint set."""
+    from jaxenc.metrics import best_model, variance_partition
+
+    significant = np.asarray(sets["audio+semantic"].significant)
+    part = variance_partition(sets["audio"].r2, sets["semantic"].r2, sets["audio+semantic"].r2,
+                              significant=significant)
+    best = np.asarray(best_model([sets[n].r2 for n in _SETS], significant=significant))
+    return significant, part, best
+
+
 def partition_rows(results) -> list[dict]:
     """Variance partition rows (see :class:`jaxenc.report.RunResults`) for every subject,
     model and target with audio, semantic and audio+semantic scores."""
-    from jaxenc.metrics import SHARED, UNIQUE_A, UNIQUE_B, best_model, variance_partition
+    from jaxenc.metrics import SHARED, UNIQUE_A, UNIQUE_B
 
     rows = []
     combos = dict.fromkeys((s.subject, s.model, s.target) for s in results.scores if s.features in _SETS)
@@ -80,12 +92,9 @@ def partition_rows(results) -> list[dict]:
         sets = _by_set(results, subject, model, target)
         if sets is None:
             continue
-        significant = np.asarray(sets["audio+semantic"].significant)
-        part = variance_partition(sets["audio"].r2, sets["semantic"].r2, sets["audio+semantic"].r2,
-                                  significant=significant)
+        significant, part, best = _partition(sets)
         best_part = np.asarray(part.best_part)
         classified = best_part >= 0
-        best = np.asarray(best_model([sets[n].r2 for n in _SETS], significant=significant))
 
         def share(values, code, mask):
             return float(np.mean(values[mask] == code)) if mask.any() else float("nan")
@@ -169,7 +178,6 @@ def planted_checks(exp, results) -> dict:
     """The planted checks of the synthetic twin, per subject (see
     :class:`jaxenc.experiment.config.PlantedConfig`)."""
     from jaxenc.data.synthetic import VoxelClass
-    from jaxenc.metrics import best_model, variance_partition
 
     margins = exp.config.planted
     target = exp.config.table.targets[0]
@@ -179,11 +187,8 @@ def planted_checks(exp, results) -> dict:
         checks = {}
         sets = _by_set(results, subject, "ridge", target)
         if sets is not None:
-            significant = np.asarray(sets["audio+semantic"].significant)
-            part = variance_partition(sets["audio"].r2, sets["semantic"].r2, sets["audio+semantic"].r2,
-                                      significant=significant)
+            significant, part, best = _partition(sets)
             audio_over_semantic = np.asarray(part.unique_a) > np.asarray(part.unique_b)
-            best = np.asarray(best_model([sets[n].r2 for n in _SETS], significant=significant))
 
             def share(cls, values, code, mask=None):
                 mask = (classes == int(cls)) & (values >= 0 if mask is None else mask)
