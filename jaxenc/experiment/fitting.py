@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -195,8 +196,9 @@ def _digest(exp, job: Job) -> str:
         "seed": cfg["seed"],
         "data": cfg["data"],
         "align": cfg["align"],
-        "n_components": cfg["table"]["n_components"],
-        "fit": cfg["ridge"] if job.model == "ridge" else cfg["train"],
+        "n_components": cfg["table"]["n_components"] if job.target == "pca" else None,
+        "fit": cfg["ridge"] if job.model == "ridge" else
+        {k: v for k, v in cfg["train"].items() if k != "keep_checkpoints"},
         "features": {s: {k: v for k, v in index[s].items() if k != "keys"} | {
             "keys": hashlib.sha256(json.dumps(index[s].get("keys"), sort_keys=True).encode()).hexdigest()}
             for s in sources},
@@ -219,10 +221,11 @@ def fit_all(exp) -> list[str]:
             exp.log(f"  {name}: stored, skipped")
             continue
         started = time.perf_counter()
+        checkpoints = []
         if job.model == "ridge":
             predictions, info = _fit_ridge(exp, designs, job)
         else:
-            predictions, info = _fit_network(exp, designs, job, digest)
+            predictions, info, checkpoints = _fit_network(exp, designs, job, digest)
         seconds = time.perf_counter() - started
         meta = {"features": job.features, "model": job.model, "target": job.target, "digest": digest,
                 "seconds": round(seconds, 2), **info}
@@ -231,6 +234,10 @@ def fit_all(exp) -> list[str]:
         if job.sweep == "semantic model":
             meta["x"] = float(exp.feature_index[job.features].get("n_params", 0))
         exp.save_prediction(name, predictions, meta)
+        # Only once the predictions are stored: a fit killed before that still resumes.
+        if not exp.config.train.keep_checkpoints:
+            for folder in checkpoints:
+                shutil.rmtree(folder, ignore_errors=True)
         exp.log(f"  {name}: {seconds:.1f} s")
     return names
 
@@ -285,7 +292,7 @@ def _fit_network(exp, designs: _Designs, job: Job, digest: str):
         # PCA targets share one output size; voxel targets train together only when equal.
         width = None if job.target == "pca" else designs.responses(subject).shape[1]
         groups.setdefault(width, []).append(subject)
-    predictions, info = {}, {"best_epoch": {}, "stop_epoch": {}}
+    predictions, info, folders = {}, {"best_epoch": {}, "stop_epoch": {}}, []
     for subjects in groups.values():
         data, tests, n_audio = {}, {}, None
         for subject in subjects:
@@ -310,6 +317,7 @@ def _fit_network(exp, designs: _Designs, job: Job, digest: str):
         )
         make_model = make_encoder(job.model, t, n_audio=n_audio, n_delays=len(cfg.align.delays))
         folder = (exp.out / "checkpoints" / f"{job_name(job)}-{'-'.join(subjects)}-{digest}").resolve()
+        folders.append(folder)
         fit = fit_encoders(make_model, data, config, grid=[dict(p) for p in t.grid] or None,
                            checkpoint_dir=folder, progress=exp.progress, pca_cache=designs.fold_pcas)
         predictions.update(fit.predict(tests))
@@ -318,7 +326,7 @@ def _fit_network(exp, designs: _Designs, job: Job, digest: str):
             info["stop_epoch"].setdefault(key.subject, []).append(int(fit.stop_epoch[i]))
         info["n_components"] = n_components
         info["n_features"] = int(next(iter(tests.values())).shape[1])
-    return predictions, info
+    return predictions, info, folders
 
 
 def _per_delay_layout(X: np.ndarray, n_audio: int, n_delays: int) -> np.ndarray:

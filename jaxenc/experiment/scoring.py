@@ -227,7 +227,7 @@ def planted_checks(exp, results) -> dict:
                 gain, margins.interaction_gain, True,
                 "mean r on planted interaction voxels: audio+semantic MLP minus ridge")
         mllinear = results.find(subject=subject, features="audio+semantic", model="mllinear", target=target)
-        if mlp and mllinear and inter.any():
+        if mlp and mllinear and inter.any() and margins.interaction_nonlinearity is not None:
             gain = float(np.nanmean(mlp[0].r[inter]) - np.nanmean(mllinear[0].r[inter]))
             checks["interaction_nonlinearity"] = _check(
                 gain, margins.interaction_nonlinearity, True,

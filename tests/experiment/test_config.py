@@ -57,6 +57,17 @@ def test_a_run_folder_reloads_the_config_it_saved(tmp_path):
     assert load_config(tmp_path).digest() == config.digest()
 
 
+def test_an_optional_margin_is_off_until_given_a_number(tmp_path):
+    assert load_config().planted.interaction_nonlinearity is None
+    config = load_config(None, ["planted.interaction_nonlinearity=0"])
+    assert config.planted.interaction_nonlinearity == 0.0
+    for saved in (config, load_config()):
+        (tmp_path / "config.json").write_text(json.dumps(saved.to_dict()))
+        assert load_config(tmp_path) == saved
+    with pytest.raises(ConfigError, match="planted.interaction_nonlinearity must be a number"):
+        load_config(None, ["planted.interaction_nonlinearity=yes"])
+
+
 @pytest.mark.parametrize("text, message", [
     ("[train]\nmax_epoch = 3\n", "unknown key 'train.max_epoch'; did you mean 'train.max_epochs'?"),
     ("[trian]\n", "unknown key 'trian'; did you mean 'train'?"),
@@ -69,6 +80,7 @@ def test_a_run_folder_reloads_the_config_it_saved(tmp_path):
     ("[ridge]\nlog10_alphas = [1, 2]\n", "ridge.log10_alphas must have 3 entries"),
     ("[train]\ngrid = [{ momentum = 0.9 }]\n", "train.grid entries"),
     ("[analyses]\npartition = 1\n", "analyses.partition must be true or false"),
+    ("[train]\nkeep_checkpoints = \"no\"\n", "train.keep_checkpoints must be true or false"),
     ("[[analyses.size_sweep]]\nmodel = \"default\"\n", "distinct non-empty labels"),
     ("[train\n", "not valid TOML"),
 ])

@@ -72,3 +72,18 @@ def test_every_experiment_config_runs_end_to_end_at_tiny_size(path, prepared, tm
     if config.analyses.partition and len(config.table.feature_sets) == 3:
         assert {row["model"] for row in results.partition} >= {"ridge"}
     assert results.planted["UTS01"], "the synthetic twin's planted checks are missing"
+    # Resume checkpoints go once a fit's predictions are stored (train.keep_checkpoints=false).
+    if any(job.model != "ridge" for job in table_jobs(config)):
+        assert (out / "checkpoints").is_dir() and not any((out / "checkpoints").iterdir())
+
+
+def test_checkpoints_are_kept_on_request(prepared, tmp_path):
+    out = tmp_path / "keep"
+    out.mkdir()
+    for name in SHARED:
+        shutil.copytree(prepared / name, out / name)
+    config = load_config(None, TINY + ['table.models=["mlp"]', 'table.feature_sets=["audio"]',
+                                       'table.targets=["voxels"]', "train.keep_checkpoints=true"])
+    Experiment(config, out, progress=False, log=lambda line: None).fit()
+    kept = list((out / "checkpoints").iterdir())
+    assert len(kept) == 1 and any(kept[0].iterdir())
