@@ -316,7 +316,7 @@ class PlantedConfig:
 
     ``interaction_nonlinearity`` (MLP minus MLLinear on the interaction voxels) is off by
     default: the demo's data are too few to learn the planted product. With the twin's own
-    (planted) features, on voxel targets, the MLP is 0.00-0.01 above MLLinear on the demo
+    (planted) features, on voxel targets, the MLP is 0.00-0.02 above MLLinear on the demo
     (800 training rows per fold) but 0.6 above on 2,600 rows with a learning-rate grid
     (tests/train/test_planted.py). With extracted features the word-level language-model
     features already carry most of the product linearly (a per-word function of random word
