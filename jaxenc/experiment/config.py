@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jaxenc.errors import ConfigError
+from jaxenc.errors import ConfigError, JaxencError
 
 __all__ = [
     "ExperimentConfig",
@@ -72,9 +72,29 @@ class DataConfig:
     seed: int = 0
     # Subjects to fit; empty: every subject of the dataset.
     subjects: tuple[str, ...] = ()
+    # Changes to the synthetic preset, fields of jaxenc.data.synthetic.SyntheticConfig (for
+    # example { n_train_stories = 24, n_semantic = 4 }).
+    synthetic: dict = field(default_factory=dict)
 
     def validate(self, where) -> None:
         _choice(self.preset, ("tiny", "demo", "full"), "data.preset", where)
+        if self.synthetic:
+            self.synthetic_config(where)
+
+    def synthetic_config(self, where=None):
+        """The :class:`jaxenc.data.synthetic.SyntheticConfig` of the twin this section writes."""
+        from jaxenc.data.synthetic import SyntheticConfig
+
+        names = [f.name for f in dataclasses.fields(SyntheticConfig)]
+        for key in self.synthetic:
+            if key not in names or key == "seed":
+                close = difflib.get_close_matches(key, [n for n in names if n != "seed"], n=1)
+                hint = f"; did you mean 'data.synthetic.{close[0]}'?" if close else " (data.seed sets the seed)"
+                raise ConfigError(f"unknown key 'data.synthetic.{key}'{hint}", path=where)
+        try:
+            return getattr(SyntheticConfig, self.preset)(seed=self.seed, **self.synthetic)
+        except (JaxencError, TypeError, ValueError) as err:
+            raise ConfigError(f"data.synthetic: {err}", path=where) from None
 
 
 @dataclass(frozen=True)

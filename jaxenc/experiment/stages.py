@@ -86,12 +86,12 @@ class Experiment:
             if not root.is_dir():
                 raise DataError("no such dataset folder (data.root)", path=root)
             return root
-        from jaxenc.data.synthetic import SyntheticConfig, write_synthetic
+        from jaxenc.data.synthetic import write_synthetic
 
         root = self.out / "data"
-        preset = getattr(SyntheticConfig, cfg.preset)(seed=cfg.seed)
-        self.log(f"synthetic twin of ds003020 ({cfg.preset} preset, seed {cfg.seed}) in {root}")
-        write_synthetic(root, preset, progress=self.progress)
+        changed = f", changed: {', '.join(sorted(cfg.synthetic))}" if cfg.synthetic else ""
+        self.log(f"synthetic twin of ds003020 ({cfg.preset} preset{changed}, seed {cfg.seed}) in {root}")
+        write_synthetic(root, cfg.synthetic_config(), progress=self.progress)
         return root
 
     @functools.cached_property

@@ -81,6 +81,8 @@ def test_an_optional_margin_is_off_until_given_a_number(tmp_path):
     ("[train]\ngrid = [{ momentum = 0.9 }]\n", "train.grid entries"),
     ("[analyses]\npartition = 1\n", "analyses.partition must be true or false"),
     ("[train]\nkeep_checkpoints = \"no\"\n", "train.keep_checkpoints must be true or false"),
+    ("[data]\nsynthetic = { n_semantc = 4 }\n", "did you mean 'data.synthetic.n_semantic'?"),
+    ("[data]\nsynthetic = { n_semantic = 0 }\n", "data.synthetic: SyntheticConfig: n_semantic must be"),
     ("[[analyses.size_sweep]]\nmodel = \"default\"\n", "distinct non-empty labels"),
     ("[train\n", "not valid TOML"),
 ])
