@@ -18,7 +18,8 @@ from jaxenc.experiment import Experiment, load_config
 from jaxenc.experiment.fitting import job_name, table_jobs
 from jaxenc.report import RunResults
 
-EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.toml"))
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+EXPERIMENTS = sorted(EXPERIMENTS_DIR.glob("*.toml"))
 TINY = [
     "data.preset=tiny", 'data.subjects=["UTS01"]', "table.n_components=8", "ridge.folds=2",
     "ridge.band_candidates=2", "train.folds=2", "train.max_epochs=2", "train.epochs_per_call=1",
@@ -33,6 +34,14 @@ def prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
     Experiment(load_config(None, TINY + ["analyses.layer_sweep=[0, 1, 2]"]), out, progress=False,
                log=lambda line: None).extract()
+    return out
+
+
+def run_folder(out: Path, prepared: Path | None) -> Path:
+    """Make a run folder, holding a copy of the prepared twin, extractors and features if given."""
+    out.mkdir()
+    for name in SHARED if prepared is not None else ():
+        shutil.copytree(prepared / name, out / name)
     return out
 
 
@@ -51,11 +60,9 @@ def test_every_experiment_config_has_its_header(path):
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_experiment_config_runs_end_to_end_at_tiny_size(path, prepared, tmp_path):
     out = tmp_path / path.stem
-    out.mkdir()
     config = load_config(path, TINY)
     # A config that reshapes the twin writes its own (and then uses planted features).
-    for name in () if config.data.synthetic else SHARED:
-        shutil.copytree(prepared / name, out / name)
+    run_folder(out, None if config.data.synthetic else prepared)
     paths = Experiment(config, out, progress=False, log=lambda line: None).run()
 
     assert paths["html"].is_file() and paths["md"].is_file()
@@ -79,10 +86,7 @@ def test_every_experiment_config_runs_end_to_end_at_tiny_size(path, prepared, tm
 
 
 def test_checkpoints_are_kept_on_request(prepared, tmp_path):
-    out = tmp_path / "keep"
-    out.mkdir()
-    for name in SHARED:
-        shutil.copytree(prepared / name, out / name)
+    out = run_folder(tmp_path / "keep", prepared)
     config = load_config(None, TINY + ['table.models=["mlp"]', 'table.feature_sets=["audio"]',
                                        'table.targets=["voxels"]', "train.keep_checkpoints=true"])
     Experiment(config, out, progress=False, log=lambda line: None).fit()
@@ -92,7 +96,7 @@ def test_checkpoints_are_kept_on_request(prepared, tmp_path):
 
 def test_the_nonlinearity_config_recovers_the_planted_product(tmp_path):
     """At its own size: the MLP beats MLLinear on the interaction voxels by the stated margin."""
-    config = load_config(EXPERIMENTS[0].parent / "nonlinearity.toml")
+    config = load_config(EXPERIMENTS_DIR / "nonlinearity.toml")
     Experiment(config, tmp_path, progress=False, log=lambda line: None).run()
     checks = RunResults.load(tmp_path).planted["UTS01"]
     assert set(checks) == {"interaction_gain", "interaction_nonlinearity"}
