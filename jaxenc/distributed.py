@@ -73,7 +73,14 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from jaxenc.errors import ConfigError
 
 __all__ = ["make_mesh", "axis_size", "padded_size", "shard_columns", "shard_rows", "replicate",
-           "to_host"]
+           "to_host", "PATIENT_CPU_COLLECTIVES"]
+
+# XLA_FLAGS for CPU devices that share a machine's cores (host devices of one process, or
+# several processes on one machine): on a loaded machine a device can wait in a collective far
+# longer than XLA's default limits, which abort the process; an hour lets the caller's own
+# timeout decide. Only read when the backend starts.
+PATIENT_CPU_COLLECTIVES = ("--xla_cpu_collective_call_terminate_timeout_seconds=3600 "
+                           "--xla_cpu_collective_timeout_seconds=3600")
 
 
 def make_mesh(axis_names: Sequence[str] = ("data",), shape: Sequence[int] | None = None, *,
