@@ -49,8 +49,8 @@ axis along a mesh axis, every device creating and training only its own models::
 
 Per-model inputs are placed with :func:`jax.make_array_from_callback` (each process builds only
 the slots of its own devices) and parameters are initialised inside :func:`jax.shard_map`;
-early-stopping flags and the final parameters are gathered with
-``jax.experimental.multihost_utils.process_allgather``, so every process returns the same fit.
+early-stopping flags and the final parameters are gathered with :func:`to_host`, so every
+process returns the same fit.
 
 (On SLURM or Cloud TPU, ``jax.distributed.initialize()`` finds these arguments itself.)
 Results come back as global ``jax.Array`` objects; ``np.asarray`` on one needs every shard to
