@@ -57,7 +57,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxenc.decomp import PCA
 from jaxenc.decomp.pca import METHODS as PCA_METHODS
-from jaxenc.distributed import axis_size, padded_size
+from jaxenc.distributed import axis_size, padded_size, to_host
 from jaxenc.errors import AlignmentError, ConfigError, JaxencError
 from jaxenc.train import _checkpoint
 from jaxenc.train.folds import story_folds
@@ -739,19 +739,19 @@ def fit_encoders(
                 epoch, carry = restored
         bar.update(epoch)
         try:
-            while epoch < cfg.max_epochs and not bool(np.all(_host(carry["stopped"]))):
+            while epoch < cfg.max_epochs and not bool(np.all(to_host(carry["stopped"]))):
                 carry = program(carry, device_data, jnp.arange(epoch, epoch + e, dtype=jnp.int32))
                 epoch += e
                 bar.update(min(e, cfg.max_epochs - bar.n))
-                stopped = _host(carry["stopped"])
-                _raise_nonfinite(_host(carry["nan_code"]), _host(carry["nan_epoch"]), keys)
+                stopped = to_host(carry["stopped"])
+                _raise_nonfinite(to_host(carry["nan_code"]), to_host(carry["nan_epoch"]), keys)
                 done = epoch >= cfg.max_epochs or bool(np.all(stopped))
                 if manager is not None and (epoch % cfg.checkpoint_every == 0 or done):
                     _checkpoint.save(manager, epoch, carry, meta)
                 if callback is not None:
                     row = np.minimum(epoch - 1, cfg.max_epochs - 1)
                     callback(epoch, {
-                        "val_loss": _host(carry["history"])[:n_models, row, 1],
+                        "val_loss": to_host(carry["history"])[:n_models, row, 1],
                         "stopped": stopped[:n_models],
                     })
         finally:
@@ -834,17 +834,8 @@ def _create_sharded(create, max_epochs: int, mesh: Mesh, axis: str, key_data, lr
     return gm, go, carry
 
 
-def _host(a) -> np.ndarray:
-    """A (possibly sharded) array as one host numpy array, gathered across processes if needed."""
-    if isinstance(a, jax.Array) and not a.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
-    return np.asarray(a)
-
-
 def _to_local(a, n: int):
     """The first ``n`` models of a stacked leaf, on the default device (PRNG keys kept typed)."""
     if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(jnp.asarray(_host(jax.random.key_data(a))[:n]), impl=jax.random.key_impl(a))
-    return jnp.asarray(_host(a)[:n])
+        return jax.random.wrap_key_data(jnp.asarray(to_host(jax.random.key_data(a))[:n]), impl=jax.random.key_impl(a))
+    return jnp.asarray(to_host(a)[:n])
