@@ -98,7 +98,7 @@ def test_scores_partition_and_ceiling_use_the_papers_definitions(baseline):
     np.testing.assert_array_equal(np.asarray(result.partition.best_part), np.asarray(part.best_part))
     repeats = dataset.test_repeats(SUBJECT)
     trim = protocol_trim(repeats.shape[1])
-    assert trim == 7  # 7 of the tiny twin's 50 test rows
+    assert 0 < trim < repeats.shape[1] // 4  # the protocol's 40 of 291 rows, scaled to this twin
     np.testing.assert_allclose(result.cc_max, np.asarray(cc_max(repeats[:, trim:])), rtol=1e-6)
 
 

@@ -16,6 +16,9 @@ Overrides use dotted paths and TOML values: ``train.max_epochs=20``,
 ``table.models=["ridge","mlp"]``, ``data.root="/data/ds003020"`` (a bare word is a string).
 An unknown section or key, a value of the wrong type or outside its choices raises
 :class:`jaxenc.errors.ConfigError` naming the file and the key, with the closest valid key.
+
+This module is longer than the house limit on purpose: it holds every section of the config,
+so each setting's default, documentation and check live in one place.
 """
 
 from __future__ import annotations
@@ -380,12 +383,12 @@ class PlantedConfig:
     ridge on the interaction voxels.
 
     ``interaction_nonlinearity`` (MLP minus MLLinear on the interaction voxels) is off by
-    default: the demo's data are too few to learn the planted product. With the twin's own
+    default here: the demo's data are too few to learn the planted product. With the twin's own
     (planted) features, on voxel targets, the MLP is 0.00-0.02 above MLLinear on the demo
-    (800 training rows per fold) but 0.6 above on 2,600 rows with a learning-rate grid
-    (tests/train/test_planted.py). With extracted features the word-level language-model
+    (800 training rows per fold); with extracted features the word-level language-model
     features already carry most of the product linearly (a per-word function of random word
-    embeddings): the semantic ridge alone reaches the joint ridge's r there.
+    embeddings): the semantic ridge alone reaches the joint ridge's r there. The nonlinearity
+    step (:class:`NonlinearityConfig`) checks it where it can be learned, on a reshaped twin.
     """
 
     # Significant audio voxels whose unique audio part exceeds the unique semantic part.
