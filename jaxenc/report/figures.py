@@ -416,7 +416,8 @@ def nonlinearity_bars(rows: Sequence[dict]) -> Figure:
         axes.bar(x + (i - (len(models) - 1) / 2) * width, means, width, color=style["color"],
                  hatch=style["hatch"], edgecolor="black", linewidth=0.6, label=model)
     axes.axhline(0, color="black", linewidth=0.6)
-    axes.set_xticks(x, [f"{name} voxels" for name in classes])
+    axes.set_xticks(x, classes)
+    axes.set_xlabel("planted voxel class")
     axes.set_ylabel("mean test r")
     axes.legend(fontsize="small", frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0),
                 ncols=max(1, len(models)))
