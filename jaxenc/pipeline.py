@@ -113,7 +113,8 @@ def design_matrix(
     return np.asarray(X, np.float32), np.asarray(groups), slices
 
 
-def training_responses(dataset, subject: str, stories: Sequence[str], slices) -> np.ndarray:
+def training_responses(dataset, subject: str, stories: Sequence[str], slices,
+                       drop: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Stack a subject's responses to ``stories``, checked row by row against the design.
 
     Parameters
@@ -123,12 +124,19 @@ def training_responses(dataset, subject: str, stories: Sequence[str], slices) ->
     stories : sequence of str
     slices : dict of str to slice
         Rows of each story in the design matrix (from :func:`design_matrix`).
+    drop : (int, int)
+        Rows of each story's response file dropped at its start and end, for a design trimmed
+        beyond the protocol's ``[10:-5]`` by as many rows.
 
     Returns
     -------
     ndarray of shape (n_rows, n_voxels), float32
     """
-    responses = {story: dataset.responses(subject, story) for story in stories}
+    start, end = drop
+    responses = {}
+    for story in stories:
+        rows = dataset.responses(subject, story)
+        responses[story] = rows[start:rows.shape[0] - end]
     Y, _ = stack_responses(responses, stories, feature_rows=slices)
     return np.asarray(Y, np.float32)
 

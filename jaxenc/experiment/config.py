@@ -164,11 +164,22 @@ class AlignConfig:
     delays: tuple[int, ...] = (1, 2, 3, 4)
     # "story": delays zero padded at each story's edges; "concatenate": as the Huth-lab code.
     boundary: str = "story"
+    # Rows of each training story's TR grid dropped at its start and end: the protocol's
+    # [10:-5], whose rows are those of the dataset's response files. More drops the same rows
+    # of features and responses; fewer is impossible (the files hold no other rows). The test
+    # story keeps [10:-5] and is trimmed for scoring by evaluate.test_trim.
+    train_trim: tuple[int, int] = (10, 5)
 
     def validate(self, where) -> None:
         _choice(self.boundary, ("story", "concatenate"), "align.boundary", where)
         if not self.delays or any(d < 0 for d in self.delays):
             raise ConfigError(f"align.delays must be non-negative TR counts, got {list(self.delays)}", path=where)
+        from jaxenc import conventions
+
+        low = (conventions.TRIM_START, conventions.TRIM_END)
+        if self.train_trim[0] < low[0] or self.train_trim[1] < low[1]:
+            raise ConfigError(f"align.train_trim must be at least {list(low)} (the rows of the response files), "
+                              f"got {list(self.train_trim)}", path=where)
 
 
 @dataclass(frozen=True)

@@ -128,11 +128,23 @@ class _Designs:
         else:
             features = self.exp.feature_set(source)
         respdict = self.exp.dataset.respdict
-        return {
-            story: story_features(np.asarray(values), np.asarray(times), respdict[story], story=story,
-                                  expected_rows=respdict[story] - conventions.RESPDICT_OFFSET)
-            for story, (times, values) in features.items()
-        }
+        out = {}
+        for story, (times, values) in features.items():
+            start, end = self._trim(story)
+            extra = start - conventions.TRIM_START + end - conventions.TRIM_END
+            out[story] = story_features(np.asarray(values), np.asarray(times), respdict[story], story=story,
+                                        trim_start=start, trim_end=end,
+                                        expected_rows=respdict[story] - conventions.RESPDICT_OFFSET - extra)
+        return out
+
+    def _trim(self, story: str) -> tuple[int, int]:
+        """Rows dropped at the start and end of a story's TR grid (``align.train_trim`` for
+        training stories, the protocol's for the test story)."""
+        from jaxenc import conventions
+
+        if story == self.exp.dataset.test_story:
+            return conventions.TRIM_START, conventions.TRIM_END
+        return tuple(self.exp.config.align.train_trim)
 
     def _stack(self, source: str, stories):
         from jaxenc.align import stack_stories
@@ -165,8 +177,12 @@ class _Designs:
         from jaxenc import pipeline
 
         if subject not in self._responses:
+            from jaxenc import conventions
+
+            start, end = self.exp.config.align.train_trim
             self._responses[subject] = pipeline.training_responses(
-                self.exp.dataset, subject, self.exp.train_stories(subject), self.slices(subject))
+                self.exp.dataset, subject, self.exp.train_stories(subject), self.slices(subject),
+                drop=(start - conventions.TRIM_START, end - conventions.TRIM_END))
         return self._responses[subject]
 
     def pca(self, subject: str, n_components: int):

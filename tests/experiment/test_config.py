@@ -116,6 +116,8 @@ def test_missing_files_and_malformed_overrides_are_config_errors(tmp_path):
     ("table.n_components=0", "table.n_components must be positive"),
     ("align.delays=[-1, 2]", "align.delays must be non-negative TR counts"),
     ("align.boundary=wrap", "align.boundary must be one of"),
+    ("align.train_trim=[5, 5]", "align.train_trim must be at least [10, 5]"),
+    ("align.train_trim=[12]", "align.train_trim must have 2 entries"),
     ("ridge.folds=1", "ridge.folds must be at least 2"),
     ("ridge.log10_alphas=[3, 1, 5]", "ridge.log10_alphas must be [low, high, n]"),
     ("train.folds=1", "train.folds must be at least 2"),

@@ -96,6 +96,31 @@ def test_checkpoints_are_kept_on_request(prepared, tmp_path):
     assert len(kept) == 1 and any(kept[0].iterdir())
 
 
+def test_more_training_trim_drops_the_same_rows_of_features_and_responses(prepared, tmp_path):
+    """align.train_trim beyond the protocol's [10:-5] drops rows of both sides of every
+    training story; the test story keeps its rows."""
+    from jaxenc.experiment.fitting import _Designs
+
+    planted = TINY + ["audio.source=planted", "semantic.source=planted"]
+    designs = {}
+    for trim in ((10, 5), (13, 6)):
+        out = run_folder(tmp_path / f"trim{trim[0]}", prepared)
+        exp = Experiment(load_config(None, planted + [f"align.train_trim=[{trim[0]}, {trim[1]}]"]), out,
+                         progress=False, log=lambda line: None)
+        exp.extract()
+        designs[trim] = (_Designs(exp), exp)
+    (base, exp), (more, _) = designs[(10, 5)], designs[(13, 6)]
+    X0, _, slices0 = base.train("audio", "UTS01")
+    X1, _, slices1 = more.train("audio", "UTS01")
+    Y0, Y1 = base.responses("UTS01"), more.responses("UTS01")
+    for story in exp.train_stories("UTS01"):
+        rows0, rows1 = slices0[story], slices1[story]
+        assert rows1.stop - rows1.start == rows0.stop - rows0.start - 4, story
+        np.testing.assert_array_equal(Y1[rows1], Y0[rows0][3:-1])
+    assert X1.shape[0] == X0.shape[0] - 4 * len(slices0)
+    np.testing.assert_array_equal(base.test("audio"), more.test("audio"))
+
+
 def test_the_nonlinearity_step_recovers_the_planted_product(prepared, tmp_path):
     """The demo's nonlinearity step at its own size, after a one-model main run: the MLP beats
     MLLinear on the interaction voxels by the stated margin, and the checks, the per-class
