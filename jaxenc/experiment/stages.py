@@ -10,6 +10,7 @@ Everything a run writes lives under its output folder::
     OUT/checkpoints/           orbax checkpoints of the nonlinear encoders (resume)
     OUT/metrics.json, scores/  per-voxel scores and analyses (jaxenc.report.RunResults)
     OUT/report.html, report.md, figures/
+    OUT/nonlinearity/          the nonlinearity step, a run of its own (jaxenc.experiment.nonlinearity)
 
 Each stage resumes: extraction skips stories already cached, a fit whose prediction file was
 written for the same settings is skipped, a killed nonlinear fit resumes from its checkpoint.
@@ -287,12 +288,19 @@ class Experiment:
         list of str
             The prediction files' names (without suffix) of this run.
         """
-        from jaxenc.experiment import fitting
+        from jaxenc.experiment import fitting, nonlinearity
 
         started = time.perf_counter()
         self.save_config()
         names = fitting.fit_all(self)
         self.timings["fit"] = time.perf_counter() - started
+        step = nonlinearity.step_experiment(self)
+        if step is not None:
+            started = time.perf_counter()
+            self.log(f"nonlinearity step (planted features on a reshaped twin) in {step.out}")
+            step.extract()
+            step.fit()
+            self.timings["nonlinearity"] = time.perf_counter() - started
         return names
 
     # -- evaluate -----------------------------------------------------------------------------
@@ -303,11 +311,18 @@ class Experiment:
         -------
         jaxenc.report.RunResults
         """
-        from jaxenc.experiment import scoring
+        from jaxenc.experiment import nonlinearity, scoring
 
         started = time.perf_counter()
         self.save_config()
         results = scoring.evaluate_all(self)
+        step = nonlinearity.step_experiment(self)
+        if step is not None:
+            step_results = step.evaluate()
+            step.report()
+            results.nonlinearity = nonlinearity.step_summary(step, step_results)
+            for subject, checks in step_results.planted.items():
+                results.planted[nonlinearity.planted_key(subject)] = checks
         self.timings["evaluate"] = time.perf_counter() - started
         results.timings.update(self._merged_timings())
         results.save(self.out)
