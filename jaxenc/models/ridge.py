@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from functools import partial
 
 import jax
 import numpy as np
 
 from jaxenc.errors import AlignmentError, ConfigError, DataWarning
+from jaxenc.models import ridge_lfo as lfo
 from jaxenc.models import ridge_solvers as solvers
 from jaxenc.models.ridge_splits import BootstrapChunks, resolve_splits
 
@@ -146,6 +148,46 @@ class _RidgeBase:
         x_offset = X.mean(axis=0, dtype=np.float64) if self.fit_intercept else np.zeros(X.shape[1])
         xc = np.asarray(X, self._dtype) - x_offset.astype(self._dtype)
         return jax.device_put(xc), x_offset
+
+    def _one_decomposition(self, X, Y, splits, n_candidates: int = 1) -> bool:
+        """Whether to solve every split from one decomposition of all rows (``ridge_lfo``):
+        complementary splits, and fewer flops than a decomposition per split."""
+        return lfo.complementary(splits, X.shape[0]) and lfo.lfo_is_cheaper(
+            X.shape[0], X.shape[1], [len(v) for _, v in splits], len(self.alphas_), Y.shape[1],
+            n_candidates)
+
+    def _lfo_kwargs(self) -> dict:
+        return dict(fit_intercept=self.fit_intercept, voxel_batch=self._voxel_batch,
+                    dtype=self._dtype)
+
+    def _lfo_pass(self, dec, Y, splits, x_offset, on_batch=None):
+        """Mean validation scores over the splits from one decomposition, whether the refit
+        was fused into the pass (every split in one group and per-voxel alphas), and then the
+        coefficients and intercepts at each voxel's best alpha (else None, None).
+
+        ``on_batch(start, stop, scores, coef, intercept)``, if given, replaces the collection
+        of the coefficients: it sees each voxel batch's mean scores (n_alphas, w) and
+        coefficients as they arrive."""
+        group = len(splits) if self._split_batch is None else self._split_batch
+        fused = self.alpha_per_target and group >= len(splits)
+        total = 0.0
+        collect = fused and on_batch is None
+        coef = np.empty((dec.left.shape[0], Y.shape[1]), self._dtype) if collect else None
+        intercept = np.empty(Y.shape[1], self._dtype) if collect else None
+
+        def keep(start, stop, scores, coef_b, intercept_b):
+            if on_batch is not None:
+                on_batch(start, stop, scores / len(splits), coef_b, intercept_b)
+            else:
+                coef[:, start:stop], intercept[start:stop] = coef_b, intercept_b
+
+        for g in range(0, len(splits), group):
+            folds = lfo.fold_corrections(dec, splits[g:g + group], self.alphas_,
+                                         fit_intercept=self.fit_intercept, dtype=self._dtype)
+            total = total + lfo.cv_pass(dec, folds, Y, self.alphas_, x_offset,
+                                        scoring=self.scoring_, coef_out=keep if fused else None,
+                                        **self._lfo_kwargs())
+        return total / len(splits), fused, (coef, intercept)
 
     def _solver_kwargs(self) -> dict:
         return dict(fit_intercept=self.fit_intercept, voxel_batch=self._voxel_batch,
@@ -324,12 +366,22 @@ class RidgeCV(_RidgeBase):
         alphas = self.alphas_
         with jax.enable_x64(True):
             xc, x_offset = self._center(X)
-            scores = solvers.cv_scores(xc, Y, splits, alphas, scoring=self.scoring_,
-                                       split_batch=self._split_batch, **self._solver_kwargs())
-            scores[:, constant] = 0.0
-            best = _best_index(scores, self.alpha_per_target, ~constant)
-            coef, intercept = solvers.refit(xc, Y, alphas[best], x_offset=x_offset,
-                                            **self._solver_kwargs())
+            if self._one_decomposition(X, Y, splits):
+                dec = lfo.decompose(lfo.gram(xc), np.ones(1), dtype=self._dtype,
+                                    lapack_threads=self._lapack_threads)
+                scores, fused, (coef, intercept) = self._lfo_pass(dec, Y, splits, x_offset)
+                scores[:, constant] = 0.0
+                best = _best_index(scores, self.alpha_per_target, ~constant)
+                if not fused:
+                    coef, intercept = lfo.refit_pass(dec, Y, alphas[best], x_offset,
+                                                     **self._lfo_kwargs())
+            else:
+                scores = solvers.cv_scores(xc, Y, splits, alphas, scoring=self.scoring_,
+                                           split_batch=self._split_batch, **self._solver_kwargs())
+                scores[:, constant] = 0.0
+                best = _best_index(scores, self.alpha_per_target, ~constant)
+                coef, intercept = solvers.refit(xc, Y, alphas[best], x_offset=x_offset,
+                                                **self._solver_kwargs())
         coef[:, constant] = 0.0
         intercept[constant] = Y[0, constant]
         self.cv_scores_ = scores
@@ -511,34 +563,66 @@ class BandedRidgeCV(_RidgeBase):
         best_alpha = np.zeros(n_voxels, dtype=np.int64)
         cv_scores = np.empty((len(cand), n_voxels))
         valid = ~constant
+        coef = np.zeros((X.shape[1], n_voxels), self._dtype)
+        intercept = np.zeros(n_voxels, self._dtype)
+
+        def select(c, scores, cols):
+            """Keep candidate c where it beats the best so far; the mask of those columns."""
+            nonlocal best_score
+            scores[:, constant[cols]] = 0.0
+            idx = _best_index(scores, self.alpha_per_target, valid[cols])
+            cv_scores[c, cols] = scores[idx, np.arange(len(idx))]
+            if self.alpha_per_target:
+                current = cv_scores[c, cols]
+            else:
+                current = np.full(len(idx), cv_scores[c, valid].mean() if valid.any() else 0.0)
+            better = current > best_score[cols] + eps
+            best_score[cols[better]] = current[better]
+            best_cand[cols[better]] = c
+            best_alpha[cols[better]] = idx[better]
+            return better
+
+        everything = np.arange(n_voxels)
         with jax.enable_x64(True):
             xc, x_offset = self._center(X)
-            for c, gamma in enumerate(cand):
-                xs = xc * np.sqrt(gamma[owner]).astype(self._dtype)
-                scores = solvers.cv_scores(xs, Y, splits, alphas, scoring=self.scoring_,
-                                           split_batch=self._split_batch,
-                                           **self._solver_kwargs())
-                scores[:, constant] = 0.0
-                idx = _best_index(scores, self.alpha_per_target, valid)
-                cv_scores[c] = scores[idx, np.arange(n_voxels)]
-                if self.alpha_per_target:
-                    current = cv_scores[c]
-                else:
-                    current = np.full(n_voxels, cv_scores[c, valid].mean() if valid.any() else 0.0)
-                better = current > best_score + eps
-                best_score = np.where(better, current, best_score)
-                best_cand[better] = c
-                best_alpha[better] = idx[better]
-            coef = np.zeros((X.shape[1], n_voxels), self._dtype)
-            intercept = np.zeros(n_voxels, self._dtype)
-            for c in np.unique(best_cand[valid]):
-                cols = np.flatnonzero((best_cand == c) & valid)
-                scale = np.sqrt(cand[c][owner]).astype(self._dtype)
-                coef_c, intercept[cols] = solvers.refit(
-                    xc * scale, Y, alphas[best_alpha[cols]], x_offset=x_offset * scale,
-                    columns=cols, **self._solver_kwargs())
-                # The ridge ran on sqrt(gamma) X; this folds the scaling back into b.
-                coef[:, cols] = scale[:, None] * coef_c
+            if self._one_decomposition(X, Y, splits, len(cand)):
+                gram = lfo.gram(xc, owner)
+
+                def on_batch(c, start, stop, scores, coef_b, intercept_b):
+                    better = select(c, scores, everything[start:stop])
+                    coef[:, start:stop][:, better] = coef_b[:, better]
+                    intercept[start:stop][better] = intercept_b[better]
+
+                for c, gamma in enumerate(cand):
+                    dec = lfo.decompose(gram, gamma, dtype=self._dtype,
+                                        lapack_threads=self._lapack_threads)
+                    scores, fused, _ = self._lfo_pass(dec, Y, splits, x_offset,
+                                                      on_batch=partial(on_batch, c))
+                    if not fused:
+                        select(c, scores, everything)
+                if not fused:
+                    for c in np.unique(best_cand[valid]):
+                        cols = np.flatnonzero((best_cand == c) & valid)
+                        dec = lfo.decompose(gram, cand[c], dtype=self._dtype,
+                                            lapack_threads=self._lapack_threads)
+                        coef[:, cols], intercept[cols] = lfo.refit_pass(
+                            dec, Y, alphas[best_alpha[cols]], x_offset, columns=cols,
+                            **self._lfo_kwargs())
+            else:
+                for c, gamma in enumerate(cand):
+                    xs = xc * np.sqrt(gamma[owner]).astype(self._dtype)
+                    select(c, solvers.cv_scores(xs, Y, splits, alphas, scoring=self.scoring_,
+                                                split_batch=self._split_batch,
+                                                **self._solver_kwargs()), everything)
+                for c in np.unique(best_cand[valid]):
+                    cols = np.flatnonzero((best_cand == c) & valid)
+                    scale = np.sqrt(cand[c][owner]).astype(self._dtype)
+                    coef_c, intercept[cols] = solvers.refit(
+                        xc * scale, Y, alphas[best_alpha[cols]], x_offset=x_offset * scale,
+                        columns=cols, **self._solver_kwargs())
+                    # The ridge ran on sqrt(gamma) X; this folds the scaling back into b.
+                    coef[:, cols] = scale[:, None] * coef_c
+        coef[:, constant] = 0.0
         intercept[constant] = Y[0, constant]
         best_cand[constant] = -1
         alpha_v = np.where(constant, np.nan, alphas[best_alpha])

@@ -265,6 +265,12 @@ def _validation_scores(test_proj, eig, alphas, q, y_val, val_mask, n_val, scorin
     # One GEMM for all alphas: the alpha axis is folded into the voxel axis.
     scaled = (shrink.T[:, :, None] * q[:, None, :]).reshape(r, n_alphas * v)  # [r, a*v]
     pred = (test_proj @ scaled).reshape(-1, n_alphas, v)  # [m, a, v]
+    return _prediction_scores(pred, y_val, val_mask, n_val, scoring)
+
+
+def _prediction_scores(pred, y_val, val_mask, n_val, scoring):
+    """Score of predictions ``pred`` (m, n_alphas, v) of ``y_val`` (m, v), both zero on the
+    padding rows, per alpha and voxel: array of shape (n_alphas, v)."""
     mask = val_mask[:, None]
     y_mean = y_val.sum(0) / n_val
     y_c = (y_val - y_mean) * mask  # [m, v]
