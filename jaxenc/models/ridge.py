@@ -183,7 +183,8 @@ class _RidgeBase:
 
         for g in range(0, len(splits), group):
             folds = lfo.fold_corrections(dec, splits[g:g + group], self.alphas_,
-                                         fit_intercept=self.fit_intercept, dtype=self._dtype)
+                                         fit_intercept=self.fit_intercept, dtype=self._dtype,
+                                         lapack_threads=self._lapack_threads)
             total = total + lfo.cv_pass(dec, folds, Y, self.alphas_, x_offset,
                                         scoring=self.scoring_, coef_out=keep if fused else None,
                                         **self._lfo_kwargs())
