@@ -17,7 +17,6 @@ has static shapes already and runs the same rows unpadded.
 
 from __future__ import annotations
 
-from functools import partial
 
 import numpy as np
 

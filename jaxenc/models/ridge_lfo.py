@@ -56,8 +56,9 @@ def complementary(splits, n_samples: int) -> bool:
 
 
 def lfo_is_cheaper(n_samples: int, n_features: int, val_sizes, n_alphas: int,
-                   n_voxels: int, n_candidates: int = 1) -> bool:
-    """Whether the one-decomposition route costs fewer flops than one decomposition per split.
+                   n_voxels: int, split_batch: int | None = None) -> bool:
+    """Whether the one-decomposition route costs fewer flops than one decomposition per split,
+    without holding more memory.
 
     Parameters
     ----------
@@ -65,24 +66,35 @@ def lfo_is_cheaper(n_samples: int, n_features: int, val_sizes, n_alphas: int,
         Shape of ``X``.
     val_sizes : sequence of int
         Validation rows of each (complementary) split.
-    n_alphas, n_voxels, n_candidates : int
-        Penalties, voxels and band candidates searched.
+    n_alphas, n_voxels : int
+        Penalties searched and voxels.
+    split_batch : int or None
+        Splits resident at once (all when None).
 
     Returns
     -------
     bool
+        True when the route's flops are fewer and its resident fold matrices
+        (``split_batch * n_alphas * n_val^2`` numbers) are no more than the per-split route's
+        resident decompositions (``split_batch * r * (n_features + n_val)``), or under
+        ``2**26`` numbers (256 MiB in float32).
     """
     n, p, k = n_samples, n_features, n_alphas
     m = np.asarray(val_sizes, dtype=np.float64)
     r = min(n, p)
     r_split = np.minimum(n - m, p)
-    # Per candidate: decompositions and fold matrices; per voxel: the voxel GEMMs.
+    group = len(m) if split_batch is None else min(split_batch, len(m))
+    lfo_numbers = group * k * m.max() ** 2
+    split_numbers = group * r_split.max() * (max(p, n - m.min()) + m.max())
+    if lfo_numbers > max(split_numbers, 2**26):
+        return False
+    # Per band candidate: decompositions and fold matrices; per voxel: the voxel GEMMs.
     lfo = (_EIGH_FLOPS * r**3 + 2 * n * p * r + k * np.sum(2 * m**2 * r + 2 * m**3)
            + n_voxels * (2 * n * r + np.sum(2 * k * m * r + 2 * k * m**2) + 2 * p * r))
     split = (np.sum(_EIGH_FLOPS * r_split**3 + 2 * (n - m) * p * r_split + 2 * m * p * r_split)
              + _EIGH_FLOPS * r**3
              + n_voxels * (4 * n * p + np.sum(2 * p * r_split + 2 * k * m * r_split) + 4 * p * r))
-    return bool(n_candidates * lfo <= n_candidates * split)
+    return bool(lfo <= split)
 
 
 class Gram(NamedTuple):
@@ -373,19 +385,7 @@ def refit_pass(dec: Decomposition, Y, alphas_v, x_offset, *, fit_intercept: bool
     coef : ndarray of shape (n_features, n_selected_voxels)
     intercept : ndarray of shape (n_selected_voxels,)
     """
-    n_cols = len(alphas_v)
-    coef = np.empty((dec.left.shape[0], n_cols), dtype)
-    intercept = np.empty(n_cols, dtype)
-    width = min(voxel_batch, n_cols)
-    alphas_pad = np.concatenate([alphas_v, np.ones(-n_cols % width)]).astype(dtype)
     offset = jnp.asarray(x_offset, dtype)
-
-    def fetch(start, stop, res):
-        coef[:, start:stop] = np.asarray(res[0])[:, : stop - start]
-        intercept[start:stop] = np.asarray(res[1])[: stop - start]
-
-    solvers._stream(((start, stop, _refit_batch(dec, jnp.asarray(alphas_pad[start:start + width]),
-                                                yb, offset, fit_intercept=fit_intercept))
-                     for start, stop, yb in solvers._batches(Y, columns, voxel_batch, dtype)),
-                    fetch)
-    return coef, intercept
+    return solvers.refit_columns(
+        lambda yb, alphas_b: _refit_batch(dec, alphas_b, yb, offset, fit_intercept=fit_intercept),
+        Y, alphas_v, dec.left.shape[0], voxel_batch=voxel_batch, dtype=dtype, columns=columns)
