@@ -515,6 +515,10 @@ def main():
     doc = json.loads(out.read_text()) if out.exists() else {}
     ratios = doc.get("ratios", {})
     payload = {k: v for k, v in doc.items() if k not in ("benchmark", "machine", "ratios")}
+    if "ridgecv" not in extra.sections and "machine" in doc:
+        # The top-level "machine" block will describe this run; keep the one the recorded
+        # ridgecv results were measured on beside them.
+        payload.setdefault("machine_of_ridgecv_section", doc["machine"])
     for name in extra.sections:
         load_start = os.getloadavg()
         results, section_ratios = SECTIONS[name](args)
