@@ -501,6 +501,12 @@ def banded_section(args):
 
 SECTIONS = {"ridgecv": ridgecv_section, "np125": np125_section, "banded": banded_section}
 
+THREADS_NOTE = ("jaxenc runs with lapack_threads=1 (its setting for a shared CPU); himalaya's "
+                "numpy and torch backends with their default threads. Under a load well above "
+                "the core count, multi-threaded BLAS calls stall on descheduled threads, which "
+                "slows himalaya more than jaxenc: compare the load recorded in 'run' before "
+                "reading the ratios, and prefer a quiet machine's rerun.")
+
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--memory-probe":
@@ -530,7 +536,7 @@ def main():
             payload.update(results)
             payload["machine_of_ridgecv_section"] = stamp
         else:
-            payload[name] = {**results, "run": stamp}
+            payload[name] = {**results, "run": stamp, "note": THREADS_NOTE}
         write_results("ridge", payload, out=out, ratios=ratios)
 
 
