@@ -15,8 +15,9 @@ keeps the others' recorded results, each with its own date and load):
   in alternation; then one instrumented jaxenc fit timed part by part (Gram matrix,
   eigendecomposition, fold corrections, voxel pass, host-to-device transfers alone), each
   against its flop count and the float32 and float64 matmul rates measured in the same run.
-- ``banded``: 3000 TRs x 1200 features in two bands (400 + 800) x 2000 voxels (``--fast``:
-  1000 x 300 x 500), 9 band candidates (equal weights and 8 Dirichlet draws; himalaya cannot
+- ``banded``: 2000 TRs x 900 features in two bands (300 + 600) x 1000 voxels (``--fast``:
+  1000 x 300 x 500; at 3000 x 1200 x 2000 one himalaya fit took 849 s under a load of 8-10),
+  9 band candidates (equal weights and 8 Dirichlet draws; himalaya cannot
   take the exact corners), 11 alphas: jaxenc ``BandedRidgeCV`` against himalaya
   ``BandedRidgeCV`` given the same candidates; deltas, scores and predictions compared.
 
@@ -454,7 +455,7 @@ def banded_section(args):
     from jaxenc.models import BandedRidgeCV
 
     sizes = (dict(n_trs=1000, n_features=300, n_voxels=500) if args.fast
-             else dict(n_trs=3000, n_features=1200, n_voxels=2000))
+             else dict(n_trs=2000, n_features=900, n_voxels=1000))
     X, Y, X_test, groups = make_data(**sizes)
     n_first = sizes["n_features"] // 3
     bands = [slice(0, n_first), slice(n_first, sizes["n_features"])]
