@@ -50,6 +50,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxenc.errors import ConfigError, DataError
+from jaxenc.nn.sharding import data_parallel
 
 __all__ = ["LogMelFrontend", "window_times", "story_log_mel", "window_log_mel", "whisper_features"]
 
@@ -298,6 +299,8 @@ def whisper_features(
     dtype=np.float32,
     story: str | None = None,
     progress: bool = False,
+    mesh=None,
+    axis: str = "data",
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Whisper encoder hidden states at the end of causal sliding windows of a waveform.
 
@@ -326,13 +329,20 @@ def whisper_features(
     input_s : float, default 30.0
         Seconds of encoder input per window: the window followed by silence.
     batch_size : int, default 32
-        Windows per compiled encoder call; the last batch is padded to this size.
+        Windows per compiled encoder call (rounded up to a multiple of the mesh axis); the last
+        batch is padded to this size.
     dtype : numpy dtype, default float32
         Dtype of the returned features.
     story : str, optional
         Story named in errors.
     progress : bool, default False
         Show a tqdm bar over batches.
+    mesh : jax.sharding.Mesh, optional
+        Split every batch of windows along ``axis`` of this mesh (data parallel, one host).
+        Parameters not yet on the mesh are placed there (replicated, or FSDP-sharded when they
+        do not fit one device; see :mod:`jaxenc.nn.sharding`).
+    axis : str, default "data"
+        Mesh axis of the batch.
 
     Returns
     -------
@@ -400,6 +410,8 @@ def whisper_features(
         )
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}, expected at least 1", story=story)
+    n_shards, place = data_parallel(module, mesh, axis)
+    batch_size = -(-batch_size // n_shards) * n_shards
 
     story_mel = story_log_mel(waveform, feature_extractor)
     frame = ((ends - starts) // hop + 1) // 2  # last encoder frame touched by real audio
@@ -417,7 +429,7 @@ def whisper_features(
         # Pad the last batch by repeating its final window so every call has the same shape.
         idx = np.minimum(np.arange(lo, lo + batch_size), n_windows - 1)
         mel = window_log_mel(waveform, story_mel, starts[idx], ends[idx], n_frames, feature_extractor)
-        pending.append((lo, _encode(module, jnp.asarray(mel), jnp.asarray(frame[idx], jnp.int32), layers)))
+        pending.append((lo, _encode(module, place(mel), place(frame[idx].astype(np.int32)), layers)))
         # Dispatch is asynchronous: the next batch's log-mel is built while this one runs, but
         # no more than two batches wait, so their inputs never pile up in device memory.
         if len(pending) > 2:
