@@ -279,9 +279,7 @@ def window_log_mel(
 
 @nnx.jit(static_argnames="layers")
 def _encode(module, input_features, frame, layers):
-    hidden = module(input_features)
-    rows = jnp.arange(input_features.shape[0])
-    return tuple(hidden[layer][rows, frame].astype(jnp.float32) for layer in layers)  # [b, m] each
+    return tuple(h.astype(jnp.float32) for h in module.frames_at(input_features, frame, layers))  # [b, m] each
 
 
 def whisper_features(

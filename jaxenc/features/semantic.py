@@ -28,8 +28,8 @@ later word has its own.
 
 Windows are batched in order of length, ``batch_size`` at a time (the last batch of a story
 shrinks to a power of two), and right-padded to a bucketed length: a multiple of
-``pad_multiple`` tokens at most a quarter above the longest window of the batch (steps of
-1, 2, .., 8, then 10, 12, 14, 16, 20, 24, ... times ``pad_multiple``). So a whole dataset
+``pad_multiple`` tokens at most an eighth above the longest window of the batch (steps of
+1, 2, .., 16, then 18, 20, .., 32, 36, 40, ... times ``pad_multiple``). So a whole dataset
 compiles for a few shapes only.
 
 Word-to-token bookkeeping
@@ -302,15 +302,15 @@ def _check_against_direct(tokenizer, tokens: WordTokens, words, windows: _Window
 
 
 def _bucket(n: int, multiple: int) -> int:
-    """Smallest ``multiple * u >= n`` with ``u`` in 1..8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ...
+    """Smallest ``multiple * u >= n`` with ``u`` in 1..16, 18, 20, .., 32, 36, 40, .., 64, 72, ...
 
-    Steps are at most a quarter of the value, so padding adds at most 25% and the lengths of a
-    whole dataset fall into a few buckets.
+    Steps are at most an eighth of the value, so padding adds at most 12.5% and the lengths of
+    a whole dataset fall into a few buckets.
     """
     units = -(-int(n) // multiple)
-    if units <= 8:
+    if units <= 16:
         return units * multiple
-    step = 1 << (units.bit_length() - 3)
+    step = 1 << (units.bit_length() - 4)
     return -(-units // step) * step * multiple
 
 
