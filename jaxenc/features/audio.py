@@ -7,7 +7,10 @@ onset, i.e. from the first sample of the waveform), for every ``t_k`` up to the 
 audio; a final piece shorter than a stride is not featurised. Window ``k`` holds the audio
 from ``max(0, t_k - context_s - chunk_s)`` to ``t_k``, so early windows are shorter than
 ``context_s + chunk_s``. The feature of window ``k`` is stamped ``t_k`` and depends on no audio
-after ``t_k``: it is causal.
+after ``t_k``: it is causal. The defaults (16 s, 0.1 s, 0.1 s) are the windows of the reference
+code (Antonello et al. 2023, ``extract_speech_features.py``): snippets ending every chunk from
+one chunk on, at most 16.1 s long, each stamped at its end; its ``--stride s`` option is
+``chunk_s = stride_s = s`` with ``context_s = 16.1 - s`` here.
 
 What the encoder sees
 ---------------------
@@ -32,7 +35,9 @@ feature extractor's attention mask (mel frames ``0 .. n - 1`` for ``n`` frames o
 index ``(n + 1) // 2``. Encoder frame ``i`` is centred on mel frame ``2 i``, i.e. at
 ``0.02 i`` s after the window start, so for the default 10 ms-aligned windows (``n`` even) the
 chosen frame is centred exactly on the window's end ``t_k``; its receptive field extends
-about 32 ms further, over silence only.
+about 32 ms further, over silence only. Only what that frame needs is computed
+(:meth:`jaxenc.nn.WhisperEncoder.frames_at`): no layer above the highest requested one, and
+that one for the chosen frame's query only.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def check_llama_on_a_mesh():
         Path(tempfile.mkdtemp()) / "llama", vocabulary, hidden_size=128, intermediate_size=512,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    kwargs = dict(layers=(0, 1, 2), context_words=(16, 32), batch_size=4, pad_multiple=16)
+    kwargs = dict(layers=(0, 1, 2), context_words=(16, 32), batch_size=16, pad_multiple=16)
     one, _ = load_llama(directory)
     expected = llama_word_features(one, tokenizer, words, **kwargs)
     mesh = make_mesh(("data",))  # Explicit axes, as jax.make_mesh gives: converted inside

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxenc.ckpt import load_llama, load_whisper_encoder
+from jaxenc.ckpt import load_llama
 from jaxenc.errors import DataError
 from jaxenc.features import (
     FeatureCache,
@@ -103,25 +103,23 @@ def test_checkpoint_revision_follows_content_not_location(whisper_checkpoint, tm
 
 
 def test_every_whisper_setting_keys_its_own_features(whisper_checkpoint, waveform, tmp_path):
-    """Changing any window setting or the compute dtype computes anew (the audio is loaded
-    again) and gives other features; the first entry stays readable."""
+    """Changing any window setting computes anew (the audio is loaded again) and gives other
+    features; the first entry stays readable. (The compute dtype is keyed as for LLaMA below.)"""
     directory, module, _, fe = whisper_checkpoint
     loaded = []
 
     def audio(story):
         loaded.append(story)
-        return waveform(1.9, seed=4), SR
+        return waveform(1.5, seed=4), SR
 
     cache = FeatureCache(tmp_path)
     base = dict(model="tiny-whisper", revision=checkpoint_revision(directory), layers=(2,), batch_size=8,
                 progress=False, **WINDOW)
     first = whisper_story_features(cache, module, fe, audio, ["alpha"], **base)["alpha"]
-    bf16 = load_whisper_encoder(directory, dtype=jnp.bfloat16)[0]
-    changes = [({"context_s": 0.5}, module), ({"chunk_s": 0.05}, module), ({"stride_s": 0.2}, module),
-               ({"input_s": 1.4}, module), ({}, bf16)]
+    changes = [{"context_s": 0.5}, {"chunk_s": 0.05}, {"stride_s": 0.2}, {"input_s": 1.4}]
     seen = {first.digest: cache.read(first)[1][2]}
-    for change, model in changes:
-        key = whisper_story_features(cache, model, fe, audio, ["alpha"], **{**base, **change})["alpha"]
+    for change in changes:
+        key = whisper_story_features(cache, module, fe, audio, ["alpha"], **{**base, **change})["alpha"]
         assert key.digest not in seen, change
         seen[key.digest] = cache.read(key)[1][2]
     assert len(loaded) == 1 + len(changes)
@@ -138,7 +136,7 @@ def test_every_llama_setting_keys_its_own_features(llama_checkpoint, story_words
 
     def words(story):
         loaded.append(story)
-        return np.arange(len(story_words)) * 0.4, story_words
+        return np.arange(12) * 0.4, story_words[:12]
 
     cache = FeatureCache(tmp_path)
     base = dict(model="tiny-llama", revision=checkpoint_revision(directory), layers=(2,), batch_size=8,
