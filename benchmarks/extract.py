@@ -28,7 +28,9 @@ a numpy 2048 x 2048 matmul in the same run.
 
 The machine may be shared: torch's threads can spin against other processes, so torch is
 timed with 1 thread and with all cores and the faster is its reference; process CPU seconds
-are recorded beside wall seconds, and the load average in the JSON.
+are recorded beside wall seconds, and the load average in the JSON. Shares of the peak are
+given per wall second and per CPU second of this process (FLOPs per CPU second against the
+matmul's FLOPs per CPU second), the second robust to other processes' load.
 
 GPU: ``pip install -e ".[cuda]"`` plus a CUDA build of torch; both frameworks then run on the
 GPU (torch moved to ``cuda``), and the peak is XLA's float32 matmul on the device (which may
@@ -65,18 +67,6 @@ TORCH_DEVICE = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_availa
 TORCH_THREADS = torch.get_num_threads()
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
-    """Float32 matmul FLOP/s of XLA (jitted) and numpy on n x n matrices; ``peak`` is the best."""
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
-    aj, bj = jnp.asarray(a), jnp.asarray(b)
-    dot = jax.jit(jnp.dot)
-    flops = 2 * n**3
-    xla = flops / time_call(lambda: dot(aj, bj), repeats=repeats)["median_s"]
-    host = flops / time_call(lambda: a @ b, repeats=repeats)["median_s"]
-    return {"n": n, "xla_flops_per_s": xla, "numpy_flops_per_s": host, "peak_flops_per_s": max(xla, host)}
-
-
 def cpu_timed(fn, cpu_seconds: list):
     """Wrap ``fn`` to append the process CPU seconds of each (completed) call to ``cpu_seconds``."""
 
@@ -87,6 +77,28 @@ def cpu_timed(fn, cpu_seconds: list):
         return result
 
     return wrapped
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
+    """Float32 matmul FLOP/s of XLA (jitted) and numpy on n x n matrices; ``peak`` is the best.
+
+    Also per CPU second of this process (``*_per_cpu_s``): other processes on a shared machine
+    take wall time from every measurement alike, but not CPU time.
+    """
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    aj, bj = jnp.asarray(a), jnp.asarray(b)
+    dot = jax.jit(jnp.dot)
+    flops = 2 * n**3
+    out = {"n": n}
+    for name, fn in (("xla", lambda: dot(aj, bj)), ("numpy", lambda: a @ b)):
+        cpu = []
+        run = time_call(cpu_timed(fn, cpu), repeats=repeats)
+        out[f"{name}_flops_per_s"] = flops / run["median_s"]
+        out[f"{name}_flops_per_cpu_s"] = flops / statistics.median(cpu[2:])
+    out["peak_flops_per_s"] = max(out["xla_flops_per_s"], out["numpy_flops_per_s"])
+    out["peak_flops_per_cpu_s"] = max(out["xla_flops_per_cpu_s"], out["numpy_flops_per_cpu_s"])
+    return out
 
 
 def best_torch_threads(torch_fn) -> dict:
@@ -100,11 +112,12 @@ def best_torch_threads(torch_fn) -> dict:
     return {"torch_threads": best, "torch_warm_s_by_threads": by_threads}
 
 
-def race(name: str, torch_fn, jax_fn, n_items: int, repeats: int, flops: dict, peak: float) -> dict:
+def race(name: str, torch_fn, jax_fn, n_items: int, repeats: int, flops: dict, peak: dict) -> dict:
     """Time both forwards in alternation (rounds of one call each, so changing outside load falls
     on both alike), torch at its faster thread count; returns times, items/s and FLOP/s.
 
-    ``flops``: the FLOPs each framework's forward executes, ``{"jax": .., "torch": ..}``."""
+    ``flops``: the FLOPs each framework's forward executes, ``{"jax": .., "torch": ..}``;
+    ``peak``: :func:`matmul_peak`'s result."""
     compiled = time_call(jax_fn, repeats=1)
     with torch.inference_mode():
         threads = best_torch_threads(torch_fn)
@@ -116,19 +129,24 @@ def race(name: str, torch_fn, jax_fn, n_items: int, repeats: int, flops: dict, p
                 wall[framework] += [run["first_s"], *run["times_s"]]
                 results[framework] = run["result"]
     med = {f: statistics.median(wall[f]) for f in fns}
+    med_cpu = {f: statistics.median(cpu[f]) for f in fns}
     row = {
         "items": n_items, **threads, "jax_flops_per_forward": flops["jax"], "torch_flops_per_forward": flops["torch"],
-        "torch_median_s": med["torch"], "torch_times_s": wall["torch"], "torch_cpu_s": statistics.median(cpu["torch"]),
-        "jax_median_s": med["jax"], "jax_times_s": wall["jax"], "jax_cpu_s": statistics.median(cpu["jax"]),
+        "torch_median_s": med["torch"], "torch_times_s": wall["torch"], "torch_cpu_s": med_cpu["torch"],
+        "jax_median_s": med["jax"], "jax_times_s": wall["jax"], "jax_cpu_s": med_cpu["jax"],
         "jax_first_s": compiled["first_s"],
         "torch_items_per_s": n_items / med["torch"], "jax_items_per_s": n_items / med["jax"],
-        "speedup": med["torch"] / med["jax"],
+        "speedup": med["torch"] / med["jax"], "cpu_time_speedup": med_cpu["torch"] / med_cpu["jax"],
         "jax_flops_per_s": flops["jax"] / med["jax"], "torch_flops_per_s": flops["torch"] / med["torch"],
-        "jax_share_of_peak": flops["jax"] / med["jax"] / peak, "torch_share_of_peak": flops["torch"] / med["torch"] / peak,
+        "jax_share_of_peak": flops["jax"] / med["jax"] / peak["peak_flops_per_s"],
+        "torch_share_of_peak": flops["torch"] / med["torch"] / peak["peak_flops_per_s"],
+        "jax_share_of_peak_cpu_time": flops["jax"] / med_cpu["jax"] / peak["peak_flops_per_cpu_s"],
+        "torch_share_of_peak_cpu_time": flops["torch"] / med_cpu["torch"] / peak["peak_flops_per_cpu_s"],
     }
     print(f"{name}: torch {row['torch_items_per_s']:.2f}/s, jax {row['jax_items_per_s']:.2f}/s, "
-          f"x{row['speedup']:.2f}; jax {row['jax_flops_per_s'] / 1e9:.1f} GFLOP/s "
-          f"({100 * row['jax_share_of_peak']:.0f}% of peak)")
+          f"x{row['speedup']:.2f} (CPU time x{row['cpu_time_speedup']:.2f}); jax {row['jax_flops_per_s'] / 1e9:.1f} "
+          f"GFLOP/s ({100 * row['jax_share_of_peak']:.0f}% of peak, {100 * row['jax_share_of_peak_cpu_time']:.0f}% "
+          "per CPU second)")
     return row, results
 
 
@@ -165,7 +183,7 @@ def story(n_words: int, n_vocabulary: int, seed: int = 0) -> tuple[list[str], li
     return vocabulary, [vocabulary[i] for i in rng.choice(n_vocabulary, n_words, p=p / p.sum())]
 
 
-def bench_llama(n_words: int, n_sampled: int, repeats: int, peak: float, tmp: Path) -> dict:
+def bench_llama(n_words: int, n_sampled: int, repeats: int, peak: dict, tmp: Path) -> dict:
     vocabulary, words = story(n_words, 2000)
     directory = defaults.write_default_llama(tmp / "llama", vocabulary, **LLAMA)
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
@@ -247,7 +265,7 @@ def randomize_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
-def bench_whisper(batch: int, repeats: int, peak: float, tmp: Path) -> dict:
+def bench_whisper(batch: int, repeats: int, peak: dict, tmp: Path) -> dict:
     config = transformers.WhisperConfig(
         num_mel_bins=80, max_source_positions=1500, vocab_size=64, decoder_layers=1, decoder_attention_heads=2,
         decoder_ffn_dim=64, max_target_positions=8, pad_token_id=1, bos_token_id=2, eos_token_id=3,
@@ -294,14 +312,16 @@ def main(argv=None) -> None:
     print(f"float32 matmul peak: {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s "
           f"(XLA {peak['xla_flops_per_s'] / 1e9:.1f}, numpy {peak['numpy_flops_per_s'] / 1e9:.1f})")
     with tempfile.TemporaryDirectory() as tmp:
-        llama = bench_llama(n_words, n_sampled, args.repeats, peak["peak_flops_per_s"], Path(tmp))
-        whisper = bench_whisper(batch, args.repeats, peak["peak_flops_per_s"], Path(tmp))
+        llama = bench_llama(n_words, n_sampled, args.repeats, peak, Path(tmp))
+        whisper = bench_whisper(batch, args.repeats, peak, Path(tmp))
     ratios = {
         "llama_windowed_words_per_s_vs_torch_per_word": llama["speedup"],
         "llama_forward_vs_torch": llama["forward"]["speedup"],
         "whisper_encoder_windows_per_s_vs_torch": whisper["speedup"],
         "llama_forward_share_of_matmul_peak": llama["forward"]["jax_share_of_peak"],
         "whisper_forward_share_of_matmul_peak": whisper["jax_share_of_peak"],
+        "llama_forward_share_of_matmul_peak_cpu_time": llama["forward"]["jax_share_of_peak_cpu_time"],
+        "whisper_forward_share_of_matmul_peak_cpu_time": whisper["jax_share_of_peak_cpu_time"],
     }
     goals = {
         "llama_words_per_s_at_least_50x": llama["speedup"] >= 50,
