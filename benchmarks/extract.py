@@ -23,14 +23,16 @@ encoder, then the last layer's state at each window's last frame, against what
 for that frame's query only), outputs compared. FLOPs are counted from the shapes each
 framework executes: every matmul (projections, feed-forward, convolutions as matmuls) and
 attention's two products over the padded length, 2 FLOPs per multiply-add; LLaMA's count over
-real tokens only (causal half of the attention) is recorded beside it. The float32 matmul peak is the best of a jitted XLA and
-a numpy 2048 x 2048 matmul in the same run.
+real tokens only (causal half of the attention) is recorded beside it. The float32 matmul peak
+is the better of a jitted XLA and a numpy 2048 x 2048 matmul, timed in the same rounds as the
+two forwards.
 
 The machine may be shared: torch's threads can spin against other processes, so torch is
-timed with 1 thread and with all cores and the faster is its reference; process CPU seconds
-are recorded beside wall seconds, and the load average in the JSON. Shares of the peak are
-given per wall second and per CPU second of this process (FLOPs per CPU second against the
-matmul's FLOPs per CPU second), the second robust to other processes' load.
+timed with 1 thread and with all cores and the faster is its reference; the calls of a race
+alternate, so changing outside load falls on all alike; process CPU seconds are recorded beside
+wall seconds, and the load average in the JSON. Shares of the peak are given per wall second
+and per CPU second of this process (the forward's FLOPs per CPU second against the matmul's),
+the second robust to other processes' load.
 
 GPU: ``pip install -e ".[cuda]"`` plus a CUDA build of torch; both frameworks then run on the
 GPU (torch moved to ``cuda``), and the peak is XLA's float32 matmul on the device (which may
@@ -79,26 +81,17 @@ def cpu_timed(fn, cpu_seconds: list):
     return wrapped
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
-    """Float32 matmul FLOP/s of XLA (jitted) and numpy on n x n matrices; ``peak`` is the best.
-
-    Also per CPU second of this process (``*_per_cpu_s``): other processes on a shared machine
-    take wall time from every measurement alike, but not CPU time.
-    """
+def matmul_contestants(n: int = 2048) -> dict:
+    """The float32 peak's contestants, timed in every race's rounds: an XLA (jitted) and a numpy
+    n x n matmul, each returning 2 n^3 FLOPs' worth of work."""
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
     aj, bj = jnp.asarray(a), jnp.asarray(b)
     dot = jax.jit(jnp.dot)
-    flops = 2 * n**3
-    out = {"n": n}
-    for name, fn in (("xla", lambda: dot(aj, bj)), ("numpy", lambda: a @ b)):
-        cpu = []
-        run = time_call(cpu_timed(fn, cpu), repeats=repeats)
-        out[f"{name}_flops_per_s"] = flops / run["median_s"]
-        out[f"{name}_flops_per_cpu_s"] = flops / statistics.median(cpu[2:])
-    out["peak_flops_per_s"] = max(out["xla_flops_per_s"], out["numpy_flops_per_s"])
-    out["peak_flops_per_cpu_s"] = max(out["xla_flops_per_cpu_s"], out["numpy_flops_per_cpu_s"])
-    return out
+    return {"xla_matmul": lambda: dot(aj, bj), "numpy_matmul": lambda: a @ b}
+
+
+MATMUL_N = 2048
 
 
 def best_torch_threads(torch_fn) -> dict:
@@ -112,16 +105,20 @@ def best_torch_threads(torch_fn) -> dict:
     return {"torch_threads": best, "torch_warm_s_by_threads": by_threads}
 
 
-def race(name: str, torch_fn, jax_fn, n_items: int, repeats: int, flops: dict, peak: dict) -> dict:
-    """Time both forwards in alternation (rounds of one call each, so changing outside load falls
-    on both alike), torch at its faster thread count; returns times, items/s and FLOP/s.
+def race(name: str, torch_fn, jax_fn, n_items: int, repeats: int, flops: dict) -> dict:
+    """Time both forwards and the matmul peak's contestants in alternation (rounds of one call
+    each, so changing outside load falls on all alike), torch at its faster thread count.
 
-    ``flops``: the FLOPs each framework's forward executes, ``{"jax": .., "torch": ..}``;
-    ``peak``: :func:`matmul_peak`'s result."""
+    ``flops``: the FLOPs each framework's forward executes, ``{"jax": .., "torch": ..}``.
+    Returns times, items/s, FLOP/s and the share of the peak per wall second and per CPU second
+    of this process (FLOPs per CPU second against the best matmul's FLOPs per CPU second).
+    """
     compiled = time_call(jax_fn, repeats=1)
     with torch.inference_mode():
         threads = best_torch_threads(torch_fn)
-        fns = {"torch": torch_fn, "jax": jax_fn}
+        fns = {"torch": torch_fn, "jax": jax_fn, **matmul_contestants(MATMUL_N)}
+        for fn in fns.values():
+            block(fn())
         wall, cpu, results = {f: [] for f in fns}, {f: [] for f in fns}, {}
         for _ in range(repeats):
             for framework, fn in fns.items():
@@ -130,6 +127,11 @@ def race(name: str, torch_fn, jax_fn, n_items: int, repeats: int, flops: dict, p
                 results[framework] = run["result"]
     med = {f: statistics.median(wall[f]) for f in fns}
     med_cpu = {f: statistics.median(cpu[f]) for f in fns}
+    matmul = 2 * MATMUL_N**3
+    peak = {f"{f}_flops_per_s": matmul / med[f] for f in ("xla_matmul", "numpy_matmul")}
+    peak.update({f"{f}_flops_per_cpu_s": matmul / med_cpu[f] for f in ("xla_matmul", "numpy_matmul")})
+    peak_wall = max(peak["xla_matmul_flops_per_s"], peak["numpy_matmul_flops_per_s"])
+    peak_cpu = max(peak["xla_matmul_flops_per_cpu_s"], peak["numpy_matmul_flops_per_cpu_s"])
     row = {
         "items": n_items, **threads, "jax_flops_per_forward": flops["jax"], "torch_flops_per_forward": flops["torch"],
         "torch_median_s": med["torch"], "torch_times_s": wall["torch"], "torch_cpu_s": med_cpu["torch"],
@@ -137,16 +139,17 @@ def race(name: str, torch_fn, jax_fn, n_items: int, repeats: int, flops: dict, p
         "jax_first_s": compiled["first_s"],
         "torch_items_per_s": n_items / med["torch"], "jax_items_per_s": n_items / med["jax"],
         "speedup": med["torch"] / med["jax"], "cpu_time_speedup": med_cpu["torch"] / med_cpu["jax"],
+        "matmul_peak": {"n": MATMUL_N, **peak, "peak_flops_per_s": peak_wall, "peak_flops_per_cpu_s": peak_cpu},
         "jax_flops_per_s": flops["jax"] / med["jax"], "torch_flops_per_s": flops["torch"] / med["torch"],
-        "jax_share_of_peak": flops["jax"] / med["jax"] / peak["peak_flops_per_s"],
-        "torch_share_of_peak": flops["torch"] / med["torch"] / peak["peak_flops_per_s"],
-        "jax_share_of_peak_cpu_time": flops["jax"] / med_cpu["jax"] / peak["peak_flops_per_cpu_s"],
-        "torch_share_of_peak_cpu_time": flops["torch"] / med_cpu["torch"] / peak["peak_flops_per_cpu_s"],
+        "jax_share_of_peak": flops["jax"] / med["jax"] / peak_wall,
+        "torch_share_of_peak": flops["torch"] / med["torch"] / peak_wall,
+        "jax_share_of_peak_cpu_time": flops["jax"] / med_cpu["jax"] / peak_cpu,
+        "torch_share_of_peak_cpu_time": flops["torch"] / med_cpu["torch"] / peak_cpu,
     }
     print(f"{name}: torch {row['torch_items_per_s']:.2f}/s, jax {row['jax_items_per_s']:.2f}/s, "
           f"x{row['speedup']:.2f} (CPU time x{row['cpu_time_speedup']:.2f}); jax {row['jax_flops_per_s'] / 1e9:.1f} "
-          f"GFLOP/s ({100 * row['jax_share_of_peak']:.0f}% of peak, {100 * row['jax_share_of_peak_cpu_time']:.0f}% "
-          "per CPU second)")
+          f"GFLOP/s of a {peak_wall / 1e9:.1f} GFLOP/s matmul peak ({100 * row['jax_share_of_peak']:.0f}%; "
+          f"{100 * row['jax_share_of_peak_cpu_time']:.0f}% per CPU second)")
     return row, results
 
 
@@ -183,7 +186,7 @@ def story(n_words: int, n_vocabulary: int, seed: int = 0) -> tuple[list[str], li
     return vocabulary, [vocabulary[i] for i in rng.choice(n_vocabulary, n_words, p=p / p.sum())]
 
 
-def bench_llama(n_words: int, n_sampled: int, repeats: int, peak: dict, tmp: Path) -> dict:
+def bench_llama(n_words: int, n_sampled: int, repeats: int, tmp: Path) -> dict:
     vocabulary, words = story(n_words, 2000)
     directory = defaults.write_default_llama(tmp / "llama", vocabulary, **LLAMA)
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
@@ -235,7 +238,7 @@ def bench_llama(n_words: int, n_sampled: int, repeats: int, peak: dict, tmp: Pat
     it, mt = torch.from_numpy(input_ids).to(TORCH_DEVICE), torch.from_numpy(mask).to(TORCH_DEVICE)
     flops = dict.fromkeys(("jax", "torch"), llama_flops(rows, seq))
     row, results = race("llama forward", lambda: reference(it, mt, output_hidden_states=True).hidden_states[layer],
-                        lambda: forward(state, ij, mj), len(ids), repeats, flops, peak)
+                        lambda: forward(state, ij, mj), len(ids), repeats, flops)
     real = mask.astype(bool)
     forward_diff = float(np.max(np.abs(np.asarray(results["jax"])[real] - results["torch"].cpu().numpy()[real])))
     print(f"llama words: torch {1 / torch_per_word:.2f} words/s, jax {1 / jax_per_word:.1f} words/s, "
@@ -265,7 +268,7 @@ def randomize_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
-def bench_whisper(batch: int, repeats: int, peak: dict, tmp: Path) -> dict:
+def bench_whisper(batch: int, repeats: int, tmp: Path) -> dict:
     config = transformers.WhisperConfig(
         num_mel_bins=80, max_source_positions=1500, vocab_size=64, decoder_layers=1, decoder_attention_heads=2,
         decoder_ffn_dim=64, max_target_positions=8, pad_token_id=1, bos_token_id=2, eos_token_id=3,
@@ -293,12 +296,12 @@ def bench_whisper(batch: int, repeats: int, peak: dict, tmp: Path) -> dict:
     graphdef, state = nnx.split(module)
     top = (WHISPER["encoder_layers"],)
     forward = jax.jit(lambda state, x: nnx.merge(graphdef, state).frames_at(x, frames, top)[0])
-    rows_t = torch.arange(batch)
-    frames_t = torch.from_numpy(np.array(frames))
+    rows_t = torch.arange(batch, device=TORCH_DEVICE)
+    frames_t = torch.from_numpy(np.array(frames)).to(TORCH_DEVICE)
     flops = {"jax": whisper_flops(batch, 3000, one_query_on_top=True),
              "torch": whisper_flops(batch, 3000, one_query_on_top=False)}
     row, results = race("whisper encoder", lambda: encoder(xt).last_hidden_state[rows_t, frames_t],
-                        lambda: forward(state, xj), batch, repeats, flops, peak)
+                        lambda: forward(state, xj), batch, repeats, flops)
     diff = float(np.max(np.abs(np.asarray(results["jax"]) - results["torch"].cpu().numpy())))
     assert diff < 1e-3, f"jaxenc's encoder differs from transformers by {diff}"
     return {"model": WHISPER, "input_frames": 3000, "window_s": 16.1, **row, "max_abs_diff": diff}
@@ -308,12 +311,9 @@ def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     n_words, n_sampled, batch = (1024, 8, 2) if args.fast else (4096, 48, 4)
     load_before = list(os.getloadavg())
-    peak = matmul_peak()
-    print(f"float32 matmul peak: {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s "
-          f"(XLA {peak['xla_flops_per_s'] / 1e9:.1f}, numpy {peak['numpy_flops_per_s'] / 1e9:.1f})")
     with tempfile.TemporaryDirectory() as tmp:
-        llama = bench_llama(n_words, n_sampled, args.repeats, peak, Path(tmp))
-        whisper = bench_whisper(batch, args.repeats, peak, Path(tmp))
+        llama = bench_llama(n_words, n_sampled, args.repeats, Path(tmp))
+        whisper = bench_whisper(batch, args.repeats, Path(tmp))
     ratios = {
         "llama_windowed_words_per_s_vs_torch_per_word": llama["speedup"],
         "llama_forward_vs_torch": llama["forward"]["speedup"],
@@ -333,7 +333,7 @@ def main(argv=None) -> None:
         "fast": args.fast, "dtype": "float32", "torch_device": TORCH_DEVICE, "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
-        "matmul_peak": peak, "goals_met": goals, "llama": llama, "whisper": whisper, "peak_rss_mb": peak_rss_mb(),
+        "goals_met": goals, "llama": llama, "whisper": whisper, "peak_rss_mb": peak_rss_mb(),
         "notes": "llama speedup: jaxenc's windowed pass over the whole story (median of warm runs) against "
                  "transformers' per-word forwards timed on a sample of words spread over the story and "
                  "extrapolated per word. Forward rows: one compiled forward each, FLOPs over the padded "
