@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxenc.errors import CheckpointError
@@ -279,13 +280,12 @@ def stored_dtype(directory: Path) -> str:
 
 
 def resolve_dtype(dtype, directory: Path):
-    """A loader's compute dtype: ``dtype`` itself, or for ``"auto"`` the checkpoint's choice.
+    """A loader's compute dtype: ``dtype`` itself (a name such as ``"bfloat16"`` or a dtype), or
+    for ``"auto"`` the checkpoint's choice.
 
     ``"auto"`` is bfloat16 for checkpoints stored in 16 bits (float16 or bfloat16; bfloat16 keeps
     float32's range, so float16 weights never overflow in it) and float32 otherwise.
     """
     if isinstance(dtype, str) and dtype == "auto":
-        import jax.numpy as jnp
-
         return jnp.bfloat16 if stored_dtype(directory) in _HALF_DTYPES else jnp.float32
-    return dtype
+    return jnp.dtype(dtype) if isinstance(dtype, str) else dtype

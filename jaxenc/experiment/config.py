@@ -196,7 +196,7 @@ class SemanticConfig:
     # grows by one word per word and drops from lookback2 to lookback1 (256 to 512 preceding
     # words); one causal pass per lookback2 - lookback1 words, about 2 words of compute per
     # word at [256, 512]. An int n: n preceding words for every word, one pass of n + 1 words
-    # per word (about 2n / 3 times the compute of [n / 2, n]).
+    # per word (about n / 2 times the compute of [n / 2, n]).
     context_words: object = (256, 512)
     # Compute dtype: "auto" (bfloat16 for a checkpoint stored in float16 or bfloat16, as
     # LLaMA-7B is; float32 otherwise), "float32" or "bfloat16" (see audio.dtype).

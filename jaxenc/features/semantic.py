@@ -440,7 +440,8 @@ def llama_word_features(
             gathered = np.arange(windows.first[w], windows.last[w] + 1)
             index[r, : len(gathered)] = offsets[gathered]
             word_ids[r, : len(gathered)] = gathered
-        # Rows past the last window stay padding: one masked-out token each, never collected.
+        # Rows past the last window hold one padding token, unmasked so that its attention has a
+        # key; their outputs are never collected.
         mask[len(ids) :, 0] = 1
         outputs = _hidden_at(module, place(input_ids), place(mask), place(index), layers)
         pending.append((word_ids, outputs))
