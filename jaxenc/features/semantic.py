@@ -49,13 +49,11 @@ Differences from the reference code
 -----------------------------------
 The reference skips an empty word or the word ``'s``: it repeats the previous word's feature
 yet counts the word in the look-back. jaxenc's word lists hold no empty words (the TextGrid
-reader drops empty intervals, and an empty word is refused here), so the look-back counts
-agree; a word ``'s`` is fed like any other word here. (In the reference, skipping ``'s`` also
-moves every later word's context one word back, since its word count in the tokenised text
-still includes ``'s``; jaxenc does not copy that.) For byte-level BPE models (the reference's
-OPT), the reference opens a context with the first word's in-text tokens, space included;
-jaxenc with its stand-alone tokens, as the context string tokenises. For LLaMA's sentencepiece
-tokenizer the two are the same tokens.
+reader drops them; they are refused here), so the look-back counts agree; ``'s`` is fed like
+any other word (skipping it in the reference also moves every later context one word back,
+which jaxenc does not copy). For byte-level BPE models (OPT) the reference opens a context with
+the first word's in-text tokens, space included; jaxenc with its stand-alone tokens, as the
+context string tokenises; for LLaMA's sentencepiece tokenizer the two are the same.
 """
 
 from __future__ import annotations
