@@ -64,6 +64,11 @@ MODELS = ("ridge", "mllinear", "mlp", "dimlp", "gru")
 _TARGETS = ("voxels", "pca")
 # Nonlinearities of the networks' hidden layers (jax.numpy.tanh, jax.nn.relu, jax.nn.gelu).
 ACTIVATIONS = ("tanh", "relu", "gelu")
+# Compute dtypes of the extractors ("auto": bfloat16 for 16-bit checkpoints, float32 otherwise).
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+# Whisper's mel frame: window lengths are whole frames. Its encoder takes at most 30 s.
+_FRAME_S = 0.01
+_LONGEST_INPUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AudioConfig:
-    """The audio feature source: Whisper encoder hidden states at the end of causal windows."""
+    """The audio feature source: Whisper encoder hidden states at the end of causal windows.
+
+    A window holds ``context_s + chunk_s`` seconds of audio (less at the start of a story) and
+    ends every ``stride_s`` seconds, from ``chunk_s`` on; it is followed by silence up to
+    ``input_s`` seconds of encoder input and its feature is the encoder frame at its end (see
+    :mod:`jaxenc.features.audio`). The reference code (Antonello et al. 2023) runs 16 s of
+    context, 0.1 s chunks every 0.1 s and 30 s of input; its ``--stride s`` option is
+    ``chunk_s = stride_s = s`` with ``context_s = 16.1 - s``. Seconds must be whole 10 ms mel
+    frames.
+    """
 
     # "whisper" (extracted) or "planted" (the synthetic twin's true audio properties).
     source: str = "whisper"
@@ -115,20 +129,62 @@ class AudioConfig:
     model: str = "default"
     # Encoder layer of the table; -1: the last layer (the paper's choice).
     layer: int = -1
-    # Seconds of audio before each new 0.1 s chunk; 0: the paper's 16 s for a checkpoint, the
-    # embedded model's short default window for "default".
+    # Seconds of audio before each new chunk; 0: the paper's 16 s for a checkpoint, the
+    # embedded model's short default window for "default". Costs nothing extra with a fixed
+    # input_s; sets the shortest input_s.
     context_s: float = 0.0
-    # Seconds of encoder input per window (the window, then silence); 0: 30 s (Whisper's) for a
-    # checkpoint, the embedded model's default for "default".
+    # Seconds of new audio per window (the first window is one chunk long).
+    chunk_s: float = 0.1
+    # Seconds between window ends (one feature per stride): the cost is proportional to
+    # 1 / stride_s, 10 encoder passes per second of audio at 0.1 s.
+    stride_s: float = 0.1
+    # Seconds of encoder input per window (the window, then silence); 0: 30 s for a checkpoint
+    # (Whisper's training length, the reference's padding), the embedded model's default for
+    # "default". From context_s + chunk_s + 0.02 (the window itself) to 30; each pass costs
+    # about linearly in input_s (attention quadratically): 16.12 s costs about half of 30 s,
+    # but changes every feature, since the encoder attends over the silence too.
     input_s: float = 0.0
-    # Windows per encoder call (memory only).
+    # Compute dtype: "auto" (bfloat16 for a checkpoint stored in float16 or bfloat16, float32
+    # otherwise), "float32" (the reference's) or "bfloat16" (half the memory and 2-8x the
+    # matmul rate on GPUs and TPUs, slower on most CPUs; features differ from float32 by about
+    # 1% of their scale).
+    dtype: str = "auto"
+    # Windows per encoder call (memory only; rounded up to a multiple of the devices).
     batch_size: int = 32
 
     def validate(self, where) -> None:
         _choice(self.source, ("whisper", "planted"), "audio.source", where)
-        if self.context_s < 0 or self.input_s < 0:
-            raise ConfigError("audio.context_s and audio.input_s must be positive seconds (0: default)", path=where)
+        _choice(self.dtype, COMPUTE_DTYPES, "audio.dtype", where)
         _positive(self.batch_size, "audio.batch_size", where)
+        for key in ("context_s", "input_s"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"audio.{key} must be positive seconds (0: default), got {getattr(self, key)}",
+                                  path=where)
+        for key in ("chunk_s", "stride_s"):
+            _positive(getattr(self, key), f"audio.{key}", where)
+        for key in ("context_s", "chunk_s", "stride_s", "input_s"):
+            _whole_frames(getattr(self, key), f"audio.{key}", where)
+        if self.source == "whisper":
+            window = self.window()
+            shortest = window["context_s"] + window["chunk_s"] + _FRAME_S * 2
+            even = round(window["input_s"] / _FRAME_S) % 2 == 0
+            if not (even and shortest - 1e-9 <= window["input_s"] <= _LONGEST_INPUT_S):
+                raise ConfigError(
+                    f"audio.input_s must be an even number of 10 ms frames from {shortest:.2f} s "
+                    f"(context_s + chunk_s + 0.02, the window itself) to {_LONGEST_INPUT_S:g} s, got "
+                    f"{window['input_s']:g}", path=where)
+
+    def window(self) -> dict:
+        """Keyword arguments of :func:`jaxenc.features.whisper_story_features` (seconds)."""
+        from jaxenc.features import defaults
+
+        base = defaults.DEFAULT_WHISPER_WINDOW if self.model == "default" else defaults.REFERENCE_WHISPER_WINDOW
+        return {
+            "context_s": self.context_s or base["context_s"],
+            "chunk_s": self.chunk_s,
+            "stride_s": self.stride_s,
+            "input_s": self.input_s or base["input_s"],
+        }
 
 
 @dataclass(frozen=True)
@@ -143,16 +199,30 @@ class SemanticConfig:
     # Layer of the table; -1: the default model's default layer, or 12/32 of the depth of
     # another model (the paper's layer 12 of LLaMA-7B).
     layer: int = -1
-    # Preceding words fed with each word; 0: 256 for a checkpoint, the embedded model's default
-    # for "default".
-    context_words: int = 0
-    # Contexts per forward pass (memory only).
+    # Words fed before each word. [lookback1, lookback2]: the paper's scheme, a look-back that
+    # grows by one word per word and drops from lookback2 to lookback1 (256 to 512 preceding
+    # words); one causal pass per lookback2 - lookback1 words, about 2 words of compute per
+    # word at [256, 512]. An int n: n preceding words for every word, one pass of n + 1 words
+    # per word (about n / 2 times the compute of [n / 2, n]).
+    context_words: object = (256, 512)
+    # Compute dtype: "auto" (bfloat16 for a checkpoint stored in float16 or bfloat16, as
+    # LLaMA-7B is; float32 otherwise), "float32" or "bfloat16" (see audio.dtype).
+    dtype: str = "auto"
+    # Windows (contexts sharing a first word) per forward pass (memory only; rounded up to a
+    # multiple of the devices).
     batch_size: int = 16
 
+    def __post_init__(self):
+        # TOML and config.json give a list; the pair is kept as a tuple.
+        if isinstance(self.context_words, list):
+            object.__setattr__(self, "context_words", tuple(self.context_words))
+
     def validate(self, where) -> None:
+        from jaxenc.features.semantic import check_context_words
+
         _choice(self.source, ("llama", "planted"), "semantic.source", where)
-        if self.context_words < 0:
-            raise ConfigError("semantic.context_words must be positive (0: default)", path=where)
+        _choice(self.dtype, COMPUTE_DTYPES, "semantic.dtype", where)
+        check_context_words(self.context_words, name="semantic.context_words", path=where)
         _positive(self.batch_size, "semantic.batch_size", where)
 
 
@@ -694,6 +764,12 @@ def _plain(value):
 def _choice(value, choices, key: str, where) -> None:
     if value not in choices:
         raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}", path=where)
+
+
+def _whole_frames(value: float, key: str, where) -> None:
+    frames = value / _FRAME_S
+    if abs(frames - round(frames)) > 1e-6 * max(1.0, frames):
+        raise ConfigError(f"{key} must be a whole number of 10 ms mel frames, got {value}", path=where)
 
 
 def _positive(value, key: str, where) -> None:

@@ -187,7 +187,7 @@ class Experiment:
 
         cfg = self.config.audio
         directory = self._model_dir("whisper", cfg.model, {}, "default")
-        module, model_config = load_whisper_encoder(directory)
+        module, model_config = load_whisper_encoder(directory, dtype=cfg.dtype, mesh=self.mesh)
         n_layers = model_config.encoder_layers
         if cfg.layer >= 0:
             layer = cfg.layer
@@ -195,17 +195,14 @@ class Experiment:
             layer = defaults.DEFAULT_WHISPER_LAYER if cfg.model == "default" else n_layers
         _check_layers([layer], n_layers, "audio.layer", cfg.model)
         name = "jaxenc-default-whisper" if cfg.model == "default" else cfg.model
-        self.log(f"audio features: Whisper encoder {name}, layer {layer} of {n_layers}")
-        window = dict(defaults.DEFAULT_WHISPER_WINDOW) if cfg.model == "default" else {"context_s": 16.0, "input_s": 30.0}
-        if cfg.context_s:
-            window["context_s"] = cfg.context_s
-        if cfg.input_s:
-            window["input_s"] = cfg.input_s
+        window = cfg.window()
+        self.log(f"audio features: Whisper encoder {name}, layer {layer} of {n_layers}, "
+                 f"{np.dtype(module.dtype).name}, windows {window}")
         keys = whisper_story_features(
             cache, module, LogMelFrontend.from_pretrained(directory),
             functools.partial(self.dataset.audio, sample_rate=16000), self.stories,
             model=name, revision=checkpoint_revision(directory), layers=[layer],
-            batch_size=cfg.batch_size, progress=self.progress, **window,
+            batch_size=cfg.batch_size, progress=self.progress, mesh=self.mesh, **window,
         )
         return {"kind": "whisper", "model": name, "layer": layer, "window_s": window, "keys": _keys_json(keys)}
 
@@ -224,13 +221,12 @@ class Experiment:
             layer = defaults.DEFAULT_LLAMA_LAYER if model == "default" and not sizes else max(1, round(n_layers * 12 / 32))
         layers = sorted({layer, *extra})
         _check_layers(layers, n_layers, "semantic layers", model)
-        module, _ = load_llama(directory, max_layer=max(layers))
+        module, _ = load_llama(directory, dtype=cfg.dtype, max_layer=max(layers), mesh=self.mesh)
         tokenizer = AutoTokenizer.from_pretrained(directory)
         name = f"jaxenc-default-llama-{label}" if model == "default" else model
-        window = dict(defaults.DEFAULT_LLAMA_WINDOW) if model == "default" else {"context_words": 256}
-        if cfg.context_words:
-            window["context_words"] = cfg.context_words
-        self.log(f"semantic features: {name}, layers {layers} of {n_layers}")
+        window = {"context_words": cfg.context_words, **(defaults.DEFAULT_LLAMA_WINDOW if model == "default" else {})}
+        self.log(f"semantic features: {name}, layers {layers} of {n_layers}, {np.dtype(module.dtype).name}, "
+                 f"context words {cfg.context_words}")
 
         def words(story):
             intervals = self.dataset.words(story)
@@ -239,12 +235,25 @@ class Experiment:
         keys = llama_story_features(
             cache, module, tokenizer, words, self.stories, model=name,
             revision=checkpoint_revision(directory), layers=layers,
-            batch_size=cfg.batch_size, progress=self.progress, **window,
+            batch_size=cfg.batch_size, progress=self.progress, mesh=self.mesh, **window,
         )
         params = sum(int(np.prod(p.shape)) for p in _leaves(module))
         return {"kind": "llama", "model": name, "layer": layer, "layers": layers, "n_params": params,
                 "window": window,
                 "n_layers": n_layers, "keys": _keys_json(keys)}
+
+    @functools.cached_property
+    def mesh(self):
+        """A one-axis ("data") mesh over every local device for extraction, or None on one device."""
+        import jax
+
+        if jax.local_device_count() == 1:
+            return None
+        from jax.sharding import AxisType
+
+        from jaxenc.distributed import make_mesh
+
+        return make_mesh(("data",), devices=jax.local_devices(), axis_types=(AxisType.Auto,))
 
     # -- features as {story: (times, values)} ----------------------------------------------------
     @functools.cached_property
