@@ -25,6 +25,7 @@ This module imports numpy and :mod:`jaxenc.errors` only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -61,6 +62,17 @@ def atomic_write(path: Path, write: Callable) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _reading(path: Path, subject):
+    """Turn the failures of reading an array file into a :class:`DataError` naming it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError("missing array file", path=path, subject=subject) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"unreadable array file ({err})", path=path, subject=subject) from None
 
 
 class RunStore:
@@ -145,13 +157,9 @@ class RunStore:
             Naming the file (and the subject), if it is missing, unreadable or lacks a name.
         """
         path = self.root / rel
-        try:
+        with _reading(path, subject):
             with np.load(path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in (data.files if names is None else names) if key in data.files}
-        except FileNotFoundError:
-            raise DataError("missing array file", path=path, subject=subject) from None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-            raise DataError(f"unreadable array file ({err})", path=path, subject=subject) from None
         missing = [key for key in names or () if key not in arrays]
         if missing:
             raise DataError(f"array file lacks {missing}, expected {list(names)}", path=path, subject=subject)
@@ -166,12 +174,8 @@ class RunStore:
             Naming the file, if it is missing or unreadable.
         """
         path = self.root / rel
-        try:
+        with _reading(path, subject):
             return np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise DataError("missing array file", path=path, subject=subject) from None
-        except (OSError, ValueError, EOFError) as err:
-            raise DataError(f"unreadable array file ({err})", path=path, subject=subject) from None
 
     # -- the run's records -------------------------------------------------------------------------
     def save_config(self, config: dict) -> None:

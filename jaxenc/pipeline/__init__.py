@@ -15,7 +15,7 @@ a change to any step is made once:
   a dataset from Python, scored and partitioned into :class:`jaxenc.report.RunResults`.
 """
 
-from jaxenc.featuresets import FeatureSet
+from jaxenc.pipeline import baseline, designs, runner
 from jaxenc.pipeline.baseline import fit_linear_baseline
 from jaxenc.pipeline.designs import (
     PROTOCOL_TRIM,
@@ -29,19 +29,4 @@ from jaxenc.pipeline.designs import (
 )
 from jaxenc.pipeline.runner import TARGETS, JobResult, SubjectArrays, fit_predict
 
-__all__ = [
-    "FeatureSet",
-    "planted_features",
-    "PROTOCOL_TRIM",
-    "AlignOptions",
-    "Design",
-    "align_stories",
-    "stack_design",
-    "design_matrix",
-    "training_responses",
-    "TARGETS",
-    "SubjectArrays",
-    "JobResult",
-    "fit_predict",
-    "fit_linear_baseline",
-]
+__all__ = [*designs.__all__, *runner.__all__, *baseline.__all__]
