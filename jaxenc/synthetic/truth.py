@@ -21,17 +21,14 @@ jaxenc; loading reads the rest and checks ``latent_names`` against the config.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from jaxenc.errors import ConfigError, DataError
 from jaxenc.synthetic.config import SyntheticConfig
+from jaxenc.synthetic.files import read_json, read_npz, write_json, write_npz
 from jaxenc.synthetic.properties import AUDIO_NAMES
 from jaxenc.synthetic.responses import (
     CLASS_NAMES,
@@ -41,65 +38,16 @@ from jaxenc.synthetic.responses import (
 )
 from jaxenc.synthetic.words import PHONES, Vocabulary
 
-__all__ = ["SyntheticTruth", "PlantedStimulus", "FORMAT_VERSION", "TRUTH_DIR", "atomic_path"]
+__all__ = ["SyntheticTruth", "PlantedStimulus", "FORMAT_VERSION", "TRUTH_DIR"]
 
 # Version of the synthetic_truth/ files; SyntheticTruth.load refuses others.
 FORMAT_VERSION = 1
 # Folder of the planted truth, beside derivative/ and stimuli/.
 TRUTH_DIR = "synthetic_truth"
+# Vocabulary fields saved as they are, after the words and their phone labels.
+_VOCABULARY_KEYS = ("probability", "semantic", "loudness", "pitch", "formant_shift")
 # Per-voxel arrays of each subject, in the order of the <SUBJECT>.npz files.
 _VOXEL_KEYS = ("voxel_class", "weights", "snr", "noise_std", "part_variance")
-_MISSING = "synthetic truth file missing: write the dataset again"
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary name beside ``path``, renamed to ``path`` once the block completes.
-
-    The folder is created if needed. An interrupted write leaves ``<name>.partial`` (replaced
-    by the next attempt), never a truncated ``path``.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    yield partial
-    os.replace(partial, path)
-
-
-def _write_json(path: Path, content) -> None:
-    with atomic_path(path) as partial:
-        partial.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-
-
-def _write_npz(path: Path, **arrays) -> None:
-    with atomic_path(path) as partial, open(partial, "wb") as file:
-        np.savez(file, **arrays)
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(_MISSING, path=path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"synthetic truth file is not readable JSON ({exc})", path=path) from exc
-
-
-def _read_npz(path: Path, keys) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path) as saved:
-            arrays = {key: saved[key] for key in keys if key in saved.files}
-    except FileNotFoundError:
-        raise DataError(_MISSING, path=path) from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"synthetic truth file is unreadable ({exc})", path=path) from exc
-    missing = [key for key in keys if key not in arrays]
-    if missing:
-        raise DataError(
-            f"synthetic truth file lacks {missing} (written by another jaxenc?); write the "
-            "dataset again",
-            path=path,
-        )
-    return arrays
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -251,7 +199,7 @@ class SyntheticTruth:
             raise DataError(
                 f"no such story; stories: {sorted(self.respdict)}", path=path, story=story
             )
-        fields = _read_npz(path, _STIMULUS_KEYS)
+        fields = read_npz(path, _STIMULUS_KEYS)
         return PlantedStimulus(
             story=story,
             respdict=int(fields.pop("respdict")),
@@ -304,7 +252,7 @@ class SyntheticTruth:
         config_path = root / TRUTH_DIR / "config.json"
         record = _record(config)
         if config_path.exists():
-            existing = _read_json(config_path)
+            existing = read_json(config_path)
             if existing != record:
                 raise ConfigError(
                     "the folder holds a synthetic dataset written with another config (or "
@@ -319,25 +267,21 @@ class SyntheticTruth:
                 path=root,
             )
         else:
-            _write_json(config_path, record)
+            write_json(config_path, record)
         complete = root / TRUTH_DIR / "complete.json"
-        return complete.exists() and _read_json(complete) == record
+        return complete.exists() and read_json(complete) == record
 
     def save(self) -> None:
         """Write the vocabulary, the latents and every subject's voxels, each atomically."""
         truth_dir = self.root / TRUTH_DIR
         vocabulary, words = self.vocabulary, self.vocabulary.words
-        _write_npz(
+        write_npz(
             truth_dir / "vocabulary.npz",
             words=np.array(words),
             phones=np.array([" ".join(vocabulary.phone_labels(i)) for i in range(len(words))]),
-            probability=vocabulary.probability,
-            semantic=vocabulary.semantic,
-            loudness=vocabulary.loudness,
-            pitch=vocabulary.pitch,
-            formant_shift=vocabulary.formant_shift,
+            **{key: getattr(vocabulary, key) for key in _VOCABULARY_KEYS},
         )
-        _write_npz(
+        write_npz(
             truth_dir / "latents.npz",
             latent_names=np.array(self.latent_names),
             audio_names=np.array(AUDIO_NAMES),
@@ -349,7 +293,7 @@ class SyntheticTruth:
             covariance=self.covariance,
         )
         for subject, n_repeats in zip(self.subjects, self.config.n_repeats):
-            _write_npz(
+            write_npz(
                 truth_dir / f"{subject}.npz",
                 class_codes=np.array([int(c) for c in VoxelClass]),
                 class_names=np.array(CLASS_NAMES),
@@ -362,11 +306,11 @@ class SyntheticTruth:
     def save_stimulus(self, stimulus: PlantedStimulus) -> None:
         """Write the planted stimulus of one story, atomically."""
         path = self._stimulus_path(stimulus.story)
-        _write_npz(path, **{key: getattr(stimulus, key) for key in _STIMULUS_KEYS})
+        write_npz(path, **{key: getattr(stimulus, key) for key in _STIMULUS_KEYS})
 
     def mark_complete(self) -> None:
         """Record that every file of the tree is written (the last write of a twin)."""
-        _write_json(self.root / TRUTH_DIR / "complete.json", _record(self.config))
+        write_json(self.root / TRUTH_DIR / "complete.json", _record(self.config))
 
     @classmethod
     def load(cls, root) -> SyntheticTruth:
@@ -392,7 +336,7 @@ class SyntheticTruth:
         config_path = truth_dir / "config.json"
         if not config_path.exists():
             raise DataError(f"no synthetic truth: expected {TRUTH_DIR}/config.json", path=root)
-        record = _read_json(config_path)
+        record = read_json(config_path)
         version = record.get("format_version") if isinstance(record, dict) else None
         if version != FORMAT_VERSION:
             raise DataError(
@@ -401,7 +345,7 @@ class SyntheticTruth:
                 path=config_path,
             )
         complete = truth_dir / "complete.json"
-        if not complete.exists() or _read_json(complete) != record:
+        if not complete.exists() or read_json(complete) != record:
             raise DataError(
                 "the synthetic dataset is incomplete (interrupted?): run write_synthetic on it "
                 "again",
@@ -415,17 +359,15 @@ class SyntheticTruth:
             ) from exc
         vocabulary_path = truth_dir / "vocabulary.npz"
         vocabulary = _vocabulary(
-            vocabulary_path,
-            _read_npz(vocabulary_path, ("words", "phones", "probability", "semantic", "loudness",
-                                        "pitch", "formant_shift")),
+            vocabulary_path, read_npz(vocabulary_path, ("words", "phones") + _VOCABULARY_KEYS)
         )
         latents_path = truth_dir / "latents.npz"
-        latents = _read_npz(
+        latents = read_npz(
             latents_path, ("latent_names", "audio_projection", "semantic_projection", "covariance")
         )
         per_subject = {key: {} for key in _VOXEL_KEYS + ("cc_max",)}
         for subject in config.subjects:
-            saved = _read_npz(truth_dir / f"{subject}.npz", tuple(per_subject))
+            saved = read_npz(truth_dir / f"{subject}.npz", tuple(per_subject))
             for key, values in per_subject.items():
                 values[subject] = saved[key]
         truth = cls(
@@ -470,9 +412,5 @@ def _vocabulary(path: Path, saved: dict[str, np.ndarray]) -> Vocabulary:
         words=tuple(saved["words"].tolist()),
         phones=ids,
         stressed=stressed,
-        probability=saved["probability"],
-        semantic=saved["semantic"],
-        loudness=saved["loudness"],
-        pitch=saved["pitch"],
-        formant_shift=saved["formant_shift"],
+        **{key: saved[key] for key in _VOCABULARY_KEYS},
     )

@@ -68,6 +68,7 @@ _PHONE_TABLE = (
 )
 # Phone labels as written to the TextGrids (vowels carry a CMUdict stress digit there).
 PHONES = tuple(row[0] for row in _PHONE_TABLE)
+# The other columns, indexed by phone id.
 _SPELLING = tuple(row[1] for row in _PHONE_TABLE)
 IS_VOWEL = np.array([row[2] for row in _PHONE_TABLE])
 VOICED_GAIN = np.array([row[3] for row in _PHONE_TABLE])

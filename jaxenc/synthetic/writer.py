@@ -10,7 +10,6 @@ interrupted run resumes where it stopped. The planted truth is saved through
 from __future__ import annotations
 
 import argparse
-import json
 import zlib
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 from jaxenc import conventions
 from jaxenc.synthetic.audio import synthesize_audio
 from jaxenc.synthetic.config import SyntheticConfig
+from jaxenc.synthetic.files import atomic_path, write_json
 from jaxenc.synthetic.properties import AUDIO_NAMES, FRAME_PERIOD, audio_properties, semantic_frames
 from jaxenc.synthetic.responses import (
     FINE_PERIOD,
@@ -32,7 +32,7 @@ from jaxenc.synthetic.responses import (
     true_cc_max,
 )
 from jaxenc.synthetic.stimulus import make_story, write_textgrid
-from jaxenc.synthetic.truth import TRUTH_DIR, PlantedStimulus, SyntheticTruth, atomic_path
+from jaxenc.synthetic.truth import TRUTH_DIR, PlantedStimulus, SyntheticTruth
 from jaxenc.synthetic.words import CONTROL_RATE, make_vocabulary
 
 __all__ = ["write_synthetic", "main"]
@@ -73,8 +73,7 @@ def write_synthetic(
     if SyntheticTruth.claim(root, config):
         return SyntheticTruth.load(root)
     respdict = config.respdict()
-    with atomic_path(root / "derivative" / "respdict.json") as partial:
-        partial.write_text(json.dumps(respdict, indent=2) + "\n", encoding="utf-8")
+    write_json(root / "derivative" / "respdict.json", respdict)
 
     vocabulary = make_vocabulary(_rng(config.seed, _VOCABULARY), config.n_vocab, config.n_semantic)
     projections = _rng(config.seed, _PROJECTIONS)
