@@ -106,7 +106,7 @@ def _print_summary(exp) -> None:
 
 
 def _synth(args) -> int:
-    from jaxenc.data import synthetic
+    from jaxenc import synthetic
 
     argv = [str(args.root), "--preset", args.preset, "--seed", str(args.seed)]
     return synthetic.main(argv) or 0

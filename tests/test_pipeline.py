@@ -7,7 +7,7 @@ import pytest
 
 from jaxenc import pipeline
 from jaxenc.data import LeBelDataset
-from jaxenc.data.synthetic import VoxelClass
+from jaxenc.synthetic import VoxelClass
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.metrics import UNIQUE_A, UNIQUE_B, cc_max, protocol_trim, variance_partition
 

@@ -98,7 +98,7 @@ def step_summary(step, results) -> dict:
         subject, model and voxel class present, ``{"subject", "model", "voxels", "n_voxels",
         "mean_r", "mean_r2"}`` (r2 the paper's r·|r|).
     """
-    from jaxenc.data.synthetic import CLASS_NAMES
+    from jaxenc.synthetic import CLASS_NAMES
 
     rows = []
     for s in results.scores:

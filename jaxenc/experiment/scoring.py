@@ -188,7 +188,7 @@ def _sweeps(results) -> list[dict]:
 def planted_checks(exp, results) -> dict:
     """The planted checks of the synthetic twin, per subject (see
     :class:`jaxenc.experiment.config.PlantedConfig`)."""
-    from jaxenc.data.synthetic import VoxelClass
+    from jaxenc.synthetic import VoxelClass
 
     margins = exp.config.planted
     target = exp.config.table.targets[0]

@@ -87,7 +87,7 @@ class Experiment:
             if not root.is_dir():
                 raise DataError("no such dataset folder (data.root)", path=root)
             return root
-        from jaxenc.data.synthetic import write_synthetic
+        from jaxenc.synthetic import write_synthetic
 
         root = self.out / "data"
         changed = f", changed: {', '.join(sorted(cfg.synthetic))}" if cfg.synthetic else ""
@@ -107,7 +107,7 @@ class Experiment:
         """The synthetic twin's planted truth, or None on real data."""
         if self.config.data.root:
             return None
-        from jaxenc.data.synthetic import load_truth
+        from jaxenc.synthetic import load_truth
 
         return load_truth(self.data_root)
 
