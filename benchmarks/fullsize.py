@@ -149,8 +149,8 @@ def rerun_features(args):
     import jax
 
     from jaxenc import conventions
-    from jaxenc.data.synth_stimulus import CONTROL_RATE
-    from jaxenc.data.synthetic import SyntheticConfig, write_synthetic
+    from jaxenc.synthetic import SyntheticConfig, write_synthetic
+    from jaxenc.synthetic.words import CONTROL_RATE
 
     config = SyntheticConfig.full(n_voxels=(100,), audio_rate=CONTROL_RATE, **FULL_STORIES)
     root = args.root or Path("/work/fullsize_stimuli/ds003020")
@@ -206,8 +206,7 @@ def main():
     if args.stage == "features":
         rerun_features(args)
         return
-    from jaxenc.data.synth_response import VoxelClass
-    from jaxenc.data.synthetic import SyntheticConfig, write_synthetic
+    from jaxenc.synthetic import SyntheticConfig, VoxelClass, write_synthetic
 
     if args.fast:
         config = SyntheticConfig.demo(subjects=("UTS01",), n_voxels=(4000,), n_repeats=(10,),

@@ -14,7 +14,7 @@ import pytest
 from jaxenc import pipeline
 from jaxenc.analysis import partition_sets
 from jaxenc.data import LeBelDataset
-from jaxenc.data.synthetic import VoxelClass
+from jaxenc.synthetic import VoxelClass
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.featuresets import AUDIO, FEATURE_SETS, JOINT
 from jaxenc.metrics import UNIQUE_A, UNIQUE_B, ScoreConfig, cc_max, protocol_trim, variance_partition

@@ -78,7 +78,7 @@ class DataConfig:
     seed: int = 0
     # Subjects to fit; empty: every subject of the dataset.
     subjects: tuple[str, ...] = ()
-    # Changes to the synthetic preset, fields of jaxenc.data.synthetic.SyntheticConfig (for
+    # Changes to the synthetic preset, fields of jaxenc.synthetic.SyntheticConfig (for
     # example { n_train_stories = 24, n_semantic = 4 }).
     synthetic: dict = field(default_factory=dict, metadata={"keys": twin.synthetic_keys})
 
@@ -88,7 +88,7 @@ class DataConfig:
             self.synthetic_config()
 
     def synthetic_config(self):
-        """The :class:`jaxenc.data.synthetic.SyntheticConfig` of the twin this section writes."""
+        """The :class:`jaxenc.synthetic.SyntheticConfig` of the twin this section writes."""
         return twin.synthetic_config(self.preset, self.seed, self.synthetic)
 
 
@@ -371,7 +371,7 @@ class NonlinearityConfig:
 
     # Run the step (the demo does; ignored on real data, where nothing is planted).
     run: bool = True
-    # Changes to the tiny twin preset (fields of jaxenc.data.synthetic.SyntheticConfig): one
+    # Changes to the tiny twin preset (fields of jaxenc.synthetic.SyntheticConfig): one
     # subject of 60 voxels, 24 training stories of 110 rows (the demo's 800 rows per fold are
     # too few to learn a product), 4 semantic dimensions, 2 interaction latents, 30% of the
     # voxels joint-linear and 40% interaction.

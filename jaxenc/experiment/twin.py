@@ -1,6 +1,6 @@
 """The synthetic twin in an experiment: writing it, reading its truth, checking what was recovered.
 
-Every use the experiment layer makes of :mod:`jaxenc.data.synthetic` goes through this module
+Every use the experiment layer makes of :mod:`jaxenc.synthetic` goes through this module
 (the twin's writer, config, truth, voxel classes and command line), so where the twin lives is
 stated once. The planted checks (:func:`planted_checks`) compare a run's scores with the
 planted voxel classes, within the margins of :class:`~jaxenc.experiment.sections.PlantedConfig`.
@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from jaxenc.analysis.partition import by_feature_set, partition_sets
-from jaxenc.data.synthetic import CLASS_NAMES, SyntheticConfig, VoxelClass, load_truth, main, write_synthetic
+from jaxenc.synthetic import CLASS_NAMES, SyntheticConfig, VoxelClass, load_truth, main, write_synthetic
 from jaxenc.errors import ConfigError, JaxencError
 from jaxenc.featuresets import AUDIO, JOINT, SEMANTIC
 
@@ -35,13 +35,13 @@ synth_command = main
 
 
 def synthetic_keys() -> tuple[str, ...]:
-    """The fields of :class:`jaxenc.data.synthetic.SyntheticConfig` a config may change (not the
+    """The fields of :class:`jaxenc.synthetic.SyntheticConfig` a config may change (not the
     seed, which ``data.seed`` sets)."""
     return tuple(f.name for f in dataclasses.fields(SyntheticConfig) if f.name != "seed")
 
 
 def synthetic_config(preset: str, seed: int, changes: dict):
-    """The :class:`jaxenc.data.synthetic.SyntheticConfig` of a preset with ``changes``.
+    """The :class:`jaxenc.synthetic.SyntheticConfig` of a preset with ``changes``.
 
     Raises
     ------
@@ -72,7 +72,7 @@ def planted_checks(margins, truth, results, target: str) -> dict:
     Parameters
     ----------
     margins : jaxenc.experiment.sections.PlantedConfig
-    truth : jaxenc.data.synthetic.SyntheticTruth
+    truth : jaxenc.synthetic.SyntheticTruth
     results : jaxenc.report.RunResults
     target : str
         The target whose models are checked (the table's first).

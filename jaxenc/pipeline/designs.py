@@ -230,8 +230,8 @@ def planted_features(truth, stories: Sequence[str]) -> dict[str, dict]:
 
     Parameters
     ----------
-    truth : jaxenc.data.synthetic.SyntheticTruth
-        From :func:`jaxenc.data.synthetic.load_truth`.
+    truth : jaxenc.synthetic.SyntheticTruth
+        From :func:`jaxenc.synthetic.load_truth`.
     stories : sequence of str
         Stories to load (training stories and the test story).
 
