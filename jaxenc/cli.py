@@ -100,10 +100,10 @@ def _print_summary(exp) -> None:
 
 
 def _synth(args) -> int:
-    from jaxenc.experiment import twin
+    from jaxenc.synthetic import main
 
     argv = [str(args.root), "--preset", args.preset, "--seed", str(args.seed)]
-    return twin.synth_command(argv) or 0
+    return main(argv)
 
 
 def _add_common(parser, *, config: bool = True) -> None:
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a synthetic twin of ds003020 with planted ground truth into ROOT.",
     )
     synth.add_argument("root", type=Path, help="folder to write the dataset into")
-    synth.add_argument("--preset", choices=("tiny", "demo", "full"), default="demo",
+    synth.add_argument("--preset", default="demo",
                        help="tiny (tests), demo (default) or full (real size, ~78 GB)")
     synth.add_argument("--seed", type=int, default=0, help="seed of the twin")
     synth.set_defaults(func=_synth)

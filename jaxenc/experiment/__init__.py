@@ -8,7 +8,7 @@ folder (:class:`jaxenc.store.RunStore`): ``extract`` (features into a tensorstor
 :mod:`~jaxenc.experiment.extract`), ``fit`` (every job of the table and the sweeps through
 :func:`jaxenc.pipeline.fit_predict`, :mod:`~jaxenc.experiment.fitting`), ``evaluate``
 (:func:`jaxenc.metrics.score`, the analyses and the planted checks,
-:mod:`~jaxenc.experiment.scoring`, :mod:`~jaxenc.experiment.twin`) and ``report``. This is a
+:mod:`~jaxenc.experiment.scoring`, :mod:`~jaxenc.experiment.planted`) and ``report``. This is a
 glue layer like :mod:`jaxenc.pipeline`: it may import every subpackage.
 """
 

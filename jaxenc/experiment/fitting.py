@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from jaxenc.analysis.sweeps import LAYER_SWEEP, MODEL_SWEEP
 from jaxenc.featuresets import JOINT, SEMANTIC, FeatureSource, modalities
 from jaxenc.models.registry import encoder
-from jaxenc.pipeline.designs import PROTOCOL_TRIM, align_stories, stack_design, training_responses
+from jaxenc.pipeline.designs import GRID_TRIM, align_stories, stack_design, training_responses
 from jaxenc.pipeline.runner import SubjectArrays, fit_predict
 from jaxenc.store import RunStore
 
@@ -92,7 +92,7 @@ class Designs:
             test = self.data.test_story
             train = [s for s in self.data.stories if s != test]
             aligned = align_stories(features, self.data.respdict, train, trim=self.align.train_trim)
-            aligned.update(align_stories(features, self.data.respdict, [test], trim=PROTOCOL_TRIM))
+            aligned.update(align_stories(features, self.data.respdict, [test], trim=GRID_TRIM))
             self._aligned[source] = aligned
         return self._aligned[source]
 

@@ -101,8 +101,8 @@ def step_summary(step, results) -> dict:
         subject, model and voxel class present, ``{"subject", "model", "voxels", "n_voxels",
         "mean_r", "mean_r2"}`` (r2 the paper's r·|r|).
     """
-    from jaxenc.experiment import twin
+    from jaxenc.experiment.planted import class_means
 
     return {"folder": STEP_FOLDER, "subjects": list(step.data.subjects),
             "models": list(dict.fromkeys(m.model for m in results.models)),
-            "rows": twin.class_means(step.data.truth, results)}
+            "rows": class_means(step.data.truth, results)}

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jaxenc.errors import ConfigError, DataError
-from jaxenc.experiment import twin
+from jaxenc.synthetic import load_truth, write_synthetic
 from jaxenc.experiment.sections import DataConfig
 from jaxenc.store import RunStore
 
@@ -48,7 +48,7 @@ class RunData:
         root = self.store.path("data")
         changed = f", changed: {', '.join(sorted(cfg.synthetic))}" if cfg.synthetic else ""
         self.log(f"synthetic twin of ds003020 ({cfg.preset} preset{changed}, seed {cfg.seed}) in {root}")
-        twin.write_synthetic(root, cfg.synthetic_config(), progress=self.progress)
+        write_synthetic(root, cfg.synthetic_config(), progress=self.progress)
         return root
 
     @functools.cached_property
@@ -61,7 +61,7 @@ class RunData:
     @functools.cached_property
     def truth(self):
         """The synthetic twin's planted truth, or None on real data."""
-        return None if self.config.root else twin.load_truth(self.root)
+        return None if self.config.root else load_truth(self.root)
 
     @functools.cached_property
     def subjects(self) -> list[str]:

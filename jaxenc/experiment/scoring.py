@@ -5,7 +5,7 @@ with the config's ``[evaluate]`` settings, the one scoring function of every pat
 the scores: the variance partition audio / semantic / joint for every model and target fitted
 on all three feature sets (:func:`jaxenc.analysis.partition_rows`), the clustering of voxels
 by best-predicting feature set, the sweep curves (:func:`jaxenc.analysis.sweep_curves`), and
-on the synthetic twin the planted checks (:func:`jaxenc.experiment.twin.planted_checks`).
+on the synthetic twin the planted checks (:func:`jaxenc.experiment.planted.planted_checks`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxenc.analysis import best_model_clusters, by_feature_set, partition_rows, preferred_model, sweep_curves
 from jaxenc.errors import ConfigError
-from jaxenc.experiment import twin
+from jaxenc.experiment.planted import planted_checks
 from jaxenc.experiment.fitting import job_name, table_jobs
 from jaxenc.featuresets import FEATURE_SETS, JOINT
 from jaxenc.metrics import drop_first_rows, score, scored_ceiling
@@ -73,7 +73,7 @@ def evaluate(config, data, store: RunStore, *, bar: Callable = lambda items, **k
         results.clustering = _clustering(config, results, repeats)
     results.sweeps = sweep_curves(results.models)
     if data.truth is not None:
-        results.planted = twin.planted_checks(config.planted, data.truth, results, config.table.targets[0])
+        results.planted = planted_checks(config.planted, data.truth, results, config.table.targets[0])
     return results
 
 

@@ -12,15 +12,16 @@ raises :class:`~jaxenc.errors.ConfigError` with a message that starts with the f
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from jaxenc.decomp.pca import METHODS as PCA_METHODS
-from jaxenc.errors import ConfigError
-from jaxenc.experiment import twin
+from jaxenc.errors import ConfigError, JaxencError
 from jaxenc.featuresets import FEATURE_SETS, JOINT
 from jaxenc.models.registry import NetworkOptions, encoder
 from jaxenc.pipeline.runner import TARGETS
+from jaxenc.synthetic import PRESETS, SyntheticConfig
 from jaxenc.train import TrainConfig
 
 __all__ = [
@@ -58,6 +59,26 @@ def positive(value, key: str, *, zero: bool = False) -> None:
         raise ConfigError(f"{key} must be {'at least 0' if zero else 'positive'}, got {value!r}")
 
 
+def synthetic_keys() -> tuple[str, ...]:
+    """The fields of :class:`jaxenc.synthetic.SyntheticConfig` a config may change (not the
+    seed, which ``data.seed`` sets)."""
+    return tuple(f.name for f in dataclasses.fields(SyntheticConfig) if f.name != "seed")
+
+
+def synthetic_config(preset: str, seed: int, changes: dict) -> SyntheticConfig:
+    """The :class:`jaxenc.synthetic.SyntheticConfig` of a preset with ``changes``.
+
+    Raises
+    ------
+    ConfigError
+        A change the twin refuses (the config loader has checked the names).
+    """
+    try:
+        return getattr(SyntheticConfig, preset)(seed=seed, **changes)
+    except (JaxencError, TypeError, ValueError) as err:
+        raise ConfigError(f"synthetic: {err}") from None
+
+
 def _model_names(names, key: str) -> None:
     for name in names:
         try:
@@ -80,16 +101,16 @@ class DataConfig:
     subjects: tuple[str, ...] = ()
     # Changes to the synthetic preset, fields of jaxenc.synthetic.SyntheticConfig (for
     # example { n_train_stories = 24, n_semantic = 4 }).
-    synthetic: dict = field(default_factory=dict, metadata={"keys": twin.synthetic_keys})
+    synthetic: dict = field(default_factory=dict, metadata={"keys": synthetic_keys})
 
     def validate(self) -> None:
-        choice(self.preset, twin.PRESETS, "preset")
+        choice(self.preset, PRESETS, "preset")
         if self.synthetic:
             self.synthetic_config()
 
     def synthetic_config(self):
         """The :class:`jaxenc.synthetic.SyntheticConfig` of the twin this section writes."""
-        return twin.synthetic_config(self.preset, self.seed, self.synthetic)
+        return synthetic_config(self.preset, self.seed, self.synthetic)
 
 
 @dataclass(frozen=True)
@@ -380,7 +401,7 @@ class NonlinearityConfig:
         "fewer_stories": [], "length_scale": 0.1, "min_respdict": 130, "audio_rate": 1000,
         "n_semantic": 4, "n_interaction": 2, "class_fractions": [0.1, 0.1, 0.1, 0.3, 0.4],
         "snr_range": [2.0, 4.0],
-    }, metadata={"keys": twin.synthetic_keys})
+    }, metadata={"keys": synthetic_keys})
     # Encoders fitted on audio+semantic voxel targets ("ridge" and "mllinear" are the linear
     # references; "mlp" is needed by both checks).
     models: tuple[str, ...] = ("ridge", "mllinear", "dimlp", "mlp")
@@ -399,7 +420,7 @@ class NonlinearityConfig:
     margin: float = 0.3
 
     def validate(self) -> None:
-        twin.synthetic_config("tiny", 0, self.synthetic)
+        synthetic_config("tiny", 0, self.synthetic)
         _model_names(self.models, "models")
         if "mlp" not in self.models:
             raise ConfigError("models must include 'mlp' (both checks compare it)")

@@ -18,7 +18,7 @@ a change to any step is made once:
 from jaxenc.pipeline import baseline, designs, runner
 from jaxenc.pipeline.baseline import fit_linear_baseline
 from jaxenc.pipeline.designs import (
-    PROTOCOL_TRIM,
+    GRID_TRIM,
     AlignOptions,
     Design,
     align_stories,

@@ -17,7 +17,7 @@ from jaxenc.featuresets import FEATURE_SETS, MODALITIES, FeatureSet, modalities
 from jaxenc.metrics.scores import ScoreConfig
 from jaxenc.metrics.scoring import score, scored_ceiling
 from jaxenc.models.registry import RidgeOptions
-from jaxenc.pipeline.designs import PROTOCOL_TRIM, AlignOptions, align_stories, stack_design, training_responses
+from jaxenc.pipeline.designs import GRID_TRIM, AlignOptions, align_stories, stack_design, training_responses
 from jaxenc.pipeline.runner import TARGETS, SubjectArrays, fit_predict
 from jaxenc.report.results import ModelResult, RunResults
 from jaxenc.train import TrainConfig
@@ -74,7 +74,7 @@ def fit_linear_baseline(dataset, subjects: str | Sequence[str], features: Mappin
         ceilings[subject] = scored_ceiling(repeats, scoring.test_trim)
         used = {m for name in feature_sets for m in modalities(name)}
         aligned = {m: align_stories(features[m], dataset.respdict, stories, trim=align.train_trim) for m in used}
-        aligned_test = {m: align_stories(features[m], dataset.respdict, [test], trim=PROTOCOL_TRIM) for m in used}
+        aligned_test = {m: align_stories(features[m], dataset.respdict, [test], trim=GRID_TRIM) for m in used}
         Y = None
         for name in feature_sets:
             design = stack_design([aligned[m] for m in modalities(name)], stories, align)

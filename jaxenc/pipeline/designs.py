@@ -21,7 +21,7 @@ from jaxenc.errors import ConfigError
 from jaxenc.featuresets import AUDIO, SEMANTIC, FeatureSet
 
 __all__ = [
-    "PROTOCOL_TRIM",
+    "GRID_TRIM",
     "AlignOptions",
     "Design",
     "align_stories",
@@ -32,8 +32,9 @@ __all__ = [
 ]
 
 # Rows of each story's TR grid dropped at its start and end by the protocol: [10:-5], the rows
-# of the dataset's response files.
-PROTOCOL_TRIM = (conventions.TRIM_START, conventions.TRIM_END)
+# of the dataset's response files (the test story's scoring trim is another:
+# jaxenc.metrics.PROTOCOL_TRIM).
+GRID_TRIM = (conventions.TRIM_START, conventions.TRIM_END)
 _BOUNDARIES = ("story", "concatenate")
 
 
@@ -49,7 +50,7 @@ class AlignOptions:
     # [10:-5], whose rows are those of the dataset's response files. More drops the same rows
     # of features and responses; fewer is impossible (the files hold no other rows). The test
     # story keeps [10:-5] and is trimmed for scoring by the score settings' test_trim.
-    train_trim: tuple[int, int] = PROTOCOL_TRIM
+    train_trim: tuple[int, int] = GRID_TRIM
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that cannot be used."""
@@ -61,8 +62,8 @@ class AlignOptions:
 
 
 def _check_trim(trim, what: str) -> None:
-    if len(trim) != 2 or trim[0] < PROTOCOL_TRIM[0] or trim[1] < PROTOCOL_TRIM[1]:
-        raise ConfigError(f"{what} must be at least {list(PROTOCOL_TRIM)} (the rows of the response files), "
+    if len(trim) != 2 or trim[0] < GRID_TRIM[0] or trim[1] < GRID_TRIM[1]:
+        raise ConfigError(f"{what} must be at least {list(GRID_TRIM)} (the rows of the response files), "
                           f"got {list(trim)}")
 
 
@@ -92,7 +93,7 @@ class Design:
 
 
 def align_stories(features: FeatureSet, respdict: Mapping[str, int], stories: Sequence[str], *,
-                  trim: tuple[int, int] = PROTOCOL_TRIM) -> dict[str, np.ndarray]:
+                  trim: tuple[int, int] = GRID_TRIM) -> dict[str, np.ndarray]:
     """Put each story's features on its response rows (:func:`jaxenc.align.story_features`).
 
     Parameters
@@ -124,7 +125,7 @@ def align_stories(features: FeatureSet, respdict: Mapping[str, int], stories: Se
         raise ConfigError(f"no features for stories {missing}")
     _check_trim(trim, "trim")
     start, end = trim
-    extra = start - PROTOCOL_TRIM[0] + end - PROTOCOL_TRIM[1]
+    extra = start - GRID_TRIM[0] + end - GRID_TRIM[1]
     return {
         story: story_features(
             np.asarray(features[story][1]), np.asarray(features[story][0]), respdict[story], story=story,
@@ -185,7 +186,7 @@ def design_matrix(features: FeatureSet | Sequence[FeatureSet], respdict: Mapping
     trim : (int, int), optional
         Rows dropped from each story's TR grid (:func:`align_stories`); None:
         ``align.train_trim``. The test story keeps the protocol's: pass
-        :data:`PROTOCOL_TRIM`.
+        :data:`GRID_TRIM`.
 
     Returns
     -------
@@ -198,7 +199,7 @@ def design_matrix(features: FeatureSet | Sequence[FeatureSet], respdict: Mapping
 
 
 def training_responses(dataset, subject: str, stories: Sequence[str], slices,
-                       trim: tuple[int, int] = PROTOCOL_TRIM) -> np.ndarray:
+                       trim: tuple[int, int] = GRID_TRIM) -> np.ndarray:
     """Stack a subject's responses to ``stories``, checked row by row against the design.
 
     Parameters
@@ -216,7 +217,7 @@ def training_responses(dataset, subject: str, stories: Sequence[str], slices,
     -------
     ndarray of shape (n_rows, n_voxels), float32
     """
-    start, end = trim[0] - PROTOCOL_TRIM[0], trim[1] - PROTOCOL_TRIM[1]
+    start, end = trim[0] - GRID_TRIM[0], trim[1] - GRID_TRIM[1]
     responses = {}
     for story in stories:
         rows = dataset.responses(subject, story)

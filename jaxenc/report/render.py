@@ -4,6 +4,9 @@ Every number in a table is taken from :meth:`jaxenc.metrics.Scores.summary` of t
 the run's saved partition, sweep, clustering and planted rows), averaged over subjects where
 the table says so, and formatted once by the functions below, so HTML, Markdown and figures
 agree to the digit. Sections whose data the run lacks are replaced by a one-line note.
+
+(Over 450 lines: the formatting functions, one builder per report section and the two writers,
+HTML and Markdown, of the same section list; kept together so that both formats read one list.)
 """
 
 from __future__ import annotations

@@ -1,57 +1,20 @@
-"""The synthetic twin in an experiment: writing it, reading its truth, checking what was recovered.
+"""The planted checks: what a run on the synthetic twin must recover, within the config's margins.
 
-Every use the experiment layer makes of :mod:`jaxenc.synthetic` goes through this module
-(the twin's writer, config, truth, voxel classes and command line), so where the twin lives is
-stated once. The planted checks (:func:`planted_checks`) compare a run's scores with the
-planted voxel classes, within the margins of :class:`~jaxenc.experiment.sections.PlantedConfig`.
+:func:`planted_checks` compares a run's scores with the planted voxel classes of
+:class:`jaxenc.synthetic.SyntheticTruth`, within the margins of
+:class:`~jaxenc.experiment.sections.PlantedConfig`; :func:`class_means` tabulates every model's
+scores per planted class. The twin itself (config, writer, truth) is :mod:`jaxenc.synthetic`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from jaxenc.analysis.partition import by_feature_set, partition_sets
-from jaxenc.synthetic import CLASS_NAMES, SyntheticConfig, VoxelClass, load_truth, main, write_synthetic
-from jaxenc.errors import ConfigError, JaxencError
 from jaxenc.featuresets import AUDIO, JOINT, SEMANTIC
+from jaxenc.synthetic import CLASS_NAMES, VoxelClass
 
-__all__ = [
-    "CLASS_NAMES",
-    "PRESETS",
-    "load_truth",
-    "write_synthetic",
-    "synthetic_config",
-    "synthetic_keys",
-    "synth_command",
-    "planted_checks",
-    "class_means",
-]
-
-# Sizes of the synthetic twin (SyntheticConfig's class methods).
-PRESETS = ("tiny", "demo", "full")
-synth_command = main
-
-
-def synthetic_keys() -> tuple[str, ...]:
-    """The fields of :class:`jaxenc.synthetic.SyntheticConfig` a config may change (not the
-    seed, which ``data.seed`` sets)."""
-    return tuple(f.name for f in dataclasses.fields(SyntheticConfig) if f.name != "seed")
-
-
-def synthetic_config(preset: str, seed: int, changes: dict):
-    """The :class:`jaxenc.synthetic.SyntheticConfig` of a preset with ``changes``.
-
-    Raises
-    ------
-    ConfigError
-        A change the twin refuses (the config loader has checked the names).
-    """
-    try:
-        return getattr(SyntheticConfig, preset)(seed=seed, **changes)
-    except (JaxencError, TypeError, ValueError) as err:
-        raise ConfigError(f"synthetic: {err}") from None
+__all__ = ["planted_checks", "class_means"]
 
 
 def _check(value: float, margin: float, at_least: bool, what: str) -> dict:
