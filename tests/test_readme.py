@@ -55,25 +55,10 @@ def _python_blocks(heading: str) -> list[str]:
 
 def _write_checkpoints(folder: Path) -> None:
     """Tiny random-init transformers checkpoints named as the README's snippets name them."""
-    import torch
-    import transformers
+    from tests.features.conftest import write_tiny_llama, write_tiny_whisper
 
-    from tests.features.conftest import _make_tokenizer
-
-    torch.manual_seed(0)
-    whisper = transformers.WhisperConfig(
-        vocab_size=64, num_mel_bins=80, d_model=32, encoder_layers=2, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        max_source_positions=1500, max_target_positions=32, decoder_start_token_id=1, pad_token_id=0,
-        bos_token_id=1, eos_token_id=2)
-    transformers.WhisperModel(whisper).save_pretrained(folder / "my-whisper")
-    transformers.WhisperFeatureExtractor(feature_size=80).save_pretrained(folder / "my-whisper")
-    tokenizer = _make_tokenizer("sentencepiece", folder / "my-llama")
-    llama = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1,
-        eos_token_id=2)
-    transformers.LlamaForCausalLM(llama).save_pretrained(folder / "my-llama")
+    write_tiny_whisper(folder / "my-whisper")
+    write_tiny_llama(folder / "my-llama")
 
 
 def test_bring_your_own_arrays_snippets_run_and_recover_the_planted_weights(tmp_path, monkeypatch):
@@ -99,7 +84,7 @@ def test_bring_your_own_arrays_snippets_run_and_recover_the_planted_weights(tmp_
     assert ns["score"](ns["prediction"], ns["repeats"], ns["ScoreConfig"](test_trim=0)).summary()["mean_r"] > 0.3
     exec(compile(checkpoints, "README checkpoint snippet", "exec"), ns)
     X = ns["design"].X
-    assert X.shape == (32 - 20, 4 * (32 + 32)) and np.isfinite(X).all()
+    assert X.shape == (28 - 20, 4 * (32 + 32)) and np.isfinite(X).all()
     assert ns["semantic"][2].shape == (len(ns["words"]), 32)
     assert ns["design"].bands == ((0, 128), (128, 256))
 
@@ -114,3 +99,24 @@ def test_the_python_api_snippet_runs_on_the_tiny_twin(tmp_path, monkeypatch):
     # The planted features explain the twin's signal voxels: the joint ridge beats chance.
     assert table[2]["mean_r"] > 0.2
     assert {row["target"] for row in ns["result"].partition} == {"voxels"}
+
+
+def test_every_config_key_the_readme_names_exists():
+    """`section.key` and `--set section.key=...` in the README are settings of the experiment config."""
+    import dataclasses
+
+    from jaxenc.experiment import load_config
+
+    def keys(obj, prefix=""):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            yield from keys(value, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value) else [prefix + f.name]
+
+    known = set(keys(load_config()))
+    sections = sorted({key.split(".")[0] for key in known if "." in key})
+    text = (ROOT / "README.md").read_text()
+    pattern = rf"(?:`|--set )((?:{'|'.join(sections)})(?:\.[a-z_0-9]+)+)(?=[` =])"
+    # File names such as `report.md` are not settings.
+    named = {key for key in re.findall(pattern, text) if not re.search(r"\.(md|html|json|py|toml)$", key)}
+    assert len(named) > 20, sorted(named)
+    assert named <= known, sorted(named - known)
