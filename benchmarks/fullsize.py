@@ -27,7 +27,8 @@ and reused. Then, in this one process:
    own 512-component randomized PCA on its training stories, epochs capped at
    ``--max-epochs``;
 6. evaluate: test-story predictions of both models scored in chunks of 8192 voxels
-   (:func:`jaxenc.stream.chunked_voxel_scores`), inverse PCA projection of each chunk only.
+   (:func:`jaxenc.metrics.score` on a :func:`jaxenc.stream.pca_chunk_predictor`), inverse PCA
+   projection of each chunk only.
 
 Recorded per stage: wall seconds, VmRSS after the stage, VmHWM (the peak so far) from
 /proc/self/status; and the test correlations (mean, median, top-1000 mean of r and cc_norm,
@@ -105,17 +106,18 @@ def feature_stage(stories, test, truth, respdict):
     -------
     X : ndarray of shape (n_train_trs, n_features), float32
     groups : ndarray of shape (n_train_trs,)
+        Story of each row.
     slices : dict of str to slice
         Rows of each training story.
     X_test : ndarray of shape (n_test_trs, n_features), float32
     """
+    from jaxenc.featuresets import MODALITIES
     from jaxenc.pipeline import design_matrix, planted_features
 
     planted = planted_features(truth, stories + [test])
-    parts = [design_matrix(planted[name], respdict, stories) for name in ("audio", "semantic")]
-    tests = [design_matrix(planted[name], respdict, [test])[0] for name in ("audio", "semantic")]
-    X = np.concatenate([p[0] for p in parts], axis=1)
-    return X, parts[0][1], parts[0][2], np.concatenate(tests, axis=1)
+    sets = [planted[name] for name in MODALITIES]
+    design = design_matrix(sets, respdict, stories)
+    return design.X, design.groups, design.slices, design_matrix(sets, respdict, [test]).X
 
 
 def reference_check(truth, stories, X, slices):
@@ -227,9 +229,9 @@ def main():
     from jaxenc.decomp import PCA
     from jaxenc.models import RidgeCV
     from jaxenc.models.nonlinear import MLP
-    from jaxenc.stream import (chunked_voxel_scores, fit_chunk_predictor, pca_chunk_predictor,
-                               stack_story_rows, story_views)
-    from jaxenc.train import SubjectData, TrainConfig, fit_encoders, summarize
+    from jaxenc.metrics import ScoreConfig, score
+    from jaxenc.stream import fit_chunk_predictor, pca_chunk_predictor, stack_story_rows, story_views
+    from jaxenc.train import SubjectData, TrainConfig, fit_encoders
 
     subject, test = "UTS01", conventions.TEST_STORY
     ds = LeBelDataset(root, cache_bytes=0)
@@ -262,21 +264,21 @@ def main():
     fit = stages.run("mlp_fit_encoders", lambda: fit_encoders(
         make, {subject: SubjectData(feats, views)}, cfg, progress=False))
 
+    scoring = ScoreConfig()
+
     def evaluate():
-        target, repeats = ds.test_response(subject), ds.test_repeats(subject)
-        ridge_scores = chunked_voxel_scores(
-            pca_chunk_predictor([pca], [ridge.predict(X_test)]), target, repeats, chunk=8192)
-        mlp_scores = chunked_voxel_scores(
-            fit_chunk_predictor(fit, {subject: X_test}, subject), target, repeats, chunk=8192)
+        repeats = ds.test_repeats(subject)
+        ridge_scores = score(pca_chunk_predictor([pca], [ridge.predict(X_test)]), repeats, scoring, chunk=8192)
+        mlp_scores = score(fit_chunk_predictor(fit, {subject: X_test}, subject), repeats, scoring, chunk=8192)
         return ridge_scores, mlp_scores
 
     ridge_scores, mlp_scores = stages.run("evaluate_chunked", evaluate)
     classes = truth.voxel_class[subject]
 
     def report(scores):
-        out = {name: summarize(v) for name, v in scores.items()}
+        out = scores.summary()
         out["r_mean_by_planted_class"] = {
-            VoxelClass(int(c)).name.lower(): float(np.nanmean(scores["r"][classes == c]))
+            VoxelClass(int(c)).name.lower(): float(np.nanmean(scores.r[classes == c]))
             for c in np.unique(classes)}
         return out
 
@@ -301,7 +303,8 @@ def main():
         "settings": {"pca_components": 512, "pca_method": "randomized", "pca_n_iter": args.pca_iter,
                      "ridge_alphas": "logspace(0, 5, 11)", "ridge_cv": 5, "mlp_hidden": 256,
                      "n_folds": 5, "max_epochs": args.max_epochs, "loss": cfg.loss,
-                     "eval_chunk_voxels": 8192, "fast": args.fast},
+                     "eval_chunk_voxels": 8192, "eval_permutations": scoring.permutations,
+                     "fast": args.fast},
         "baseline_after_write": {k: round(v, 3) for k, v in baseline.items()},
         "stages": stages.records,
         "peak_host_memory_gb": round(peak, 3),

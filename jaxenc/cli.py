@@ -72,21 +72,15 @@ def _run(args, config_path) -> int:
 
 def _print_summary(exp) -> None:
     from jaxenc.report import RunResults
+    from jaxenc.report.render import model_table
 
     results = RunResults.load(exp.out)
-    rows = results.table()
-    grouped: dict = {}
-    for row in rows:
-        grouped.setdefault((row["features"], row["model"], row["target"]), []).append(row)
     print(f"{'features':<22}{'model':<12}{'target':<8}{'mean r':>8}{'r2 %':>7}{'r2_cod %':>10}{'cc_norm':>9}"
           f"{'sig. voxels':>13}")
-    for (features, model, target), group in grouped.items():
-        r = np.mean([g["mean_r"] for g in group])
-        r2 = 100 * np.mean([g["mean_r2"] for g in group])
-        cod = 100 * np.mean([g["mean_r2_cod"] for g in group])
-        cc = np.nanmean([g["mean_cc_norm"] for g in group])
-        sig = np.mean([g["n_significant"] for g in group])
-        print(f"{features:<22}{model:<12}{target:<8}{r:>8.3f}{r2:>7.2f}{cod:>10.2f}{cc:>9.3f}{sig:>13.0f}")
+    for row in model_table(results):
+        print(f"{row['features']:<22}{row['model']:<12}{row['target']:<8}{row['mean_r']:>8.3f}"
+              f"{100 * row['mean_r2']:>7.2f}{100 * row['mean_r2_cod']:>10.2f}{row['mean_cc_norm']:>9.3f}"
+              f"{row['n_significant']:>13.0f}")
     print("r2: the paper's mean of r·|r| over voxels; r2_cod: coefficient of determination")
     step = results.nonlinearity
     if step:
@@ -106,10 +100,10 @@ def _print_summary(exp) -> None:
 
 
 def _synth(args) -> int:
-    from jaxenc import synthetic
+    from jaxenc.synthetic import main
 
     argv = [str(args.root), "--preset", args.preset, "--seed", str(args.seed)]
-    return synthetic.main(argv) or 0
+    return main(argv)
 
 
 def _add_common(parser, *, config: bool = True) -> None:
@@ -174,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a synthetic twin of ds003020 with planted ground truth into ROOT.",
     )
     synth.add_argument("root", type=Path, help="folder to write the dataset into")
-    synth.add_argument("--preset", choices=("tiny", "demo", "full"), default="demo",
+    synth.add_argument("--preset", default="demo",
                        help="tiny (tests), demo (default) or full (real size, ~78 GB)")
     synth.add_argument("--seed", type=int, default=0, help="seed of the twin")
     synth.set_defaults(func=_synth)

@@ -9,9 +9,9 @@ fits in host memory once but not twice, so nothing here ever holds a second full
 - :func:`story_views` gives per-story row views of that array, the form
   :class:`jaxenc.train.SubjectData` and the block-wise :class:`jaxenc.decomp.PCA` take
   without copying;
-- :func:`chunked_voxel_scores` scores voxel predictions chunk by chunk, and
-  :func:`pca_chunk_predictor` / :func:`fit_chunk_predictor` make such predictions for the
-  chunk's voxels only (the inverse PCA projection of the chunk's columns).
+- :func:`pca_chunk_predictor` / :func:`fit_chunk_predictor` make voxel predictions for a chunk
+  of voxels only (the inverse PCA projection of the chunk's columns), which
+  :func:`jaxenc.metrics.score` takes to score a full-size subject chunk by chunk.
 
 A reader is any ``read_story(story) -> array-like of shape (n_trs, n_voxels)``; the array-like
 is sliced as ``block[rows, columns]``, so an ``h5py.Dataset``, a ``numpy.memmap`` or a
@@ -30,13 +30,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxenc.distributed import padded_size
 from jaxenc.errors import AlignmentError, ConfigError, DataError
-from jaxenc.metrics import VOXEL_SCORES, voxel_scores
-from jaxenc.metrics.scores import CC_MAX_FLOOR
 
 __all__ = [
     "stack_story_rows",
     "story_views",
-    "chunked_voxel_scores",
     "pca_chunk_predictor",
     "fit_chunk_predictor",
 ]
@@ -170,65 +167,6 @@ def story_views(Y: np.ndarray, slices: Mapping[str, slice]) -> dict[str, np.ndar
         :class:`jaxenc.train.SubjectData`.
     """
     return {story: Y[rows] for story, rows in slices.items()}
-
-
-def chunked_voxel_scores(predict_chunk: Callable[[int, int], object], target, repeats=None, *,
-                         chunk: int = 8192, trim: int | None = None,
-                         floor: float | None = CC_MAX_FLOOR,
-                         subject: str | None = None) -> dict[str, np.ndarray]:
-    """Per-voxel scores of :func:`jaxenc.metrics.voxel_scores`, computed chunk of voxels by chunk.
-
-    Every score is a per-voxel statistic, so chunking changes nothing but memory: at most
-    ``chunk`` voxels of predictions, targets and repeats are in memory at once.
-
-    Parameters
-    ----------
-    predict_chunk : callable
-        ``predict_chunk(c0, c1)`` returns the predictions of voxels ``c0:c1``, an array of
-        shape (n_trs, c1 - c0), e.g. from :func:`pca_chunk_predictor`.
-    target : array-like of shape (n_trs, n_voxels)
-        Measured responses (e.g. the test story's repeat mean); sliced by columns.
-    repeats : array-like of shape (n_repeats, n_trs, n_voxels), optional
-        Every repeat of the test story; adds ``cc_norm``.
-    chunk : int
-        Voxels per chunk.
-    trim : int, optional
-        Rows dropped from the start of predictions, target and repeats; None: the protocol's
-        share (:func:`jaxenc.metrics.protocol_trim`); 0: none.
-    floor : float, optional
-        Lower bound on the noise ceiling in ``cc_norm`` (the paper's 0.25); None: no floor.
-    subject : str, optional
-        Named in errors.
-
-    Returns
-    -------
-    dict of str to ndarray of shape (n_voxels,)
-        ``r``, ``r2`` (r·|r|), ``r2_cod`` and, with repeats, ``cc_norm``; equal to
-        :func:`jaxenc.metrics.voxel_scores` on the whole.
-
-    Raises
-    ------
-    AlignmentError
-        A chunk of predictions of the wrong shape, or repeats that do not match the target.
-    """
-    if chunk < 1:
-        raise ConfigError(f"chunk must be a positive number of voxels, found {chunk}")
-    n_trs, n_voxels = np.shape(target)
-    if repeats is not None and tuple(np.shape(repeats)[1:]) != (n_trs, n_voxels):
-        raise AlignmentError(f"repeats have shape {np.shape(repeats)}, expected (n_repeats, {n_trs}, "
-                             f"{n_voxels}) to match the target", subject=subject)
-    names = [name for name in VOXEL_SCORES if repeats is not None or name != "cc_norm"]
-    out = {name: np.empty(n_voxels, np.float32) for name in names}
-    for c0 in range(0, n_voxels, chunk):
-        c1 = min(c0 + chunk, n_voxels)
-        pred = np.asarray(predict_chunk(c0, c1), np.float32)
-        if pred.shape != (n_trs, c1 - c0):
-            raise AlignmentError(f"predictions of voxels {c0}:{c1} have shape {pred.shape}, expected "
-                                 f"({n_trs}, {c1 - c0})", subject=subject)
-        rep = None if repeats is None else repeats[:, :, c0:c1]
-        for name, values in voxel_scores(target[:, c0:c1], pred, rep, trim=trim, floor=floor).items():
-            out[name][c0:c1] = values
-    return out
 
 
 def _pca_parts(pca):

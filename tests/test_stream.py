@@ -119,7 +119,7 @@ def _reference_scores(y, pred, repeats, trim):
 
 
 def test_chunked_scores_equal_whole_matrix_formulas():
-    from jaxenc.stream import chunked_voxel_scores
+    from jaxenc.metrics import ScoreConfig, score
 
     rng = np.random.default_rng(2)
     signal = rng.standard_normal((40, 30))
@@ -132,17 +132,19 @@ def test_chunked_scores_equal_whole_matrix_formulas():
         calls.append((c0, c1))
         return pred[:, c0:c1]
 
-    got = chunked_voxel_scores(predict_chunk, y, repeats, chunk=7, trim=4)
+    config = ScoreConfig(test_trim=4, permutations=20, block_size=4)
+    got = score(predict_chunk, repeats, config, chunk=7)
     assert calls == [(0, 7), (7, 14), (14, 21), (21, 28), (28, 30)]
     ref = _reference_scores(y, pred, repeats, 4)
     for name in ("r", "r2", "r2_cod"):
-        assert_allclose(got[name], ref[name], atol=1e-5, err_msg=name)
-    assert_allclose(got["cc_norm"], ref["cc_norm"], atol=1e-4)
-    assert set(chunked_voxel_scores(predict_chunk, y, chunk=64)) == {"r", "r2", "r2_cod"}
+        assert_allclose(getattr(got, name), ref[name], atol=1e-5, err_msg=name)
+    assert_allclose(got.cc_norm, ref["cc_norm"], atol=1e-4)
+    # The permutations are shared by all voxels: chunks give the p-values of the whole.
+    np.testing.assert_array_equal(got.p, score(pred, repeats, config).p)
     with pytest.raises(AlignmentError, match="voxels 0:7"):
-        chunked_voxel_scores(lambda c0, c1: pred[:, :3], y, chunk=7)
+        score(lambda c0, c1: pred[:, :3], repeats, config, chunk=7)
     with pytest.raises(AlignmentError, match="repeats"):
-        chunked_voxel_scores(predict_chunk, y, repeats[:, :20], chunk=7)
+        score(predict_chunk, repeats[:, :20], config, chunk=7)
 
 
 def test_pca_chunk_predictor_equals_numpy_inverse():
@@ -166,7 +168,8 @@ def test_pca_chunk_predictor_equals_numpy_inverse():
 
 def test_training_on_streamed_views_equals_separate_arrays():
     from jaxenc.models.nonlinear import MLP
-    from jaxenc.stream import chunked_voxel_scores, fit_chunk_predictor, stack_story_rows, story_views
+    from jaxenc.metrics import ScoreConfig, score
+    from jaxenc.stream import fit_chunk_predictor, stack_story_rows, story_views
     from jaxenc.train import SubjectData, TrainConfig, evaluate, fit_encoders
 
     rng = np.random.default_rng(4)
@@ -183,8 +186,9 @@ def test_training_on_streamed_views_equals_separate_arrays():
     memory = fit_encoders(make, {"S": SubjectData(feats, separate)}, cfg, progress=False)
     assert_array_equal(streamed.history, memory.history)
     x_test = {"S": rng.standard_normal((20, 6)).astype(np.float32)}
-    y_test = np.tanh(x_test["S"]) @ w + 0.3 * rng.standard_normal((20, 25))
-    whole = evaluate(memory, x_test, {"S": y_test})["S"]
-    chunked = chunked_voxel_scores(fit_chunk_predictor(streamed, x_test, "S"), y_test, chunk=8)
-    for name in ("r", "r2", "r2_cod"):
-        assert_allclose(chunked[name], whole[name], atol=1e-5, err_msg=name)
+    repeats = np.tanh(x_test["S"]) @ w + 0.3 * rng.standard_normal((3, 20, 25))
+    whole = evaluate(memory, x_test, {"S": repeats.mean(0)}, repeats={"S": repeats})["S"]
+    chunked = score(fit_chunk_predictor(streamed, x_test, "S"), repeats, ScoreConfig(permutations=10, block_size=4),
+                    chunk=8)
+    for name in ("r", "r2", "r2_cod", "cc_norm"):
+        assert_allclose(getattr(chunked, name), whole[name], atol=1e-5, err_msg=name)

@@ -1,8 +1,9 @@
-"""The paper's analyses beyond the headline table, on arrays of features and scores.
+"""The paper's analyses beyond the headline table, on scores and arrays.
 
-- :mod:`~jaxenc.analysis.sweep`: :func:`ridge_sweep` and :func:`encoder_sweep`, one encoder
-  per LLaMA layer or per language model (the layer and model-size sweeps), scored on the
-  test story.
+- :mod:`~jaxenc.analysis.partition`: audio versus semantic per voxel for every model fitted on
+  the three feature sets (:func:`partition_sets`, :func:`partition_rows`).
+- :mod:`~jaxenc.analysis.sweeps`: the layer, model-size and depth sweeps as curves
+  (:func:`sweep_curves`); each of their fits is a job of :func:`jaxenc.pipeline.fit_predict`.
 - :mod:`~jaxenc.analysis.clustering`: voxels labelled by their best-predicting model
   (:func:`best_model_clusters`) and the coherence of those groups on a voxel graph
   (:func:`knn_graph`, :func:`modularity`) against a permutation null.
@@ -10,8 +11,7 @@
   (:func:`significance_masks`), their union and intersection, and the shares of voxels each
   model predicts best (:func:`best_model_shares`, :func:`joint_best_share`).
 
-Like align, decomp, models and metrics, nothing here reads files or runs feature models;
-the experiment runner passes aligned, delayed arrays in.
+Like align, decomp, models and metrics, nothing here reads files or runs feature models.
 """
 
 from jaxenc.analysis.clustering import ClusterResult, best_model_clusters, knn_graph, modularity
@@ -22,13 +22,16 @@ from jaxenc.analysis.masks import (
     joint_best_share,
     significance_masks,
 )
-from jaxenc.analysis.sweep import encoder_sweep, pseudo_subject, ridge_sweep, score_prediction
+from jaxenc.analysis.partition import SetPartition, by_feature_set, partition_rows, partition_sets, preferred_model
+from jaxenc.analysis.sweeps import sweep_curves
 
 __all__ = [
-    "ridge_sweep",
-    "encoder_sweep",
-    "pseudo_subject",
-    "score_prediction",
+    "SetPartition",
+    "by_feature_set",
+    "partition_sets",
+    "partition_rows",
+    "preferred_model",
+    "sweep_curves",
     "modularity",
     "knn_graph",
     "ClusterResult",

@@ -37,6 +37,9 @@ Conventions
   variance is zero to working precision is returned as a zero vector.
 - Matrix products run at ``jax.lax.Precision.HIGHEST``: a Gram or scatter matrix computed in
   TF32 would lose the small eigenvalues the trailing components depend on.
+
+(Over 450 lines: the three solvers share the chunked reductions, the padding of ragged blocks
+and the sign convention above; split apart, each would import the others' private helpers.)
 """
 
 from __future__ import annotations

@@ -3,15 +3,13 @@
 "Mind the Gap" argues that the brain's responses to speech need a nonlinear, multimodal
 encoder. The synthetic twin plants such responses (interaction voxels driven by audio x
 semantic products), but the demo's own extracted features and its 800 training rows per fold
-do not let a network learn them (see :class:`jaxenc.experiment.config.PlantedConfig`). This
-step fits the encoders of :class:`~jaxenc.experiment.config.NonlinearityConfig` on a
+do not let a network learn them (see :class:`jaxenc.experiment.sections.PlantedConfig`). This
+step fits the encoders of :class:`~jaxenc.experiment.sections.NonlinearityConfig` on a
 reshaped twin from its planted features, as a run of its own in ``OUT/nonlinearity``, and
 hands its planted checks and its per-class scores to the main run's results and report.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 __all__ = ["STEP_FOLDER", "step_config", "step_experiment", "step_summary", "planted_key"]
 
@@ -30,28 +28,33 @@ def step_config(cfg):
     -------
     ExperimentConfig
         The reshaped tiny twin (seed ``cfg.data.seed``), planted audio and semantic features,
-        ``cfg.nonlinearity.models`` on audio+semantic voxel targets, the main run's evaluation
-        settings, no partition or clustering, the ``interaction_nonlinearity`` check on, and
-        no step of its own.
+        ``cfg.nonlinearity.models`` on audio+semantic voxel targets, the main run's alignment
+        and evaluation settings, no partition or clustering, the ``interaction_nonlinearity``
+        check on, and no step of its own.
     """
-    from jaxenc.experiment import config as c
+    from jaxenc.experiment import sections as s
+    from jaxenc.experiment.config import ExperimentConfig
+    from jaxenc.featuresets import JOINT
+    from jaxenc.models.registry import RidgeOptions
 
     step = cfg.nonlinearity
     subjects = tuple(step.synthetic.get("subjects", ()))
-    return c.ExperimentConfig(
+    return ExperimentConfig(
         name=f"{cfg.name}-{STEP_FOLDER}",
         seed=cfg.seed,
-        data=c.DataConfig(preset="tiny", seed=cfg.data.seed, subjects=subjects, synthetic=dict(step.synthetic)),
-        audio=c.AudioConfig(source="planted"),
-        semantic=c.SemanticConfig(source="planted"),
+        data=s.DataConfig(preset="tiny", seed=cfg.data.seed, subjects=subjects, synthetic=dict(step.synthetic)),
+        audio=s.AudioConfig(source="planted"),
+        semantic=s.SemanticConfig(source="planted"),
         align=cfg.align,
-        table=c.TableConfig(feature_sets=("audio+semantic",), models=step.models, targets=("voxels",)),
-        ridge=c.RidgeConfig(log10_alphas=cfg.ridge.log10_alphas, folds=step.ridge_folds),
+        table=s.TableConfig(feature_sets=(JOINT,), models=step.models, targets=("voxels",)),
+        ridge=RidgeOptions(log10_alphas=cfg.ridge.log10_alphas, folds=step.ridge_folds),
+        networks=step.networks,
         train=step.train,
+        fit=step.fit,
         evaluate=cfg.evaluate,
-        analyses=c.AnalysesConfig(partition=False, clustering=False),
-        planted=c.PlantedConfig(interaction_nonlinearity=step.margin),
-        nonlinearity=c.NonlinearityConfig(run=False),
+        analyses=s.AnalysesConfig(partition=False, clustering=False),
+        planted=s.PlantedConfig(interaction_nonlinearity=step.margin),
+        nonlinearity=s.NonlinearityConfig(run=False),
         report=cfg.report,
     ).validate()
 
@@ -98,15 +101,8 @@ def step_summary(step, results) -> dict:
         subject, model and voxel class present, ``{"subject", "model", "voxels", "n_voxels",
         "mean_r", "mean_r2"}`` (r2 the paper's r·|r|).
     """
-    from jaxenc.synthetic import CLASS_NAMES
+    from jaxenc.experiment.planted import class_means
 
-    rows = []
-    for s in results.scores:
-        classes = np.asarray(step.truth.voxel_class[s.subject])
-        for code, name in enumerate(CLASS_NAMES):
-            mask = classes == code
-            if mask.any():
-                rows.append({"subject": s.subject, "model": s.model, "voxels": name, "n_voxels": int(mask.sum()),
-                             "mean_r": float(np.nanmean(s.r[mask])), "mean_r2": float(np.nanmean(s.r2[mask]))})
-    return {"folder": STEP_FOLDER, "subjects": list(step.subjects),
-            "models": list(dict.fromkeys(s.model for s in results.scores)), "rows": rows}
+    return {"folder": STEP_FOLDER, "subjects": list(step.data.subjects),
+            "models": list(dict.fromkeys(m.model for m in results.models)),
+            "rows": class_means(step.data.truth, results)}

@@ -23,6 +23,9 @@ by the next writer on the same host once its process is gone. A zarr array with 
 would read back as fill values without complaint, so an entry is trusted only with its marker
 and only if the SHA-256 of what is read equals the one recorded; anything else is discarded with
 a :class:`~jaxenc.errors.DataWarning` and recomputed.
+
+(Over 450 lines: one class, :class:`FeatureCache`, whose write, commit, verify and clean-up
+steps share its temporary names and SHA-256 markers; the key and the revision hash are short.)
 """
 
 from __future__ import annotations

@@ -13,32 +13,34 @@ jaxenc adds ``r2_cod``, the coefficient of determination ``1 - SS_res / SS_tot``
 without its first ``trim`` rows, dropped from the prediction and from every repeat alike, so
 the noise ceiling is that of the rows scored. The reference protocol drops 40 of the 291 rows
 of wheretheressmoke (its features are trimmed ``50:-5`` instead of ``10:-5``); by default
-(``trim=None``) jaxenc drops the same share of whatever test story it scores,
+(``test_trim=None``) jaxenc drops the same share of whatever test story it scores,
 :func:`protocol_trim`: 40 of ds003020's 291 rows, 10 of the demo twin's 73, 7 of the tiny
 twin's 50.
 
-:func:`voxel_scores` gives the per-voxel scores of a prediction against given responses;
-:func:`score_repeats` adds the block-permutation p-value of ``r`` and Benjamini-Hochberg
-significance. :mod:`jaxenc.pipeline`, :mod:`jaxenc.analysis`, :mod:`jaxenc.train`,
-:mod:`jaxenc.stream` and :mod:`jaxenc.experiment` all call these two.
+This module defines what a score is: :class:`Scores` (the per-voxel arrays every scoring path
+returns and the run results store as they are, with the one :meth:`~Scores.summary` every table
+shows), :class:`ScoreConfig` (the settings) and the test-story trim. It imports numpy only, so
+run results load without JAX; :func:`jaxenc.metrics.score` in :mod:`~jaxenc.metrics.scoring`
+computes them.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
-from jaxenc.errors import AlignmentError, ConfigError
-from jaxenc.metrics.correlation import pearson_r, r2_score
-from jaxenc.metrics.noise_ceiling import cc_norm
-from jaxenc.metrics.significance import fdr_bh, permutation_test
+from jaxenc.errors import ConfigError, DataError
 
 __all__ = [
+    "ScoreConfig",
+    "Scores",
     "signed_r2",
     "protocol_trim",
     "drop_first_rows",
-    "voxel_scores",
-    "score_repeats",
     "VOXEL_SCORES",
+    "SCORE_ARRAYS",
     "PROTOCOL_TRIM",
     "PROTOCOL_TEST_ROWS",
     "CC_MAX_FLOOR",
@@ -46,11 +48,155 @@ __all__ = [
 
 # Per-voxel scores of voxel_scores, in the order they are stored ("cc_norm" only with repeats).
 VOXEL_SCORES = ("r", "r2", "r2_cod", "cc_norm")
+# The per-voxel arrays of a Scores, in the order they are stored.
+SCORE_ARRAYS = VOXEL_SCORES + ("p", "significant")
 # The reference protocol scores wheretheressmoke's 291 rows without the first 40.
 PROTOCOL_TRIM = 40
 PROTOCOL_TEST_ROWS = 291
 # The paper's lower bound on the noise ceiling cc_max in cc_norm.
 CC_MAX_FLOOR = 0.25
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How a prediction of the test story is scored (the experiment config's ``[evaluate]``)."""
+
+    # Block permutations per voxel for the significance of r.
+    permutations: int = 500
+    # TRs per permuted block (keeps the autocorrelation of the null).
+    block_size: int = 10
+    # Benjamini-Hochberg false discovery rate.
+    alpha: float = 0.05
+    # Lower bound on the noise ceiling cc_max in cc_norm (the paper's 0.25).
+    floor: float = CC_MAX_FLOOR
+    # TRs dropped from the start of the test story before scoring: from the prediction and from
+    # every repeat (the noise ceiling is computed on the same rows). None: the reference
+    # protocol's 40 of wheretheressmoke's 291 rows (its features trimmed 50:-5, not 10:-5),
+    # and on the synthetic twin, whose presets shorten every story, the same share of its
+    # test story: 10 of the demo's 73 rows, 7 of the tiny preset's 50 (protocol_trim).
+    # 0 scores every row.
+    test_trim: int | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first setting that cannot be used."""
+        for name in ("permutations", "block_size"):
+            if not getattr(self, name) >= 1:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}")
+        if not 0 < self.floor <= 1:
+            raise ConfigError(f"floor must be in (0, 1], got {self.floor}")
+        if self.test_trim is not None and self.test_trim < 0:
+            raise ConfigError(f"test_trim must be at least 0, got {self.test_trim}")
+
+
+def _mean(values: np.ndarray) -> float:
+    # nanmean warns on all-NaN input; an absent statistic is simply NaN here.
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def _median(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(np.median(finite)) if finite.size else math.nan
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-voxel scores of one prediction of the test story (:func:`score`).
+
+    All on the rows kept after the test-story trim.
+
+    Attributes
+    ----------
+    r : ndarray of shape (n_voxels,)
+        Pearson correlation with the mean of the test repeats.
+    r2 : ndarray of shape (n_voxels,)
+        The paper's r², ``r * |r|``.
+    r2_cod : ndarray of shape (n_voxels,)
+        Coefficient of determination against the mean of the repeats.
+    cc_norm : ndarray of shape (n_voxels,)
+        ``r / cc_max`` (Schoppe et al. 2016), cc_max floored at the config's ``floor``.
+    p : ndarray of shape (n_voxels,)
+        Block-permutation p-value of ``r``.
+    significant : ndarray of shape (n_voxels,), bool
+        Benjamini-Hochberg at the config's ``alpha`` over all voxels.
+
+    Raises
+    ------
+    DataError
+        Arrays that are not 1-D of one length, or a ``significant`` that is not boolean.
+    """
+
+    r: np.ndarray
+    r2: np.ndarray
+    r2_cod: np.ndarray
+    cc_norm: np.ndarray
+    p: np.ndarray
+    significant: np.ndarray
+
+    def __post_init__(self):
+        arrays = {name: np.asarray(getattr(self, name)) for name in SCORE_ARRAYS}
+        shapes = {name: a.shape for name, a in arrays.items()}
+        if arrays["r"].ndim != 1 or len(set(shapes.values())) != 1:
+            raise DataError(f"scores must be arrays of one shape (n_voxels,), got {shapes}")
+        significant = arrays["significant"]
+        if significant.dtype != np.bool_:
+            if not np.isin(significant, (0, 1)).all():
+                raise DataError("significant must be boolean, got values other than 0 and 1 "
+                                f"(dtype {significant.dtype})")
+            arrays["significant"] = significant.astype(bool)
+        for name in VOXEL_SCORES + ("p",):
+            if not np.issubdtype(arrays[name].dtype, np.floating):
+                arrays[name] = arrays[name].astype(np.float64)
+        for name, array in arrays.items():
+            object.__setattr__(self, name, array)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Scores) and all(
+            np.array_equal(getattr(self, n), getattr(other, n), equal_nan=n != "significant")
+            for n in SCORE_ARRAYS)
+
+    @property
+    def n_voxels(self) -> int:
+        """Number of voxels scored."""
+        return int(self.r.shape[0])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-voxel arrays by name, in the order of :data:`SCORE_ARRAYS`."""
+        return {name: getattr(self, name) for name in SCORE_ARRAYS}
+
+    def summary(self, top_k: int = 1000) -> dict:
+        """Scalar summaries over voxels, NaN ignored: the one summary every table shows.
+
+        Parameters
+        ----------
+        top_k : int, default 1000
+            Number of best-predicted voxels (by ``r``) averaged in ``top_k_mean_r``; all
+            finite voxels when there are fewer.
+
+        Returns
+        -------
+        dict
+            ``mean_r``, ``median_r``, ``mean_r2``, ``median_r2`` (the paper's r·|r|),
+            ``mean_r2_cod``, ``median_r2_cod`` (coefficient of determination),
+            ``mean_cc_norm``, ``median_cc_norm``, ``top_k``, ``top_k_mean_r`` (floats, NaN
+            when no finite value), ``n_significant`` and ``n_voxels`` (ints). r2, r2_cod and
+            cc_norm are fractions, not %.
+        """
+        if top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {top_k}")
+        out = {}
+        for name in VOXEL_SCORES:
+            values = np.asarray(getattr(self, name))
+            out[f"mean_{name}"] = _mean(values)
+            out[f"median_{name}"] = _median(values)
+        finite_r = np.sort(self.r[~np.isnan(self.r)])
+        out["top_k"] = int(top_k)
+        out["top_k_mean_r"] = _mean(finite_r[-top_k:])
+        out["n_significant"] = int(self.significant.sum())
+        out["n_voxels"] = self.n_voxels
+        return out
 
 
 def signed_r2(r):
@@ -126,102 +272,3 @@ def drop_first_rows(array, trim: int | None, *, axis: int = 0, what: str = "resp
             f"{what}; at least 2 are needed to score"
         )
     return np.take(array, np.arange(trim, n_rows), axis=axis)
-
-
-def voxel_scores(target, prediction, repeats=None, *, trim: int | None = None,
-                 floor: float | None = CC_MAX_FLOOR) -> dict[str, np.ndarray]:
-    """Per-voxel ``r``, ``r2`` (r·|r|), ``r2_cod`` and, with repeats, ``cc_norm``.
-
-    Parameters
-    ----------
-    target : array_like of shape (n_trs, n_voxels)
-        Measured responses to the test story (the mean of its repeats, in the protocol).
-    prediction : array_like of shape (n_trs, n_voxels)
-        Predicted responses, row ``t`` the same TR as row ``t`` of ``target``.
-    repeats : array_like of shape (n_repeats, n_trs, n_voxels), optional
-        Every presentation of the test story; adds ``cc_norm``.
-    trim : int, optional
-        Rows dropped from the start of ``target``, ``prediction`` and every repeat before
-        scoring; None: :func:`protocol_trim` of the rows (40 of 291); 0 scores every row.
-    floor : float, optional
-        Lower bound on ``cc_max`` in ``cc_norm`` (the paper's 0.25); None: no floor.
-
-    Returns
-    -------
-    dict of str to ndarray of shape (n_voxels,), float32
-        ``r`` (:func:`~jaxenc.metrics.pearson_r`), ``r2`` (:func:`signed_r2` of ``r``),
-        ``r2_cod`` (:func:`~jaxenc.metrics.r2_score`) and ``cc_norm``
-        (:func:`~jaxenc.metrics.cc_norm`), in the order of :data:`VOXEL_SCORES`.
-
-    Raises
-    ------
-    AlignmentError
-        ``target`` and ``prediction`` differ in shape, or ``repeats`` do not match them.
-    ConfigError
-        A trim that is negative or leaves fewer than 2 rows.
-    """
-    target = np.asarray(target, np.float32)
-    prediction = np.asarray(prediction, np.float32)
-    if target.ndim != 2 or target.shape != prediction.shape:
-        raise AlignmentError(
-            f"test responses have shape {target.shape} and predictions {prediction.shape}; both "
-            "must be (n_trs, n_voxels) with the same TRs and voxels"
-        )
-    if repeats is not None:
-        repeats = np.asarray(repeats, np.float32)
-        if repeats.ndim != 3 or repeats.shape[1:] != prediction.shape:
-            raise AlignmentError(
-                f"test repeats have shape {repeats.shape}; expected (n_repeats, "
-                f"{prediction.shape[0]}, {prediction.shape[1]}) to match the predictions"
-            )
-        repeats = drop_first_rows(repeats, trim, axis=1, what="test repeats")
-    target = drop_first_rows(target, trim, what="test responses")
-    prediction = drop_first_rows(prediction, trim, what="predictions")
-    r = np.asarray(pearson_r(target, prediction))
-    out = {"r": r, "r2": signed_r2(r), "r2_cod": np.asarray(r2_score(target, prediction))}
-    if repeats is not None:
-        out["cc_norm"] = np.asarray(cc_norm(prediction, repeats, floor=floor))
-    return out
-
-
-def score_repeats(prediction, repeats, *, trim: int | None = None, floor: float | None = CC_MAX_FLOOR,
-                      n_permutations: int = 500, block_size: int = 10, alpha: float = 0.05,
-                      seed: int = 0) -> dict[str, np.ndarray]:
-    """Score a prediction of the test story against its repeated presentations.
-
-    The target is the mean of the repeats. Scores are those of :func:`voxel_scores`, plus the
-    block-permutation p-value of ``r`` (blocks of ``block_size`` TRs keep the autocorrelation
-    of the null, :func:`~jaxenc.metrics.permutation_test`) and Benjamini-Hochberg
-    significance over all voxels (:func:`~jaxenc.metrics.fdr_bh`), on the same rows.
-
-    Parameters
-    ----------
-    prediction : array_like of shape (n_trs, n_voxels)
-    repeats : array_like of shape (n_repeats, n_trs, n_voxels)
-        Responses to each presentation (z-scored per repeat in ds003020).
-    trim : int, optional
-        Rows dropped from the start of the prediction and of every repeat; None:
-        :func:`protocol_trim` of the rows (40 of 291); 0 scores every row.
-    floor : float, optional
-        Lower bound on ``cc_max`` in ``cc_norm``.
-    n_permutations, block_size, seed
-        The block permutation test.
-    alpha : float
-        False discovery rate.
-
-    Returns
-    -------
-    dict of str to ndarray of shape (n_voxels,)
-        ``r``, ``r2``, ``r2_cod``, ``cc_norm``, ``p`` (float32) and ``significant`` (bool).
-    """
-    repeats = np.asarray(repeats, np.float32)
-    if repeats.ndim != 3:
-        raise AlignmentError(f"test repeats have shape {repeats.shape}; expected (n_repeats, n_trs, n_voxels)")
-    repeats = drop_first_rows(repeats, trim, axis=1, what="test repeats")
-    prediction = drop_first_rows(np.asarray(prediction, np.float32), trim, what="predictions")
-    target = repeats.mean(axis=0)
-    out = voxel_scores(target, prediction, repeats, trim=0, floor=floor)
-    p = permutation_test(target, prediction, n_permutations=n_permutations, block_size=block_size, seed=seed)
-    out["p"] = np.asarray(p)
-    out["significant"] = np.asarray(fdr_bh(p, alpha=alpha)[0])
-    return out

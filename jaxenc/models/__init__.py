@@ -4,9 +4,12 @@ Ridge family (arrays in, sklearn-style estimators): :class:`RidgeCV`, :class:`Ba
 :class:`BootstrapChunks` (the Huth lab's bootstrap splits) and the voxel-sharded
 :class:`ShardedRidgeCV`. Nonlinear family (Flax NNX modules trained by :mod:`jaxenc.train`):
 :class:`MLLinear`, :class:`MLP`, :class:`DIMLP`, :class:`DeepMLP`, :class:`DelayGRU`.
+:mod:`~jaxenc.models.registry` names them: :data:`ENCODERS`, :func:`encoder` (a name to an
+:class:`EncoderSpec`) and their options, :class:`RidgeOptions` and :class:`NetworkOptions`.
 """
 
 from jaxenc.models.nonlinear import DIMLP, MLP, DeepMLP, DelayGRU, MLLinear, delayed_columns
+from jaxenc.models.registry import ENCODERS, EncoderSpec, NetworkOptions, RidgeOptions, encoder
 from jaxenc.models.ridge import RidgeCV
 from jaxenc.models.ridge_banded import BandedRidgeCV
 from jaxenc.models.ridge_sharded import ShardedRidgeCV
@@ -23,4 +26,9 @@ __all__ = [
     "DeepMLP",
     "DelayGRU",
     "delayed_columns",
+    "ENCODERS",
+    "EncoderSpec",
+    "encoder",
+    "NetworkOptions",
+    "RidgeOptions",
 ]

@@ -1,7 +1,8 @@
 """Run results and the report that turns them into tables and figures.
 
-- :mod:`~jaxenc.report.results`: :class:`ModelScores` (per-voxel scores of one model),
-  :class:`RunResults` (a whole run) with exact ``save`` / ``load`` of a run folder.
+- :mod:`~jaxenc.report.results`: :class:`ModelResult` (one model's
+  :class:`jaxenc.metrics.Scores` with its labels), :class:`RunResults` (a whole run) with
+  exact ``save`` / ``load`` of a run folder.
 - :mod:`~jaxenc.report.render`: :func:`write_report`, a self-contained ``report.html`` and a
   ``report.md`` with ``figures/*.png``.
 - :mod:`~jaxenc.report.figures`: one matplotlib figure per report section.
@@ -12,9 +13,9 @@ Importing this package loads numpy only; matplotlib is loaded on first use of
 JAX or ``matplotlib.pyplot``.
 """
 
-from jaxenc.report.results import ModelScores, RunResults
+from jaxenc.report.results import ModelResult, RunResults
 
-__all__ = ["ModelScores", "RunResults", "write_report"]
+__all__ = ["ModelResult", "RunResults", "write_report"]
 
 
 def __getattr__(name):

@@ -153,8 +153,8 @@ def linear_vs_mlp_scatter(pairs: Sequence[tuple]) -> Figure:
     Parameters
     ----------
     pairs : sequence of (title, linear, mlp)
-        ``title`` a panel title; ``linear`` and ``mlp`` are :class:`ModelScores` of one subject
-        on the same voxels (arrays of shape (n_voxels,)).
+        ``title`` a panel title; ``linear`` and ``mlp`` are :class:`~jaxenc.report.ModelResult`
+        of one subject on the same voxels.
 
     Returns
     -------
@@ -167,20 +167,21 @@ def linear_vs_mlp_scatter(pairs: Sequence[tuple]) -> Figure:
     figure = _new_figure(3.3 * n_cols, 3.3 * n_rows)
     axes = np.atleast_1d(figure.subplots(n_rows, n_cols, squeeze=False)).ravel()
     for ax, (title, linear, mlp) in zip(axes, pairs):
-        either = linear.significant | mlp.significant
-        finite = np.isfinite(linear.r) & np.isfinite(mlp.r)
-        values = np.concatenate([linear.r[finite], mlp.r[finite]])
+        a, b = linear.scores, mlp.scores
+        either = a.significant | b.significant
+        finite = np.isfinite(a.r) & np.isfinite(b.r)
+        values = np.concatenate([a.r[finite], b.r[finite]])
         lo, hi = (min(values.min(), 0.0), max(values.max(), 0.0)) if values.size else (0.0, 1.0)
         pad = 0.05 * (hi - lo or 1.0)
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="black", linewidth=0.8)
         rest = finite & ~either
         sig = finite & either
         ax.scatter(
-            linear.r[rest], mlp.r[rest], s=6, facecolor="none", edgecolor="#999999",
+            a.r[rest], b.r[rest], s=6, facecolor="none", edgecolor="#999999",
             linewidth=0.5, label=f"n.s. ({int(rest.sum())})", rasterized=True,
         )
         ax.scatter(
-            linear.r[sig], mlp.r[sig], s=8, color=COLORS[0], linewidth=0,
+            a.r[sig], b.r[sig], s=8, color=COLORS[0], linewidth=0,
             label=f"significant for either ({int(sig.sum())})", rasterized=True,
         )
         ax.set_xlim(lo - pad, hi + pad)

@@ -43,12 +43,12 @@ def best_voxel_scores(results, subject: str):
 
     Returns
     -------
-    ModelScores or None
+    ModelResult or None
         ``None`` when the subject has no voxel-target scores.
     """
     candidates = results.find(subject=subject, target="voxels") or results.find(subject=subject)
-    finite = [s for s in candidates if not math.isnan(s.summary()["mean_r"])]
-    return max(finite, key=lambda s: s.summary()["mean_r"]) if finite else None
+    finite = [m for m in candidates if not math.isnan(m.scores.summary()["mean_r"])]
+    return max(finite, key=lambda m: m.scores.summary()["mean_r"]) if finite else None
 
 
 def render_flatmaps(results, flatmaps: dict | None) -> tuple[list[tuple[str, bytes]], str | None]:
@@ -59,7 +59,7 @@ def render_flatmaps(results, flatmaps: dict | None) -> tuple[list[tuple[str, byt
     results : RunResults
     flatmaps : dict or None
         Subject -> ``{"pycortex_subject": str, "xfm": str}`` naming the subject and transform
-        in the pycortex database, optionally ``"model"``: the label (``ModelScores.name``) of
+        in the pycortex database, optionally ``"model"``: the label (``ModelResult.name``) of
         the scores to draw instead of the best one.
 
     Returns
@@ -90,13 +90,13 @@ def render_flatmaps(results, flatmaps: dict | None) -> tuple[list[tuple[str, byt
             chosen = [s for s in results.find(subject=subject) if s.name == entry["model"]]
             if not chosen:
                 raise ConfigError(f"no scores labelled {entry['model']!r}", subject=subject)
-            scores = chosen[0]
+            chosen = chosen[0]
         else:
-            scores = best_voxel_scores(results, subject)
-        if scores is None:
+            chosen = best_voxel_scores(results, subject)
+        if chosen is None:
             missing.append(subject)
             continue
-        r = np.where(np.isfinite(scores.r), scores.r, 0.0).astype(np.float32)
+        r = np.where(np.isfinite(chosen.scores.r), chosen.scores.r, 0.0).astype(np.float32)
         vmax = max(0.1, float(np.percentile(r, 99)))
         volume = cortex.Volume(
             r, entry["pycortex_subject"], entry["xfm"], vmin=0.0, vmax=vmax, cmap="inferno"

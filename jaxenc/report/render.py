@@ -1,9 +1,12 @@
 """The run report: one self-contained HTML file and one Markdown file with PNG figures.
 
-Every number in a table is taken from :meth:`ModelScores.summary` of the saved arrays (or from
+Every number in a table is taken from :meth:`jaxenc.metrics.Scores.summary` of the saved arrays (or from
 the run's saved partition, sweep, clustering and planted rows), averaged over subjects where
 the table says so, and formatted once by the functions below, so HTML, Markdown and figures
 agree to the digit. Sections whose data the run lacks are replaced by a one-line note.
+
+(Over 450 lines: the formatting functions, one builder per report section and the two writers,
+HTML and Markdown, of the same section list; kept together so that both formats read one list.)
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import numpy as np
 from jaxenc.errors import ConfigError
 from jaxenc.report import figures
 from jaxenc.report.flatmaps import render_flatmaps
-from jaxenc.report.results import RunResults, _write_atomic, slug
+from jaxenc.report.results import RunResults, slug
+from jaxenc.store import RunStore
 
 __all__ = [
     "write_report",
@@ -214,7 +218,7 @@ def _config_summary(config: dict) -> list[list[str]]:
 
 
 def _models_section(results: RunResults, top_k: int) -> list[_Section]:
-    if not results.scores:
+    if not results.models:
         return [_Section("Encoding models", note="skipped: no model scores in this run")]
     rows = model_table(results, top_k)
     has_baseline = any((r["features"], r["model"]) == BASELINE for r in rows)
@@ -614,8 +618,7 @@ def write_report(results: RunResults, folder, *, formats=FORMATS, flatmaps: dict
     if unknown or not formats:
         raise ConfigError(f"report formats must be among {FORMATS}, got {formats}")
     results.validate()
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    store = RunStore(folder)
     sections = _sections(results, flatmaps, top_k)
     written = {}
     if "md" in formats:
@@ -624,13 +627,13 @@ def write_report(results: RunResults, folder, *, formats=FORMATS, flatmaps: dict
             for block in section.blocks:
                 if isinstance(block, _Figure):
                     rel = f"figures/{block.name}.png"
-                    _write_atomic(folder / rel, lambda fh, b=block.png: fh.write(b))
+                    store.write_bytes(rel, block.png)
                     figure_paths[block.name] = rel
         text = _markdown(results, sections, figure_paths)
-        _write_atomic(folder / "report.md", lambda fh: fh.write(text.encode("utf-8")))
-        written["md"] = folder / "report.md"
+        store.write_text("report.md", text)
+        written["md"] = store.path("report.md")
     if "html" in formats:
         text = _html(results, sections)
-        _write_atomic(folder / "report.html", lambda fh: fh.write(text.encode("utf-8")))
-        written["html"] = folder / "report.html"
+        store.write_text("report.html", text)
+        written["html"] = store.path("report.html")
     return written

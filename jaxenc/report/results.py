@@ -1,4 +1,4 @@
-"""The results of one experiment run: per-voxel scores and everything derived from them.
+"""The results of one run: per-voxel scores of every fitted model and what is derived from them.
 
 A run folder holds everything a report or a later analysis needs, with no recomputation::
 
@@ -7,36 +7,31 @@ A run folder holds everything a report or a later analysis needs, with no recomp
     <folder>/scores/<subject>/cc_max.npy         the subject's noise ceiling per voxel
     <folder>/clustering/<subject>/<key>.npy      array entries of the clustering (labels, ...)
 
-``metrics.json`` is written with Python's :mod:`json` and keeps NaN as the literal ``NaN`` (as
-Python, pandas and jq read it) so that a round trip is exact; every file is written to a
-temporary name and moved into place, so an interrupted save never leaves a half-written file
-under its final name. This module imports numpy and :mod:`jaxenc.errors` only, so the
-experiment runner can build results without loading matplotlib or JAX.
+Each model's scores are the :class:`jaxenc.metrics.Scores` that :func:`jaxenc.metrics.score`
+returned, stored as they are. ``metrics.json`` keeps NaN as the literal ``NaN`` (as Python,
+pandas and jq read it) so that a round trip is exact; every file is written and read through
+:class:`jaxenc.store.RunStore`. This module imports numpy and jaxenc's metrics, store and
+errors only, so the experiment runner can build results without loading matplotlib.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import re
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from jaxenc.errors import ConfigError, DataError
+from jaxenc.metrics.scores import SCORE_ARRAYS, Scores
+from jaxenc.store import RunStore
 
-__all__ = ["ModelScores", "RunResults", "slug", "SCORE_ARRAYS", "FORMAT_VERSION"]
+__all__ = ["ModelResult", "RunResults", "slug", "FORMAT_VERSION"]
 
 # Version of the on-disk layout; load refuses other versions rather than misreading them.
 # Version 2: "r2" is the paper's r·|r| and "r2_cod" the coefficient of determination (version
 # 1 stored the coefficient of determination as "r2").
 FORMAT_VERSION = 2
-# The per-voxel arrays of a ModelScores, in the order they are stored.
-SCORE_ARRAYS = ("r", "r2", "r2_cod", "cc_norm", "p", "significant")
 # Name of the file that indexes a run folder.
 METRICS_FILE = "metrics.json"
 FORMAT_NAME = "jaxenc-run-results"
@@ -60,133 +55,39 @@ def slug(text: str) -> str:
     return text or "x"
 
 
-def _mean(values: np.ndarray) -> float:
-    # nanmean warns on all-NaN input; an absent statistic is simply NaN here.
-    finite = values[~np.isnan(values)]
-    return float(finite.mean()) if finite.size else math.nan
-
-
-def _median(values: np.ndarray) -> float:
-    finite = values[~np.isnan(values)]
-    return float(np.median(finite)) if finite.size else math.nan
-
-
 @dataclass
-class ModelScores:
-    """Held-out scores of one encoding model for one subject, one value per voxel.
+class ModelResult:
+    """The held-out scores of one encoding model for one subject.
 
     Parameters
     ----------
     subject : str
         Subject identifier, e.g. ``"UTS01"``.
     features : str
-        Feature space: ``"audio"``, ``"semantic"``, ``"audio+semantic"``, or a variant such as
-        ``"semantic/L3"`` (a layer) or ``"semantic/tiny-llama-2"`` (a model).
+        Feature set: ``"audio"``, ``"semantic"``, ``"audio+semantic"``, or the label of a
+        source (:attr:`jaxenc.pipeline.FeatureSource.name`, e.g. ``"semantic/L3"``).
     model : str
-        Encoder: ``"ridge"``, ``"mllinear"``, ``"dimlp"``, ``"mlp"``, ``"deepmlp-3"``, ...
+        Encoder name (:data:`jaxenc.models.ENCODERS`): ``"ridge"``, ``"mlp"``, ``"deepmlp-3"``, ...
     target : str
         What the encoder was fitted to: ``"voxels"`` or ``"pca"`` (scores are still per voxel).
-    r : array of shape (n_voxels,)
-        Pearson correlation between prediction and response on the test story.
-    r2 : array of shape (n_voxels,)
-        The paper's r², ``r * |r|`` (see :mod:`jaxenc.metrics.scores`).
-    r2_cod : array of shape (n_voxels,)
-        Coefficient of determination on the test story, ``1 - SS_res / SS_tot``.
-    cc_norm : array of shape (n_voxels,)
-        ``r`` divided by the voxel's noise ceiling; NaN where the ceiling is undefined.
-    p : array of shape (n_voxels,)
-        Permutation p-value of ``r``.
-    significant : array of shape (n_voxels,), bool
-        Significance after false-discovery-rate correction.
+    scores : jaxenc.metrics.Scores
+        Its per-voxel test-story scores.
     info : dict, optional
-        JSON-able extras (layer, model id, fit seconds, best epochs, ...). Numpy scalars are
-        stored as Python numbers and numpy arrays as lists.
-
-    Raises
-    ------
-    DataError
-        If the arrays are not 1-D, differ in length, or ``significant`` is not boolean.
+        JSON-able extras (layer, fit seconds, best epochs, ...). Numpy scalars are stored as
+        Python numbers and numpy arrays as lists.
     """
 
     subject: str
     features: str
     model: str
     target: str
-    r: np.ndarray
-    r2: np.ndarray
-    r2_cod: np.ndarray
-    cc_norm: np.ndarray
-    p: np.ndarray
-    significant: np.ndarray
+    scores: Scores
     info: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        for key in SCORE_ARRAYS:
-            setattr(self, key, np.asarray(getattr(self, key)))
-        shapes = {key: getattr(self, key).shape for key in SCORE_ARRAYS}
-        if self.r.ndim != 1 or any(shape != self.r.shape for shape in shapes.values()):
-            raise DataError(
-                f"{self.name}: expected {', '.join(SCORE_ARRAYS)} of one shape "
-                f"(n_voxels,), got {shapes}",
-                subject=self.subject,
-            )
-        if self.significant.dtype != np.bool_:
-            if not np.isin(self.significant, (0, 1)).all():
-                raise DataError(
-                    f"{self.name}: significant must be boolean, got values other than 0 and 1 "
-                    f"(dtype {self.significant.dtype})",
-                    subject=self.subject,
-                )
-            self.significant = self.significant.astype(bool)
-        for key in (k for k in SCORE_ARRAYS if k != "significant"):
-            if not np.issubdtype(getattr(self, key).dtype, np.floating):
-                setattr(self, key, getattr(self, key).astype(np.float64))
 
     @property
     def name(self) -> str:
         """The row label ``"<features> | <model> | <target>"``."""
         return f"{self.features} | {self.model} | {self.target}"
-
-    @property
-    def n_voxels(self) -> int:
-        """Number of voxels scored."""
-        return int(self.r.shape[0])
-
-    def summary(self, top_k: int = 1000) -> dict:
-        """Scalar summaries over voxels, NaN ignored.
-
-        Parameters
-        ----------
-        top_k : int, default 1000
-            Number of best-predicted voxels (by ``r``) averaged in ``top_k_mean_r``; all finite
-            voxels when there are fewer.
-
-        Returns
-        -------
-        dict
-            ``mean_r``, ``median_r``, ``mean_r2``, ``median_r2`` (the paper's r·|r|),
-            ``mean_r2_cod``, ``median_r2_cod`` (coefficient of determination),
-            ``mean_cc_norm``, ``median_cc_norm``, ``top_k``, ``top_k_mean_r`` (floats, NaN
-            when no finite value), ``n_significant`` and ``n_voxels`` (ints). r2, r2_cod and
-            cc_norm are fractions, not %.
-        """
-        if top_k < 1:
-            raise ConfigError(f"top_k must be at least 1, got {top_k}")
-        finite_r = np.sort(self.r[~np.isnan(self.r)])
-        return {
-            "mean_r": _mean(self.r),
-            "median_r": _median(self.r),
-            "mean_r2": _mean(self.r2),
-            "median_r2": _median(self.r2),
-            "mean_r2_cod": _mean(self.r2_cod),
-            "median_r2_cod": _median(self.r2_cod),
-            "mean_cc_norm": _mean(self.cc_norm),
-            "median_cc_norm": _median(self.cc_norm),
-            "top_k": int(top_k),
-            "top_k_mean_r": _mean(finite_r[-top_k:]),
-            "n_significant": int(self.significant.sum()),
-            "n_voxels": self.n_voxels,
-        }
 
 
 def _jsonable(value, where: str):
@@ -215,21 +116,6 @@ def _jsonable(value, where: str):
     raise ConfigError(f"{where}: {type(value).__name__} is not JSON-able ({value!r})")
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then move it there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        # mkstemp creates the file private (0600); results are meant to be shared and read.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _safe_dirname(subject: str) -> str:
     name = slug(subject)
     if name != subject.lower():
@@ -244,27 +130,29 @@ def _safe_dirname(subject: str) -> str:
 
 @dataclass
 class RunResults:
-    """Everything one experiment run produced, savable to and loadable from a folder.
+    """Everything one run produced, savable to and loadable from a folder.
 
     Parameters
     ----------
     name : str
         Run name, e.g. ``"table1"``.
     config : dict
-        The resolved experiment config (JSON-able).
+        The resolved settings (JSON-able).
     cc_max : dict of str to array of shape (n_voxels,)
-        Subject -> noise ceiling per voxel (a correlation; NaN where undefined).
-    scores : list of ModelScores
+        Subject -> noise ceiling per voxel on the rows scored (a correlation; NaN where
+        undefined).
+    models : list of ModelResult
         One entry per subject x features x model x target.
     partition : list of dict, optional
-        Variance partition rows: ``subject``, ``target``, ``features_a``, ``features_b``,
-        ``model``, ``n_significant``, ``unique_a``, ``unique_b``, ``shared`` (means over
-        significant voxels of the parts of the paper's r2, r·|r|; fractions),
-        ``share_best_unique_a``, ``share_best_unique_b``, ``share_best_shared`` (fractions of
-        significant voxels) and ``best_model_share`` (dict of model label -> fraction).
+        Variance partition rows (:func:`jaxenc.analysis.partition_rows`): ``subject``,
+        ``target``, ``features_a``, ``features_b``, ``model``, ``n_significant``,
+        ``unique_a``, ``unique_b``, ``shared`` (means over significant voxels of the parts of
+        the paper's r2, r·|r|; fractions), ``share_best_unique_a``, ``share_best_unique_b``,
+        ``share_best_shared`` (fractions of significant voxels) and ``best_model_share`` (dict
+        of feature set -> fraction).
     sweeps : list of dict, optional
-        ``{"name", "x_label", "rows": [{"subject", "model", "x", "mean_r", "mean_cc_norm",
-        "n_significant"}]}``.
+        ``{"name", "x_label", "rows": [{"subject", "model", "x", "label", **summary}]}``
+        (:func:`jaxenc.analysis.sweep_curves`), the summary that of :meth:`Scores.summary`.
     clustering : dict, optional
         Subject -> ``{"labels": int array (n_voxels,) with -1 for non-significant voxels,
         "label_names": [...], "modularity", "null_mean", "null_std"}``. Array values are stored
@@ -275,8 +163,7 @@ class RunResults:
     nonlinearity : dict, optional
         Synthetic runs with the nonlinearity step only: ``{"folder", "subjects", "models",
         "rows": [{"subject", "model", "voxels", "n_voxels", "mean_r", "mean_r2"}]}``, mean
-        scores per model and planted voxel class (see
-        :func:`jaxenc.experiment.nonlinearity.step_summary`).
+        scores per model and planted voxel class.
     timings : dict, optional
         Stage -> wall-clock seconds.
     """
@@ -284,7 +171,7 @@ class RunResults:
     name: str
     config: dict
     cc_max: dict[str, np.ndarray]
-    scores: list[ModelScores]
+    models: list[ModelResult]
     partition: list[dict] = field(default_factory=list)
     sweeps: list[dict] = field(default_factory=list)
     clustering: dict = field(default_factory=dict)
@@ -296,7 +183,7 @@ class RunResults:
     def subjects(self) -> list[str]:
         """Subjects with scores or a noise ceiling, in order of first appearance."""
         seen = dict.fromkeys(self.cc_max)
-        seen.update(dict.fromkeys(s.subject for s in self.scores))
+        seen.update(dict.fromkeys(m.subject for m in self.models))
         return list(seen)
 
     def validate(self) -> None:
@@ -306,66 +193,49 @@ class RunResults:
         ------
         DataError
             If a model's scores and the subject's ``cc_max`` (or the clustering labels) differ
-            in length, or two scores of one subject share a label.
+            in length, or two models of one subject share a label.
         """
         n_voxels = {}
         for subject, ceiling in self.cc_max.items():
             ceiling = np.asarray(ceiling)
             if ceiling.ndim != 1:
-                raise DataError(
-                    f"cc_max must have shape (n_voxels,), got {ceiling.shape}", subject=subject
-                )
+                raise DataError(f"cc_max must have shape (n_voxels,), got {ceiling.shape}", subject=subject)
             n_voxels[subject] = ceiling.shape[0]
         seen = set()
-        for scores in self.scores:
-            key = (scores.subject, scores.name)
+        for m in self.models:
+            key = (m.subject, m.name)
             if key in seen:
-                raise DataError(f"two scores labelled {scores.name!r}", subject=scores.subject)
+                raise DataError(f"two models labelled {m.name!r}", subject=m.subject)
             seen.add(key)
-            expected = n_voxels.setdefault(scores.subject, scores.n_voxels)
-            if scores.n_voxels != expected:
-                raise DataError(
-                    f"{scores.name}: {scores.n_voxels} voxels, expected {expected} like the "
-                    f"subject's other arrays",
-                    subject=scores.subject,
-                )
+            expected = n_voxels.setdefault(m.subject, m.scores.n_voxels)
+            if m.scores.n_voxels != expected:
+                raise DataError(f"{m.name}: {m.scores.n_voxels} voxels, expected {expected} like the "
+                                "subject's other arrays", subject=m.subject)
         for subject, entry in self.clustering.items():
             labels = entry.get("labels")
-            if labels is not None and subject in n_voxels:
-                if np.shape(labels) != (n_voxels[subject],):
-                    raise DataError(
-                        f"clustering labels have shape {np.shape(labels)}, expected "
-                        f"({n_voxels[subject]},)",
-                        subject=subject,
-                    )
+            if labels is not None and subject in n_voxels and np.shape(labels) != (n_voxels[subject],):
+                raise DataError(f"clustering labels have shape {np.shape(labels)}, expected "
+                                f"({n_voxels[subject]},)", subject=subject)
 
     def table(self, top_k: int = 1000) -> list[dict]:
-        """One summary row per ModelScores, in the order of ``scores``.
+        """One row per model: its labels and :meth:`jaxenc.metrics.Scores.summary`.
 
         Parameters
         ----------
         top_k : int, default 1000
-            Passed to :meth:`ModelScores.summary`.
+            Passed to :meth:`~jaxenc.metrics.Scores.summary`.
 
         Returns
         -------
         list of dict
-            ``subject``, ``features``, ``model``, ``target``, ``name`` and the summary keys.
+            ``subject``, ``features``, ``model``, ``target``, ``name`` and the summary keys, in
+            the order of ``models``.
         """
-        return [
-            {
-                "subject": s.subject,
-                "features": s.features,
-                "model": s.model,
-                "target": s.target,
-                "name": s.name,
-                **s.summary(top_k),
-            }
-            for s in self.scores
-        ]
+        return [{"subject": m.subject, "features": m.features, "model": m.model, "target": m.target,
+                 "name": m.name, **m.scores.summary(top_k)} for m in self.models]
 
-    def find(self, *, subject=None, features=None, model=None, target=None) -> list[ModelScores]:
-        """The scores matching every criterion given (``None`` matches anything).
+    def find(self, *, subject=None, features=None, model=None, target=None) -> list[ModelResult]:
+        """The models matching every criterion given (``None`` matches anything).
 
         Parameters
         ----------
@@ -374,15 +244,11 @@ class RunResults:
 
         Returns
         -------
-        list of ModelScores
-            In the order of ``scores``.
+        list of ModelResult
+            In the order of ``models``.
         """
         wanted = {"subject": subject, "features": features, "model": model, "target": target}
-        return [
-            s
-            for s in self.scores
-            if all(v is None or getattr(s, k) == v for k, v in wanted.items())
-        ]
+        return [m for m in self.models if all(v is None or getattr(m, k) == v for k, v in wanted.items())]
 
     def save(self, folder) -> None:
         """Write the run to ``folder`` (created if needed), each file atomically.
@@ -401,51 +267,38 @@ class RunResults:
             If a subject name is not file-name safe or an extra is not JSON-able.
         """
         self.validate()
-        folder = Path(folder)
-        index_scores = []
-        used = set()
-        for scores in self.scores:
-            subject_dir = _safe_dirname(scores.subject)
-            stem = slug(scores.name)
+        store = RunStore(folder)
+        index_scores, used = [], set()
+        for m in self.models:
+            subject_dir = _safe_dirname(m.subject)
+            stem = slug(m.name)
             # Distinct labels can share a slug ("a/b" and "a-b"): number the later ones.
             candidate, n = stem, 2
             while (subject_dir, candidate) in used or candidate == "cc_max":
                 candidate, n = f"{stem}-{n}", n + 1
             used.add((subject_dir, candidate))
             rel = f"scores/{subject_dir}/{candidate}.npz"
-            arrays = {key: getattr(scores, key) for key in SCORE_ARRAYS}
-            _write_atomic(folder / rel, lambda fh, a=arrays: np.savez(fh, **a))
-            index_scores.append(
-                {
-                    "subject": scores.subject,
-                    "features": scores.features,
-                    "model": scores.model,
-                    "target": scores.target,
-                    "file": rel,
-                    "n_voxels": scores.n_voxels,
-                    "info": _jsonable(scores.info, f"{scores.name}.info"),
-                }
-            )
+            store.write_arrays(rel, m.scores.arrays())
+            index_scores.append({"subject": m.subject, "features": m.features, "model": m.model,
+                                 "target": m.target, "file": rel, "n_voxels": m.scores.n_voxels,
+                                 "info": _jsonable(m.info, f"{m.name}.info")})
         index_cc_max = {}
         for subject, ceiling in self.cc_max.items():
             rel = f"scores/{_safe_dirname(subject)}/cc_max.npy"
-            ceiling = np.asarray(ceiling)
-            _write_atomic(folder / rel, lambda fh, a=ceiling: np.save(fh, a, allow_pickle=False))
-            index_cc_max[subject] = {"file": rel, "n_voxels": int(ceiling.shape[0])}
+            store.write_array(rel, ceiling)
+            index_cc_max[subject] = {"file": rel, "n_voxels": int(np.shape(ceiling)[0])}
         index_clustering = {}
         for subject, entry in self.clustering.items():
             stored = {"arrays": {}, "values": {}}
             for key, value in entry.items():
                 if isinstance(value, np.ndarray):
                     rel = f"clustering/{_safe_dirname(subject)}/{slug(key)}.npy"
-                    _write_atomic(
-                        folder / rel, lambda fh, a=value: np.save(fh, a, allow_pickle=False)
-                    )
+                    store.write_array(rel, value)
                     stored["arrays"][key] = rel
                 else:
                     stored["values"][key] = _jsonable(value, f"clustering.{subject}.{key}")
             index_clustering[subject] = stored
-        metrics = {
+        store.write_json(METRICS_FILE, {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "name": self.name,
@@ -459,9 +312,7 @@ class RunResults:
             "clustering": index_clustering,
             "planted": _jsonable(self.planted, "planted"),
             "nonlinearity": _jsonable(self.nonlinearity, "nonlinearity"),
-        }
-        text = json.dumps(metrics, indent=1, allow_nan=True)
-        _write_atomic(folder / METRICS_FILE, lambda fh: fh.write(text.encode("utf-8")))
+        }, indent=1)
 
     @classmethod
     def load(cls, folder) -> "RunResults":
@@ -483,105 +334,46 @@ class RunResults:
             Naming the file, if ``metrics.json`` or an array file is missing, unreadable, of
             another format version, or of a shape other than the index records.
         """
-        folder = Path(folder)
-        path = folder / METRICS_FILE
-        try:
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError("no metrics.json: not a saved jaxenc run folder", path=path) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise DataError(f"unreadable run index ({err})", path=path) from None
+        store = RunStore(folder)
+        path = store.path(METRICS_FILE)
+        if not path.is_file():
+            raise DataError("no metrics.json: not a saved jaxenc run folder", path=path)
+        metrics = store.read_json(METRICS_FILE, "run index")
         if not isinstance(metrics, dict) or metrics.get("format") != FORMAT_NAME:
             raise DataError(f"not a jaxenc run index (expected format {FORMAT_NAME!r})", path=path)
         if metrics.get("version") != FORMAT_VERSION:
-            raise DataError(
-                f"format version {metrics.get('version')!r}, this jaxenc reads "
-                f"{FORMAT_VERSION}",
-                path=path,
-            )
+            raise DataError(f"format version {metrics.get('version')!r}, this jaxenc reads {FORMAT_VERSION}",
+                            path=path)
         try:
-            cc_max = {
-                subject: _load_npy(folder, entry["file"], entry["n_voxels"], subject)
-                for subject, entry in metrics["cc_max"].items()
-            }
-            scores = []
+            cc_max = {subject: _checked(store, store.read_array(entry["file"], subject=subject),
+                                        entry["file"], entry["n_voxels"], subject)
+                      for subject, entry in metrics["cc_max"].items()}
+            models = []
             for entry in metrics["scores"]:
-                arrays = _load_npz(folder, entry["file"], entry["n_voxels"], entry["subject"])
-                scores.append(
-                    ModelScores(
-                        subject=entry["subject"],
-                        features=entry["features"],
-                        model=entry["model"],
-                        target=entry["target"],
-                        info=entry["info"],
-                        **arrays,
-                    )
-                )
+                arrays = store.read_arrays(entry["file"], SCORE_ARRAYS, subject=entry["subject"])
+                for array in arrays.values():
+                    _checked(store, array, entry["file"], entry["n_voxels"], entry["subject"])
+                models.append(ModelResult(subject=entry["subject"], features=entry["features"],
+                                          model=entry["model"], target=entry["target"],
+                                          scores=Scores(**arrays), info=entry["info"]))
             clustering = {}
             for subject, stored in metrics["clustering"].items():
                 entry = dict(stored["values"])
                 for key, rel in stored["arrays"].items():
-                    entry[key] = _load_npy(folder, rel, None, subject)
+                    entry[key] = store.read_array(rel, subject=subject)
                 clustering[subject] = entry
-            results = cls(
-                name=metrics["name"],
-                config=metrics["config"],
-                cc_max=cc_max,
-                scores=scores,
-                partition=metrics["partition"],
-                sweeps=metrics["sweeps"],
-                clustering=clustering,
-                planted=metrics["planted"],
-                nonlinearity=metrics["nonlinearity"],
-                timings=metrics["timings"],
-            )
+            results = cls(name=metrics["name"], config=metrics["config"], cc_max=cc_max, models=models,
+                          partition=metrics["partition"], sweeps=metrics["sweeps"], clustering=clustering,
+                          planted=metrics["planted"], nonlinearity=metrics["nonlinearity"],
+                          timings=metrics["timings"])
         except (KeyError, TypeError, AttributeError) as err:
             raise DataError(f"run index lacks or mangles an entry ({err!r})", path=path) from None
         results.validate()
         return results
 
 
-def _check_length(array: np.ndarray, n_voxels, path: Path, subject: str) -> None:
-    if n_voxels is not None and array.shape != (n_voxels,):
-        raise DataError(
-            f"array of shape {array.shape}, metrics.json records ({n_voxels},)",
-            path=path,
-            subject=subject,
-        )
-
-
-def _load_npy(folder: Path, rel: str, n_voxels, subject: str) -> np.ndarray:
-    path = folder / rel
-    try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(
-            "missing array file listed in metrics.json", path=path, subject=subject
-        ) from None
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"unreadable array file ({err})", path=path, subject=subject) from None
-    _check_length(array, n_voxels, path, subject)
+def _checked(store: RunStore, array: np.ndarray, rel: str, n_voxels, subject: str) -> np.ndarray:
+    if array.shape != (n_voxels,):
+        raise DataError(f"array of shape {array.shape}, metrics.json records ({n_voxels},)",
+                        path=store.path(rel), subject=subject)
     return array
-
-
-def _load_npz(folder: Path, rel: str, n_voxels, subject: str) -> dict:
-    path = folder / rel
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in SCORE_ARRAYS if key in data.files}
-    except FileNotFoundError:
-        raise DataError(
-            "missing score file listed in metrics.json", path=path, subject=subject
-        ) from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"unreadable score file ({err})", path=path, subject=subject) from None
-    missing = [key for key in SCORE_ARRAYS if key not in arrays]
-    if missing:
-        raise DataError(
-            f"score file lacks {missing}, expected {list(SCORE_ARRAYS)}",
-            path=path,
-            subject=subject,
-        )
-    for array in arrays.values():
-        _check_length(array, n_voxels, path, subject)
-    return arrays

@@ -82,7 +82,7 @@ renamed when complete. Usage::
 """
 
 
-from jaxenc.synthetic.config import SyntheticConfig, real_respdict
+from jaxenc.synthetic.config import PRESETS, SyntheticConfig, real_respdict
 from jaxenc.synthetic.properties import AUDIO_NAMES
 from jaxenc.synthetic.responses import CLASS_NAMES, VoxelClass
 from jaxenc.synthetic.truth import FORMAT_VERSION, TRUTH_DIR, PlantedStimulus, SyntheticTruth
@@ -93,6 +93,7 @@ load_truth = SyntheticTruth.load
 
 __all__ = [
     "SyntheticConfig",
+    "PRESETS",
     "SyntheticTruth",
     "PlantedStimulus",
     "VoxelClass",

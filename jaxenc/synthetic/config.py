@@ -20,7 +20,10 @@ from jaxenc.errors import ConfigError
 from jaxenc.synthetic.responses import CLASS_NAMES
 from jaxenc.synthetic.words import CONTROL_RATE
 
-__all__ = ["SyntheticConfig", "real_respdict"]
+__all__ = ["SyntheticConfig", "PRESETS", "real_respdict"]
+
+# The sizes of a twin, each a class method of SyntheticConfig.
+PRESETS = ("tiny", "demo", "full")
 
 # The real ds003020 respdict (story -> TRs acquired), the source of story names and lengths.
 _REAL_RESPDICT = importlib.resources.files("jaxenc.data").joinpath("respdict.json")

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from jaxenc import conventions
 from jaxenc.synthetic.audio import synthesize_audio
-from jaxenc.synthetic.config import SyntheticConfig
+from jaxenc.synthetic.config import PRESETS, SyntheticConfig
 from jaxenc.synthetic.files import atomic_path, write_json
 from jaxenc.synthetic.properties import AUDIO_NAMES, FRAME_PERIOD, audio_properties, semantic_frames
 from jaxenc.synthetic.responses import (
@@ -239,7 +239,7 @@ def main(argv=None) -> int:
     parser.add_argument("root", metavar="ROOT", help="folder to write the dataset into")
     parser.add_argument(
         "--preset",
-        choices=("tiny", "demo", "full"),
+        choices=PRESETS,
         default="demo",
         help=(
             "tiny: 2 subjects, 3 short training stories, a few hundred voxels (seconds); "

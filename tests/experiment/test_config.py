@@ -72,18 +72,20 @@ def test_an_optional_margin_is_off_until_given_a_number(tmp_path):
     ("[train]\nmax_epoch = 3\n", "unknown key 'train.max_epoch'; did you mean 'train.max_epochs'?"),
     ("[trian]\n", "unknown key 'trian'; did you mean 'train'?"),
     ("[train]\nmax_epochs = 2.5\n", "train.max_epochs must be an integer"),
-    ("[train]\nmax_epochs = 0\n", "train.max_epochs must be positive"),
+    ("[train]\nmax_epochs = 0\n", "train.max_epochs must be at least 1"),
     ("[table]\nmodels = [\"ridge\", \"transformer\"]\n", "unknown model 'transformer'"),
     ("[table]\nfeature_sets = [\"audio\"]\n", "needs the 'audio+semantic' feature set"),
     ("[table]\ntargets = \"pca\"\n", "table.targets must be a list"),
     ("[data]\npreset = \"huge\"\n", "data.preset must be one of"),
     ("[ridge]\nlog10_alphas = [1, 2]\n", "ridge.log10_alphas must have 3 entries"),
-    ("[train]\ngrid = [{ momentum = 0.9 }]\n", "train.grid entries"),
+    ("[fit]\ngrid = [{ momentum = 0.9 }]\n", "fit.grid entries"),
     ("[analyses]\npartition = 1\n", "analyses.partition must be true or false"),
-    ("[train]\nkeep_checkpoints = \"no\"\n", "train.keep_checkpoints must be true or false"),
+    ("[fit]\nkeep_checkpoints = \"no\"\n", "fit.keep_checkpoints must be true or false"),
     ("[data]\nsynthetic = { n_semantc = 4 }\n", "did you mean 'data.synthetic.n_semantic'?"),
     ("[data]\nsynthetic = { n_semantic = 0 }\n", "data.synthetic: SyntheticConfig: n_semantic must be"),
     ("[[analyses.size_sweep]]\nmodel = \"default\"\n", "distinct non-empty labels"),
+    ("[train]\nseed = 3\n", "train.seed is set by 'seed'"),
+    ("[train]\nn_components = 64\n", "train.n_components is set by 'table.n_components'"),
     ("[train\n", "not valid TOML"),
 ])
 def test_bad_configs_name_the_file_and_the_key(tmp_path, text, message):
@@ -111,6 +113,7 @@ def test_missing_files_and_malformed_overrides_are_config_errors(tmp_path):
     ("evaluate.floor=0", "evaluate.floor must be in (0, 1]"),
     ("evaluate.alpha=1.5", "evaluate.alpha must be in (0, 1)"),
     ("evaluate.block_size=0", "evaluate.block_size must be positive"),
+    ("evaluate.permutations=0", "evaluate.permutations must be positive"),
     ("table.pca_method=svd", "table.pca_method must be one of ['auto', 'gram', 'covariance', 'randomized']"),
     ("table.pca_n_iter=-1", "table.pca_n_iter must be at least 0"),
     ("table.n_components=0", "table.n_components must be positive"),
@@ -120,30 +123,34 @@ def test_missing_files_and_malformed_overrides_are_config_errors(tmp_path):
     ("align.train_trim=[12]", "align.train_trim must have 2 entries"),
     ("ridge.folds=1", "ridge.folds must be at least 2"),
     ("ridge.log10_alphas=[3, 1, 5]", "ridge.log10_alphas must be [low, high, n]"),
-    ("train.folds=1", "train.folds must be at least 2"),
-    ("train.loss=l1", "train.loss must be one of ['mae', 'mse']"),
-    ("train.activation=sigmoid", "train.activation must be one of ['tanh', 'relu', 'gelu']"),
-    ("train.batch_norm=1", "train.batch_norm must be true or false"),
-    ("train.dropout=1", "train.dropout must be in [0, 1)"),
+    ("ridge.band_candidates=0", "ridge.band_candidates must be positive"),
+    ("train.n_folds=1", "train.n_folds must be at least 2"),
+    ("train.loss=l1", "train.loss must be one of"),
+    ("networks.activation=sigmoid", "networks.activation must be one of ['tanh', 'relu', 'gelu']"),
+    ("networks.batch_norm=1", "networks.batch_norm must be true or false"),
+    ("networks.dropout=1", "networks.dropout must be in [0, 1)"),
+    ("networks.hidden=0", "networks.hidden must be positive"),
     ("train.learning_rate=0", "train.learning_rate must be positive"),
     ("train.weight_decay=-1e-4", "train.weight_decay must be at least 0"),
     ("train.min_delta=-1", "train.min_delta must be at least 0"),
-    ("train.patience=0", "train.patience must be positive"),
-    ("train.batch_size=0", "train.batch_size must be positive"),
-    ("train.val_batch_size=0", "train.val_batch_size must be positive"),
-    ("train.max_epochs=-3", "train.max_epochs must be positive"),
-    ("train.checkpoint_every=7", "train.checkpoint_every (7) must be a multiple of train.epochs_per_call (5)"),
-    ("train.grid=[{learning_rate = 0}]", "train.grid learning_rate must be a positive number"),
-    ("train.grid=[{weight_decay = true}]", "train.grid weight_decay must be a non-negative number"),
-    ("train.hiden=3", "unknown key 'train.hiden'; did you mean 'train.hidden'?"),
+    ("train.patience=0", "train.patience must be at least 1"),
+    ("train.batch_size=0", "train.batch_size must be at least 1"),
+    ("train.val_batch_size=0", "train.val_batch_size must be at least 1"),
+    ("train.max_epochs=-3", "train.max_epochs must be at least 1"),
+    ("train.checkpoint_every=7", "train.checkpoint_every (7) must be a multiple of epochs_per_call (5)"),
+    ("fit.grid=[{learning_rate = 0}]", "fit.grid learning_rate must be a positive number"),
+    ("fit.grid=[{weight_decay = true}]", "fit.grid weight_decay must be a non-negative number"),
+    ("networks.hiden=3", "unknown key 'networks.hiden'; did you mean 'networks.hidden'?"),
+    ("train.folds=3", "unknown key 'train.folds'; did you mean 'train.n_folds'?"),
     ("evaluate.test_trm=3", "did you mean 'evaluate.test_trim'?"),
     ("nonlinearity.run=maybe", "nonlinearity.run must be true or false"),
     ("nonlinearity.margin=x", "nonlinearity.margin must be a number"),
     ("nonlinearity.ridge_folds=1", "nonlinearity.ridge_folds must be at least 2"),
     ('nonlinearity.models=["ridge", "mllinear"]', "nonlinearity.models must include 'mlp'"),
-    ('nonlinearity.models=["mlp", "lstm"]', "unknown model 'lstm'"),
-    ("nonlinearity.train.max_epochs=0", "nonlinearity.train.max_epochs must be positive"),
-    ("nonlinearity.train.activation=step", "nonlinearity.train.activation must be one of"),
+    ('nonlinearity.models=["mlp", "lstm"]', "nonlinearity.models: unknown model 'lstm'"),
+    ("nonlinearity.train.max_epochs=0", "nonlinearity.train.max_epochs must be at least 1"),
+    ("nonlinearity.train.seed=1", "nonlinearity.train.seed is set by 'seed'"),
+    ("nonlinearity.networks.activation=step", "nonlinearity.networks.activation must be one of"),
     ("nonlinearity.synthetic={n_semantc = 4}", "did you mean 'nonlinearity.synthetic.n_semantic'?"),
     ("nonlinearity.synthetic={n_semantic = 0}", "nonlinearity.synthetic: SyntheticConfig: n_semantic must be"),
 ])
@@ -156,30 +163,43 @@ def test_every_setting_gives_a_one_line_error(tmp_path, override, message):
     assert "\n" not in text
 
 
-def test_every_trainer_setting_is_reachable_from_the_config():
-    """Each field of jaxenc.train.TrainConfig is set from the experiment config (the paper's
-    folds, loss, optimiser, early stopping, batch sizes and PCA solver); a field added to the
-    trainer without a config setting fails here."""
+def test_every_library_setting_is_reachable_from_the_config():
+    """The config holds the library's own settings dataclasses: every field of each is a key
+    with the dataclass's default (the trainer's seed and PCA settings set by their one key), so
+    a field added to the library is a config key at once."""
     import dataclasses
 
-    from jaxenc.experiment.fitting import train_config
+    from jaxenc.experiment.config import BOUND
+    from jaxenc.metrics import ScoreConfig
+    from jaxenc.models import NetworkOptions, RidgeOptions
+    from jaxenc.pipeline import AlignOptions
     from jaxenc.train import TrainConfig
 
+    config = load_config()
+    sections = {"align": AlignOptions, "ridge": RidgeOptions, "networks": NetworkOptions, "train": TrainConfig,
+                "evaluate": ScoreConfig}
+    saved = config.to_dict()
+    for name, cls in sections.items():
+        assert type(getattr(config, name)) is cls, name
+        keys = {f.name for f in dataclasses.fields(cls)} - (set(BOUND) if cls is TrainConfig else set())
+        assert set(saved[name]) == keys, name
+        for key in keys:
+            if name != "train" or key not in BOUND:
+                assert getattr(getattr(config, name), key) == getattr(cls(), key), (name, key)
     changes = {
-        "n_folds": ("train.folds=3", 3), "seed": ("seed=7", 7), "batch_size": ("train.batch_size=64", 64),
+        "n_folds": ("train.n_folds=3", 3), "seed": ("seed=7", 7), "batch_size": ("train.batch_size=64", 64),
         "val_batch_size": ("train.val_batch_size=96", 96), "max_epochs": ("train.max_epochs=33", 33),
         "patience": ("train.patience=4", 4), "min_delta": ("train.min_delta=0.01", 0.01),
         "learning_rate": ("train.learning_rate=0.02", 0.02), "weight_decay": ("train.weight_decay=0.3", 0.3),
         "loss": ("train.loss=mse", "mse"), "epochs_per_call": ("train.epochs_per_call=2", 2),
-        "checkpoint_every": ("train.checkpoint_every=4", 4), "pca_method": ("table.pca_method=randomized", "randomized"),
-        "pca_n_iter": ("table.pca_n_iter=3", 3),
+        "checkpoint_every": ("train.checkpoint_every=4", 4), "n_components": ("table.n_components=16", 16),
+        "pca_method": ("table.pca_method=randomized", "randomized"), "pca_n_iter": ("table.pca_n_iter=3", 3),
     }
-    assert set(changes) == {f.name for f in dataclasses.fields(TrainConfig)} - {"n_components"}
-    config = train_config(load_config(None, [override for override, _ in changes.values()]), 16)
+    assert set(changes) == {f.name for f in dataclasses.fields(TrainConfig)}
+    train = load_config(None, [override for override, _ in changes.values()]).train
     for name, (_, value) in changes.items():
-        assert getattr(config, name) == value, name
-    assert config.n_components == 16
-    assert train_config(load_config(), None) == dataclasses.replace(TrainConfig(), n_components=None)
+        assert getattr(train, name) == value, name
+    assert load_config().train == dataclasses.replace(TrainConfig(), n_components=32)
 
 
 def test_network_and_pca_settings_reach_the_models():
@@ -187,24 +207,37 @@ def test_network_and_pca_settings_reach_the_models():
     import numpy as np
     from flax import nnx
 
-    from jaxenc.experiment.fitting import _Designs, make_encoder
+    from jaxenc.models import encoder
+    from jaxenc.pipeline import SubjectArrays, fit_predict
 
-    config = load_config(None, ["train.activation=relu", "train.batch_norm=false", "train.dropout=0.3",
-                                "train.hidden=5", "table.pca_method=randomized", "table.pca_n_iter=3"])
-    mlp = make_encoder("mlp", config.train)(4, 2, rngs=nnx.Rngs(0))
+    config = load_config(None, ["networks.activation=relu", "networks.batch_norm=false", "networks.dropout=0.3",
+                                "networks.hidden=5", "table.pca_method=randomized", "table.pca_n_iter=3"])
+    mlp = encoder("mlp").make_model(config.networks)(4, 2, rngs=nnx.Rngs(0))
     assert mlp.hidden.activation is jax.nn.relu and mlp.hidden.norm is None
     assert mlp.hidden.dropout.rate == 0.3 and mlp.readout.in_features == 5
-    dimlp = make_encoder("dimlp", config.train, n_audio=2)(4, 2, rngs=nnx.Rngs(0))
+    dimlp = encoder("dimlp").make_model(config.networks, bands=((0, 2), (2, 4)))(4, 2, rngs=nnx.Rngs(0))
     assert all(block.norm is None and block.activation is jax.nn.relu for block in dimlp.branches)
-    designs = _Designs(type("Exp", (), {"config": config})())
-    designs._responses["S"] = np.random.default_rng(0).standard_normal((40, 12)).astype(np.float32)
-    pca = designs.pca("S", 6)
+    rng = np.random.default_rng(0)
+    arrays = SubjectArrays(rng.standard_normal((40, 3)), rng.standard_normal((40, 12)).astype(np.float32),
+                           np.repeat(np.arange(4), 10), rng.standard_normal((5, 3)))
+    cache = {}
+    config = load_config(None, ["table.pca_method=randomized", "table.pca_n_iter=3", "table.n_components=6",
+                                "ridge.folds=2"])
+    fit_predict("ridge", {"S": arrays}, target="pca", ridge=config.ridge, train=config.train, cache=cache)
+    (pca,) = cache["ridge_pca"].values()
     assert (pca.method, pca.n_iter, pca.n_components) == ("randomized", 3, 6)
 
 
 def test_a_nested_section_keeps_its_parents_defaults():
     config = load_config(None, ["nonlinearity.train.max_epochs=20"])
-    step = config.nonlinearity.train
-    assert step.max_epochs == 20
-    assert (step.hidden, step.folds, len(step.grid)) == (64, 3, 3)  # the step's, not TrainSection's
-    assert config.train.hidden == 256
+    step = config.nonlinearity
+    assert step.train.max_epochs == 20
+    # The step's own defaults, not the library's.
+    assert (step.networks.hidden, step.train.n_folds, len(step.fit.grid)) == (64, 3, 3)
+    assert config.networks.hidden == 256
+
+
+def test_a_layer_sweep_needs_extracted_semantic_features(tmp_path):
+    path = write(tmp_path, 'name = "x"\n')
+    with pytest.raises(ConfigError, match="analyses.layer_sweep needs semantic.source = 'llama'"):
+        load_config(path, ["analyses.layer_sweep=[1]", "semantic.source=planted"])

@@ -9,42 +9,15 @@ copied into each run folder, where extraction then finds every story cached.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from jaxenc.experiment import Experiment, load_config
 from jaxenc.experiment.fitting import job_name, table_jobs
 from jaxenc.report import RunResults
+from tests.experiment._runs import EXPERIMENTS_DIR, TINY, run_folder
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 EXPERIMENTS = sorted(EXPERIMENTS_DIR.glob("*.toml"))
-TINY = [
-    "data.preset=tiny", 'data.subjects=["UTS01"]', "table.n_components=8", "ridge.folds=2",
-    "ridge.band_candidates=2", "train.folds=2", "train.max_epochs=2", "train.epochs_per_call=1",
-    "train.checkpoint_every=1", "train.hidden=8", "evaluate.permutations=100", "analyses.cluster_k=3",
-    "nonlinearity.run=false",
-]
-SHARED = ("data", "models", "features")
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """A run folder with the tiny twin and the default extractors' features of layers 0-2."""
-    out = tmp_path_factory.mktemp("prepared")
-    Experiment(load_config(None, TINY + ["analyses.layer_sweep=[0, 1, 2]"]), out, progress=False,
-               log=lambda line: None).extract()
-    return out
-
-
-def run_folder(out: Path, prepared: Path | None) -> Path:
-    """Make a run folder, holding a copy of the prepared twin, extractors and features if given."""
-    out.mkdir()
-    for name in SHARED if prepared is not None else ():
-        shutil.copytree(prepared / name, out / name)
-    return out
 
 
 def test_there_are_experiment_configs():
@@ -72,7 +45,7 @@ def test_every_experiment_config_runs_end_to_end_at_tiny_size(path, prepared, tm
     for job in table_jobs(config):
         found = results.find(subject="UTS01", features=job.features, model=job.model, target=job.target)
         assert len(found) == 1, job_name(job)
-        assert np.isfinite(found[0].r).mean() > 0.9, job_name(job)
+        assert np.isfinite(found[0].scores.r).mean() > 0.9, job_name(job)
     sweeps = {s["name"]: s["rows"] for s in results.sweeps}
     if config.analyses.layer_sweep:
         assert [row["x"] for row in sweeps["semantic layer"]] == [0.0, 1.0, 2.0]
@@ -90,7 +63,7 @@ def test_every_experiment_config_runs_end_to_end_at_tiny_size(path, prepared, tm
 def test_checkpoints_are_kept_on_request(prepared, tmp_path):
     out = run_folder(tmp_path / "keep", prepared)
     config = load_config(None, TINY + ['table.models=["mlp"]', 'table.feature_sets=["audio"]',
-                                       'table.targets=["voxels"]', "train.keep_checkpoints=true"])
+                                       'table.targets=["voxels"]', "fit.keep_checkpoints=true"])
     Experiment(config, out, progress=False, log=lambda line: None).fit()
     kept = list((out / "checkpoints").iterdir())
     assert len(kept) == 1 and any(kept[0].iterdir())
@@ -99,26 +72,26 @@ def test_checkpoints_are_kept_on_request(prepared, tmp_path):
 def test_more_training_trim_drops_the_same_rows_of_features_and_responses(prepared, tmp_path):
     """align.train_trim beyond the protocol's [10:-5] drops rows of both sides of every
     training story; the test story keeps its rows."""
-    from jaxenc.experiment.fitting import _Designs
+    from jaxenc.experiment.extract import FeatureReader
+    from jaxenc.experiment.fitting import Designs, Job
+    from jaxenc.featuresets import AUDIO, FeatureSource
 
     planted = TINY + ["audio.source=planted", "semantic.source=planted"]
-    designs = {}
+    job = Job((FeatureSource(AUDIO),), "ridge", "voxels")
+    arrays = {}
     for trim in ((10, 5), (13, 6)):
         out = run_folder(tmp_path / f"trim{trim[0]}", prepared)
         exp = Experiment(load_config(None, planted + [f"align.train_trim=[{trim[0]}, {trim[1]}]"]), out,
                          progress=False, log=lambda line: None)
         exp.extract()
-        designs[trim] = (_Designs(exp), exp)
-    (base, exp), (more, _) = designs[(10, 5)], designs[(13, 6)]
-    X0, _, slices0 = base.train("audio", "UTS01")
-    X1, _, slices1 = more.train("audio", "UTS01")
-    Y0, Y1 = base.responses("UTS01"), more.responses("UTS01")
-    for story in exp.train_stories("UTS01"):
-        rows0, rows1 = slices0[story], slices1[story]
-        assert rows1.stop - rows1.start == rows0.stop - rows0.start - 4, story
-        np.testing.assert_array_equal(Y1[rows1], Y0[rows0][3:-1])
-    assert X1.shape[0] == X0.shape[0] - 4 * len(slices0)
-    np.testing.assert_array_equal(base.test("audio"), more.test("audio"))
+        arrays[trim] = Designs(exp.config.align, exp.data, FeatureReader(exp.store, exp.data)).arrays(job, "UTS01")
+    base, more = arrays[(10, 5)], arrays[(13, 6)]
+    rows0, rows1 = base.stories(), more.stories()
+    for story in exp.data.train_stories("UTS01"):
+        assert rows1[story].stop - rows1[story].start == rows0[story].stop - rows0[story].start - 4, story
+        np.testing.assert_array_equal(more.Y[rows1[story]], base.Y[rows0[story]][3:-1])
+    assert more.X.shape[0] == base.X.shape[0] - 4 * len(rows0)
+    np.testing.assert_array_equal(base.X_test, more.X_test)
 
 
 def test_the_nonlinearity_step_recovers_the_planted_product(prepared, tmp_path):
@@ -138,7 +111,7 @@ def test_the_nonlinearity_step_recovers_the_planted_product(prepared, tmp_path):
     assert rows["mlp", "interaction"] - rows["mllinear", "interaction"] >= 0.3
     # The step is a run of its own, with its own report.
     step = RunResults.load(out / "nonlinearity")
-    assert {s.model for s in step.scores} == {"ridge", "mllinear", "dimlp", "mlp"}
+    assert {m.model for m in step.models} == {"ridge", "mllinear", "dimlp", "mlp"}
     assert (out / "nonlinearity" / "report.html").is_file()
     assert "The nonlinearity where the twin plants it" in paths["md"].read_text()
     assert (out / "figures" / "nonlinearity.png").is_file()

@@ -72,10 +72,8 @@ def _make_tokenizer(kind: str, directory):
     return transformers.AutoTokenizer.from_pretrained(directory)
 
 
-@pytest.fixture(scope="session")
-def whisper_checkpoint(tmp_path_factory):
-    """(directory, jaxenc module, torch reference encoder, feature extractor) of a tiny Whisper."""
-    directory = tmp_path_factory.mktemp("whisper")
+def write_tiny_whisper(directory):
+    """Save a tiny random-init Whisper (seed 0) and its feature extractor; return both."""
     torch.manual_seed(0)
     config = transformers.WhisperConfig(
         vocab_size=64,
@@ -98,14 +96,11 @@ def whisper_checkpoint(tmp_path_factory):
     reference.save_pretrained(directory)
     feature_extractor = transformers.WhisperFeatureExtractor(feature_size=80)
     feature_extractor.save_pretrained(directory)
-    module, _ = load_whisper_encoder(directory)
-    return directory, module, reference.encoder, feature_extractor
+    return reference, feature_extractor
 
 
-@pytest.fixture(scope="session")
-def llama_checkpoint(tmp_path_factory):
-    """(directory, jaxenc module, torch reference model, tokenizer) of a tiny LLaMA."""
-    directory = tmp_path_factory.mktemp("llama")
+def write_tiny_llama(directory):
+    """Save a tiny random-init LLaMA (seed 0) with a sentencepiece-style tokenizer; return both."""
     tokenizer = _make_tokenizer("sentencepiece", directory)
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
@@ -121,6 +116,23 @@ def llama_checkpoint(tmp_path_factory):
     )
     reference = transformers.LlamaForCausalLM(config).eval()
     reference.save_pretrained(directory)
+    return reference, tokenizer
+
+
+@pytest.fixture(scope="session")
+def whisper_checkpoint(tmp_path_factory):
+    """(directory, jaxenc module, torch reference encoder, feature extractor) of a tiny Whisper."""
+    directory = tmp_path_factory.mktemp("whisper")
+    reference, feature_extractor = write_tiny_whisper(directory)
+    module, _ = load_whisper_encoder(directory)
+    return directory, module, reference.encoder, feature_extractor
+
+
+@pytest.fixture(scope="session")
+def llama_checkpoint(tmp_path_factory):
+    """(directory, jaxenc module, torch reference model, tokenizer) of a tiny LLaMA."""
+    directory = tmp_path_factory.mktemp("llama")
+    reference, tokenizer = write_tiny_llama(directory)
     module, _ = load_llama(directory)
     return directory, module, reference.model, tokenizer
 

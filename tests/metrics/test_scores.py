@@ -17,8 +17,9 @@ from jaxenc.metrics import (
     drop_first_rows,
     fdr_bh,
     permutation_test,
+    ScoreConfig,
     protocol_trim,
-    score_repeats,
+    score,
     signed_r2,
     voxel_scores,
 )
@@ -74,27 +75,28 @@ def test_each_score_matches_its_formula_on_the_rows_kept():
 
 def test_the_trim_drops_rows_of_the_prediction_and_of_every_repeat():
     prediction, repeats = simulated(1)
-    base = score_repeats(prediction, repeats, trim=40, n_permutations=20)
+    config = ScoreConfig(test_trim=40, permutations=20)
+    base = score(prediction, repeats, config).arrays()
     changed_p, changed_rep = prediction.copy(), repeats.copy()
     changed_p[:40] = 100.0
     changed_rep[3, :40] = -50.0  # one repeat only: the noise ceiling must ignore it too
-    changed = score_repeats(changed_p, changed_rep, trim=40, n_permutations=20)
+    changed = score(changed_p, changed_rep, config).arrays()
     for name in base:
         np.testing.assert_array_equal(changed[name], base[name], err_msg=name)
     changed_rep[3, 40] += 5.0  # the first row kept does count
-    moved = score_repeats(changed_p, changed_rep, trim=40, n_permutations=20)
-    assert not np.array_equal(moved["cc_norm"], base["cc_norm"])
+    moved = score(changed_p, changed_rep, config)
+    assert not np.array_equal(moved.cc_norm, base["cc_norm"])
 
 
 def test_permutation_significance_is_computed_on_the_rows_kept():
     prediction, repeats = simulated(2)
-    got = score_repeats(prediction, repeats, trim=40, n_permutations=50, block_size=10, alpha=0.05, seed=3)
+    got = score(prediction, repeats, ScoreConfig(test_trim=40, permutations=50, block_size=10, alpha=0.05), seed=3)
     target = repeats[:, 40:].mean(axis=0)
     p = np.asarray(permutation_test(target, prediction[40:], n_permutations=50, block_size=10, seed=3))
     # Block permutations of the kept rows only: 251 rows in blocks of 10.
     assert block_permutations(251, 50, 10, seed=3).shape == (50, 251)
-    np.testing.assert_array_equal(got["p"], p)
-    np.testing.assert_array_equal(got["significant"], np.asarray(fdr_bh(p, alpha=0.05)[0]))
+    np.testing.assert_array_equal(got.p, p)
+    np.testing.assert_array_equal(got.significant, np.asarray(fdr_bh(p, alpha=0.05)[0]))
 
 
 def test_the_default_trim_is_the_protocols_share_of_the_story():
@@ -109,6 +111,15 @@ def test_the_default_trim_is_the_protocols_share_of_the_story():
         np.testing.assert_array_equal(default[name], explicit[name])
     untrimmed = reference(prediction, repeats, 0, 0.25)
     assert_allclose(voxel_scores(target, prediction, repeats, trim=0)["r"], untrimmed["r"], rtol=2e-4, atol=2e-5)
+
+
+def test_score_config_refuses_unusable_settings():
+    for change, message in (({"permutations": 0}, "permutations must be positive"),
+                            ({"block_size": 0}, "block_size must be positive"),
+                            ({"alpha": 1.0}, "alpha must be in"), ({"floor": 0.0}, "floor must be in"),
+                            ({"test_trim": -1}, "test_trim must be at least 0")):
+        with pytest.raises(ConfigError, match=message):
+            ScoreConfig(**change).validate()
 
 
 def test_signed_r2_keeps_the_sign():

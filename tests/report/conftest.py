@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxenc.report.results import ModelScores, RunResults
+from jaxenc.metrics import Scores
+from jaxenc.report.results import ModelResult, RunResults
 
 SUBJECTS = {"UTS01": 60, "UTS02": 45}
 FEATURES = ("audio", "semantic", "audio+semantic")
@@ -18,17 +19,13 @@ def _scores(rng, subject, n_voxels, features, model, target, shift):
     cc_norm = r / rng.uniform(0.3, 0.9, n_voxels)
     cc_norm[rng.random(n_voxels) < 0.1] = np.nan
     p = rng.random(n_voxels) ** 2
-    return ModelScores(
+    return ModelResult(
         subject=subject,
         features=features,
         model=model,
         target=target,
-        r=r,
-        r2=(r * np.abs(r)).astype(np.float32),
-        r2_cod=(r**2 - 0.005).astype(np.float32),
-        cc_norm=cc_norm,
-        p=p,
-        significant=p < 0.05,
+        scores=Scores(r=r, r2=(r * np.abs(r)).astype(np.float32), r2_cod=(r**2 - 0.005).astype(np.float32),
+                      cc_norm=cc_norm, p=p, significant=p < 0.05),
         info={"seconds": float(rng.uniform(1, 5)), "best_epoch": int(rng.integers(1, 50))},
     )
 
@@ -36,15 +33,15 @@ def _scores(rng, subject, n_voxels, features, model, target, shift):
 def make_results(seed: int = 0) -> RunResults:
     """A complete RunResults (every section present) from a seeded generator."""
     rng = np.random.default_rng(seed)
-    scores = []
+    models = []
     for subject, n_voxels in SUBJECTS.items():
         for target in TARGETS:
             for i, features in enumerate(FEATURES):
                 for j, model in enumerate(MODELS):
-                    scores.append(
+                    models.append(
                         _scores(rng, subject, n_voxels, features, model, target, 0.02 * (i + j))
                     )
-        scores.append(_scores(rng, subject, n_voxels, "semantic/L3", "dimlp", "voxels", 0.05))
+        models.append(_scores(rng, subject, n_voxels, "semantic/L3", "dimlp", "voxels", 0.05))
     cc_max = {s: rng.uniform(0.2, 0.95, n) for s, n in SUBJECTS.items()}
     cc_max["UTS01"][:3] = np.nan
     partition = [
@@ -123,7 +120,7 @@ def make_results(seed: int = 0) -> RunResults:
             "note": "<script>alert('x')</script>",
         },
         cc_max=cc_max,
-        scores=scores,
+        models=models,
         partition=partition,
         sweeps=sweeps,
         clustering=clustering,

@@ -33,9 +33,9 @@ def report(tmp_path_factory, shared_results):
 def _mean_over_subjects(results, features, model, target, stat):
     """Independent reference: per-subject means from the raw arrays, then the subject mean."""
     values = []
-    for s in results.scores:
-        if (s.features, s.model, s.target) == (features, model, target):
-            array = getattr(s, stat).astype(np.float64)
+    for m in results.models:
+        if (m.features, m.model, m.target) == (features, model, target):
+            array = getattr(m.scores, stat).astype(np.float64)
             values.append(np.nanmean(array) if stat != "significant" else array.sum())
     return float(np.mean(values))
 
@@ -92,7 +92,7 @@ def test_table_numbers_come_from_arrays(report):
                   if re.match(r"\| audio\+semantic +\| mlp +\| voxels", line))
     assert [c.strip() for c in md_row.strip("|").split("|")][4:8] == expected[:4]
     # Per-subject table: UTS02's semantic ridge on pca, straight from its arrays.
-    s = results.find(subject="UTS02", features="semantic", model="ridge", target="pca")[0]
+    s = results.find(subject="UTS02", features="semantic", model="ridge", target="pca")[0].scores
     assert (f"<td class=\"r\">{np.mean(s.r):.3f}</td><td class=\"r\">"
             f"{100 * np.mean(s.r2.astype(np.float64)):.2f}</td><td class=\"r\">"
             f"{100 * np.mean(s.r2_cod.astype(np.float64)):.2f}</td>") in text
@@ -117,20 +117,20 @@ def test_relative_gain_hand_computed(report):
 
 
 def test_gain_on_shared_subjects_only(run_results):
-    run_results.scores = [s for s in run_results.scores
-                          if not (s.subject == "UTS02" and s.model == "mlp")]
+    run_results.models = [m for m in run_results.models
+                          if not (m.subject == "UTS02" and m.model == "mlp")]
     row = next(r for r in model_table(run_results)
                if (r["features"], r["model"], r["target"]) == ("semantic", "mlp", "voxels"))
     model = run_results.find(subject="UTS01", features="semantic", model="mlp",
-                             target="voxels")[0].r.mean()
+                             target="voxels")[0].scores.r.mean()
     base = run_results.find(subject="UTS01", features="semantic", model="ridge",
-                            target="voxels")[0].r.mean()
+                            target="voxels")[0].scores.r.mean()
     assert row["gain"] == pytest.approx((model / base - 1) * 100, rel=1e-12)
     assert row["gain_subjects_differ"]
 
 
 def test_sections_absent_are_skipped(tmp_path):
-    results = RunResults(name="empty", config={}, cc_max={}, scores=[])
+    results = RunResults(name="empty", config={}, cc_max={}, models=[])
     paths = write_report(results, tmp_path)
     md = paths["md"].read_text()
     for note in ("skipped: no model scores", "skipped: no variance partition",

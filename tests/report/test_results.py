@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from jaxenc.errors import ConfigError, DataError
-from jaxenc.report.results import SCORE_ARRAYS, ModelScores, RunResults, slug
+from jaxenc.metrics import SCORE_ARRAYS, Scores
+from jaxenc.report.results import ModelResult, RunResults, slug
 
 
 def _assert_equal_results(a: RunResults, b: RunResults) -> None:
@@ -20,13 +21,14 @@ def _assert_equal_results(a: RunResults, b: RunResults) -> None:
     for subject in a.cc_max:
         np.testing.assert_array_equal(a.cc_max[subject], b.cc_max[subject])
         assert a.cc_max[subject].dtype == b.cc_max[subject].dtype
-    assert [s.name for s in a.scores] == [s.name for s in b.scores]
-    for sa, sb in zip(a.scores, b.scores):
-        assert (sa.subject, sa.info) == (sb.subject, sb.info)
+    assert [m.name for m in a.models] == [m.name for m in b.models]
+    for ma, mb in zip(a.models, b.models):
+        assert (ma.subject, ma.info) == (mb.subject, mb.info)
+        assert ma.scores == mb.scores
         for key in SCORE_ARRAYS:
             # assert_array_equal treats NaN at the same place as equal; the dtype must survive.
-            np.testing.assert_array_equal(getattr(sa, key), getattr(sb, key))
-            assert getattr(sa, key).dtype == getattr(sb, key).dtype
+            np.testing.assert_array_equal(getattr(ma.scores, key), getattr(mb.scores, key))
+            assert getattr(ma.scores, key).dtype == getattr(mb.scores, key).dtype
     assert a.clustering.keys() == b.clustering.keys()
     for subject, entry in a.clustering.items():
         other = b.clustering[subject]
@@ -38,7 +40,7 @@ def _assert_equal_results(a: RunResults, b: RunResults) -> None:
 
 
 def test_summary_matches_numpy(run_results):
-    scores = run_results.scores[0]
+    scores = run_results.models[0].scores
     summary = scores.summary(top_k=7)
     finite_cc = scores.cc_norm[np.isfinite(scores.cc_norm)]
     assert summary["mean_r"] == pytest.approx(np.mean(scores.r), rel=1e-12)
@@ -56,39 +58,30 @@ def test_summary_matches_numpy(run_results):
 
 def test_summary_all_nan_is_nan_without_warning(recwarn):
     n = 5
-    scores = ModelScores(
-        "UTS01", "audio", "ridge", "voxels",
-        r=np.zeros(n), r2=np.zeros(n), r2_cod=np.zeros(n), cc_norm=np.full(n, np.nan), p=np.ones(n),
-        significant=np.zeros(n, bool),
-    )
+    scores = Scores(r=np.zeros(n), r2=np.zeros(n), r2_cod=np.zeros(n), cc_norm=np.full(n, np.nan), p=np.ones(n),
+                    significant=np.zeros(n, bool))
     assert math.isnan(scores.summary()["mean_cc_norm"])
     assert not recwarn.list
 
 
-def test_model_scores_refuses_bad_shapes():
-    with pytest.raises(DataError, match="UTS02.*one shape"):
-        ModelScores(
-            "UTS02", "audio", "ridge", "voxels",
-            r=np.zeros(4), r2=np.zeros(4), r2_cod=np.zeros(4), cc_norm=np.zeros(3), p=np.zeros(4),
-            significant=np.zeros(4, bool),
-        )
+def test_scores_refuse_bad_shapes():
+    with pytest.raises(DataError, match="one shape"):
+        Scores(r=np.zeros(4), r2=np.zeros(4), r2_cod=np.zeros(4), cc_norm=np.zeros(3), p=np.zeros(4),
+               significant=np.zeros(4, bool))
     with pytest.raises(DataError, match="boolean"):
-        ModelScores(
-            "UTS02", "audio", "ridge", "voxels",
-            r=np.zeros(2), r2=np.zeros(2), r2_cod=np.zeros(2), cc_norm=np.zeros(2), p=np.zeros(2),
-            significant=np.array([0.5, 1.0]),
-        )
+        Scores(r=np.zeros(2), r2=np.zeros(2), r2_cod=np.zeros(2), cc_norm=np.zeros(2), p=np.zeros(2),
+               significant=np.array([0.5, 1.0]))
 
 
 def test_name_table_find(run_results):
-    assert run_results.scores[0].name == "audio | ridge | voxels"
+    assert run_results.models[0].name == "audio | ridge | voxels"
     table = run_results.table(top_k=5)
-    assert len(table) == len(run_results.scores)
+    assert len(table) == len(run_results.models)
     assert table[0]["subject"] == "UTS01" and table[0]["top_k"] == 5
     found = run_results.find(subject="UTS02", model="mlp", target="pca")
     assert [s.features for s in found] == ["audio", "semantic", "audio+semantic"]
     assert all(s.subject == "UTS02" for s in found)
-    assert len(run_results.find()) == len(run_results.scores)
+    assert len(run_results.find()) == len(run_results.models)
     assert run_results.subjects == ["UTS01", "UTS02"]
 
 
@@ -99,7 +92,7 @@ def test_round_trip_exact(run_results, tmp_path):
     assert np.isnan(loaded.cc_max["UTS01"][:3]).all()
     assert not list((tmp_path / "run").rglob("*.tmp")), "temporary files left behind"
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["summary"][0]["mean_r"] == run_results.scores[0].summary()["mean_r"]
+    assert metrics["summary"][0]["mean_r"] == run_results.models[0].scores.summary()["mean_r"]
     assert (tmp_path / "run" / "scores" / "UTS01" / "cc_max.npy").is_file()
     assert (tmp_path / "run" / "clustering" / "UTS02" / "labels.npy").is_file()
     # Saving again over the same folder gives the same run.
@@ -108,28 +101,23 @@ def test_round_trip_exact(run_results, tmp_path):
 
 
 def test_colliding_slugs_get_distinct_files(run_results, tmp_path):
-    base = run_results.scores[0]
-    twin = ModelScores(
-        base.subject, "audio/x", "ridge", "voxels",
-        base.r + 1, base.r2, base.r2_cod, base.cc_norm, base.p, base.significant,
-    )
-    other = ModelScores(
-        base.subject, "audio-x", "ridge", "voxels",
-        base.r + 2, base.r2, base.r2_cod, base.cc_norm, base.p, base.significant,
-    )
+    base = run_results.models[0]
+    shifted = [Scores(**{**base.scores.arrays(), "r": base.scores.r + k}) for k in (1, 2)]
+    twin = ModelResult(base.subject, "audio/x", "ridge", "voxels", shifted[0])
+    other = ModelResult(base.subject, "audio-x", "ridge", "voxels", shifted[1])
     assert slug(twin.name) == slug(other.name)
-    run_results.scores += [twin, other]
+    run_results.models += [twin, other]
     run_results.save(tmp_path)
     loaded = RunResults.load(tmp_path)
-    np.testing.assert_array_equal(loaded.find(features="audio/x")[0].r, base.r + 1)
-    np.testing.assert_array_equal(loaded.find(features="audio-x")[0].r, base.r + 2)
+    np.testing.assert_array_equal(loaded.find(features="audio/x")[0].scores.r, base.scores.r + 1)
+    np.testing.assert_array_equal(loaded.find(features="audio-x")[0].scores.r, base.scores.r + 2)
 
 
 def test_numpy_extras_become_json(run_results, tmp_path):
-    run_results.scores[0].info = {"layer": np.int64(3), "alphas": np.array([1.0, 10.0])}
+    run_results.models[0].info = {"layer": np.int64(3), "alphas": np.array([1.0, 10.0])}
     run_results.save(tmp_path)
-    assert RunResults.load(tmp_path).scores[0].info == {"layer": 3, "alphas": [1.0, 10.0]}
-    run_results.scores[0].info = {"model": object()}
+    assert RunResults.load(tmp_path).models[0].info == {"layer": 3, "alphas": [1.0, 10.0]}
+    run_results.models[0].info = {"model": object()}
     with pytest.raises(ConfigError, match="info.model"):
         run_results.save(tmp_path / "other")
 

@@ -1,0 +1,56 @@
+"""Sweep curves: test-story scores against a layer, a model size or a depth.
+
+The layer and model-size sweeps of "Mind the Gap" fit the same encoder to many feature sources
+of the same stories; the depth ablation fits the MLP family at several depths. Each fit is an
+ordinary job of :func:`jaxenc.pipeline.fit_predict`, scored by :func:`jaxenc.metrics.score`;
+:func:`sweep_curves` lays the scores out as curves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from jaxenc.models.registry import encoder
+from jaxenc.featuresets import JOINT
+
+__all__ = ["LAYER_SWEEP", "MODEL_SWEEP", "DEPTH_SWEEP", "sweep_curves"]
+
+# Names of the sweeps (a model result's info["sweep"] names its sweep and x its position).
+LAYER_SWEEP = "semantic layer"
+MODEL_SWEEP = "semantic model"
+DEPTH_SWEEP = f"depth ({JOINT})"
+_X_LABELS = {LAYER_SWEEP: "layer", MODEL_SWEEP: "parameters", DEPTH_SWEEP: "hidden layers"}
+
+
+def _row(m, x: float, label: str) -> dict:
+    return {"subject": m.subject, "model": m.model, "x": float(x), "label": label, **m.scores.summary()}
+
+
+def sweep_curves(models: Sequence) -> list[dict]:
+    """The sweeps among a run's model results.
+
+    A result belongs to a sweep when its ``info`` names one (``info["sweep"]``, at
+    ``info["x"]``, labelled ``info["x_label"]``); the depth curve gathers the joint-feature fits
+    of the MLP family (:attr:`jaxenc.models.EncoderSpec.depth`) outside other sweeps, when they
+    span several depths.
+
+    Parameters
+    ----------
+    models : sequence of jaxenc.report.ModelResult
+
+    Returns
+    -------
+    list of dict
+        ``{"name", "x_label", "rows"}``, each row ``{"subject", "model", "x", "label"}`` and the
+        :meth:`jaxenc.metrics.Scores.summary` of its scores.
+    """
+    curves: dict[str, list] = {}
+    for m in models:
+        name = m.info.get("sweep")
+        if name:
+            curves.setdefault(name, []).append(_row(m, m.info.get("x"), m.info.get("x_label")))
+    depth = [_row(m, encoder(m.model).depth, m.model) for m in models
+             if m.features == JOINT and not m.info.get("sweep") and encoder(m.model).depth is not None]
+    if len({row["x"] for row in depth}) > 1:
+        curves[DEPTH_SWEEP] = depth
+    return [{"name": name, "x_label": _X_LABELS.get(name, "x"), "rows": rows} for name, rows in curves.items()]

@@ -1,0 +1,222 @@
+"""The extract stage: every feature source a config uses, into the run's tensorstore cache.
+
+:func:`extract` runs the Whisper encoder over the stories' audio and LLaMA models over their
+words (the table's models and those of the model-size sweep), skipping stories already cached,
+and writes what it produced to ``features/index.json``; :class:`FeatureReader` reads a
+:class:`~jaxenc.featuresets.FeatureSource` back as ``{story: (times, values)}``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from jaxenc.errors import ConfigError, DataError
+from jaxenc.featuresets import AUDIO, SEMANTIC, FeatureSource
+from jaxenc.pipeline.designs import planted_features
+from jaxenc.store import RunStore
+
+__all__ = ["extract", "FeatureReader", "extraction_mesh"]
+
+
+def extract(config, data, store: RunStore, *, progress: bool = True, log: Callable = print) -> dict:
+    """Extract (or read from the cache) every feature source the config uses.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    data : RunData
+    store : RunStore
+    progress : bool
+    log : callable
+
+    Returns
+    -------
+    dict
+        The feature index, also written to ``features/index.json``: per extraction
+        (:attr:`FeatureSource.extraction`), its kind, model, layer of the table and the cache
+        keys of its stories.
+    """
+    from jaxenc.features import FeatureCache
+
+    cache = FeatureCache(store.folder(RunStore.FEATURES))
+    log(f"dataset: {data.dataset!r}; subjects {', '.join(data.subjects)}, {len(data.stories)} stories")
+    extractor = _Extractor(config, data, store, cache, progress, log)
+    index = {AUDIO: extractor.whisper() if config.audio.source == "whisper" else {"kind": "planted"}}
+    if config.semantic.source == "llama":
+        index[SEMANTIC] = extractor.llama(SEMANTIC, config.semantic.model, {}, config.semantic.layer,
+                                          tuple(config.analyses.layer_sweep))
+    else:
+        index[SEMANTIC] = {"kind": "planted"}
+    for spec in config.analyses.size_sweep:
+        source = FeatureSource(SEMANTIC, model=spec.label)
+        index[source.extraction] = extractor.llama(spec.label, spec.model, spec.sizes, spec.layer, ())
+    store.save_features_index(index)
+    return index
+
+
+@functools.cache
+def extraction_mesh():
+    """A one-axis ("data") mesh over every local device for extraction, or None on one device."""
+    import jax
+
+    if jax.local_device_count() == 1:
+        return None
+    from jax.sharding import AxisType
+
+    from jaxenc.distributed import make_mesh
+
+    return make_mesh(("data",), devices=jax.local_devices(), axis_types=(AxisType.Auto,))
+
+
+class _Extractor:
+    def __init__(self, config, data, store, cache, progress, log):
+        self.config, self.data, self.store, self.cache = config, data, store, cache
+        self.progress, self.log = progress, log
+
+    def model_dir(self, kind: str, model: str, sizes: dict, label: str):
+        from jaxenc.ckpt.files import resolve_checkpoint
+
+        if model != "default":
+            return resolve_checkpoint(model)
+        from jaxenc.features import defaults
+
+        folder = self.store.path(f"models/{kind}-{label}")
+        if kind == "whisper":
+            return defaults.write_default_whisper(folder, seed=self.config.seed, **sizes)
+        words = [str(w) for story in self.data.stories for w in self.data.dataset.words(story).label]
+        return defaults.write_default_llama(folder, words, seed=self.config.seed, **sizes)
+
+    def whisper(self) -> dict:
+        from jaxenc.ckpt import load_whisper_encoder
+        from jaxenc.features import LogMelFrontend, checkpoint_revision, defaults, whisper_story_features
+
+        cfg = self.config.audio
+        directory = self.model_dir("whisper", cfg.model, {}, "default")
+        module, model_config = load_whisper_encoder(directory, dtype=cfg.dtype, mesh=extraction_mesh())
+        n_layers = model_config.encoder_layers
+        if cfg.layer >= 0:
+            layer = cfg.layer
+        else:
+            layer = defaults.DEFAULT_WHISPER_LAYER if cfg.model == "default" else n_layers
+        _check_layers([layer], n_layers, "audio.layer", cfg.model)
+        name = "jaxenc-default-whisper" if cfg.model == "default" else cfg.model
+        window = cfg.window()
+        self.log(f"audio features: Whisper encoder {name}, layer {layer} of {n_layers}, "
+                 f"{np.dtype(module.dtype).name}, windows {window}")
+        keys = whisper_story_features(
+            self.cache, module, LogMelFrontend.from_pretrained(directory),
+            functools.partial(self.data.dataset.audio, sample_rate=16000), self.data.stories,
+            model=name, revision=checkpoint_revision(directory), layers=[layer],
+            batch_size=cfg.batch_size, progress=self.progress, mesh=extraction_mesh(), **window,
+        )
+        return {"kind": "whisper", "model": name, "layer": layer, "window_s": window, "keys": _keys_json(keys)}
+
+    def llama(self, label: str, model: str, sizes: dict, layer: int, extra: tuple) -> dict:
+        from transformers import AutoTokenizer
+
+        from jaxenc.ckpt import load_llama
+        from jaxenc.ckpt.files import read_hf_config
+        from jaxenc.features import checkpoint_revision, defaults, llama_story_features
+        from jaxenc.nn import LlamaConfig
+
+        cfg = self.config.semantic
+        directory = self.model_dir("llama", model, sizes, "default" if label == SEMANTIC else label)
+        n_layers = LlamaConfig.from_hf(read_hf_config(directory, "llama")).num_hidden_layers
+        if layer < 0:
+            layer = defaults.DEFAULT_LLAMA_LAYER if model == "default" and not sizes else max(1, round(n_layers * 12 / 32))
+        layers = sorted({layer, *extra})
+        _check_layers(layers, n_layers, "semantic layers", model)
+        module, _ = load_llama(directory, dtype=cfg.dtype, max_layer=max(layers), mesh=extraction_mesh())
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        name = f"jaxenc-default-llama-{label}" if model == "default" else model
+        window = {"context_words": cfg.context_words, **(defaults.DEFAULT_LLAMA_WINDOW if model == "default" else {})}
+        self.log(f"semantic features: {name}, layers {layers} of {n_layers}, {np.dtype(module.dtype).name}, "
+                 f"context words {cfg.context_words}")
+
+        def words(story):
+            intervals = self.data.dataset.words(story)
+            return intervals.midpoints, [str(w) for w in intervals.label]
+
+        keys = llama_story_features(
+            self.cache, module, tokenizer, words, self.data.stories, model=name,
+            revision=checkpoint_revision(directory), layers=layers,
+            batch_size=cfg.batch_size, progress=self.progress, mesh=extraction_mesh(), **window,
+        )
+        params = sum(int(np.prod(p.shape)) for p in _leaves(module))
+        return {"kind": "llama", "model": name, "layer": layer, "layers": layers, "n_params": params,
+                "window": window, "n_layers": n_layers, "keys": _keys_json(keys)}
+
+
+class FeatureReader:
+    """Feature sources of a run, read back as ``{story: (times (n,), values (n, width))}``.
+
+    Parameters
+    ----------
+    store : RunStore
+        The run whose ``features/`` an extraction filled.
+    data : RunData
+        Its stories, and the twin's truth for planted sources.
+    """
+
+    def __init__(self, store: RunStore, data):
+        self.store = store
+        self.data = data
+        # Fails early, before any progress bar, when nothing was extracted.
+        self.index = store.features_index()
+
+    def entry(self, source: FeatureSource) -> dict:
+        """The index entry of the source's extraction."""
+        entry = self.index.get(source.extraction)
+        if entry is None:
+            raise ConfigError(f"no feature source {source.extraction!r} was extracted; rerun `jaxenc extract`")
+        return entry
+
+    def read(self, source: FeatureSource) -> dict:
+        """One source's features at its layer, for every story of the run."""
+        entry = self.entry(source)
+        if entry["kind"] == "planted":
+            if self.data.truth is None:
+                raise ConfigError(f"{source.modality}.source = 'planted' needs the synthetic twin (data.root = '')")
+            return planted_features(self.data.truth, self.data.stories)[source.modality]
+        from jaxenc.features import FeatureCache, FeatureKey
+
+        cache = FeatureCache(self.store.path(RunStore.FEATURES))
+        layer = entry["layer"] if source.layer is None else source.layer
+        out = {}
+        for story in self.data.stories:
+            if story not in entry["keys"]:
+                raise DataError(f"story missing from the {source.extraction} features; rerun `jaxenc extract`",
+                                story=story)
+            key = FeatureKey(story=story, layers=(layer,), **_key_from_json(entry["keys"][story]))
+            times, values = cache.read(key)
+            out[story] = (times, values[layer])
+        return out
+
+
+def _leaves(module):
+    import jax
+    from flax import nnx
+
+    return jax.tree.leaves(nnx.state(module, nnx.Param))
+
+
+def _check_layers(layers, n_layers: int, what: str, model: str) -> None:
+    bad = [layer for layer in layers if not 0 <= layer <= n_layers]
+    if bad:
+        raise ConfigError(f"{what} {bad} outside 0..{n_layers}, the hidden states of model {model!r}")
+
+
+def _keys_json(keys: dict) -> dict:
+    return {story: key.describe() for story, key in keys.items()}
+
+
+def _key_from_json(described: dict) -> dict:
+    return {
+        "model": described["model"],
+        "revision": described["revision"],
+        "extractor": described["extractor"],
+        "params": tuple(described["params"].items()),
+    }

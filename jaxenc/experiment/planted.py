@@ -1,0 +1,119 @@
+"""The planted checks: what a run on the synthetic twin must recover, within the config's margins.
+
+:func:`planted_checks` compares a run's scores with the planted voxel classes of
+:class:`jaxenc.synthetic.SyntheticTruth`, within the margins of
+:class:`~jaxenc.experiment.sections.PlantedConfig`; :func:`class_means` tabulates every model's
+scores per planted class. The twin itself (config, writer, truth) is :mod:`jaxenc.synthetic`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxenc.analysis.partition import by_feature_set, partition_sets
+from jaxenc.featuresets import AUDIO, JOINT, SEMANTIC
+from jaxenc.synthetic import CLASS_NAMES, VoxelClass
+
+__all__ = ["planted_checks", "class_means"]
+
+
+def _check(value: float, margin: float, at_least: bool, what: str) -> dict:
+    passed = bool(np.isfinite(value) and (value >= margin if at_least else value <= margin))
+    return {"value": value, "margin": float(margin), "passed": passed,
+            "what": f"{what} ({'>=' if at_least else '<='} margin)"}
+
+
+def _mean_r(results, subject, features, model, target, voxels):
+    """Mean r of a model over some voxels, in the scores' dtype (None if absent)."""
+    found = results.find(subject=subject, features=features, model=model, target=target)
+    return np.nanmean(found[0].scores.r[voxels]) if found and voxels.any() else None
+
+
+def planted_checks(margins, truth, results, target: str) -> dict:
+    """The planted checks of the synthetic twin, per subject.
+
+    Parameters
+    ----------
+    margins : jaxenc.experiment.sections.PlantedConfig
+    truth : jaxenc.synthetic.SyntheticTruth
+    results : jaxenc.report.RunResults
+    target : str
+        The target whose models are checked (the table's first).
+
+    Returns
+    -------
+    dict
+        Subject -> check -> ``{"value", "margin", "passed", "what"}``.
+    """
+    out = {}
+    for subject in results.subjects:
+        classes = np.asarray(truth.voxel_class[subject])
+        noise = classes == int(VoxelClass.NOISE)
+        checks = {}
+        sets = by_feature_set(results.models, subject, "ridge", target)
+        if sets is not None:
+            p = partition_sets(sets)
+            audio_over_semantic = np.asarray(p.parts.unique_a) > np.asarray(p.parts.unique_b)
+
+            def share(cls, values, code, mask=None):
+                mask = (classes == int(cls)) & (values >= 0 if mask is None else mask)
+                return float(np.mean(values[mask] == code)) if mask.any() else float("nan")
+
+            # Unique parts, not the largest part: features extracted from speech carry its
+            # envelope in both modalities, so the shared part can legitimately be the largest
+            # even where one modality alone adds what the other lacks.
+            checks["audio_unique"] = _check(
+                share(VoxelClass.AUDIO, audio_over_semantic, True, p.significant), margins.audio_unique, True,
+                "planted audio voxels (significant) where unique audio exceeds unique semantic")
+            checks["semantic_unique"] = _check(
+                share(VoxelClass.SEMANTIC, audio_over_semantic, False, p.significant), margins.semantic_unique,
+                True, "planted semantic voxels (significant) where unique semantic exceeds unique audio")
+            checks["joint_best"] = _check(
+                share(VoxelClass.AUDIO_SEMANTIC, p.best, 2), margins.joint_best, True,
+                "planted audio+semantic voxels (significant) best fitted by the joint ridge")
+            checks["noise_significant"] = _check(
+                float(np.mean(p.significant[noise])) if noise.any() else float("nan"), margins.noise_significant,
+                False, "planted noise voxels significant for the joint ridge (at most)")
+        for modality, cls in ((AUDIO, VoxelClass.AUDIO), (SEMANTIC, VoxelClass.SEMANTIC)):
+            own = _mean_r(results, subject, modality, "ridge", target, classes == int(cls))
+            rest = _mean_r(results, subject, modality, "ridge", target, noise)
+            if own is not None and rest is not None:
+                checks[f"{modality}_selectivity"] = _check(
+                    float(own - rest), margins.selectivity, True,
+                    f"mean r of the {modality} ridge on planted {modality} voxels minus on noise voxels")
+        inter = classes == int(VoxelClass.INTERACTION)
+        mlp = _mean_r(results, subject, JOINT, "mlp", target, inter)
+        ridge = _mean_r(results, subject, JOINT, "ridge", target, inter)
+        if mlp is not None and ridge is not None:
+            checks["interaction_gain"] = _check(
+                float(mlp - ridge), margins.interaction_gain, True,
+                "mean r on planted interaction voxels: audio+semantic MLP minus ridge")
+        mllinear = _mean_r(results, subject, JOINT, "mllinear", target, inter)
+        if mlp is not None and mllinear is not None and margins.interaction_nonlinearity is not None:
+            checks["interaction_nonlinearity"] = _check(
+                float(mlp - mllinear), margins.interaction_nonlinearity, True,
+                "mean r on planted interaction voxels: audio+semantic MLP minus MLLinear (same "
+                "network without its activation)")
+        out[subject] = checks
+    return out
+
+
+def class_means(truth, results) -> list[dict]:
+    """Mean r and r2 (r·|r|) of every model on each planted voxel class.
+
+    Returns
+    -------
+    list of dict
+        ``{"subject", "model", "voxels", "n_voxels", "mean_r", "mean_r2"}`` per subject, model
+        and class present.
+    """
+    rows = []
+    for m in results.models:
+        classes = np.asarray(truth.voxel_class[m.subject])
+        for code, name in enumerate(CLASS_NAMES):
+            mask = classes == code
+            if mask.any():
+                rows.append({"subject": m.subject, "model": m.model, "voxels": name, "n_voxels": int(mask.sum()),
+                             "mean_r": float(np.nanmean(m.scores.r[mask])),
+                             "mean_r2": float(np.nanmean(m.scores.r2[mask]))})
+    return rows

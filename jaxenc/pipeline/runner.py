@@ -1,0 +1,234 @@
+"""The one job runner: designs, targets and an encoder in, test-story predictions out.
+
+A job is one encoder (an :class:`~jaxenc.models.EncoderSpec`) fitted for every subject on that
+subject's arrays (:class:`SubjectArrays`: training design and responses, story of each row,
+test design), on voxel targets or on principal components of the responses projected back to
+voxels. :func:`fit_predict` runs it, whoever asks: the command line's fit stage (the table and
+its sweeps), :func:`jaxenc.pipeline.fit_linear_baseline` and your own arrays.
+
+- Ridge fits subject by subject: :class:`~jaxenc.models.RidgeCV` (a penalty per target chosen by
+  story-grouped cross-validation), or with ``RidgeOptions(banded=True)`` and several modalities
+  :class:`~jaxenc.models.BandedRidgeCV`. On PCA targets the components are those of the
+  subject's training responses.
+- Networks train every subject and fold in one compiled program
+  (:func:`jaxenc.train.fit_encoders`; on voxel targets, subjects with equal voxel counts share a
+  program), each fold fitting its own PCA; the test prediction averages the fold models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from jaxenc.decomp import PCA
+from jaxenc.errors import AlignmentError, ConfigError
+from jaxenc.models.registry import EncoderSpec, NetworkOptions, RidgeOptions, encoder
+from jaxenc.train import SubjectData, TrainConfig, fit_encoders, story_folds
+
+__all__ = ["TARGETS", "SubjectArrays", "JobResult", "fit_predict"]
+
+# What an encoder predicts: every voxel, or principal components of the training responses.
+TARGETS = ("voxels", "pca")
+
+
+@dataclass(frozen=True)
+class SubjectArrays:
+    """One subject's arrays for a job.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+        Delayed training features, e.g. :attr:`jaxenc.pipeline.Design.X`.
+    Y : ndarray of shape (n_rows, n_voxels)
+        Training responses, row ``t`` the same TR as row ``t`` of ``X``.
+    groups : array_like of shape (n_rows,)
+        Story of each row: cross-validation folds never split a story.
+    X_test : ndarray of shape (n_test, n_features)
+        Delayed features of the test story.
+    bands : tuple of (int, int)
+        Column range of each modality in ``X`` (DIMLP, banded ridge and the GRU read them);
+        empty: one modality.
+    n_delays : int
+        Delay blocks of each modality (the GRU's steps).
+    """
+
+    X: np.ndarray
+    Y: np.ndarray
+    groups: np.ndarray
+    X_test: np.ndarray
+    bands: tuple = ()
+    n_delays: int = 4
+
+    def __post_init__(self):
+        rows = np.shape(self.X)[0]
+        if np.shape(self.Y)[0] != rows or np.shape(self.groups) != (rows,):
+            raise AlignmentError(f"X has {rows} rows, Y {np.shape(self.Y)[0]} and groups shape "
+                                 f"{np.shape(self.groups)}: one row per training TR in each")
+        if np.ndim(self.X_test) != 2 or np.shape(self.X_test)[1] != np.shape(self.X)[1]:
+            raise AlignmentError(f"X_test has shape {np.shape(self.X_test)}; expected (n_test, "
+                                 f"{np.shape(self.X)[1]}) like X")
+
+    def stories(self) -> dict[str, object]:
+        """Rows of each story: a slice where its rows are contiguous, else their indices."""
+        groups = np.asarray(self.groups)
+        out = {}
+        for label in dict.fromkeys(groups.tolist()):
+            rows = np.flatnonzero(groups == label)
+            contiguous = rows[-1] - rows[0] + 1 == rows.size
+            out[str(label)] = slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows
+        return out
+
+
+@dataclass
+class JobResult:
+    """What :func:`fit_predict` returns.
+
+    Attributes
+    ----------
+    predictions : dict of str to ndarray of shape (n_test, n_voxels), float32
+        Per subject, the voxel prediction of the test story.
+    info : dict
+        JSON-able facts of the fit: ``n_features``; ridge: ``median_alpha`` per subject;
+        networks: ``best_epoch`` and ``stop_epoch`` per subject and fold, ``n_components``.
+    checkpoints : list of Path
+        The networks' checkpoint folders (removable once the predictions are stored).
+    """
+
+    predictions: dict
+    info: dict
+    checkpoints: list = field(default_factory=list)
+
+
+def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, target: str = "voxels",
+                ridge: RidgeOptions = RidgeOptions(), networks: NetworkOptions = NetworkOptions(),
+                train: TrainConfig = TrainConfig(), grid: Sequence[Mapping] = (),
+                checkpoint_dir: str | Path | None = None, cache: dict | None = None,
+                progress: bool = False) -> JobResult:
+    """Fit one encoder for every subject and predict the test story's voxels.
+
+    Parameters
+    ----------
+    model : str or EncoderSpec
+        An encoder name of :data:`jaxenc.models.ENCODERS` (``"ridge"``, ``"mlp"``,
+        ``"deepmlp-3"``, ...).
+    data : mapping of str to SubjectArrays
+        Per subject.
+    target : {"voxels", "pca"}
+        Predict every voxel, or ``train.n_components`` principal components of the training
+        responses (capped at what the training rows allow), projected back to voxels.
+    ridge : RidgeOptions
+        Penalties, folds and banding of ridge.
+    networks : NetworkOptions
+        Hidden size, dropout, activation and BatchNorm of the networks.
+    train : TrainConfig
+        The networks' training, and for both families the seed and the PCA settings
+        (``n_components``, ``pca_method``, ``pca_n_iter``) of PCA targets.
+    grid : sequence of mapping
+        Learning-rate / weight-decay points trained side by side (see
+        :func:`jaxenc.train.fit_encoders`); empty: the one point of ``train``.
+    checkpoint_dir : str or Path, optional
+        The networks' orbax checkpoints go to ``checkpoint_dir / "<subjects>"``; a rerun resumes
+        from them.
+    cache : dict, optional
+        Shared by jobs on the same responses (a subject name must mean the same responses in
+        every call): the subjects' PCAs are fitted once.
+    progress : bool
+        Progress bars of the networks' training.
+
+    Returns
+    -------
+    JobResult
+
+    Raises
+    ------
+    ConfigError
+        An unknown model or target, or DIMLP on one modality.
+    """
+    spec = encoder(model) if isinstance(model, str) else model
+    if target not in TARGETS:
+        raise ConfigError(f"target must be one of {list(TARGETS)}, got {target!r}")
+    if not data:
+        raise ConfigError("no subjects to fit")
+    cache = {} if cache is None else cache
+    modality_counts = {max(len(arrays.bands), 1) for arrays in data.values()}
+    if min(modality_counts) < spec.min_modalities:
+        raise ConfigError(f"{spec.name} needs {spec.min_modalities} modalities, the design has "
+                          f"{min(modality_counts)}")
+    if spec.is_ridge:
+        return _fit_ridge(data, target, ridge, train, cache.setdefault("ridge_pca", {}))
+    return _fit_networks(spec, data, target, networks, train, grid, checkpoint_dir,
+                         cache.setdefault("fold_pca", {}), progress)
+
+
+def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: dict) -> JobResult:
+    predictions, alphas = {}, {}
+    for subject, arrays in data.items():
+        Y, pca = arrays.Y, None
+        if target == "pca":
+            key = (subject, train.n_components, train.pca_method, train.pca_n_iter)
+            if key not in pcas:
+                k = min(train.n_components, Y.shape[0] - 1, Y.shape[1])
+                pcas[key] = PCA(n_components=k, method=train.pca_method, n_iter=train.pca_n_iter).fit(Y)
+            pca = pcas[key]
+            Y = np.asarray(pca.transform(Y))
+        model = options.estimator(arrays.bands, seed=train.seed)
+        model.fit(arrays.X, Y, groups=arrays.groups)
+        prediction = model.predict(arrays.X_test)
+        if pca is not None:
+            prediction = pca.inverse_transform(prediction)
+        predictions[subject] = np.asarray(prediction, np.float32)
+        alphas[subject] = float(np.median(np.asarray(model.best_alphas_)))
+    n_features = int(np.shape(next(iter(data.values())).X)[1])
+    return JobResult(predictions, {"n_features": n_features, "median_alpha": alphas})
+
+
+def _n_components_cap(data: Mapping[str, SubjectArrays], train: TrainConfig) -> int:
+    """The largest component count every fold of every subject can fit (<= ``n_components``)."""
+    cap = train.n_components
+    for subject, arrays in data.items():
+        counts = {story: len(range(arrays.X.shape[0])[rows]) if isinstance(rows, slice) else len(rows)
+                  for story, rows in arrays.stories().items()}
+        for fold_train, _ in story_folds(list(counts), train.n_folds, seed=train.seed, subject=subject):
+            cap = min(cap, sum(counts[s] for s in fold_train))
+        cap = min(cap, arrays.Y.shape[1])
+    return cap
+
+
+def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, train: TrainConfig, grid,
+                  checkpoint_dir, fold_pcas: dict, progress: bool) -> JobResult:
+    groups: dict[int | None, list[str]] = {}
+    for subject, arrays in data.items():
+        # PCA targets share one output size; voxel targets train together only when equal.
+        groups.setdefault(None if target == "pca" else arrays.Y.shape[1], []).append(subject)
+    predictions, info, folders = {}, {"best_epoch": {}, "stop_epoch": {}}, []
+    for subjects in groups.values():
+        fits, tests = {}, {}
+        for subject in subjects:
+            arrays = data[subject]
+            X = spec.prepare(arrays.X, arrays.bands, arrays.n_delays)
+            tests[subject] = spec.prepare(arrays.X_test, arrays.bands, arrays.n_delays)
+            rows = arrays.stories()
+            fits[subject] = SubjectData(features={s: X[r] for s, r in rows.items()},
+                                        responses={s: arrays.Y[r] for s, r in rows.items()})
+        n_components = None
+        if target == "pca":
+            n_components = _n_components_cap({s: data[s] for s in subjects}, train)
+        first = data[subjects[0]]
+        make_model = spec.make_model(options, bands=first.bands, n_delays=first.n_delays)
+        folder = None
+        if checkpoint_dir is not None:
+            folder = (Path(checkpoint_dir) / "-".join(subjects)).resolve()
+            folders.append(folder)
+        fit = fit_encoders(make_model, fits, replace(train, n_components=n_components),
+                           grid=[dict(p) for p in grid] or None, checkpoint_dir=folder, progress=progress,
+                           pca_cache=fold_pcas)
+        predictions.update({s: np.asarray(p, np.float32) for s, p in fit.predict(tests).items()})
+        for i, key in enumerate(fit.keys):
+            info["best_epoch"].setdefault(key.subject, []).append(int(fit.best_epoch[i]))
+            info["stop_epoch"].setdefault(key.subject, []).append(int(fit.stop_epoch[i]))
+        info["n_components"] = n_components
+        info["n_features"] = int(next(iter(tests.values())).shape[1])
+    return JobResult(predictions, info, folders)
