@@ -30,6 +30,17 @@ from jaxenc.store import RunStore
 __all__ = ["Experiment"]
 
 
+def _locked(stage: Callable) -> Callable:
+    """Run a stage while holding the run folder's lock (:meth:`RunStore.lock`)."""
+
+    @functools.wraps(stage)
+    def run(self, *args, **kwargs):
+        with self.store.lock():
+            return stage(self, *args, **kwargs)
+
+    return run
+
+
 class Experiment:
     """One experiment run: a config and the folder its stages read and write.
 
@@ -61,9 +72,17 @@ class Experiment:
         return tqdm(items, disable=not self.progress, **kwargs)
 
     def _start(self) -> float:
-        self.store.save_config(self.config.to_dict())
+        # config.json is what a stage that succeeded ran with: a failed stage (a bad setting)
+        # leaves it as it was, so the next plain stage on the folder still works. The first
+        # stage writes it at once, so that a killed first run resumes from its folder.
+        if not self.store.path(RunStore.CONFIG).is_file():
+            self.store.save_config(self.config.to_dict())
         return time.perf_counter()
 
+    def _done(self) -> None:
+        self.store.save_config(self.config.to_dict())
+
+    @_locked
     def extract(self) -> dict:
         """Extract (or read from the cache) every feature source the config uses; return the index."""
         from jaxenc.experiment.extract import extract
@@ -71,8 +90,10 @@ class Experiment:
         started = self._start()
         index = extract(self.config, self.data, self.store, progress=self.progress, log=self.log)
         self.timings["extract"] = time.perf_counter() - started
+        self._done()
         return index
 
+    @_locked
     def fit(self) -> list[str]:
         """Fit every job of the table and the sweeps, then the nonlinearity step's.
 
@@ -96,8 +117,10 @@ class Experiment:
             step.extract()
             step.fit()
             self.timings["nonlinearity"] = time.perf_counter() - started
+        self._done()
         return names
 
+    @_locked
     def evaluate(self):
         """Score every prediction on the test story, run the analyses, save the results.
 
@@ -119,8 +142,10 @@ class Experiment:
         self.timings["evaluate"] = time.perf_counter() - started
         results.timings.update(self.store.merge_timings(self.timings))
         results.save(self.out)
+        self._done()
         return results
 
+    @_locked
     def report(self) -> dict:
         """Write OUT/report.html and OUT/report.md from the saved results.
 
@@ -132,6 +157,7 @@ class Experiment:
 
         return write_report(RunResults.load(self.out), self.out, formats=tuple(self.config.report.formats))
 
+    @_locked
     def run(self) -> dict:
         """All four stages in order; returns the report paths."""
         self.extract()

@@ -45,6 +45,7 @@ import tensorstore as ts
 
 from jaxenc import __version__
 from jaxenc.errors import ConfigError, DataError, DataWarning
+from jaxenc.store import process_gone
 
 __all__ = ["FeatureKey", "FeatureCache", "checkpoint_revision"]
 
@@ -140,18 +141,6 @@ def _safe(text: str) -> str:
 
 def _sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-
-
-def _process_gone(host: str, pid: int) -> bool:
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 class FeatureCache:
@@ -417,7 +406,7 @@ class FeatureCache:
         """Remove temporary entries of ``final`` left by dead processes on this host."""
         for tmp in final.parent.glob(f"{_TMP_PREFIX}{final.name}.*"):
             parts = tmp.name[len(_TMP_PREFIX) + len(final.name) + 1 :].rsplit(".", 2)
-            if len(parts) == 3 and parts[1].isdigit() and _process_gone(parts[0], int(parts[1])):
+            if len(parts) == 3 and parts[1].isdigit() and process_gone(parts[0], int(parts[1])):
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
