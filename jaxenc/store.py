@@ -180,7 +180,8 @@ class RunStore:
         """
         path = self.root / rel
         with _reading(path, subject):
-            with np.load(path, allow_pickle=False) as data:
+            # The file is opened here so that it is closed when np.load fails on a damaged one.
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in (data.files if names is None else names) if key in data.files}
         missing = [key for key in names or () if key not in arrays]
         if missing:

@@ -83,12 +83,12 @@ def check_folds(config, data, models: set) -> None:
         settings.append(("ridge.folds", config.ridge.folds))
     if any(not encoder(m).is_ridge for m in models):
         settings.append(("train.n_folds", config.train.n_folds))
-    for subject in data.subjects:
-        n_stories = len(data.train_stories(subject))
-        bad = [(key, folds) for key, folds in settings if folds > n_stories]
-        if bad:
-            keys = " and ".join(key for key, _ in bad)
-            raise ConfigError(
-                f"{' and '.join(f'{key} = {folds}' for key, folds in bad)} folds over training stories, but "
-                f"subject {subject} has {n_stories} training stories: set {keys} to at most {n_stories} "
-                f"(e.g. {' '.join(f'--set {key}={n_stories}' for key, _ in bad)})", path=data.root)
+    counts = {subject: len(data.train_stories(subject)) for subject in data.subjects}
+    subject = min(counts, key=counts.get)
+    n_stories = counts[subject]
+    bad = [(key, folds) for key, folds in settings if folds > n_stories]
+    if bad:
+        raise ConfigError(
+            f"{' and '.join(f'{key} = {folds}' for key, folds in bad)} folds over training stories, but "
+            f"subject {subject} has {n_stories} training stories: set {' and '.join(k for k, _ in bad)} to at "
+            f"most {n_stories} (e.g. {' '.join(f'--set {k}={n_stories}' for k, _ in bad)})", path=data.root)
