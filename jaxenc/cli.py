@@ -75,6 +75,7 @@ def _run(args, config_path) -> int:
     exp = _experiment(args, config_path)
     started = time.perf_counter()
     print(f"jaxenc: {exp.config.name} -> {exp.out}")
+    exp.check()
     print("[1/4] features")
     exp.extract()
     print("[2/4] encoders")
@@ -170,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     stages = {
         "extract": "extract the features the config uses into OUT/features (resumes per story)",
         "fit": "fit every encoder of the table and the sweeps; store test-story predictions "
-               "(skips fits already stored with the same settings; nonlinear fits resume from "
-               "their checkpoints)",
+               "(skips fits already stored with the same settings and input contents; nonlinear fits "
+               "resume from their checkpoints)",
         "evaluate": "score every stored prediction on the test story (r, r2 = r·|r|, r2_cod, cc_norm, "
                     "permutation significance), run the analyses, write OUT/metrics.json and OUT/scores/",
         "report": "write OUT/report.html and OUT/report.md from the saved scores",

@@ -69,8 +69,7 @@ def test_wrong_path_unknown_model_and_typo_are_one_line_errors(tmp_path):
     assert "did you mean 'table.models'" in _one_line_error(
         "run", str(empty), "--set", "table.model=[]", "--out", str(tmp_path / "o"))
     message = _one_line_error("extract", str(empty), "--out", str(tmp_path / "o2"), "--quiet",
-                              "--set", "data.preset=tiny", "--set", "ridge.folds=2", "--set", "train.n_folds=2",
-                              "--set", "semantic.model=nobody/no-such-model")
+                              "--set", "data.preset=tiny", "--set", "semantic.model=nobody/no-such-model")
     assert "nobody/no-such-model" in message
     assert "no such dataset folder" in _one_line_error(
         "extract", str(empty), "--out", str(tmp_path / "o3"), "--set", f"data.root={tmp_path / 'nowhere'}")

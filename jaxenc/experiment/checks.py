@@ -60,16 +60,15 @@ def check_inputs(data, log: Callable = print) -> None:
                            story=story, path=path, textgrid=dataset.textgrid_path(story))
 
 
-def check_folds(config, data, models: set) -> None:
+def check_folds(config, data, jobs) -> None:
     """Refuse fold counts larger than a subject's number of training stories.
 
     Parameters
     ----------
     config : ExperimentConfig
     data : RunData
-    models : set of str
-        The encoders the run fits (``"ridge"`` uses ``ridge.folds``, the networks
-        ``train.n_folds``).
+    jobs : sequence of jaxenc.experiment.fitting.Job
+        The fits of the run (ridge uses ``ridge.folds``, the networks ``train.n_folds``).
 
     Raises
     ------
@@ -78,6 +77,7 @@ def check_folds(config, data, models: set) -> None:
     """
     from jaxenc.models.registry import encoder
 
+    models = {job.model for job in jobs}
     settings = []
     if any(encoder(m).is_ridge for m in models):
         settings.append(("ridge.folds", config.ridge.folds))

@@ -14,8 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from jaxenc.errors import ConfigError, DataError
-from jaxenc.experiment.checks import check_folds, check_inputs
-from jaxenc.experiment.fitting import table_jobs
+from jaxenc.experiment.checks import check_inputs
 from jaxenc.featuresets import AUDIO, SEMANTIC, FeatureSource
 from jaxenc.pipeline.designs import planted_features
 from jaxenc.provenance import InputDigests
@@ -47,9 +46,6 @@ def extract(config, data, store: RunStore, *, progress: bool = True, log: Callab
     cache = FeatureCache(store.folder(RunStore.FEATURES))
     log(f"dataset: {data.dataset!r}; subjects {', '.join(data.subjects)}, {len(data.stories)} stories")
     check_inputs(data, log)
-    # Here too, not only in the fit stage, so that a fold count too large for the data stops the
-    # run before minutes of extraction.
-    check_folds(config, data, {job.model for job in table_jobs(config)})
     digests = InputDigests(store)
     extractor = _Extractor(config, data, store, cache, progress, log, digests)
     index = {AUDIO: extractor.whisper() if config.audio.source == "whisper" else extractor.planted()}

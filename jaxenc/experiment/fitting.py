@@ -158,7 +158,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
         Wraps the job list in a progress bar.
     """
     jobs = table_jobs(config)
-    check_folds(config, data, {job.model for job in jobs})
+    check_folds(config, data, jobs)
     digests = InputDigests(store)
     responses = digests.responses(data)
     digests.save()

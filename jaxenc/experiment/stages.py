@@ -12,17 +12,22 @@ and hands each stage what it needs:
 - :func:`jaxenc.report.write_report` (results, folder).
 
 Each stage resumes: extraction skips stories already cached, a fit whose predictions were
-stored for the same settings is skipped, a killed network fit resumes from its checkpoint.
+stored for the same settings and the same input contents is skipped (:mod:`jaxenc.provenance`),
+a killed network fit resumes from its checkpoint. Damaged stored files are recomputed with a
+warning naming them. Each stage holds the folder's lock (:meth:`RunStore.lock`), so a second
+process stops at once, and only a stage that succeeds rewrites ``config.json``.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+import warnings
 from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
+from jaxenc.errors import DataError, DataWarning
 from jaxenc.experiment.config import ExperimentConfig
 from jaxenc.experiment.rundata import RunData
 from jaxenc.store import RunStore
@@ -149,17 +154,42 @@ class Experiment:
     def report(self) -> dict:
         """Write OUT/report.html and OUT/report.md from the saved results.
 
+        Saved results that cannot be read (a damaged score file) are computed again from the
+        stored predictions, with a warning naming the file.
+
         Returns
         -------
         dict of str to Path
         """
         from jaxenc.report import RunResults, write_report
 
-        return write_report(RunResults.load(self.out), self.out, formats=tuple(self.config.report.formats))
+        try:
+            results = RunResults.load(self.out)
+        except DataError as err:
+            warnings.warn(f"{err}; scoring the stored predictions again", DataWarning, stacklevel=3)
+            results = self.evaluate()
+        return write_report(results, self.out, formats=tuple(self.config.report.formats))
+
+    @_locked
+    def check(self) -> None:
+        """Check the settings that depend on the data (fold counts against the stories) before
+        any stage runs, so that a run stops before minutes of extraction; the stages that read
+        them check them too.
+
+        Raises
+        ------
+        ConfigError
+            Naming the setting to change.
+        """
+        from jaxenc.experiment.checks import check_folds
+        from jaxenc.experiment.fitting import table_jobs
+
+        check_folds(self.config, self.data, table_jobs(self.config))
 
     @_locked
     def run(self) -> dict:
         """All four stages in order; returns the report paths."""
+        self.check()
         self.extract()
         self.store.merge_timings(self.timings)
         self.fit()

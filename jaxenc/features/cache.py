@@ -45,6 +45,7 @@ import tensorstore as ts
 
 from jaxenc import __version__
 from jaxenc.errors import ConfigError, DataError, DataWarning
+from jaxenc.provenance import file_sha256
 from jaxenc.store import process_gone
 
 __all__ = ["FeatureKey", "FeatureCache", "checkpoint_revision"]
@@ -410,14 +411,6 @@ class FeatureCache:
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _file_digest(path: Path, block: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 _REVISIONS: dict = {}
 
 
@@ -456,6 +449,6 @@ def checkpoint_revision(path_or_hub_id, *, revision: str | None = None) -> str:
     if stamp not in _REVISIONS:
         digest = hashlib.sha256()
         for p in files:
-            digest.update(f"{p.name}\0{_file_digest(p)}\0".encode())
+            digest.update(f"{p.name}\0{file_sha256(p)}\0".encode())
         _REVISIONS[stamp] = "sha256:" + digest.hexdigest()
     return _REVISIONS[stamp]

@@ -20,6 +20,7 @@ from jaxenc.errors import ConfigError, DataError, DataWarning
 from jaxenc.experiment import Experiment, load_config
 from jaxenc.experiment.extract import FeatureReader
 from jaxenc.featuresets import AUDIO, FeatureSource
+from jaxenc.report import RunResults
 from tests.experiment._runs import TINY, run_folder
 
 PLANTED = TINY + ["audio.source=planted", "semantic.source=planted", 'table.feature_sets=["audio+semantic"]',
@@ -81,10 +82,18 @@ def test_truncated_predictions_and_checkpoints_are_recomputed_and_a_failed_stage
 
     exp.evaluate()
     saved = (out / "config.json").read_bytes()
-    with pytest.raises(ConfigError, match="block_size"):
+    with pytest.raises(ConfigError, match="^evaluate.block_size=1000 leaves fewer than 2 blocks"):
         _experiment(out, overrides + ["evaluate.block_size=1000"]).evaluate()
     assert (out / "config.json").read_bytes() == saved
-    Experiment(load_config(out), out, progress=False, log=lambda line: None).evaluate()
+    again = Experiment(load_config(out), out, progress=False, log=lambda line: None)
+    scored = again.evaluate()
+
+    (score_file,) = [p for p in (out / "scores").rglob("*.npz") if "mlp" in p.name]
+    score_file.write_bytes(score_file.read_bytes()[:100])
+    with pytest.warns(DataWarning, match=f"{re.escape(str(score_file))}.*scoring the stored predictions again"):
+        again.report()
+    (model,) = RunResults.load(out).models
+    assert model.scores == scored.models[0].scores
 
 
 def test_the_story_report_names_what_is_missing_and_a_cut_wav_stops_the_run(prepared, tmp_path):
