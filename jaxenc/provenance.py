@@ -144,6 +144,32 @@ class InputDigests:
                 files[f"{subject}/{story}"] = self.file(data.dataset.hf5_path(subject, story))
         return combined(files)
 
+    def stale_features(self, index: dict, data) -> list[str]:
+        """Extractions of a feature index whose input files changed since they were extracted.
+
+        Parameters
+        ----------
+        index : dict
+            ``features/index.json`` (:func:`jaxenc.experiment.extract.extract`).
+        data : RunData
+
+        Returns
+        -------
+        list of str
+            ``"extraction/story"`` for each story whose current input digest differs from the
+            one its features were keyed by (a fit stage run without extracting again).
+        """
+        stale = []
+        for extraction, entry in index.items():
+            if "keys" in entry:
+                recorded = {story: key["params"].get("input_sha256") for story, key in entry["keys"].items()}
+            else:
+                recorded = entry.get("inputs", {})
+            for story, digest in recorded.items():
+                if digest is not None and digest != self.story_input(entry["kind"], data, story):
+                    stale.append(f"{extraction}/{story}")
+        return stale
+
     def save(self) -> None:
         """Write the record if a digest was added or renewed."""
         if self._changed:

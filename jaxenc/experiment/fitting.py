@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jaxenc.analysis.sweeps import LAYER_SWEEP, MODEL_SWEEP
+from jaxenc.errors import DataError
 from jaxenc.experiment.checks import check_folds
 from jaxenc.featuresets import JOINT, SEMANTIC, FeatureSource, modalities
 from jaxenc.models.registry import encoder
@@ -161,7 +162,11 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
     check_folds(config, data, jobs)
     digests = InputDigests(store)
     responses = digests.responses(data)
+    stale = digests.stale_features(features.index, data)
     digests.save()
+    if stale:
+        raise DataError(f"inputs changed since their features were extracted ({', '.join(stale[:8])}); "
+                        "run `jaxenc extract` (or `jaxenc run`) first", path=store.path(RunStore.FEATURES_INDEX))
     designs = Designs(config.align, data, features)
     names = []
     for job in bar(jobs, desc="fits", unit="fit"):

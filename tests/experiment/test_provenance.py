@@ -2,8 +2,9 @@
 
 On a copy of the tiny twin with the default extractors' features (the session's prepared
 folder), ridge is fitted on audio, semantic and audio+semantic. Then, one at a time: nothing
-changes (everything reused), one training story's wav changes (that story's audio features
-and the two fits using audio are recomputed), one response file changes (every fit again, no
+changes (everything reused), one training story's wav changes (the fit stage alone refuses
+the features of the old wav; extraction recomputes that story's audio features and the two
+fits using audio), one response file changes (every fit again, no
 features), one story's TextGrid changes (its semantic features and the fits using them). What
 was recomputed is read from the cache's commit markers and the fit stage's log.
 """
@@ -14,8 +15,10 @@ import hashlib
 
 import h5py
 import numpy as np
+import pytest
 import soundfile
 
+from jaxenc.errors import DataError
 from jaxenc.experiment import Experiment, load_config
 from jaxenc.provenance import InputDigests
 from jaxenc.store import RunStore
@@ -55,6 +58,9 @@ def test_a_changed_input_recomputes_what_depends_on_it_and_nothing_else(prepared
     samples, rate = soundfile.read(wav, dtype="int16")
     samples[rate:2 * rate] = samples[rate:2 * rate] // 2  # one second half as loud
     soundfile.write(wav, samples, rate, subtype="PCM_16")
+    # The fit stage alone does not read features extracted from the old wav.
+    with pytest.raises(DataError, match=f"inputs changed since their features were extracted \\(audio/{story}\\)"):
+        Experiment(load_config(None, OVERRIDES), out, progress=False, log=lambda line: None).fit()
     added, fitted, skipped, _ = _run(out)
     assert {p.parts[-3] for p in added} == {story} and len(added) == 1
     assert "whisper" in str(next(iter(added)))
