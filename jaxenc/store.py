@@ -299,11 +299,12 @@ class RunStore:
                     manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                                   meta=ocp.args.JsonRestore()))
                     break
-                # orbax reports a damaged array file as a bare Exception from tensorstore.
+                # orbax reports a damaged array file as a bare Exception whose cause is tensorstore's.
                 except Exception as err:  # noqa: BLE001
                     path = managed / str(step)
-                    warnings.warn(f"unreadable checkpoint {path} ({str(err).splitlines()[0][:200]}); removing it, "
-                                  "the fit resumes from the previous one", DataWarning, stacklevel=2)
+                    reason = str(err.__cause__ or err).splitlines()[0]
+                    warnings.warn(f"unreadable checkpoint {path} ({reason}); removing it, the fit resumes from "
+                                  "the previous one", DataWarning, stacklevel=2)
                     shutil.rmtree(path, ignore_errors=True)
                     removed.append(path)
             manager.close()

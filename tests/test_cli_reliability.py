@@ -12,7 +12,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+
+from tests.test_cli import QUICK
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -64,3 +69,24 @@ def test_a_run_folder_in_use_stops_a_second_run_naming_the_holder(tmp_path):
     assert (f"run folder in use by pid {os.getpid()} on {socket.gethostname()} since 2026-01-01T00:00:00+00:00"
             in message)
     assert str(out / "run.lock") in message
+
+
+@pytest.mark.slow
+def test_two_runs_into_one_folder_at_once(tmp_path):
+    """A real second process while the first runs: it stops at once, the first finishes."""
+    out = tmp_path / "run"
+    config = tmp_path / "quick.toml"
+    config.write_text('name = "quick"\n[table]\ntargets = ["voxels"]\n')
+    argv = [sys.executable, "-m", "jaxenc.cli", "run", str(config), "--out", str(out)] + QUICK
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "run.lock").is_file():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.05)
+        message = _one_line_error("run", str(config), "--out", str(out), *QUICK)
+        assert f"run folder in use by pid {first.pid} on {socket.gethostname()}" in message
+    finally:
+        stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr
+    assert "planted checks:" in stdout and not (out / "run.lock").exists()
