@@ -96,3 +96,26 @@ def test_digests_are_hashed_once_and_renewed_when_a_file_changes(tmp_path):
     assert InputDigests(store).file(data) == "remembered"
     data.write_bytes(b"b" * 1001)
     assert InputDigests(store).file(data) == hashlib.sha256(b"b" * 1001).hexdigest()
+
+
+def test_a_changed_planted_stimulus_refits_the_jobs_that_read_it(prepared, tmp_path):
+    out = run_folder(tmp_path / "run", prepared)
+    overrides = OVERRIDES + ["audio.source=planted", "semantic.source=planted", 'table.feature_sets=["audio"]']
+    quiet = dict(progress=False, log=lambda line: None)
+    exp = Experiment(load_config(None, overrides), out, **quiet)
+    exp.extract()
+    exp.fit()
+    story = exp.data.train_stories("UTS01")[0]
+    path = out / "data" / "synthetic_truth" / "stimulus" / f"{story}.npz"
+    with np.load(path) as stored:
+        arrays = dict(stored)
+    arrays["audio"] = arrays["audio"] * 1.5
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=f"extracted \\(audio/{story}, semantic/{story}\\)"):
+        Experiment(load_config(None, overrides), out, **quiet).fit()
+    lines = []
+    again = Experiment(load_config(None, overrides), out, progress=False, log=lines.append)
+    again.extract()
+    again.fit()
+    assert "  audio__ridge__voxels: stored, skipped" not in lines
+    assert any(line.startswith("  audio__ridge__voxels: ") for line in lines)
