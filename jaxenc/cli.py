@@ -4,19 +4,21 @@
 extractors; ``jaxenc run CONFIG`` does the same for any experiment config (see experiments/);
 ``extract``, ``fit``, ``evaluate`` and ``report`` run one stage each and resume what an earlier
 run left; ``synth`` writes a synthetic twin. Errors that jaxenc raises on purpose (a wrong path,
-an unknown model id, a config typo) are printed as one line, without a traceback.
+an unknown model id, a config typo, an ``--out`` that is a file or not writable, a folder in
+use by another run) and those of the file system are printed as one line, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from jaxenc.errors import JaxencError
+from jaxenc.errors import ConfigError, JaxencError
 
 __all__ = ["main", "build_parser"]
 
@@ -36,7 +38,23 @@ def _experiment(args, config_path):
         out = Path(config_path)
     else:
         out = Path("runs") / config.name
+    _check_out(out)
     return Experiment(config, out, progress=not args.quiet)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an output folder that is a file or cannot be written, before any work."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError("--out names a file; expected a new folder or a run folder", path=out)
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out lies under the file {existing}; expected a folder", path=out)
+    try:
+        # A probe, not os.access: it also sees read-only file systems, and root's limits.
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise ConfigError(f"cannot write into {existing} ({err.strerror}); choose another --out",
+                          path=out) from None
 
 
 def _stage(name: str):
@@ -57,6 +75,7 @@ def _run(args, config_path) -> int:
     exp = _experiment(args, config_path)
     started = time.perf_counter()
     print(f"jaxenc: {exp.config.name} -> {exp.out}")
+    exp.check()
     print("[1/4] features")
     exp.extract()
     print("[2/4] encoders")
@@ -152,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     stages = {
         "extract": "extract the features the config uses into OUT/features (resumes per story)",
         "fit": "fit every encoder of the table and the sweeps; store test-story predictions "
-               "(skips fits already stored with the same settings; nonlinear fits resume from "
-               "their checkpoints)",
+               "(skips fits already stored with the same settings and input contents; nonlinear fits "
+               "resume from their checkpoints)",
         "evaluate": "score every stored prediction on the test story (r, r2 = r·|r|, r2_cod, cc_norm, "
                     "permutation significance), run the analyses, write OUT/metrics.json and OUT/scores/",
         "report": "write OUT/report.html and OUT/report.md from the saved scores",
@@ -184,6 +203,10 @@ def main(argv=None) -> int:
         return args.func(args)
     except JaxencError as error:
         print(f"jaxenc: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # The file system refused (a folder made read-only, a full disk): one line naming the file.
+        print(f"jaxenc: error: {error.strerror or error}: {error.filename}", file=sys.stderr)
         return 2
 
 

@@ -2,7 +2,9 @@
 
 Everything a run writes lives under one folder::
 
-    OUT/config.json             the resolved experiment config (every stage rewrites it)
+    OUT/config.json             the resolved experiment config (rewritten by each stage that succeeds)
+    OUT/run.lock                pid, host and start of the process using the folder (:meth:`RunStore.lock`)
+    OUT/inputs.json             content digests of the input files (:mod:`jaxenc.provenance`)
     OUT/timings.json            seconds per stage
     OUT/data/                   the synthetic twin, when the config names no dataset
     OUT/models/                 the embedded default extractors
@@ -17,27 +19,45 @@ Everything a run writes lives under one folder::
 :class:`RunStore` owns these paths and every read and write of the run's records. Each write
 goes to a temporary file beside its target and is moved into place (:func:`atomic_write`), so
 an interrupted run never leaves a half-written file under its final name; each read that fails
-raises a :class:`~jaxenc.errors.DataError` naming the file. Locking, content digests and the
-recovery of damaged files belong here too, so that every record gets them at once.
+raises a :class:`~jaxenc.errors.DataError` naming the file. One process at a time uses a run
+folder (:meth:`RunStore.lock`); a stored prediction that cannot be read is removed with a
+warning naming it and computed again (:meth:`RunStore.reusable_prediction`).
 
-This module imports numpy and :mod:`jaxenc.errors` only.
+This module imports numpy and :mod:`jaxenc.errors` only (orbax when checking checkpoints).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
+import shutil
+import socket
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from jaxenc.errors import ConfigError, DataError
+from jaxenc.errors import ConfigError, DataError, DataWarning
 
-__all__ = ["RunStore", "atomic_write"]
+__all__ = ["RunStore", "atomic_write", "process_gone"]
+
+
+def process_gone(host: str, pid: int) -> bool:
+    """Whether process ``pid`` of ``host`` is known to have ended (only this host can tell)."""
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def atomic_write(path: Path, write: Callable) -> None:
@@ -90,9 +110,11 @@ class RunStore:
     FEATURES_INDEX = "features/index.json"
     PREDICTIONS = "predictions"
     CHECKPOINTS = "checkpoints"
+    LOCK = "run.lock"
 
     def __init__(self, root):
         self.root = Path(root)
+        self._lock_depth = 0
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
@@ -158,7 +180,8 @@ class RunStore:
         """
         path = self.root / rel
         with _reading(path, subject):
-            with np.load(path, allow_pickle=False) as data:
+            # The file is opened here so that it is closed when np.load fails on a damaged one.
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in (data.files if names is None else names) if key in data.files}
         missing = [key for key in names or () if key not in arrays]
         if missing:
@@ -228,9 +251,64 @@ class RunStore:
         meta = self.read_json(f"{self.PREDICTIONS}/{name}.json", "prediction record")
         return self.read_arrays(f"{self.PREDICTIONS}/{name}.npz"), meta
 
+    def reusable_prediction(self, name: str, digest: str) -> bool:
+        """Whether a complete, readable record of ``name`` computed under ``digest`` is stored.
+
+        A record that cannot be read (a truncated ``.npz``, a damaged ``.json``) is removed
+        with a :class:`~jaxenc.errors.DataWarning` naming the file, so that it is recomputed.
+        """
+        try:
+            stored = self.load_prediction(name)
+        except DataError as err:
+            warnings.warn(f"{err}; removing it, the fit is computed again", DataWarning, stacklevel=2)
+            for suffix in (".json", ".npz"):
+                self.path(f"{self.PREDICTIONS}/{name}{suffix}").unlink(missing_ok=True)
+            return False
+        return stored is not None and stored[1].get("digest") == digest
+
     def checkpoint_dir(self, name: str) -> Path:
         """Folder of a fit's network checkpoints (not created)."""
         return self.root / self.CHECKPOINTS / name
+
+    def drop_unreadable_checkpoints(self, name: str) -> list[Path]:
+        """Remove, newest first, the network checkpoints of a fit that cannot be read back.
+
+        Each checkpoint folder of ``checkpoint_dir(name)`` (one per group of subjects) keeps
+        its last few epochs; a truncated or damaged latest one is removed with a
+        :class:`~jaxenc.errors.DataWarning` naming it, so the resumed fit starts from the newest
+        readable epoch (or from the start when none is). Reads each kept folder's latest state
+        once.
+
+        Returns
+        -------
+        list of Path
+            The checkpoints removed.
+        """
+        folder = self.checkpoint_dir(name)
+        if not folder.is_dir():
+            return []
+        import orbax.checkpoint as ocp
+
+        from jaxenc.train._checkpoint import open_manager
+
+        removed = []
+        for managed in sorted(p for p in folder.iterdir() if p.is_dir()):
+            manager = open_manager(managed)
+            for step in sorted(manager.all_steps(), reverse=True):
+                try:
+                    manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                                  meta=ocp.args.JsonRestore()))
+                    break
+                # orbax reports a damaged array file as a bare Exception whose cause is tensorstore's.
+                except Exception as err:  # noqa: BLE001
+                    path = managed / str(step)
+                    reason = str(err.__cause__ or err).splitlines()[0]
+                    warnings.warn(f"unreadable checkpoint {path} ({reason}); removing it, the fit resumes from "
+                                  "the previous one", DataWarning, stacklevel=2)
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+            manager.close()
+        return removed
 
     def merge_timings(self, timings: dict) -> dict:
         """Add ``{stage: seconds}`` to ``timings.json``; return all the run's timings."""
@@ -238,3 +316,77 @@ class RunStore:
         merged.update({k: round(v, 1) for k, v in timings.items()})
         self.write_json(self.TIMINGS, merged)
         return merged
+
+    # -- one process at a time -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold ``run.lock`` while the block runs, so no second process writes into the folder.
+
+        The lock file records the holder's pid, host and start time; it is created atomically
+        (a complete temporary file hard-linked to its name, which fails if the name exists).
+        Re-entrant within one store. A lock left by a process of this host that has ended is
+        taken over with a :class:`~jaxenc.errors.DataWarning`; a lock of another host cannot be
+        checked and is obeyed.
+
+        Raises
+        ------
+        ConfigError
+            One line naming the holder (pid, host, start time) and the lock file, or a run
+            folder that cannot be created or written.
+        """
+        if self._lock_depth == 0:
+            self._acquire()
+        self._lock_depth += 1
+        try:
+            yield self
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0:
+                self._release()
+
+    def _acquire(self) -> None:
+        path = self.path(self.LOCK)
+        record = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{self.LOCK}.", suffix=".tmp")
+        except OSError as err:
+            raise ConfigError(f"cannot write into the run folder ({err.strerror})", path=self.root) from None
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(record, fh)
+            for _ in range(2):
+                try:
+                    os.link(tmp, path)
+                    return
+                except FileExistsError:
+                    holder = self._holder()
+                    if holder is None or not process_gone(holder["host"], holder["pid"]):
+                        raise ConfigError(_in_use(holder), path=path) from None
+                    warnings.warn(f"taking over the stale lock {path} of pid {holder['pid']} on {holder['host']} "
+                                  f"(since {holder['started']}), which has ended", DataWarning, stacklevel=4)
+                    path.unlink(missing_ok=True)
+            raise ConfigError(_in_use(self._holder()), path=path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _holder(self) -> dict | None:
+        """The lock's record, or None if it cannot be read."""
+        try:
+            holder = json.loads(self.path(self.LOCK).read_text())
+            return holder if {"pid", "host", "started"} <= set(holder) else None
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _release(self) -> None:
+        holder = self._holder()
+        if holder is not None and holder["pid"] == os.getpid() and holder["host"] == socket.gethostname():
+            self.path(self.LOCK).unlink(missing_ok=True)
+
+
+def _in_use(holder: dict | None) -> str:
+    if holder is None:
+        return "run folder in use (its lock file is unreadable); remove the lock file if no jaxenc runs there"
+    return (f"run folder in use by pid {holder['pid']} on {holder['host']} since {holder['started']}; "
+            "wait for it to end, or use another --out")

@@ -156,7 +156,7 @@ class LeBelDataset:
                 )
             stories = self.stories(subject)
             story = stories[0] if stories else self.test_story
-            path = self._hf5_path(subject, story)
+            path = self.hf5_path(subject, story)
             with self._open(path, subject, story) as file:
                 self._record_shapes(file, path, subject, story)
             self._check_data_shape(subject, story, path)
@@ -396,7 +396,14 @@ class LeBelDataset:
             )
         return self.root / "derivative" / "preprocessed_data" / subject
 
-    def _hf5_path(self, subject: str, story: str) -> Path:
+    def hf5_path(self, subject: str, story: str) -> Path:
+        """``derivative/preprocessed_data/<subject>/<story>.hf5``, which must exist.
+
+        Raises
+        ------
+        DataError
+            Unknown subject, or no hf5 file for the story (naming the stories present).
+        """
         path = self._subject_dir(subject) / f"{story}.hf5"
         if not path.is_file():
             raise DataError(
@@ -515,7 +522,7 @@ class LeBelDataset:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        path = self._hf5_path(subject, story)
+        path = self.hf5_path(subject, story)
         self._acquired(story, subject, path)
         with self._open(path, subject, story) as file:
             self._record_shapes(file, path, subject, story)

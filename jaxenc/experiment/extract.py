@@ -14,8 +14,10 @@ from collections.abc import Callable
 import numpy as np
 
 from jaxenc.errors import ConfigError, DataError
+from jaxenc.experiment.checks import check_inputs
 from jaxenc.featuresets import AUDIO, SEMANTIC, FeatureSource
 from jaxenc.pipeline.designs import planted_features
+from jaxenc.provenance import InputDigests
 from jaxenc.store import RunStore
 
 __all__ = ["extract", "FeatureReader", "extraction_mesh"]
@@ -43,16 +45,19 @@ def extract(config, data, store: RunStore, *, progress: bool = True, log: Callab
 
     cache = FeatureCache(store.folder(RunStore.FEATURES))
     log(f"dataset: {data.dataset!r}; subjects {', '.join(data.subjects)}, {len(data.stories)} stories")
-    extractor = _Extractor(config, data, store, cache, progress, log)
-    index = {AUDIO: extractor.whisper() if config.audio.source == "whisper" else {"kind": "planted"}}
+    check_inputs(data, log)
+    digests = InputDigests(store)
+    extractor = _Extractor(config, data, store, cache, progress, log, digests)
+    index = {AUDIO: extractor.whisper() if config.audio.source == "whisper" else extractor.planted()}
     if config.semantic.source == "llama":
         index[SEMANTIC] = extractor.llama(SEMANTIC, config.semantic.model, {}, config.semantic.layer,
                                           tuple(config.analyses.layer_sweep))
     else:
-        index[SEMANTIC] = {"kind": "planted"}
+        index[SEMANTIC] = extractor.planted()
     for spec in config.analyses.size_sweep:
         source = FeatureSource(SEMANTIC, model=spec.label)
         index[source.extraction] = extractor.llama(spec.label, spec.model, spec.sizes, spec.layer, ())
+    digests.save()
     store.save_features_index(index)
     return index
 
@@ -72,9 +77,37 @@ def extraction_mesh():
 
 
 class _Extractor:
-    def __init__(self, config, data, store, cache, progress, log):
+    def __init__(self, config, data, store, cache, progress, log, digests):
         self.config, self.data, self.store, self.cache = config, data, store, cache
-        self.progress, self.log = progress, log
+        self.progress, self.log, self.digests = progress, log, digests
+
+    def inputs(self, kind: str) -> dict:
+        """Each story's content digest of the file its features of ``kind`` come from."""
+        return self.digests.stories(kind, self.data, self.data.stories)
+
+    def planted(self) -> dict:
+        """The index entry of a planted source: the twin's stimulus files it reads."""
+        if self.data.truth is None:
+            return {"kind": "planted"}
+        return {"kind": "planted", "inputs": self.inputs("planted")}
+
+    def verified(self, extract_keys: Callable[[], dict]) -> dict:
+        """``extract_keys()``, run again if a cached entry it skipped fails its checksum.
+
+        :meth:`FeatureCache.read` discards a damaged entry with a warning naming it, so the
+        second pass recomputes exactly those.
+        """
+        keys = extract_keys()
+        damaged = []
+        for story, key in keys.items():
+            try:
+                self.cache.read(key)
+            except DataError:
+                damaged.append(story)
+        if damaged:
+            self.log(f"recomputing the damaged cached features of {', '.join(damaged)}")
+            keys = extract_keys()
+        return keys
 
     def model_dir(self, kind: str, model: str, sizes: dict, label: str):
         from jaxenc.ckpt.files import resolve_checkpoint
@@ -106,12 +139,14 @@ class _Extractor:
         window = cfg.window()
         self.log(f"audio features: Whisper encoder {name}, layer {layer} of {n_layers}, "
                  f"{np.dtype(module.dtype).name}, windows {window}")
-        keys = whisper_story_features(
+        keys = self.verified(functools.partial(
+            whisper_story_features,
             self.cache, module, LogMelFrontend.from_pretrained(directory),
             functools.partial(self.data.dataset.audio, sample_rate=16000), self.data.stories,
             model=name, revision=checkpoint_revision(directory), layers=[layer],
-            batch_size=cfg.batch_size, progress=self.progress, mesh=extraction_mesh(), **window,
-        )
+            batch_size=cfg.batch_size, progress=self.progress, mesh=extraction_mesh(),
+            inputs=self.inputs("whisper"), **window,
+        ))
         return {"kind": "whisper", "model": name, "layer": layer, "window_s": window, "keys": _keys_json(keys)}
 
     def llama(self, label: str, model: str, sizes: dict, layer: int, extra: tuple) -> dict:
@@ -140,11 +175,13 @@ class _Extractor:
             intervals = self.data.dataset.words(story)
             return intervals.midpoints, [str(w) for w in intervals.label]
 
-        keys = llama_story_features(
+        keys = self.verified(functools.partial(
+            llama_story_features,
             self.cache, module, tokenizer, words, self.data.stories, model=name,
             revision=checkpoint_revision(directory), layers=layers,
-            batch_size=cfg.batch_size, progress=self.progress, mesh=extraction_mesh(), **window,
-        )
+            batch_size=cfg.batch_size, progress=self.progress, mesh=extraction_mesh(),
+            inputs=self.inputs("llama"), **window,
+        ))
         params = sum(int(np.prod(p.shape)) for p in _leaves(module))
         return {"kind": "llama", "model": name, "layer": layer, "layers": layers, "n_params": params,
                 "window": window, "n_layers": n_layers, "keys": _keys_json(keys)}

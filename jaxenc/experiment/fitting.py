@@ -4,7 +4,8 @@ A job is one (feature set, encoder, target) for all subjects of the run; the swe
 too (ridge on another layer or model of the semantic source). :class:`Designs` builds each
 job's arrays with :mod:`jaxenc.pipeline.designs` (each source aligned once, stacked per
 subject); :func:`jaxenc.pipeline.fit_predict` fits them; the run store keeps each job's
-predictions under the digest of the settings they depend on, so a rerun skips what is done.
+predictions under the digest of the settings and the input contents they depend on
+(:mod:`jaxenc.provenance`), so a rerun skips what is done and redoes what changed.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jaxenc.analysis.sweeps import LAYER_SWEEP, MODEL_SWEEP
+from jaxenc.errors import DataError
+from jaxenc.experiment.checks import check_folds
 from jaxenc.featuresets import JOINT, SEMANTIC, FeatureSource, modalities
 from jaxenc.models.registry import encoder
 from jaxenc.pipeline.designs import GRID_TRIM, align_stories, stack_design, training_responses
 from jaxenc.pipeline.runner import SubjectArrays, fit_predict
+from jaxenc.provenance import InputDigests
 from jaxenc.store import RunStore
 
 __all__ = ["Job", "table_jobs", "job_name", "Designs", "fit"]
@@ -112,15 +116,19 @@ class Designs:
                              design.bands, design.n_delays)
 
 
-def _digest(config, index: dict, job: Job) -> str:
-    """Hash of everything a job's predictions depend on."""
+def _digest(config, index: dict, job: Job, responses: str) -> str:
+    """Hash of everything a job's predictions depend on: settings, the keys of its features
+    (with their inputs' content digests) and ``responses``, the digest of the response files
+    (:meth:`jaxenc.provenance.InputDigests.responses`). The dataset's location is left out: its
+    content counts."""
     cfg = config.to_dict()
     fit = ({"ridge": cfg["ridge"]} if encoder(job.model).is_ridge else
            {"train": cfg["train"], "networks": cfg["networks"], "grid": cfg["fit"]["grid"]})
     payload = {
         "job": [[s.name for s in job.sources], job.model, job.target],
         "seed": cfg["seed"],
-        "data": cfg["data"],
+        "data": {k: v for k, v in cfg["data"].items() if k != "root"},
+        "responses": responses,
         "align": cfg["align"],
         "pca": {k: cfg["table"][k] for k in ("n_components", "pca_method", "pca_n_iter")}
         if job.target == "pca" else None,
@@ -150,17 +158,26 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
     bar : callable
         Wraps the job list in a progress bar.
     """
+    jobs = table_jobs(config)
+    check_folds(config, data, jobs)
+    digests = InputDigests(store)
+    responses = digests.responses(data)
+    stale = digests.stale_features(features.index, data)
+    digests.save()
+    if stale:
+        raise DataError(f"inputs changed since their features were extracted ({', '.join(stale[:8])}); "
+                        "run `jaxenc extract` (or `jaxenc run`) first", path=store.path(RunStore.FEATURES_INDEX))
     designs = Designs(config.align, data, features)
     names = []
-    for job in bar(table_jobs(config), desc="fits", unit="fit"):
+    for job in bar(jobs, desc="fits", unit="fit"):
         name = job_name(job)
         names.append(name)
-        digest = _digest(config, features.index, job)
-        stored = store.load_prediction(name)
-        if stored is not None and stored[1].get("digest") == digest:
+        digest = _digest(config, features.index, job, responses)
+        if store.reusable_prediction(name, digest):
             log(f"  {name}: stored, skipped")
             continue
         started = time.perf_counter()
+        store.drop_unreadable_checkpoints(f"{name}-{digest}")
         result = fit_predict(
             job.model, {subject: designs.arrays(job, subject) for subject in data.subjects}, target=job.target,
             ridge=config.ridge, networks=config.networks, train=config.train, grid=config.fit.grid,

@@ -10,6 +10,7 @@ on the synthetic twin the planted checks (:func:`jaxenc.experiment.planted.plant
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -19,7 +20,7 @@ from jaxenc.errors import ConfigError
 from jaxenc.experiment.planted import planted_checks
 from jaxenc.experiment.fitting import job_name, table_jobs
 from jaxenc.featuresets import FEATURE_SETS, JOINT
-from jaxenc.metrics import drop_first_rows, score, scored_ceiling
+from jaxenc.metrics import ScoreConfig, drop_first_rows, score, scored_ceiling
 from jaxenc.report.results import ModelResult, RunResults
 from jaxenc.store import RunStore
 
@@ -27,6 +28,8 @@ __all__ = ["evaluate"]
 
 # Keys of a prediction record that label its model rather than describe its fit.
 _LABELS = ("features", "model", "target")
+# The [evaluate] section's keys, which score()'s errors begin with.
+_SETTINGS = {f.name for f in dataclasses.fields(ScoreConfig)}
 
 
 def evaluate(config, data, store: RunStore, *, bar: Callable = lambda items, **kwargs: items) -> RunResults:
@@ -63,7 +66,12 @@ def evaluate(config, data, store: RunStore, *, bar: Callable = lambda items, **k
         predictions, meta = store.load_prediction(name)
         info = {k: v for k, v in meta.items() if k not in _LABELS}
         for subject in data.subjects:
-            scores = score(predictions[subject], repeats[subject], ev, seed=config.seed, subject=subject)
+            try:
+                scores = score(predictions[subject], repeats[subject], ev, seed=config.seed, subject=subject)
+            except ConfigError as err:
+                # Settings that only the test story's length rules out (e.g. block_size): name the key.
+                raise ConfigError(f"evaluate.{err}" if str(err).split("=")[0].split()[0] in _SETTINGS
+                                  else str(err)) from None
             models.append(ModelResult(subject, meta["features"], meta["model"], meta["target"], scores, info))
     results = RunResults(name=config.name, config=config.to_dict(),
                          cc_max={s: scored_ceiling(r, ev.test_trim) for s, r in repeats.items()}, models=models)

@@ -12,22 +12,38 @@ and hands each stage what it needs:
 - :func:`jaxenc.report.write_report` (results, folder).
 
 Each stage resumes: extraction skips stories already cached, a fit whose predictions were
-stored for the same settings is skipped, a killed network fit resumes from its checkpoint.
+stored for the same settings and the same input contents is skipped (:mod:`jaxenc.provenance`),
+a killed network fit resumes from its checkpoint. Damaged stored files are recomputed with a
+warning naming them. Each stage holds the folder's lock (:meth:`RunStore.lock`), so a second
+process stops at once, and only a stage that succeeds rewrites ``config.json``.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+import warnings
 from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
+from jaxenc.errors import DataError, DataWarning
 from jaxenc.experiment.config import ExperimentConfig
 from jaxenc.experiment.rundata import RunData
 from jaxenc.store import RunStore
 
 __all__ = ["Experiment"]
+
+
+def _locked(stage: Callable) -> Callable:
+    """Run a stage while holding the run folder's lock (:meth:`RunStore.lock`)."""
+
+    @functools.wraps(stage)
+    def run(self, *args, **kwargs):
+        with self.store.lock():
+            return stage(self, *args, **kwargs)
+
+    return run
 
 
 class Experiment:
@@ -61,9 +77,17 @@ class Experiment:
         return tqdm(items, disable=not self.progress, **kwargs)
 
     def _start(self) -> float:
-        self.store.save_config(self.config.to_dict())
+        # config.json is what a stage that succeeded ran with: a failed stage (a bad setting)
+        # leaves it as it was, so the next plain stage on the folder still works. The first
+        # stage writes it at once, so that a killed first run resumes from its folder.
+        if not self.store.path(RunStore.CONFIG).is_file():
+            self.store.save_config(self.config.to_dict())
         return time.perf_counter()
 
+    def _done(self) -> None:
+        self.store.save_config(self.config.to_dict())
+
+    @_locked
     def extract(self) -> dict:
         """Extract (or read from the cache) every feature source the config uses; return the index."""
         from jaxenc.experiment.extract import extract
@@ -71,8 +95,10 @@ class Experiment:
         started = self._start()
         index = extract(self.config, self.data, self.store, progress=self.progress, log=self.log)
         self.timings["extract"] = time.perf_counter() - started
+        self._done()
         return index
 
+    @_locked
     def fit(self) -> list[str]:
         """Fit every job of the table and the sweeps, then the nonlinearity step's.
 
@@ -96,8 +122,10 @@ class Experiment:
             step.extract()
             step.fit()
             self.timings["nonlinearity"] = time.perf_counter() - started
+        self._done()
         return names
 
+    @_locked
     def evaluate(self):
         """Score every prediction on the test story, run the analyses, save the results.
 
@@ -119,10 +147,15 @@ class Experiment:
         self.timings["evaluate"] = time.perf_counter() - started
         results.timings.update(self.store.merge_timings(self.timings))
         results.save(self.out)
+        self._done()
         return results
 
+    @_locked
     def report(self) -> dict:
         """Write OUT/report.html and OUT/report.md from the saved results.
+
+        Saved results that cannot be read (a damaged score file) are computed again from the
+        stored predictions, with a warning naming the file.
 
         Returns
         -------
@@ -130,10 +163,33 @@ class Experiment:
         """
         from jaxenc.report import RunResults, write_report
 
-        return write_report(RunResults.load(self.out), self.out, formats=tuple(self.config.report.formats))
+        try:
+            results = RunResults.load(self.out)
+        except DataError as err:
+            warnings.warn(f"{err}; scoring the stored predictions again", DataWarning, stacklevel=3)
+            results = self.evaluate()
+        return write_report(results, self.out, formats=tuple(self.config.report.formats))
 
+    @_locked
+    def check(self) -> None:
+        """Check the settings that depend on the data (fold counts against the stories) before
+        any stage runs, so that a run stops before minutes of extraction; the stages that read
+        them check them too.
+
+        Raises
+        ------
+        ConfigError
+            Naming the setting to change.
+        """
+        from jaxenc.experiment.checks import check_folds
+        from jaxenc.experiment.fitting import table_jobs
+
+        check_folds(self.config, self.data, table_jobs(self.config))
+
+    @_locked
     def run(self) -> dict:
         """All four stages in order; returns the report paths."""
+        self.check()
         self.extract()
         self.store.merge_timings(self.timings)
         self.fit()

@@ -48,6 +48,8 @@ import tensorstore as ts
 
 from jaxenc import __version__
 from jaxenc.errors import ConfigError, DataError, DataWarning
+from jaxenc.provenance import file_sha256
+from jaxenc.store import process_gone
 
 __all__ = ["FeatureKey", "FeatureCache", "checkpoint_revision"]
 
@@ -143,18 +145,6 @@ def _safe(text: str) -> str:
 
 def _sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-
-
-def _process_gone(host: str, pid: int) -> bool:
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 class FeatureCache:
@@ -420,16 +410,8 @@ class FeatureCache:
         """Remove temporary entries of ``final`` left by dead processes on this host."""
         for tmp in final.parent.glob(f"{_TMP_PREFIX}{final.name}.*"):
             parts = tmp.name[len(_TMP_PREFIX) + len(final.name) + 1 :].rsplit(".", 2)
-            if len(parts) == 3 and parts[1].isdigit() and _process_gone(parts[0], int(parts[1])):
+            if len(parts) == 3 and parts[1].isdigit() and process_gone(parts[0], int(parts[1])):
                 shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _file_digest(path: Path, block: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _REVISIONS: dict = {}
@@ -470,6 +452,6 @@ def checkpoint_revision(path_or_hub_id, *, revision: str | None = None) -> str:
     if stamp not in _REVISIONS:
         digest = hashlib.sha256()
         for p in files:
-            digest.update(f"{p.name}\0{_file_digest(p)}\0".encode())
+            digest.update(f"{p.name}\0{file_sha256(p)}\0".encode())
         _REVISIONS[stamp] = "sha256:" + digest.hexdigest()
     return _REVISIONS[stamp]

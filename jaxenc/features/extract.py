@@ -77,6 +77,11 @@ def extract_stories(
     return keys
 
 
+def _with_input(params: dict, inputs: Mapping[str, str] | None, story: str) -> dict:
+    """The key parameters of one story, with its input file's digest when given."""
+    return params if inputs is None else {**params, "input_sha256": inputs[story]}
+
+
 def _dtype_names(module) -> dict:
     params = jax.tree.leaves(nnx.state(module, nnx.Param))
     return {"compute_dtype": np.dtype(module.dtype).name, "param_dtype": np.dtype(params[0].dtype).name}
@@ -101,6 +106,7 @@ def whisper_story_features(
     progress: bool = True,
     mesh=None,
     axis: str = "data",
+    inputs: Mapping[str, str] | None = None,
 ) -> dict[str, FeatureKey]:
     """Whisper features of many stories into the cache (see :func:`whisper_features`).
 
@@ -126,6 +132,9 @@ def whisper_story_features(
         Show progress bars.
     mesh, axis
         Data-parallel extraction over a device mesh (not part of the key).
+    inputs : mapping of str to str, optional
+        Each story's content digest of the file its features are computed from (see
+        :mod:`jaxenc.provenance`), part of its key: a changed file misses the cache.
 
     Returns
     -------
@@ -146,7 +155,8 @@ def whisper_story_features(
     }
 
     def make_key(story):
-        return FeatureKey(model, revision, WHISPER_EXTRACTOR, params, story, tuple(layers))
+        return FeatureKey(model, revision, WHISPER_EXTRACTOR, _with_input(params, inputs, story), story,
+                          tuple(layers))
 
     def compute(story, missing):
         waveform, sample_rate = audio(story)
@@ -188,6 +198,7 @@ def llama_story_features(
     progress: bool = True,
     mesh=None,
     axis: str = "data",
+    inputs: Mapping[str, str] | None = None,
 ) -> dict[str, FeatureKey]:
     """LLaMA word features of many stories into the cache (see :func:`llama_word_features`).
 
@@ -214,6 +225,9 @@ def llama_story_features(
         Show progress bars.
     mesh, axis
         Data-parallel extraction over a device mesh (not part of the key).
+    inputs : mapping of str to str, optional
+        Each story's content digest of the file its features are computed from (see
+        :mod:`jaxenc.provenance`), part of its key: a changed file misses the cache.
 
     Returns
     -------
@@ -229,7 +243,8 @@ def llama_story_features(
     }
 
     def make_key(story):
-        return FeatureKey(model, revision, LLAMA_EXTRACTOR, params, story, tuple(layers))
+        return FeatureKey(model, revision, LLAMA_EXTRACTOR, _with_input(params, inputs, story), story,
+                          tuple(layers))
 
     def compute(story, missing):
         times, story_words = words(story)
