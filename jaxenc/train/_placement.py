@@ -55,7 +55,9 @@ def place(create, stack, mesh: Mesh | None, axis: str) -> tuple[dict, dict]:
     args = (stack.init_keys, stack.learning_rate, stack.weight_decay)
     if mesh is None:
         data = {name: jnp.asarray(v) for name, v in {**stack.shared, **stack.per_model}.items()}
-        carry = jax.jit(create)(*map(jnp.asarray, args), jnp.zeros(n_models, bool))
+        # Eagerly: the operations are compiled once per process, not once per run as a new
+        # jitted closure would be.
+        carry = create(*map(jnp.asarray, args), jnp.zeros(n_models, bool))
         return data, carry
     n_slots = padded_size(n_models, mesh, axis)
     slot_model = np.minimum(np.arange(n_slots), n_models - 1)

@@ -30,7 +30,7 @@ class TrainConfig:
     n_components: int | None = 512
     # Rows per minibatch.
     batch_size: int = 128
-    # Rows per chunk of the validation pass (memory only; the loss does not depend on it).
+    # Most rows per chunk of the validation pass (memory only; the loss does not depend on it).
     val_batch_size: int = 512
     # Upper bound on training epochs.
     max_epochs: int = 200

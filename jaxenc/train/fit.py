@@ -17,8 +17,9 @@ an :class:`EncoderFit`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -88,7 +89,6 @@ class EncoderFit:
     final_state: object
     n_traces: int
     config: TrainConfig
-    _predict_fn: Callable | None = field(default=None, repr=False)
 
     def model(self, i: int) -> nnx.Module:
         """The ``i``-th model of the stack, at its best epoch, in evaluation mode."""
@@ -123,14 +123,7 @@ class EncoderFit:
             raise ConfigError(f"no features given for subjects {missing}")
         x = pad_stack([np.asarray(features[s], np.float32) for s in subjects])
         subj = jnp.asarray([subjects.index(k.subject) for k in self.keys], jnp.int32)
-        if self._predict_fn is None:
-            graphdef = self.graphdef
-
-            def one(state, x_all, s):
-                return nnx.merge(graphdef, state)(x_all[s], train=False)
-
-            self._predict_fn = jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
-        return np.asarray(self._predict_fn(self.best_state, jnp.asarray(x), subj))
+        return np.asarray(_predictor(self.graphdef)(self.best_state, jnp.asarray(x), subj))
 
     def predict(self, features: Mapping[str, np.ndarray], *, grid: int | None = None) -> dict[str, np.ndarray]:
         """Voxel predictions per subject: the average of its fold models' predictions.
@@ -162,6 +155,16 @@ class EncoderFit:
                 raise ConfigError(f"no model with grid index {g}", subject=subject)
             out[subject] = np.mean(preds, axis=0)
         return out
+
+
+@functools.lru_cache(maxsize=16)
+def _predictor(graphdef):
+    """Every model's evaluation-mode output for its subject's rows, compiled once per structure."""
+
+    def one(state, x_all, s):
+        return nnx.merge(graphdef, state)(x_all[s], train=False)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
 
 
 def _subjects_of(keys) -> list[str]:
@@ -323,8 +326,7 @@ def train_stack(make_model, stack: Stack, config: TrainConfig, *, checkpoint_dir
     create, graphs = stack_initializer(make_model, stack.n_features, stack.n_outputs, cfg.max_epochs)
     data, carry = place(create, stack, mesh, axis)
     graphdef = graphs[-1]
-    spec = ProgramSpec(cfg.batch_size, cfg.val_batch_size, cfg.loss, cfg.max_epochs, cfg.patience, cfg.min_delta,
-                       stack.n_train_max, stack.n_val_max)
+    spec = ProgramSpec.of(cfg, stack)
     program, counter = compiled_program(graphdef, spec, vectorize, mesh, axis if mesh is not None else None)
     if vectorize:
         n_slots = len(carry["stopped"])

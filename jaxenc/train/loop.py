@@ -16,6 +16,8 @@ exactly what it would in the full stack, so the result equals the unpacked run.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,10 +75,12 @@ def raise_nonfinite(nan_epoch: np.ndarray, keys) -> None:
         )
 
 
+@functools.lru_cache(maxsize=None)
 def _jit_take(sharding):
     return jax.jit(lambda tree, idx: jax.tree.map(lambda a: a[idx], tree), out_shardings=sharding)
 
 
+@functools.lru_cache(maxsize=None)
 def _jit_put(sharding):
     return jax.jit(lambda full, idx, part: jax.tree.map(lambda a, b: a.at[idx].set(b), full, part),
                    out_shardings=sharding, donate_argnums=0)

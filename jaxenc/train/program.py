@@ -16,9 +16,12 @@ device's models, without a collective.
 Where the time goes and why it is written so (measured in ``benchmarks/train.py``):
 
 - A minibatch of padding only (a model with fewer rows than the longest) and the steps of a
-  stopped model must leave the model unchanged. That mask is applied to each leaf as the last
-  operation of the AdamW update, where XLA fuses it into the update's elementwise loops, so it
-  costs no pass over memory; the epoch-level selects of the earlier program are gone.
+  stopped model must leave the model unchanged. That mask is applied to each leaf inside the
+  AdamW update (:mod:`jaxenc.train._adamw`), where XLA fuses it into the update's elementwise
+  loops, so it costs no pass over memory; the epoch-level selects of the earlier program,
+  which read and wrote every parameter and moment once per epoch, are gone.
+- AdamW itself is compiled with the fewest passes over memory XLA:CPU allows (see
+  :mod:`jaxenc.train._adamw`): at the paper's width it moves more bytes than anything else.
 - The carry is donated: the program updates it in place instead of allocating a second copy
   of every model's parameters and moments per call.
 - The data stay on the device and each model gathers its minibatch rows through its own
@@ -33,17 +36,15 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-__all__ = ["ProgramSpec", "stack_initializer", "compiled_program", "SHARED", "PER_MODEL", "merged_state"]
+from jaxenc.train import _adamw
 
-# One optimizer object for every run: its hyperparameters live in each model's optimizer state
-# (set per model at creation), so a grid is one more slice of the stack and runs of the same
-# shapes share the compiled program.
-ADAMW = optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=0.0)
+__all__ = ["ProgramSpec", "stack_initializer", "compiled_program", "shuffled_batches", "train_step",
+           "validation_loss", "merged_state"]
+
 # Data every model reads (X [subject, tr, feature], Y [target, tr, output]) and per-model data.
 SHARED = ("X", "Y")
 PER_MODEL = ("subj", "tgt", "train_idx", "n_train", "val_idx", "n_val", "key")
@@ -54,14 +55,21 @@ class ProgramSpec:
     """The settings a compiled program depends on (everything else is data)."""
 
     batch_size: int
-    val_batch_size: int
+    # Rows per chunk of the validation pass.
+    val_chunk: int
     loss: str
     max_epochs: int
     patience: int
     min_delta: float
-    # Training and validation rows per model, padded to multiples of the batch sizes.
+    # Training and validation rows per model, padded to multiples of batch_size and val_chunk.
     n_train_max: int
     n_val_max: int
+
+    @classmethod
+    def of(cls, cfg, stack) -> ProgramSpec:
+        """The spec of training ``stack`` (:class:`jaxenc.train.stack.Stack`) with ``cfg``."""
+        return cls(cfg.batch_size, stack.val_chunk, cfg.loss, cfg.max_epochs, cfg.patience, cfg.min_delta,
+                   stack.n_train_max, stack.n_val_max)
 
 
 def merged_state(params, rest) -> nnx.State:
@@ -88,7 +96,8 @@ def initial_carry(params, rest, opt, stopped, max_epochs: int) -> dict:
         "params": params,
         "rest": rest,  # BatchNorm statistics, dropout keys and counters
         "opt": opt,
-        "best": {"params": params, "rest": rest},
+        # Copies: the program donates the carry, and a buffer may be donated only once.
+        "best": jax.tree.map(jnp.copy, {"params": params, "rest": rest}),
         "best_val": jnp.full(shape, jnp.inf, jnp.float32),
         "best_epoch": jnp.full(shape, -1, jnp.int32),
         "bad": jnp.zeros(shape, jnp.int32),
@@ -116,10 +125,7 @@ def stack_initializer(make_model, n_features: int, n_outputs: int, max_epochs: i
         model = make_model(n_features, n_outputs, rngs=nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 2)))
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         graphs.append(graphdef)  # trace time: the same structure for every model
-        opt = ADAMW.init(params)
-        opt.hyperparams["learning_rate"] = lr
-        opt.hyperparams["weight_decay"] = wd
-        return params, rest, opt
+        return params, rest, _adamw.init(params, lr, wd)
 
     def create(key_data, lr, wd, stopped):
         params, rest, opt = jax.vmap(one)(key_data, lr, wd)
@@ -128,73 +134,122 @@ def stack_initializer(make_model, n_features: int, n_outputs: int, max_epochs: i
     return create, graphs
 
 
+def shuffled_batches(key_data, train_idx, n_train, epoch, batch_size: int):
+    """One model's minibatches of an epoch: its training rows in a fresh random order.
+
+    Parameters
+    ----------
+    key_data : uint32 array
+        The model's shuffle key (:func:`jaxenc.train.stack.model_key_data`, stream 1).
+    train_idx : int array of shape (n_train_max,)
+        Its training rows, padded; ``n_train_max`` a multiple of ``batch_size``.
+    n_train : int scalar
+        Real rows in ``train_idx``.
+    epoch : int scalar
+    batch_size : int
+
+    Returns
+    -------
+    (int array, bool array), each of shape (n_train_max // batch_size, batch_size)
+        Rows of each minibatch, and which of them are real (padding comes last, so only the
+        last real minibatch is partial and the ones after it are empty).
+    """
+    # Per-position uniform draws (fold_in by position) are unchanged by extra padding, so a
+    # padded subject shuffles its real rows exactly as an unpadded one.
+    key = jax.random.fold_in(jax.random.wrap_key_data(key_data), epoch)
+    pos = jnp.arange(train_idx.shape[0])
+    u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i)))(pos)
+    order = jnp.argsort(jnp.where(pos < n_train, u, 2.0), stable=True)
+    shape = (train_idx.shape[0] // batch_size, batch_size)  # [batch, row]
+    return train_idx[order].reshape(shape), (pos < n_train).reshape(shape)
+
+
+def train_step(graphdef, spec: ProgramSpec, data, state, rows, mask, active):
+    """One model's AdamW step on one minibatch (the program scans it over the epoch's batches).
+
+    Parameters
+    ----------
+    graphdef : nnx.GraphDef
+    spec : ProgramSpec
+    data : dict
+        ``X``, ``Y`` and this model's per-model data.
+    state : tuple
+        ``(params, rest, opt)``: parameters, the other model state (BatchNorm statistics,
+        dropout key and counter) and the AdamW state.
+    rows : int array of shape (batch_size,)
+        Rows of ``X[subj]`` and ``Y[tgt]``.
+    mask : bool array of shape (batch_size,)
+        Which rows are real; only they enter the loss and the BatchNorm statistics.
+    active : bool scalar
+        False for a stopped model: nothing changes.
+
+    Returns
+    -------
+    (tuple, float scalar)
+        The new state (unchanged for a batch of padding only or an inactive model) and the
+        loss summed over the batch's real rows (0 when unchanged).
+    """
+    params, rest, opt = state
+    with jax.named_scope("gather_rows"):
+        x = data["X"][data["subj"], rows]  # [batch, feature]
+        y = data["Y"][data["tgt"], rows]  # [batch, output]
+    n = jnp.sum(mask)
+
+    def loss_fn(params):
+        # copy=True: the module's updates (BatchNorm statistics, dropout counters) must not
+        # reach the Variables of ``rest``, which a masked step falls back to.
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        pred = model(x, train=True, mask=mask)
+        loss = _masked_loss_sum(pred, y, mask, spec.loss) / (jnp.maximum(n, 1) * y.shape[-1])
+        return loss, nnx.split(model, nnx.Param, ...)[2]
+
+    with jax.named_scope("forward_backward"):
+        (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    # A batch of padding only, or a stopped model: no update, no optimizer count, no dropout
+    # key, no BatchNorm statistics.
+    has = (n > 0) & active
+    with jax.named_scope("adamw"):
+        params, opt = _adamw.update(params, grads, opt, has)
+        rest = _select(has, new_rest, rest)
+    return (params, rest, opt), jnp.where(has, loss * n, 0.0)
+
+
+def validation_loss(graphdef, spec: ProgramSpec, data, params, rest):
+    """One model's loss on its validation rows, averaged over rows and outputs (evaluation mode)."""
+    pos = jnp.arange(spec.n_val_max)
+    n_chunks = spec.n_val_max // spec.val_chunk
+    rows = data["val_idx"].reshape(n_chunks, spec.val_chunk)
+    masks = (pos < data["n_val"]).reshape(n_chunks, spec.val_chunk)
+
+    def body(acc, chunk):
+        idx, mask = chunk
+        pred = nnx.merge(graphdef, params, rest, copy=True)(data["X"][data["subj"], idx], train=False)
+        return acc + _masked_loss_sum(pred, data["Y"][data["tgt"], idx], mask, spec.loss), None
+
+    total, _ = lax.scan(body, jnp.zeros((), jnp.float32), (rows, masks))
+    return total / (data["n_val"] * data["Y"].shape[-1])
+
+
 def _epoch_function(graphdef, spec: ProgramSpec):
     """One model's epoch ``(carry, data, epoch) -> carry``: shuffle, steps, validation, stopping."""
-    bsz, vbsz = spec.batch_size, spec.val_batch_size
-    n_batches, n_vchunks = spec.n_train_max // bsz, spec.n_val_max // vbsz
-
-    def shuffled_batches(data, epoch):
-        # Per-position uniform draws (fold_in by position) are unchanged by extra padding, so a
-        # padded subject shuffles its real rows exactly as an unpadded one.
-        key = jax.random.fold_in(jax.random.wrap_key_data(data["key"]), epoch)
-        pos = jnp.arange(spec.n_train_max)
-        u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i)))(pos)
-        order = jnp.argsort(jnp.where(pos < data["n_train"], u, 2.0), stable=True)
-        rows = data["train_idx"][order].reshape(n_batches, bsz)  # [batch, row]
-        return rows, (pos < data["n_train"]).reshape(n_batches, bsz)
 
     def train_epoch(c, data, epoch, active):
-        def step(state, batch):
-            params, rest, opt, loss_sum = state
-            idx, mask = batch
-            with jax.named_scope("gather_rows"):
-                x = data["X"][data["subj"], idx]  # [batch, feature]
-                y = data["Y"][data["tgt"], idx]  # [batch, output]
-            n = jnp.sum(mask)
-
-            def loss_fn(params):
-                # copy=True: the module's updates (BatchNorm statistics, dropout counters) must
-                # not reach the Variables of ``rest``, which a masked step falls back to.
-                model = nnx.merge(graphdef, params, rest, copy=True)
-                pred = model(x, train=True, mask=mask)
-                loss = _masked_loss_sum(pred, y, mask, spec.loss) / (jnp.maximum(n, 1) * y.shape[-1])
-                return loss, nnx.split(model, nnx.Param, ...)[2]
-
-            with jax.named_scope("forward_backward"):
-                (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            # A batch of padding only, or a stopped model: no update, no optimizer count, no
-            # dropout key, no BatchNorm statistics.
-            has = (n > 0) & active
-            with jax.named_scope("adamw"):
-                updates, new_opt = ADAMW.update(grads, opt, params)
-                new = (optax.apply_updates(params, updates), new_rest, new_opt)
-                params, rest, opt = _select(has, new, (params, rest, opt))
-            return (params, rest, opt, loss_sum + jnp.where(has, loss * n, 0.0)), None
+        def step(carry, batch):
+            state, loss_sum = carry
+            state, loss = train_step(graphdef, spec, data, state, *batch, active)
+            return (state, loss_sum + loss), None
 
         with jax.named_scope("shuffle"):
-            batches = shuffled_batches(data, epoch)
-        init = (c["params"], c["rest"], c["opt"], jnp.zeros((), jnp.float32))
-        (params, rest, opt, loss_sum), _ = lax.scan(step, init, batches)
+            batches = shuffled_batches(data["key"], data["train_idx"], data["n_train"], epoch, spec.batch_size)
+        init = ((c["params"], c["rest"], c["opt"]), jnp.zeros((), jnp.float32))
+        ((params, rest, opt), loss_sum), _ = lax.scan(step, init, batches)
         return params, rest, opt, loss_sum / data["n_train"]
-
-    def val_loss(params, rest, data):
-        pos = jnp.arange(spec.n_val_max)
-        rows = data["val_idx"].reshape(n_vchunks, vbsz)
-        masks = (pos < data["n_val"]).reshape(n_vchunks, vbsz)
-
-        def body(acc, chunk):
-            idx, mask = chunk
-            pred = nnx.merge(graphdef, params, rest, copy=True)(data["X"][data["subj"], idx], train=False)
-            return acc + _masked_loss_sum(pred, data["Y"][data["tgt"], idx], mask, spec.loss), None
-
-        total, _ = lax.scan(body, jnp.zeros((), jnp.float32), (rows, masks))
-        return total / (data["n_val"] * data["Y"].shape[-1])
 
     def epoch_fn(c, data, epoch):
         active = ~c["stopped"] & (epoch < spec.max_epochs)
         params, rest, opt, train_loss = train_epoch(c, data, epoch, active)
         with jax.named_scope("validation"):
-            val = val_loss(params, rest, data)
+            val = validation_loss(graphdef, spec, data, params, rest)
         with jax.named_scope("early_stopping"):
             finite = jnp.isfinite(train_loss) & jnp.isfinite(val)
             ok = active & finite

@@ -116,6 +116,8 @@ class Stack:
         PRNG key data of each model's initialisation and dropout.
     learning_rate, weight_decay : ndarray of shape (n_models,)
     n_features, n_outputs : int
+    val_chunk : int
+        Rows per chunk of the validation pass; ``val_idx`` holds a whole number of chunks.
     """
 
     keys: tuple
@@ -129,6 +131,7 @@ class Stack:
     weight_decay: np.ndarray
     n_features: int
     n_outputs: int
+    val_chunk: int
 
     @property
     def n_train_max(self) -> int:
@@ -283,7 +286,12 @@ def stack_subjects(data: Mapping[str, SubjectData], cfg: TrainConfig, points: Se
     keys = tuple(ModelKey(s, fold, g) for s in subjects for fold in range(cfg.n_folds) for g in range(len(points)))
     target_of = [i // len(points) for i in range(len(keys))]
     n_train_max = math.ceil(max(tr.size for _, tr, _ in per_target) / cfg.batch_size) * cfg.batch_size
-    n_val_max = math.ceil(max(va.size for _, _, va in per_target) / cfg.val_batch_size) * cfg.val_batch_size
+    # Validation chunks of at most val_batch_size rows, as equal as possible: the padding of the
+    # longest validation set stays below one row per chunk.
+    n_val = max(va.size for _, _, va in per_target)
+    n_chunks = math.ceil(n_val / cfg.val_batch_size)
+    val_chunk = math.ceil(n_val / n_chunks)
+    n_val_max = n_chunks * val_chunk
     train_idx = np.zeros((len(keys), n_train_max), np.int32)
     val_idx = np.zeros((len(keys), n_val_max), np.int32)
     for m, t in enumerate(target_of):
@@ -311,4 +319,5 @@ def stack_subjects(data: Mapping[str, SubjectData], cfg: TrainConfig, points: Se
         weight_decay=np.asarray([points[k.grid]["weight_decay"] for k in keys], np.float32),
         n_features=n_features,
         n_outputs=n_outputs.pop(),
+        val_chunk=val_chunk,
     )
