@@ -485,6 +485,65 @@ def matmul_layout(n_features: int, *, n_models: int = 15, repeats: int = 5) -> d
     return out
 
 
+def dropout_bits(*, n_models: int = 15, repeats: int = 5) -> dict:
+    """One step's dropout masks for a stack of models (batch x hidden each), three ways.
+
+    ``threefry``: what jaxenc does (each model's key, the default PRNG, vmapped);
+    ``rbg_vmapped``: ``jax.random`` with ``impl="rbg"`` keys, vmapped; ``rbg_per_model``: the same
+    keys, one ``RngBitGenerator`` per model (a custom vmap rule). Each is timed as 50 steps in
+    one compiled loop, and checked for whether model ``i`` of the stack draws what it draws alone
+    (its own stream: what makes the vmapped run equal a loop over the models and a re-packed
+    stack equal the full one).
+
+    Returns
+    -------
+    dict
+        Per variant: ``ms_per_step`` (best of ``repeats``) and ``own_stream`` (bool).
+    """
+    from jax import lax
+    from jax.custom_batching import custom_vmap
+
+    shape, steps, keep = (HP["batch_size"], HP["hidden"]), 50, 1 - HP["dropout"]
+
+    @custom_vmap
+    def rbg_bits(key_data):
+        return lax.rng_bit_generator(key_data, shape, dtype=jnp.uint32)[1]
+
+    @rbg_bits.def_vmap
+    def _(axis_size, in_batched, key_data):
+        return jnp.stack([rbg_bits(key_data[i]) for i in range(axis_size)]), True
+
+    def threefry(k, i):
+        return jax.random.bernoulli(jax.random.fold_in(jax.random.wrap_key_data(k), i), keep, shape)
+
+    def rbg(k, i):
+        return jax.random.bernoulli(jax.random.fold_in(jax.random.wrap_key_data(k, impl="rbg"), i), keep, shape)
+
+    def rbg_per_model(k, i):
+        key = jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(k, impl="rbg"), i))
+        return rbg_bits(key) < jnp.uint32(round(keep * 2**32))
+
+    keys = {"threefry": jax.random.key_data(jax.random.split(jax.random.key(0), n_models)),
+            "rbg": jax.random.key_data(jax.random.split(jax.random.key(0, impl="rbg"), n_models))}
+    variants = {"threefry": (threefry, keys["threefry"]), "rbg_vmapped": (rbg, keys["rbg"]),
+                "rbg_per_model": (rbg_per_model, keys["rbg"])}
+    out = {}
+    for name, (f, k) in variants.items():
+        stacked = jax.jit(jax.vmap(f, in_axes=(0, None)))
+        run = jax.jit(lambda k: lax.fori_loop(0, steps, lambda i, acc: acc + jax.vmap(f, in_axes=(0, None))(k, i).sum(), 0))
+        jax.block_until_ready(run(k))
+        best = min(_seconds(lambda: run(k)) for _ in range(repeats))
+        own = bool(np.array_equal(np.asarray(stacked(k, 7))[3], np.asarray(jax.jit(f)(k[3], 7))))
+        out[name] = {"ms_per_step": best / steps * 1e3, "own_stream": own}
+    return out
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - t0
+
+
 def summarize(runs, flops, peak, folds, subjects) -> dict:
     """Per method and run: seconds per model-epoch, GFLOP/s and the share of the matmul peak;
     ``best_warm`` is the warm run of least wall time."""
@@ -535,6 +594,7 @@ def main(argv=None):
     bandwidth = memory_bandwidth_gbs(2**28 if args.fast else 2**30)
     print(f"matmul peak {peak['gflops']:.0f} GFLOP/s, bandwidth {bandwidth['gbs']:.1f} GB/s", file=sys.stderr)
     layout = matmul_layout(cases["paper"][0]["n_features"], repeats=args.repeats + 2)
+    prng = dropout_bits(repeats=args.repeats + 2)
     results, ratios, checks = {}, {}, {}
     for case, (size, epochs, methods, patience) in cases.items():
         # Fixed epochs (patience = epochs: no model stops) unless the case is about stopping.
@@ -570,6 +630,7 @@ def main(argv=None):
         "matmul_peak": peak, "memory_bandwidth": bandwidth, "hyperparameters": HP, "r_tolerance": R_TOLERANCE,
         "checks": checks, "results": results, "peak_rss_mb": peak_rss_mb(), "fast": args.fast, "gpu": extra.gpu,
         "device": str(jax.devices()[0]), "torch_threads": _TORCH, "matmul_layout": layout,
+        "dropout_bits": prng,
     }
     name = "train_gpu" if extra.gpu else ("train_fast" if args.fast else "train")
     write_results(name, payload, ratios=ratios, out=args.out)
