@@ -2,6 +2,14 @@
 
     nohup nice -n 10 python benchmarks/fullsize.py > /tmp/fullsize.log 2>&1 &   # ~30-40 min, 2 cores
     python benchmarks/fullsize.py --fast     # 4000 voxels, 12 stories at 0.3 length: ~2 min
+    python benchmarks/fullsize.py --stage features   # only stage 2, merged into the JSON
+
+With ``--stage features`` only the feature stage runs (no responses are read, so the process
+stays at a few hundred MB): its twin is written with the same stories and stimulus settings
+but 100 voxels and 100 Hz audio under ``--root`` (default /work/fullsize_stimuli/ds003020);
+the planted features depend on neither field. Its time and memory replace the recorded
+``stages.features`` of the JSON, every other stage's record is kept, and
+``rerun.features`` says when it ran, under what load, and what the stage recorded before.
 
 The synthetic twin (one subject, UTS01, 90,000 voxels, the first 80 training stories at their
 real lengths plus the test story with 10 repeats, 16 kHz audio; about 22 GB of float64 hf5)
@@ -36,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS_DIR, write_results
+from common import RESULTS_DIR, machine_info, write_results
 
 GIB = 2**30
 LIMIT_GB = 24.0
@@ -82,21 +90,128 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--pca-iter", type=int, default=2, help="randomized PCA power iterations")
     parser.add_argument("--max-epochs", type=int, default=20, help="cap on MLP training epochs")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument("--stage", choices=("all", "features"), default="all",
+                        help="run every stage, or only the feature stage (merged into the JSON)")
     return parser.parse_args()
+
+
+FULL_STORIES = dict(subjects=("UTS01",), n_repeats=(10,), n_train_stories=80)
+
+
+def feature_stage(stories, test, truth, respdict):
+    """Stage 2: the planted oracle features aligned, delayed and stacked, audio then semantic.
+
+    Returns
+    -------
+    X : ndarray of shape (n_train_trs, n_features), float32
+    groups : ndarray of shape (n_train_trs,)
+    slices : dict of str to slice
+        Rows of each training story.
+    X_test : ndarray of shape (n_test_trs, n_features), float32
+    """
+    from jaxenc.pipeline import design_matrix, planted_features
+
+    planted = planted_features(truth, stories + [test])
+    parts = [design_matrix(planted[name], respdict, stories) for name in ("audio", "semantic")]
+    tests = [design_matrix(planted[name], respdict, [test])[0] for name in ("audio", "semantic")]
+    X = np.concatenate([p[0] for p in parts], axis=1)
+    return X, parts[0][1], parts[0][2], np.concatenate(tests, axis=1)
+
+
+def reference_check(truth, stories, X, slices):
+    """Largest difference of the design's delay-1 audio columns from a float64 numpy
+    formulation (dense Lanczos weights, trim, z-score), on the shortest and longest story."""
+    from jaxenc import conventions as c
+
+    lengths = {s: slices[s].stop - slices[s].start for s in stories}
+    out = {}
+    for story in (min(lengths, key=lengths.get), max(lengths, key=lengths.get)):
+        stimulus = truth.stimulus(story)
+        centres = c.TR * np.arange(truth.respdict[story] - c.PAD) - c.SOUND_START + c.TR / 2
+        t = (centres[:, None] - stimulus.audio_times[None, :]) / c.TR
+        weights = np.where(np.abs(t) > c.LANCZOS_WINDOW, 0.0,
+                           np.sinc(t) * np.sinc(t / c.LANCZOS_WINDOW))
+        rows = (weights @ stimulus.audio)[c.TRIM_START:-c.TRIM_END]
+        expected = (rows - rows.mean(0)) / rows.std(0)
+        got = X[slices[story], : stimulus.audio.shape[1]]  # delay 1: row t holds TR t - 1
+        out[story] = {"rows": int(lengths[story]), "audio_samples": len(stimulus.audio_times),
+                      "max_abs_diff": float(np.abs(got[1:] - expected[:-1]).max())}
+    return out
+
+
+def rerun_features(args):
+    """Only the feature stage, on a twin with the full run's stories; merged into the JSON."""
+    import datetime
+    import os
+
+    import jax
+
+    from jaxenc import conventions
+    from jaxenc.synthetic import SyntheticConfig, write_synthetic
+    from jaxenc.synthetic.words import CONTROL_RATE
+
+    config = SyntheticConfig.full(n_voxels=(100,), audio_rate=CONTROL_RATE, **FULL_STORIES)
+    root = args.root or Path("/work/fullsize_stimuli/ds003020")
+    t0 = time.perf_counter()
+    truth = write_synthetic(root, config, progress=False)
+    write_s = time.perf_counter() - t0
+    out = args.out or RESULTS_DIR / "fullsize.json"
+    doc = json.loads(out.read_text())
+    stories = sorted(config.subject_stories("UTS01"))
+    load_start = os.getloadavg()
+    stages = Stages(out.with_suffix(".features.partial.json"))
+    rss_before = proc_status()["VmRSS"]
+    compiles = []
+
+    def count(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    X, _, slices, X_test = stages.run("features", lambda: feature_stage(
+        stories, conventions.TEST_STORY, truth, truth.respdict))
+    jax.monitoring.unregister_event_duration_listener(count)
+    check = reference_check(truth, stories, X, slices)
+    shape = {"n_train_trs": int(X.shape[0]), "n_test_trs": int(X_test.shape[0]),
+             "n_features": int(X.shape[1])}
+    expected = {k: doc["dataset"][k] for k in shape}
+    if shape != expected:
+        raise SystemExit(f"the re-run's design {shape} is not the recorded run's {expected}")
+    previous = doc["stages"]["features"]
+    doc["stages"]["features"] = stages.records["features"]
+    doc.setdefault("rerun", {})["features"] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": machine_info().get("git_commit"),
+        "load_average": {"start": load_start, "end": os.getloadavg()},
+        "rss_gb_before_stage": round(rss_before, 3),
+        "xla_compilations": {"count": len(compiles), "seconds": round(sum(compiles), 2),
+                             "stories_aligned": 2 * (len(stories) + 1)},
+        "previous": previous,
+        "design": shape,
+        "reference_check": check,
+        "root": str(root), "write_s": round(write_s, 1),
+        "note": ("only the feature stage re-ran, in its own process (no response matrix "
+                 "resident, so rss/peak are the stage's own, not on top of 9.3 GB); the other "
+                 "stages' records are those of the full run"),
+    }
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    stages.partial.unlink(missing_ok=True)
+    print(json.dumps(doc["rerun"]["features"], indent=2))
 
 
 def main():
     args = parse()
-    from jaxenc.data.synth_response import VoxelClass
-    from jaxenc.data.synthetic import SyntheticConfig, write_synthetic
+    if args.stage == "features":
+        rerun_features(args)
+        return
+    from jaxenc.synthetic import SyntheticConfig, VoxelClass, write_synthetic
 
     if args.fast:
         config = SyntheticConfig.demo(subjects=("UTS01",), n_voxels=(4000,), n_repeats=(10,),
                                       audio_rate=16000)
         root = args.root or Path("/tmp/fullsize_fast/ds003020")
     else:
-        config = SyntheticConfig.full(subjects=("UTS01",), n_voxels=(90000,), n_repeats=(10,),
-                                      audio_rate=16000, n_train_stories=80)
+        config = SyntheticConfig.full(n_voxels=(90000,), audio_rate=16000, **FULL_STORIES)
         root = args.root or Path("/work/fullsize/ds003020")
     stages = Stages(args.out or RESULTS_DIR / "fullsize.json")
     t0 = time.perf_counter()
@@ -112,7 +227,6 @@ def main():
     from jaxenc.decomp import PCA
     from jaxenc.models import RidgeCV
     from jaxenc.models.nonlinear import MLP
-    from jaxenc.pipeline import design_matrix, planted_features
     from jaxenc.stream import (chunked_voxel_scores, fit_chunk_predictor, pca_chunk_predictor,
                                stack_story_rows, story_views)
     from jaxenc.train import SubjectData, TrainConfig, fit_encoders, summarize
@@ -127,14 +241,9 @@ def main():
         functools.partial(ds.responses, subject), stories, rows, n_voxels, subject=subject))
     views = story_views(Y, slices)
 
-    def features():
-        planted = planted_features(truth, stories + [test])
-        parts = [design_matrix(planted[name], ds.respdict, stories) for name in ("audio", "semantic")]
-        tests = [design_matrix(planted[name], ds.respdict, [test])[0] for name in ("audio", "semantic")]
-        assert parts[0][2] == slices, "design rows and response rows disagree"
-        return np.concatenate([p[0] for p in parts], axis=1), parts[0][1], np.concatenate(tests, axis=1)
-
-    X, groups, X_test = stages.run("features", features)
+    X, groups, design_slices, X_test = stages.run(
+        "features", lambda: feature_stage(stories, test, truth, ds.respdict))
+    assert design_slices == slices, "design rows and response rows disagree"
 
     def pca_stage():
         pca = PCA(512, method="randomized", n_iter=args.pca_iter).fit([views[s] for s in stories])

@@ -590,7 +590,7 @@ def main(argv=None):
                  "early_stopping": (dict(n_subjects=3, n_stories=12, trs=150, n_features=512, n_voxels=2000,
                                          noise=8.0), 100, all_methods[:4] + ("fold_parallel_no_repack",), 3)}
     n_components = 64 if args.fast else HP["n_components"]
-    peak = matmul_peak_gflops()
+    peak = {"gflops": matmul_peak_gflops(), "n": 2048}
     bandwidth = memory_bandwidth_gbs(2**28 if args.fast else 2**30)
     print(f"matmul peak {peak['gflops']:.0f} GFLOP/s, bandwidth {bandwidth['gbs']:.1f} GB/s", file=sys.stderr)
     layout = matmul_layout(cases["paper"][0]["n_features"], repeats=args.repeats + 2)

@@ -78,12 +78,24 @@ def _print_summary(exp) -> None:
     grouped: dict = {}
     for row in rows:
         grouped.setdefault((row["features"], row["model"], row["target"]), []).append(row)
-    print(f"{'features':<22}{'model':<12}{'target':<8}{'mean r':>8}{'cc_norm':>9}{'sig. voxels':>13}")
+    print(f"{'features':<22}{'model':<12}{'target':<8}{'mean r':>8}{'r2 %':>7}{'r2_cod %':>10}{'cc_norm':>9}"
+          f"{'sig. voxels':>13}")
     for (features, model, target), group in grouped.items():
         r = np.mean([g["mean_r"] for g in group])
+        r2 = 100 * np.mean([g["mean_r2"] for g in group])
+        cod = 100 * np.mean([g["mean_r2_cod"] for g in group])
         cc = np.nanmean([g["mean_cc_norm"] for g in group])
         sig = np.mean([g["n_significant"] for g in group])
-        print(f"{features:<22}{model:<12}{target:<8}{r:>8.3f}{cc:>9.3f}{sig:>13.0f}")
+        print(f"{features:<22}{model:<12}{target:<8}{r:>8.3f}{r2:>7.2f}{cod:>10.2f}{cc:>9.3f}{sig:>13.0f}")
+    print("r2: the paper's mean of r·|r| over voxels; r2_cod: coefficient of determination")
+    step = results.nonlinearity
+    if step:
+        means = {}
+        for row in step["rows"]:
+            if row["voxels"] == "interaction":
+                means.setdefault(row["model"], []).append(row["mean_r"])
+        print(f"nonlinearity step ({step['folder']}/, planted features), mean r on interaction voxels: "
+              + ", ".join(f"{model} {np.mean(v):.3f}" for model, v in means.items()))
     checks = [(subject, name, c) for subject, cs in results.planted.items() for name, c in cs.items()]
     if checks:
         failed = [f"{s}:{n} {c['value']:.2f} (margin {c['margin']:.2f})" for s, n, c in checks if not c["passed"]]
@@ -94,7 +106,7 @@ def _print_summary(exp) -> None:
 
 
 def _synth(args) -> int:
-    from jaxenc.data import synthetic
+    from jaxenc import synthetic
 
     argv = [str(args.root), "--preset", args.preset, "--seed", str(args.seed)]
     return synthetic.main(argv) or 0
@@ -123,9 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the synthetic twin of ds003020 (3 subjects x 2000 voxels) into OUT/data, "
         "extract Whisper and LLaMA features with jaxenc's small embedded (random-init) default "
         "models, fit ridge, MLLinear, MLP and DIMLP encoders on audio, semantic and audio+semantic "
-        "features for every subject and fold, score them on the held-out test story, run the "
-        "variance partition and voxel clustering, check the planted structure and write "
-        "OUT/report.html and OUT/report.md. A few minutes on 2 CPU cores.",
+        "features for every subject and fold, score them on the held-out test story (r, the "
+        "paper's r2 = r·|r|, the coefficient of determination, cc_norm, significance), run the "
+        "variance partition and voxel clustering, fit the nonlinearity step (a reshaped twin "
+        "where the MLP must beat MLLinear on the planted audio x semantic products), check the "
+        "planted structure and write OUT/report.html and OUT/report.md. A few minutes on 2 CPU "
+        "cores.",
     )
     _add_common(demo, config=False)
     demo.add_argument("--config", default=None,
@@ -145,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fit": "fit every encoder of the table and the sweeps; store test-story predictions "
                "(skips fits already stored with the same settings; nonlinear fits resume from "
                "their checkpoints)",
-        "evaluate": "score every stored prediction on the test story (r, r2, cc_norm, permutation "
-                    "significance), run the analyses, write OUT/metrics.json and OUT/scores/",
+        "evaluate": "score every stored prediction on the test story (r, r2 = r·|r|, r2_cod, cc_norm, "
+                    "permutation significance), run the analyses, write OUT/metrics.json and OUT/scores/",
         "report": "write OUT/report.html and OUT/report.md from the saved scores",
     }
     for name, text in stages.items():

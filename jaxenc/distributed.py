@@ -49,13 +49,16 @@ axis along a mesh axis, every device creating and training only its own models::
 
 Per-model inputs are placed with :func:`jax.make_array_from_callback` (each process builds only
 the slots of its own devices) and parameters are initialised inside :func:`jax.shard_map`;
-early-stopping flags and the final parameters are gathered with
-``jax.experimental.multihost_utils.process_allgather``, so every process returns the same fit.
+early-stopping flags and the final parameters are gathered with :func:`to_host`, so every
+process returns the same fit.
 
 (On SLURM or Cloud TPU, ``jax.distributed.initialize()`` finds these arguments itself.)
 Results come back as global ``jax.Array`` objects; ``np.asarray`` on one needs every shard to
-be addressable, which holds on one host only (use ``jax.experimental.multihost_utils``
-otherwise).
+be addressable, which holds on one host only: :func:`to_host` (and
+:meth:`~jaxenc.decomp.sharded.ShardedPCAState.gather`, which uses it) gathers them across
+processes, as a collective that every process calls. ``python -m jaxenc.multihost`` runs all
+of the above on every process of a job and checks that the results equal one process's
+(see :mod:`jaxenc.multihost`); the test suite runs it as 2 processes x 4 CPU devices.
 """
 
 from __future__ import annotations
@@ -69,7 +72,15 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from jaxenc.errors import ConfigError
 
-__all__ = ["make_mesh", "axis_size", "padded_size", "shard_columns", "shard_rows", "replicate"]
+__all__ = ["make_mesh", "axis_size", "padded_size", "shard_columns", "shard_rows", "replicate",
+           "to_host", "PATIENT_CPU_COLLECTIVES"]
+
+# XLA_FLAGS for CPU devices that share a machine's cores (host devices of one process, or
+# several processes on one machine): on a loaded machine a device can wait in a collective far
+# longer than XLA's default limits, which abort the process; an hour lets the caller's own
+# timeout decide. Only read when the backend starts.
+PATIENT_CPU_COLLECTIVES = ("--xla_cpu_collective_call_terminate_timeout_seconds=3600 "
+                           "--xla_cpu_collective_timeout_seconds=3600")
 
 
 def make_mesh(axis_names: Sequence[str] = ("data",), shape: Sequence[int] | None = None, *,
@@ -205,3 +216,29 @@ def replicate(A, mesh: Mesh, *, dtype=np.float32) -> jax.Array:
     """
     A = np.asarray(A)
     return _place(A, mesh, P(), A.shape, dtype)
+
+
+def to_host(a) -> np.ndarray:
+    """A (possibly sharded) array as one numpy array on this host, from every process's shards.
+
+    On one host this is ``np.asarray``. An array with shards on devices of other processes is
+    read from a local copy when it is replicated, and otherwise gathered with
+    ``jax.experimental.multihost_utils.process_allgather``: a collective, so every process
+    must call ``to_host`` on the same arrays in the same order.
+
+    Parameters
+    ----------
+    a : jax.Array or array_like
+        Any shape and dtype (typed PRNG keys excepted: pass ``jax.random.key_data(a)``).
+
+    Returns
+    -------
+    ndarray of the shape and dtype of ``a``
+    """
+    if not isinstance(a, jax.Array) or a.is_fully_addressable:
+        return np.asarray(a)
+    if a.is_fully_replicated:
+        return np.asarray(a.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))

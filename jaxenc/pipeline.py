@@ -18,16 +18,8 @@ from jaxenc import conventions
 from jaxenc.align import stack_responses, stack_stories, story_features
 from jaxenc.decomp import PCA
 from jaxenc.errors import ConfigError
-from jaxenc.metrics import (
-    best_model,
-    cc_max,
-    cc_norm,
-    fdr_bh,
-    pearson_r,
-    permutation_test,
-    r2_score,
-    variance_partition,
-)
+from jaxenc.metrics import best_model, cc_max, drop_first_rows, score_repeats, variance_partition
+from jaxenc.metrics.scores import CC_MAX_FLOOR
 from jaxenc.models import BandedRidgeCV, RidgeCV
 
 __all__ = [
@@ -50,8 +42,8 @@ def planted_features(truth, stories: Sequence[str]) -> dict[str, dict]:
 
     Parameters
     ----------
-    truth : jaxenc.data.synthetic.SyntheticTruth
-        From :func:`jaxenc.data.synthetic.load_truth`.
+    truth : jaxenc.synthetic.SyntheticTruth
+        From :func:`jaxenc.synthetic.load_truth`.
     stories : sequence of str
         Stories to load (training stories and the test story).
 
@@ -121,7 +113,8 @@ def design_matrix(
     return np.asarray(X, np.float32), np.asarray(groups), slices
 
 
-def training_responses(dataset, subject: str, stories: Sequence[str], slices) -> np.ndarray:
+def training_responses(dataset, subject: str, stories: Sequence[str], slices,
+                       drop: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Stack a subject's responses to ``stories``, checked row by row against the design.
 
     Parameters
@@ -131,12 +124,19 @@ def training_responses(dataset, subject: str, stories: Sequence[str], slices) ->
     stories : sequence of str
     slices : dict of str to slice
         Rows of each story in the design matrix (from :func:`design_matrix`).
+    drop : (int, int)
+        Rows of each story's response file dropped at its start and end, for a design trimmed
+        beyond the protocol's ``[10:-5]`` by as many rows.
 
     Returns
     -------
     ndarray of shape (n_rows, n_voxels), float32
     """
-    responses = {story: dataset.responses(subject, story) for story in stories}
+    start, end = drop
+    responses = {}
+    for story in stories:
+        rows = dataset.responses(subject, story)
+        responses[story] = rows[start:rows.shape[0] - end]
     Y, _ = stack_responses(responses, stories, feature_rows=slices)
     return np.asarray(Y, np.float32)
 
@@ -145,11 +145,15 @@ def training_responses(dataset, subject: str, stories: Sequence[str], slices) ->
 class TestScores:
     """Per-voxel scores of one model's prediction of the test story.
 
+    All on the rows kept after the test-story trim (see :mod:`jaxenc.metrics.scores`).
+
     Attributes
     ----------
     r : ndarray of shape (n_voxels,)
         Pearson correlation with the mean of the test repeats.
     r2 : ndarray of shape (n_voxels,)
+        The paper's r², ``r * |r|``.
+    r2_cod : ndarray of shape (n_voxels,)
         Coefficient of determination against the mean of the repeats.
     cc_norm : ndarray of shape (n_voxels,)
         ``r / cc_max`` (Schoppe et al. 2016), cc_max floored at ``floor``.
@@ -161,15 +165,17 @@ class TestScores:
 
     r: np.ndarray
     r2: np.ndarray
+    r2_cod: np.ndarray
     cc_norm: np.ndarray
     p: np.ndarray
     significant: np.ndarray
 
     def summary(self) -> dict:
-        """Mean r, r2 and cc_norm over all voxels and the count of significant voxels."""
+        """Mean r, r2, r2_cod and cc_norm over all voxels and the count of significant voxels."""
         return {
             "mean_r": float(np.nanmean(self.r)),
             "mean_r2": float(np.nanmean(self.r2)),
+            "mean_r2_cod": float(np.nanmean(self.r2_cod)),
             "mean_cc_norm": float(np.nanmean(self.cc_norm)),
             "n_significant": int(self.significant.sum()),
             "n_voxels": int(self.r.size),
@@ -180,7 +186,8 @@ def score_test_story(
     prediction,
     repeats,
     *,
-    floor: float = 0.25,
+    trim: int | None = None,
+    floor: float = CC_MAX_FLOOR,
     n_permutations: int = 500,
     block_size: int = 10,
     alpha: float = 0.05,
@@ -188,13 +195,19 @@ def score_test_story(
 ) -> TestScores:
     """Score a prediction of the test story against its repeated presentations.
 
+    :func:`jaxenc.metrics.score_repeats`, wrapped in :class:`TestScores`.
+
     Parameters
     ----------
     prediction : array of shape (n_trs, n_voxels)
     repeats : array of shape (n_repeats, n_trs, n_voxels)
         z-scored responses to each presentation; the target is their mean.
+    trim : int, optional
+        Rows dropped from the start of the prediction and of every repeat; None: the reference
+        protocol's 40 of 291 rows, the same share of a shorter story
+        (:func:`jaxenc.metrics.protocol_trim`).
     floor : float
-        Lower bound on cc_max in cc_norm (0.25 is the field's usual choice).
+        Lower bound on cc_max in cc_norm (the paper's 0.25).
     n_permutations, block_size, seed
         Block permutation test (blocks of ``block_size`` TRs).
     alpha : float
@@ -204,19 +217,9 @@ def score_test_story(
     -------
     TestScores
     """
-    repeats = np.asarray(repeats, np.float32)
-    target = repeats.mean(axis=0)
-    prediction = np.asarray(prediction, np.float32)
-    p = permutation_test(target, prediction, n_permutations=n_permutations,
-                         block_size=block_size, seed=seed)
-    significant, _ = fdr_bh(p, alpha=alpha)
-    return TestScores(
-        r=np.asarray(pearson_r(target, prediction)),
-        r2=np.asarray(r2_score(target, prediction)),
-        cc_norm=np.asarray(cc_norm(prediction, repeats, floor=floor)),
-        p=np.asarray(p),
-        significant=np.asarray(significant),
-    )
+    return TestScores(**score_repeats(prediction, repeats, trim=trim, floor=floor,
+                                      n_permutations=n_permutations, block_size=block_size,
+                                      alpha=alpha, seed=seed))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,13 +236,14 @@ class LinearBaseline:
     best_alphas : dict of str to ndarray
         Chosen penalty per target (voxel or component) and feature set.
     cc_max : ndarray of shape (n_voxels,)
-        Noise ceiling of each voxel from the test repeats (NaN where undefined).
+        Noise ceiling of each voxel from the test repeats on the rows scored (NaN where
+        undefined).
     partition : jaxenc.metrics.VariancePartition
-        Audio (a) versus semantic (b) partition of the test-story r2, classified on voxels
-        significant for the joint model.
+        Audio (a) versus semantic (b) partition of the test-story r2 (the paper's r·|r|),
+        classified on voxels significant for the joint model.
     best_model : ndarray of shape (n_voxels,), int
-        Index into ``("audio", "semantic", "audio+semantic")`` of the best r2 per significant
-        voxel, -1 elsewhere.
+        Index into ``("audio", "semantic", "audio+semantic")`` of the best r2 (r·|r|) per
+        significant voxel, -1 elsewhere.
     """
 
     subject: str
@@ -280,6 +284,7 @@ def fit_linear_baseline(
     cv: int = 5,
     n_iter: int = 20,
     n_permutations: int = 500,
+    trim: int | None = None,
     seed: int = 0,
 ) -> LinearBaseline:
     """Fit audio, semantic and audio+semantic ridge models of one subject; score the test story.
@@ -309,6 +314,8 @@ def fit_linear_baseline(
         Random band-weight candidates of the banded model.
     n_permutations : int
         Block permutations for the significance of each voxel.
+    trim : int, optional
+        Test-story rows dropped before scoring (see :func:`score_test_story`).
     seed : int
 
     Returns
@@ -352,7 +359,7 @@ def fit_linear_baseline(
         prediction = model.predict(X_test)
         if pca is not None:
             prediction = pca.inverse_transform(prediction)
-        scores[name] = score_test_story(prediction, repeats, n_permutations=n_permutations,
+        scores[name] = score_test_story(prediction, repeats, trim=trim, n_permutations=n_permutations,
                                         seed=seed)
         best_alphas[name] = np.asarray(model.best_alphas_)
 
@@ -366,7 +373,7 @@ def fit_linear_baseline(
         target=target,
         scores=scores,
         best_alphas=best_alphas,
-        cc_max=np.asarray(cc_max(repeats)),
+        cc_max=np.asarray(cc_max(drop_first_rows(repeats, trim, axis=1, what="test repeats"))),
         partition=partition,
         best_model=np.asarray(best),
     )

@@ -30,7 +30,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxenc.distributed import padded_size
 from jaxenc.errors import AlignmentError, ConfigError, DataError
-from jaxenc.metrics import cc_norm, pearson_r, r2_score
+from jaxenc.metrics import VOXEL_SCORES, voxel_scores
+from jaxenc.metrics.scores import CC_MAX_FLOOR
 
 __all__ = [
     "stack_story_rows",
@@ -172,9 +173,10 @@ def story_views(Y: np.ndarray, slices: Mapping[str, slice]) -> dict[str, np.ndar
 
 
 def chunked_voxel_scores(predict_chunk: Callable[[int, int], object], target, repeats=None, *,
-                         chunk: int = 8192, floor: float | None = None,
+                         chunk: int = 8192, trim: int | None = None,
+                         floor: float | None = CC_MAX_FLOOR,
                          subject: str | None = None) -> dict[str, np.ndarray]:
-    """Per-voxel r, R^2 and (with repeats) cc_norm, computed chunk of voxels by chunk.
+    """Per-voxel scores of :func:`jaxenc.metrics.voxel_scores`, computed chunk of voxels by chunk.
 
     Every score is a per-voxel statistic, so chunking changes nothing but memory: at most
     ``chunk`` voxels of predictions, targets and repeats are in memory at once.
@@ -190,16 +192,19 @@ def chunked_voxel_scores(predict_chunk: Callable[[int, int], object], target, re
         Every repeat of the test story; adds ``cc_norm``.
     chunk : int
         Voxels per chunk.
+    trim : int, optional
+        Rows dropped from the start of predictions, target and repeats; None: the protocol's
+        share (:func:`jaxenc.metrics.protocol_trim`); 0: none.
     floor : float, optional
-        Lower bound on the noise ceiling in ``cc_norm``.
+        Lower bound on the noise ceiling in ``cc_norm`` (the paper's 0.25); None: no floor.
     subject : str, optional
         Named in errors.
 
     Returns
     -------
     dict of str to ndarray of shape (n_voxels,)
-        ``r``, ``r2`` and, with repeats, ``cc_norm``; as :func:`jaxenc.metrics.pearson_r`,
-        :func:`~jaxenc.metrics.r2_score` and :func:`~jaxenc.metrics.cc_norm` on the whole.
+        ``r``, ``r2`` (r·|r|), ``r2_cod`` and, with repeats, ``cc_norm``; equal to
+        :func:`jaxenc.metrics.voxel_scores` on the whole.
 
     Raises
     ------
@@ -212,7 +217,7 @@ def chunked_voxel_scores(predict_chunk: Callable[[int, int], object], target, re
     if repeats is not None and tuple(np.shape(repeats)[1:]) != (n_trs, n_voxels):
         raise AlignmentError(f"repeats have shape {np.shape(repeats)}, expected (n_repeats, {n_trs}, "
                              f"{n_voxels}) to match the target", subject=subject)
-    names = ("r", "r2") + (("cc_norm",) if repeats is not None else ())
+    names = [name for name in VOXEL_SCORES if repeats is not None or name != "cc_norm"]
     out = {name: np.empty(n_voxels, np.float32) for name in names}
     for c0 in range(0, n_voxels, chunk):
         c1 = min(c0 + chunk, n_voxels)
@@ -220,12 +225,9 @@ def chunked_voxel_scores(predict_chunk: Callable[[int, int], object], target, re
         if pred.shape != (n_trs, c1 - c0):
             raise AlignmentError(f"predictions of voxels {c0}:{c1} have shape {pred.shape}, expected "
                                  f"({n_trs}, {c1 - c0})", subject=subject)
-        y = np.asarray(target[:, c0:c1], np.float32)
-        out["r"][c0:c1] = np.asarray(pearson_r(y, pred))
-        out["r2"][c0:c1] = np.asarray(r2_score(y, pred))
-        if repeats is not None:
-            rep = np.asarray(repeats[:, :, c0:c1], np.float32)
-            out["cc_norm"][c0:c1] = np.asarray(cc_norm(pred, rep, floor=floor))
+        rep = None if repeats is None else repeats[:, :, c0:c1]
+        for name, values in voxel_scores(target[:, c0:c1], pred, rep, trim=trim, floor=floor).items():
+            out[name][c0:c1] = values
     return out
 
 

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jaxenc.distributed import PATIENT_CPU_COLLECTIVES
+
 N_DEVICES = 8
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,11 +36,9 @@ def run_sharded(path: str, function: str, timeout: float = 120.0) -> None:
     AssertionError
         The child exited non-zero; its output is in the message.
     """
-    # On a loaded 2-core machine, 8 host devices can wait on each other in a collective longer
-    # than XLA's default limit, which aborts the child; the test's own timeout bounds the run.
-    flags = (f"--xla_force_host_platform_device_count={N_DEVICES} "
-             "--xla_cpu_collective_call_terminate_timeout_seconds=3600 "
-             "--xla_cpu_collective_timeout_seconds=3600")
+    # Patient collectives: on a loaded machine 8 host devices wait long on each other; the
+    # test's own timeout bounds the run.
+    flags = f"--xla_force_host_platform_device_count={N_DEVICES} {PATIENT_CPU_COLLECTIVES}"
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     code = ("import runpy, jax; "
             f"assert jax.device_count() == {N_DEVICES}, jax.devices(); "

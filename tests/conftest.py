@@ -14,9 +14,9 @@ def planted_twin(tmp_path_factory):
 
     Returns
     -------
-    tuple of (Path, jaxenc.data.synthetic.SyntheticTruth)
+    tuple of (Path, jaxenc.synthetic.SyntheticTruth)
     """
-    from jaxenc.data.synthetic import SyntheticConfig, write_synthetic
+    from jaxenc.synthetic import SyntheticConfig, write_synthetic
 
     root = tmp_path_factory.mktemp("planted_twin")
     config = SyntheticConfig.tiny(n_train_stories=6, fewer_stories=(), min_respdict=110)

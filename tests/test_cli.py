@@ -15,7 +15,8 @@ SUBCOMMANDS = ("demo", "run", "extract", "fit", "evaluate", "report", "synth")
 QUICK = ["--quiet", "--set", "data.preset=tiny", "--set", "audio.source=planted",
          "--set", "semantic.source=planted", "--set", 'table.models=["ridge"]',
          "--set", "ridge.folds=2", "--set", "ridge.band_candidates=2",
-         "--set", "evaluate.permutations=100", "--set", "analyses.cluster_k=3"]
+         "--set", "evaluate.permutations=100", "--set", "analyses.cluster_k=3",
+         "--set", "nonlinearity.run=false"]
 
 
 def test_every_subcommand_explains_its_options(capsys):
@@ -38,6 +39,7 @@ def test_stages_one_by_one_then_resumed(tmp_path, capsys):
         assert cli.main(argv) == 0, stage
     printed = capsys.readouterr().out
     assert "audio+semantic        ridge       voxels" in printed
+    assert "r2 %  r2_cod %" in printed and "r2: the paper's mean of r·|r| over voxels" in printed
     assert "planted checks:" in printed
     metrics = json.loads((out / "metrics.json").read_text().replace("NaN", "null"))
     assert metrics["config"]["name"] == "quick"

@@ -7,9 +7,9 @@ import pytest
 
 from jaxenc import pipeline
 from jaxenc.data import LeBelDataset
-from jaxenc.data.synthetic import VoxelClass
+from jaxenc.synthetic import VoxelClass
 from jaxenc.errors import AlignmentError, ConfigError
-from jaxenc.metrics import UNIQUE_A, UNIQUE_B
+from jaxenc.metrics import UNIQUE_A, UNIQUE_B, cc_max, protocol_trim, variance_partition
 
 SUBJECT = "UTS01"
 JOINT = pipeline.LinearBaseline.FEATURE_SETS.index("audio+semantic")
@@ -84,6 +84,22 @@ def test_summary_reports_every_model(baseline):
     assert sum(shares.values()) == pytest.approx(1.0)
     joint = summary["models"]["audio+semantic"]
     assert joint["mean_r"] > max(summary["models"][m]["mean_r"] for m in ("audio", "semantic"))
+
+
+def test_scores_partition_and_ceiling_use_the_papers_definitions(baseline):
+    """r2 is r·|r| (the partition and the best model compare it), r2_cod the coefficient of
+    determination, and the noise ceiling is that of the rows scored (the protocol's trim)."""
+    dataset, _, result = baseline
+    for scores in result.scores.values():
+        np.testing.assert_allclose(scores.r2, scores.r * np.abs(scores.r), rtol=1e-6)
+        assert np.mean(scores.r2_cod) != pytest.approx(np.mean(scores.r2), abs=1e-3)
+    part = variance_partition(*(result.scores[n].r2 for n in pipeline.LinearBaseline.FEATURE_SETS),
+                              significant=result.scores["audio+semantic"].significant)
+    np.testing.assert_array_equal(np.asarray(result.partition.best_part), np.asarray(part.best_part))
+    repeats = dataset.test_repeats(SUBJECT)
+    trim = protocol_trim(repeats.shape[1])
+    assert 0 < trim < repeats.shape[1] // 4  # the protocol's 40 of 291 rows, scaled to this twin
+    np.testing.assert_allclose(result.cc_max, np.asarray(cc_max(repeats[:, trim:])), rtol=1e-6)
 
 
 def test_pca_target_scores_in_voxel_space(planted_twin):

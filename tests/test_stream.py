@@ -100,19 +100,22 @@ def test_sharded_stacks_equal_concatenate():
     run_sharded(__file__, "_check_sharded_stacks", timeout=120)
 
 
-def _reference_scores(y, pred, repeats):
-    """Per-voxel Pearson r, R^2 and Schoppe et al. (2016) cc_norm, from their definitions."""
+def _reference_scores(y, pred, repeats, trim):
+    """Per-voxel Pearson r, the paper's r2 = r·|r|, the coefficient of determination and
+    Schoppe et al. (2016) cc_norm (cc_max floored at 0.25), from their definitions, on the rows
+    left after dropping the first ``trim``."""
+    y, pred, repeats = y[trim:], pred[trim:], repeats[:, trim:]
     n_vox = y.shape[1]
     r = np.array([np.corrcoef(y[:, v], pred[:, v])[0, 1] for v in range(n_vox)])
-    r2 = 1 - ((y - pred) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+    cod = 1 - ((y - pred) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
     n = repeats.shape[0]
     each = repeats.var(1)  # [repeat, voxel]
     tp = each.mean(0)
     sp = (repeats.sum(0).var(0) - each.sum(0)) / (n * (n - 1))
     mean = repeats.mean(0)
-    cc_max = 1 / np.sqrt(1 + (1 / n) * (tp / sp - 1))
+    cc_max = np.fmax(1 / np.sqrt(1 + (1 / n) * (tp / sp - 1)), 0.25)
     r_mean = np.array([np.corrcoef(mean[:, v], pred[:, v])[0, 1] for v in range(n_vox)])
-    return r, r2, r_mean / cc_max
+    return {"r": r, "r2": r * np.abs(r), "r2_cod": cod, "cc_norm": r_mean / cc_max}
 
 
 def test_chunked_scores_equal_whole_matrix_formulas():
@@ -129,13 +132,13 @@ def test_chunked_scores_equal_whole_matrix_formulas():
         calls.append((c0, c1))
         return pred[:, c0:c1]
 
-    got = chunked_voxel_scores(predict_chunk, y, repeats, chunk=7)
+    got = chunked_voxel_scores(predict_chunk, y, repeats, chunk=7, trim=4)
     assert calls == [(0, 7), (7, 14), (14, 21), (21, 28), (28, 30)]
-    r, r2, ccn = _reference_scores(y, pred, repeats)
-    assert_allclose(got["r"], r, atol=1e-5)
-    assert_allclose(got["r2"], r2, atol=1e-5)
-    assert_allclose(got["cc_norm"], ccn, atol=1e-4)
-    assert set(chunked_voxel_scores(predict_chunk, y, chunk=64)) == {"r", "r2"}
+    ref = _reference_scores(y, pred, repeats, 4)
+    for name in ("r", "r2", "r2_cod"):
+        assert_allclose(got[name], ref[name], atol=1e-5, err_msg=name)
+    assert_allclose(got["cc_norm"], ref["cc_norm"], atol=1e-4)
+    assert set(chunked_voxel_scores(predict_chunk, y, chunk=64)) == {"r", "r2", "r2_cod"}
     with pytest.raises(AlignmentError, match="voxels 0:7"):
         chunked_voxel_scores(lambda c0, c1: pred[:, :3], y, chunk=7)
     with pytest.raises(AlignmentError, match="repeats"):
@@ -183,5 +186,5 @@ def test_training_on_streamed_views_equals_separate_arrays():
     y_test = np.tanh(x_test["S"]) @ w + 0.3 * rng.standard_normal((20, 25))
     whole = evaluate(memory, x_test, {"S": y_test})["S"]
     chunked = chunked_voxel_scores(fit_chunk_predictor(streamed, x_test, "S"), y_test, chunk=8)
-    assert_allclose(chunked["r"], whole["r"], atol=1e-5)
-    assert_allclose(chunked["r2"], whole["r2"], atol=1e-5)
+    for name in ("r", "r2", "r2_cod"):
+        assert_allclose(chunked[name], whole[name], atol=1e-5, err_msg=name)

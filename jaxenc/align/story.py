@@ -6,6 +6,11 @@ are ``TR * i - SOUND_START + TR / 2`` seconds from sound onset; features are Lan
 to those centres, rows ``[TRIM_START : -TRIM_END]`` are kept (``n_acquired - 20`` rows, the
 row count of the story's response file) and z-scored per story. Every default can be
 overridden, e.g. for another dataset or the synthetic twin.
+
+:func:`story_features` runs the downsampling, trimming and z-scoring of a story as one compiled
+program on bucket-padded shapes (:func:`~jaxenc.align.lanczos.bucket_length`), the kept rows
+masked, so stories of different lengths reuse a few programs; :func:`stack_stories` delays all
+stories in one program over the stacked rows.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from jaxenc.align import lanczos
+from jaxenc.align._arrays import is_concrete, on_device
 from jaxenc.align.delays import make_delayed
-from jaxenc.align.lanczos import lanczos_interp
 from jaxenc.conventions import (
     DELAYS,
     LANCZOS_WINDOW,
@@ -65,14 +71,18 @@ def tr_times(n_acquired, tr=TR, sound_start=SOUND_START, pad=PAD, *, story=None)
     AlignmentError
         If ``n_acquired - pad`` is not positive.
     """
+    return on_device(_tr_grid(n_acquired, tr, sound_start, pad, story), jnp.result_type(float))
+
+
+def _tr_grid(n_acquired, tr, sound_start, pad, story) -> np.ndarray:
+    """:func:`tr_times` as a float64 host array."""
     n = operator.index(n_acquired) - operator.index(pad)
     if n <= 0:
         raise AlignmentError(
             f"n_acquired = {n_acquired} leaves no TRs after removing pad = {pad}", story=story
         )
     # Built in float64 and cast once, so float32 grids carry no accumulated rounding.
-    times = tr * np.arange(n, dtype=np.float64) - sound_start + tr / 2
-    return jnp.asarray(times, jnp.result_type(float))
+    return tr * np.arange(n, dtype=np.float64) - sound_start + tr / 2
 
 
 def trim(x, start=TRIM_START, end=TRIM_END, *, story=None):
@@ -100,8 +110,13 @@ def trim(x, start=TRIM_START, end=TRIM_END, *, story=None):
         If ``start`` or ``end`` is negative or no rows would remain.
     """
     x = jnp.asarray(x)
+    start, stop = _kept_rows(x.shape[0] if x.ndim else 0, start, end, story)
+    return x[start:stop]
+
+
+def _kept_rows(n, start, end, story) -> tuple[int, int]:
+    """``(start, n - end)``, the rows :func:`trim` keeps of ``n``, after checking them."""
     start, end = operator.index(start), operator.index(end)
-    n = x.shape[0] if x.ndim else 0
     if start < 0 or end < 0:
         raise AlignmentError(
             f"trim counts must be >= 0, found start={start}, end={end}", story=story
@@ -112,7 +127,7 @@ def trim(x, start=TRIM_START, end=TRIM_END, *, story=None):
             f"{start + end} rows",
             story=story,
         )
-    return x[start : n - end]
+    return start, n - end
 
 
 def zscore(x, axis=0, ddof=0):
@@ -151,15 +166,31 @@ def zscore(x, axis=0, ddof=0):
     return _zscore(x, axis=axis, ddof=ddof)
 
 
-@partial(jax.jit, static_argnames=("axis", "ddof"))
-def _zscore(x, *, axis, ddof):
-    centred = x - x.mean(axis=axis, keepdims=True)
-    std = jnp.sqrt((centred**2).sum(axis=axis, keepdims=True) / (x.shape[axis] - ddof))
+def _standardize(x, axis, ddof, kept=None):
+    """The z-score of ``x`` along ``axis`` over the entries where ``kept`` (all if None)."""
+    if kept is None:
+        n = x.shape[axis]
+
+        def inside(a, _):
+            return a
+
+    else:
+        n = kept.sum(axis=axis, keepdims=True)
+
+        def inside(a, fill):
+            return jnp.where(kept, a, fill)
+
+    centred = x - inside(x, 0).sum(axis=axis, keepdims=True) / n
+    std = jnp.sqrt(inside(centred**2, 0).sum(axis=axis, keepdims=True) / (n - ddof))
     # An exact test: a constant column's computed mean can differ from its value by rounding,
     # which would leave a tiny std and turn rounding noise into unit-variance garbage.
-    constant = x.max(axis=axis, keepdims=True) == x.min(axis=axis, keepdims=True)
+    high = inside(x, -jnp.inf).max(axis=axis, keepdims=True)
+    constant = high == inside(x, jnp.inf).min(axis=axis, keepdims=True)
     safe_std = jnp.where(constant, jnp.ones_like(std), std)
     return jnp.where(constant, jnp.zeros_like(centred), centred / safe_std)
+
+
+_zscore = jax.jit(_standardize, static_argnames=("axis", "ddof"))
 
 
 def story_features(
@@ -220,21 +251,48 @@ def story_features(
         On invalid times or values (see ``lanczos_interp``), when the grid is too short to
         trim, or when the row count differs from ``expected_rows``.
     """
-    values = jnp.asarray(values)
+    grid = _tr_grid(n_acquired, tr, sound_start, pad, story)
+    traced = not is_concrete(values, times)
+    values = jnp.asarray(values) if traced else np.asarray(values)
     if values.ndim == 1:
         values = values[:, None]
-    grid = tr_times(n_acquired, tr, sound_start, pad, story=story)
-    on_grid = lanczos_interp(
-        values, times, grid, window, cutoff_mult, chunk_size=chunk_size, story=story
-    )
-    out = trim(on_grid, trim_start, trim_end, story=story)
-    if expected_rows is not None and out.shape[0] != expected_rows:
+    if traced:
+        on_grid = lanczos.lanczos_interp(values, times, on_device(grid, jnp.result_type(float)),
+                                         window, cutoff_mult, chunk_size=chunk_size)
+        out = trim(on_grid, trim_start, trim_end, story=story)
+        _check_rows(out.shape[0], expected_rows, n_acquired, story)
+        return zscore(out) if standardize else out
+    dtype = jnp.result_type(values, times, jnp.result_type(float))
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(float)
+    values, times, grid = (np.asarray(a, dtype) for a in (values, times, grid))
+    lanczos.validate(values, times, grid, story)
+    start, stop = _kept_rows(grid.shape[0], trim_start, trim_end, story)
+    _check_rows(stop - start, expected_rows, n_acquired, story)
+    args, static = lanczos.padded_inputs(values, times, grid, window, cutoff_mult, chunk_size)
+    out = _story_rows(*args, np.int32(start), np.int32(stop), standardize=standardize, **static)
+    return on_device(np.asarray(out)[start:stop])
+
+
+def _check_rows(n_rows, expected_rows, n_acquired, story):
+    if expected_rows is not None and n_rows != expected_rows:
         raise AlignmentError(
-            f"features have {out.shape[0]} rows after trimming (n_acquired = {n_acquired}), "
+            f"features have {n_rows} rows after trimming (n_acquired = {n_acquired}), "
             f"expected {expected_rows}",
             story=story,
         )
-    return zscore(out) if standardize else out
+
+
+@partial(jax.jit, static_argnames=("standardize", "window", "chunk_size"))
+def _story_rows(data, old_times, new_times, cutoff, start, stop, *, standardize, window,
+                chunk_size):
+    """One story on its padded TR grid: downsampled, then z-scored over rows [start, stop)."""
+    on_grid = lanczos.rows(data, old_times, new_times, cutoff, window=window,
+                           chunk_size=chunk_size)
+    if not standardize:
+        return on_grid
+    row = jnp.arange(on_grid.shape[0])[:, None]
+    return _standardize(on_grid, 0, 0, kept=(row >= start) & (row < stop))
 
 
 def _check_stories(stories) -> tuple[str, ...]:
@@ -262,7 +320,7 @@ def _get(mapping: Mapping, story, what):
 def _per_story(mapping, stories, what):
     arrays = []
     for story in stories:
-        array = jnp.asarray(_get(mapping, story, what))
+        array = on_device(_get(mapping, story, what))
         if array.ndim != 2 or array.shape[0] == 0:
             raise AlignmentError(
                 f"{what} must be 2-D (n_trs > 0, n_columns), found shape {array.shape}",
@@ -279,7 +337,7 @@ def _per_story(mapping, stories, what):
 
 
 def _groups(rows):
-    return jnp.asarray(np.repeat(np.arange(len(rows), dtype=np.int32), rows))
+    return on_device(np.repeat(np.arange(len(rows), dtype=np.int32), rows))
 
 
 def stack_stories(features: Mapping, stories: Sequence[str], delays=DELAYS, boundary="story"):
@@ -324,13 +382,12 @@ def stack_stories(features: Mapping, stories: Sequence[str], delays=DELAYS, boun
     stories = _check_stories(stories)
     arrays = _per_story(features, stories, "features")
     rows = [a.shape[0] for a in arrays]
-    if boundary == "story":
-        x = jnp.concatenate([make_delayed(a, delays) for a in arrays], axis=0)
-    else:
-        x = make_delayed(jnp.concatenate(arrays, axis=0), delays)
+    groups = _groups(rows)
+    stacked = jnp.concatenate(arrays, axis=0)
+    x = make_delayed(stacked, delays, groups if boundary == "story" else None)
     stops = np.cumsum(rows)
     slices = {s: slice(int(stop - n), int(stop)) for s, n, stop in zip(stories, rows, stops)}
-    return x, _groups(rows), slices
+    return x, groups, slices
 
 
 def stack_responses(responses: Mapping, stories: Sequence[str], *, feature_rows=None):

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxenc.errors import AlignmentError, ConfigError
-from jaxenc.metrics import cc_norm, fdr_bh, pearson_r, permutation_test, r2_score
+from jaxenc.metrics import VOXEL_SCORES, score_repeats
+from jaxenc.metrics.scores import CC_MAX_FLOOR
 from jaxenc.models import RidgeCV
 from jaxenc.train import EncoderFit, SubjectData, TrainConfig, evaluate, fit_encoders
 
@@ -27,7 +28,8 @@ def score_prediction(
     prediction,
     repeats,
     *,
-    floor: float = 0.25,
+    trim: int | None = None,
+    floor: float = CC_MAX_FLOOR,
     n_permutations: int = 200,
     block_size: int = 10,
     alpha: float = 0.05,
@@ -35,15 +37,20 @@ def score_prediction(
 ) -> dict[str, np.ndarray]:
     """Per-voxel test-story scores of one prediction against the repeated presentations.
 
-    The same scores as :func:`jaxenc.pipeline.score_test_story`: Pearson r and r2 against
-    the mean of the repeats, ``cc_norm`` with the noise ceiling floored at ``floor``, the
-    block-permutation p-value of r and Benjamini-Hochberg significance over all voxels.
+    :func:`jaxenc.metrics.score_repeats`, the scores of :func:`jaxenc.pipeline.score_test_story`:
+    Pearson r, the paper's r2 (r·|r|) and the coefficient of determination r2_cod against the
+    mean of the repeats, ``cc_norm`` with the noise ceiling floored at ``floor``, the
+    block-permutation p-value of r and Benjamini-Hochberg significance over all voxels, on
+    the rows kept after the test-story trim.
 
     Parameters
     ----------
     prediction : array of shape (n_trs, n_voxels)
     repeats : array of shape (n_repeats, n_trs, n_voxels)
         Responses to each presentation of the test story.
+    trim : int, optional
+        Rows dropped from the start of the prediction and every repeat; None: the protocol's
+        share (:func:`jaxenc.metrics.protocol_trim`).
     floor : float
         Lower bound on cc_max in cc_norm.
     n_permutations, block_size, seed
@@ -54,21 +61,11 @@ def score_prediction(
     Returns
     -------
     dict
-        ``r``, ``r2``, ``cc_norm``, ``p`` (float arrays) and ``significant`` (bool), each of
-        shape (n_voxels,).
+        ``r``, ``r2``, ``r2_cod``, ``cc_norm``, ``p`` (float arrays) and ``significant``
+        (bool), each of shape (n_voxels,).
     """
-    repeats = np.asarray(repeats, np.float32)
-    target = repeats.mean(axis=0)
-    prediction = np.asarray(prediction, np.float32)
-    p = permutation_test(target, prediction, n_permutations=n_permutations,
-                         block_size=block_size, seed=seed)
-    return {
-        "r": np.asarray(pearson_r(target, prediction)),
-        "r2": np.asarray(r2_score(target, prediction)),
-        "cc_norm": np.asarray(cc_norm(prediction, repeats, floor=floor)),
-        "p": np.asarray(p),
-        "significant": np.asarray(fdr_bh(p, alpha=alpha)[0]),
-    }
+    return score_repeats(prediction, repeats, trim=trim, floor=floor, n_permutations=n_permutations,
+                         block_size=block_size, alpha=alpha, seed=seed)
 
 
 def _summary_row(label, scores: Mapping[str, np.ndarray]) -> dict:
@@ -76,6 +73,7 @@ def _summary_row(label, scores: Mapping[str, np.ndarray]) -> dict:
         "label": label,
         "mean_r": float(np.nanmean(scores["r"])),
         "mean_r2": float(np.nanmean(scores["r2"])),
+        "mean_r2_cod": float(np.nanmean(scores["r2_cod"])),
         "mean_cc_norm": float(np.nanmean(scores["cc_norm"])),
         "n_significant": int(np.sum(scores["significant"])),
     }
@@ -93,7 +91,8 @@ def ridge_sweep(
     n_permutations: int = 200,
     seed: int = 0,
     pca=None,
-    floor: float = 0.25,
+    trim: int | None = None,
+    floor: float = CC_MAX_FLOOR,
     block_size: int = 10,
     fdr_alpha: float = 0.05,
     ridge_options: Mapping | None = None,
@@ -129,6 +128,8 @@ def ridge_sweep(
         Seed of the permutations.
     pca : jaxenc.decomp.PCA, optional
         Fitted PCA whose ``inverse_transform`` maps predicted scores back to voxels.
+    trim : int, optional
+        Test-story rows dropped before scoring (see :func:`score_prediction`).
     floor : float
         Lower bound on the noise ceiling in ``cc_norm``.
     block_size : int
@@ -143,8 +144,8 @@ def ridge_sweep(
     -------
     list of dict
         One row per label, in the order of ``designs``: ``label``, ``n_features``,
-        ``mean_r``, ``mean_r2``, ``mean_cc_norm``, ``n_significant``, and the per-voxel
-        arrays ``r``, ``r2``, ``cc_norm``, ``p``, ``significant`` (n_voxels,),
+        ``mean_r``, ``mean_r2``, ``mean_r2_cod``, ``mean_cc_norm``, ``n_significant``, and the
+        per-voxel arrays ``r``, ``r2``, ``r2_cod``, ``cc_norm``, ``p``, ``significant`` (n_voxels,),
         ``best_alphas`` (n_targets,) and the test-story ``prediction`` (n_test, n_voxels), e.g.
         as the profiles of :func:`jaxenc.analysis.best_model_clusters`.
 
@@ -196,7 +197,7 @@ def ridge_sweep(
                 f"test repeats have {n_voxels}"
                 + ("" if pca is not None else "; pass the PCA if Y holds scores")
             )
-        scores = score_prediction(prediction, test_repeats, floor=floor, n_permutations=n_permutations,
+        scores = score_prediction(prediction, test_repeats, trim=trim, floor=floor, n_permutations=n_permutations,
                                   block_size=block_size, alpha=fdr_alpha, seed=seed)
         rows.append({**_summary_row(label, scores), "n_features": int(np.shape(X)[1]), **scores,
                      "best_alphas": np.asarray(model.best_alphas_),
@@ -237,7 +238,8 @@ def encoder_sweep(
     test_repeats: Mapping[str, np.ndarray] | None = None,
     grid: Sequence[Mapping[str, float]] | None = None,
     progress: bool = False,
-    floor: float | None = 0.25,
+    trim: int | None = None,
+    floor: float | None = CC_MAX_FLOOR,
     top_k: int = 1000,
     checkpoint_dir: str | Path | None = None,
     mesh=None,
@@ -273,6 +275,8 @@ def encoder_sweep(
         with its best point on validation.
     progress : bool
         Progress bars of the training runs.
+    trim : int, optional
+        Test-story rows dropped before scoring (see :func:`jaxenc.train.evaluate`).
     floor : float, optional
         Lower bound on the noise ceiling in ``cc_norm`` (0.25, as :func:`ridge_sweep`).
     top_k : int
@@ -291,9 +295,10 @@ def encoder_sweep(
         One fit per feature width; its model keys name pseudo-subjects.
     rows : list of dict
         One per (label, subject), labels in the order of ``data_by_label``: ``label``,
-        ``subject``, ``n_features``, ``mean_r``, ``mean_r2`` (and ``mean_cc_norm`` with
-        repeats), the per-voxel arrays ``r``, ``r2`` (and ``cc_norm``), each (n_voxels,),
-        and ``summary`` (:func:`jaxenc.train.summarize` of each score).
+        ``subject``, ``n_features``, ``mean_r``, ``mean_r2``, ``mean_r2_cod`` (and
+        ``mean_cc_norm`` with repeats), the per-voxel arrays ``r``, ``r2``, ``r2_cod`` (and
+        ``cc_norm``), each (n_voxels,), and ``summary`` (:func:`jaxenc.train.summarize` of
+        each score).
 
     Raises
     ------
@@ -346,13 +351,14 @@ def encoder_sweep(
         repeats = None if test_repeats is None else {
             name: test_repeats[names[name][1]] for name in data if names[name][1] in test_repeats
         }
-        scored.update(evaluate(fit, features, responses, repeats=repeats, floor=floor, top_k=top_k))
+        scored.update(evaluate(fit, features, responses, repeats=repeats, trim=trim, floor=floor,
+                               top_k=top_k))
 
     rows = []
     for label, by_subject in data_by_label.items():
         for subject in by_subject:
             result = scored[pseudo_subject(label, subject)]
-            metrics = [m for m in ("r", "r2", "cc_norm") if m in result]
+            metrics = [m for m in VOXEL_SCORES if m in result]
             row = {"label": label, "subject": subject, "n_features": width_of[label]}
             row.update({f"mean_{m}": result["summary"][m]["mean"] for m in metrics})
             row.update({m: result[m] for m in metrics})

@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxenc.errors import CheckpointError
 
 __all__ = [
     "resolve_checkpoint", "read_hf_config", "checkpoint_shards", "tensor_names", "iter_tensor_names", "Shard",
+    "stored_dtype", "resolve_dtype",
 ]
 
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -31,6 +33,8 @@ _DTYPE_NAMES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
     "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
 }
+# Float dtypes a checkpoint may store its weights in; "auto" computes in bfloat16 for the 16-bit ones.
+_HALF_DTYPES = ("float16", "bfloat16")
 # A Hub id is "name" or "owner/name"; anything else that does not exist is a wrong local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -244,3 +248,44 @@ def iter_tensor_names(
         absent = sorted(set(weight_map) - set(seen))
         if absent:
             raise CheckpointError(f"key {absent[0]!r} is listed but not stored in its shard", path=source)
+
+
+def stored_dtype(directory: Path) -> str:
+    """The float dtype holding most parameter elements of a checkpoint, from the file headers.
+
+    Parameters
+    ----------
+    directory : Path
+        A checkpoint directory (see :func:`checkpoint_shards`).
+
+    Returns
+    -------
+    str
+        ``"float32"``, ``"float16"``, ``"bfloat16"`` (or ``"float64"``).
+
+    Raises
+    ------
+    CheckpointError
+        No float tensor, or unreadable files.
+    """
+    shards, source, weight_map = checkpoint_shards(directory)
+    elements: dict[str, int] = {}
+    for shard, name in iter_tensor_names(shards, source, weight_map):
+        shape, dtype = shard.info(name)
+        if dtype.startswith(("float", "bfloat")):
+            elements[dtype] = elements.get(dtype, 0) + int(np.prod(shape))
+    if not elements:
+        raise CheckpointError("no float tensor found", path=source)
+    return max(elements, key=elements.get)
+
+
+def resolve_dtype(dtype, directory: Path):
+    """A loader's compute dtype: ``dtype`` itself (a name such as ``"bfloat16"`` or a dtype), or
+    for ``"auto"`` the checkpoint's choice.
+
+    ``"auto"`` is bfloat16 for checkpoints stored in 16 bits (float16 or bfloat16; bfloat16 keeps
+    float32's range, so float16 weights never overflow in it) and float32 otherwise.
+    """
+    if isinstance(dtype, str) and dtype == "auto":
+        return jnp.bfloat16 if stored_dtype(directory) in _HALF_DTYPES else jnp.float32
+    return jnp.dtype(dtype) if isinstance(dtype, str) else dtype

@@ -11,16 +11,18 @@ a non-float dtype.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jaxenc.ckpt.files import Shard, iter_tensor_names
 from jaxenc.errors import CheckpointError
 
-__all__ = ["Target", "LINEAR", "CONV1D", "IDENTITY", "load_into"]
+__all__ = ["Target", "LINEAR", "CONV1D", "IDENTITY", "load_into", "placement"]
 
 # Layout changes from torch to flax, as permutations of the torch axes.
 # nn.Linear stores (out, in); flax's kernel is (in, out).
@@ -31,6 +33,35 @@ CONV1D = (2, 1, 0)
 IDENTITY = None
 
 _LOADABLE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def placement(model: nnx.Module, mesh, axis: str, fsdp: bool | None):
+    """The ``sharding`` argument of :func:`load_into` for a model loaded onto a mesh.
+
+    Parameters
+    ----------
+    model : nnx.Module
+        The abstract (``nnx.eval_shape``) model, for its parameter bytes.
+    mesh : jax.sharding.Mesh or None
+        None: the default device (returns None).
+    axis : str
+        Mesh axis of the data-parallel batch.
+    fsdp : bool or None
+        Shard the weights over ``axis``; None: only when they do not fit half of one device
+        (see :mod:`jaxenc.nn.sharding`).
+
+    Returns
+    -------
+    callable or None
+        ``shape -> NamedSharding``.
+    """
+    if mesh is None:
+        return None
+    from jaxenc.nn.sharding import fits_one_device, module_bytes, parameter_sharding
+
+    if fsdp is None:
+        fsdp = not fits_one_device(module_bytes(model), mesh)
+    return lambda shape: parameter_sharding(shape, mesh, axis, fsdp=fsdp)
 
 
 @dataclass(frozen=True)
@@ -60,10 +91,13 @@ def load_into(
     ignore: tuple[re.Pattern, ...],
     skip: frozenset[str],
     param_dtype,
+    sharding: Callable[[tuple[int, ...]], jax.sharding.Sharding] | None = None,
 ) -> None:
     """Fill the abstract parameters of ``model`` in place from checkpoint tensors.
 
-    Each tensor is read, permuted, cast to ``param_dtype`` and placed before the next is read.
+    Each tensor is read, permuted, cast to ``param_dtype`` and placed before the next is read,
+    so host memory holds one tensor at a time and, with ``sharding``, no device ever holds more
+    of a sharded parameter than its own shard (plus, briefly, the tensor being placed).
 
     Parameters
     ----------
@@ -82,6 +116,9 @@ def load_into(
         ``max_layer``): never read, and not required to be present.
     param_dtype : jnp.dtype
         Dtype the parameters are stored in.
+    sharding : callable, optional
+        ``sharding(shape) -> jax.sharding.Sharding`` of a parameter of that (flax) shape; the
+        default device when omitted.
 
     Raises
     ------
@@ -115,6 +152,8 @@ def load_into(
         value = jnp.asarray(shard.read(full_name), dtype=param_dtype)
         if target.permutation is not None:
             value = jnp.transpose(value, target.permutation)
+        if sharding is not None:
+            value = jax.device_put(value, sharding(value.shape))
         param.set_value(value)
         loaded.add(name)
     missing = sorted(set(key_map) - skip - loaded)

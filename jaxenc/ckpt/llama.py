@@ -7,8 +7,8 @@ import re
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxenc.ckpt.files import checkpoint_shards, read_hf_config, resolve_checkpoint, tensor_names
-from jaxenc.ckpt.keymap import IDENTITY, LINEAR, Target, load_into
+from jaxenc.ckpt.files import checkpoint_shards, read_hf_config, resolve_checkpoint, resolve_dtype, tensor_names
+from jaxenc.ckpt.keymap import IDENTITY, LINEAR, Target, load_into, placement
 from jaxenc.errors import CheckpointError, ConfigError
 from jaxenc.nn.llama import LlamaConfig, LlamaModel
 
@@ -63,6 +63,9 @@ def load_llama(
     revision: str | None = None,
     max_layer: int | None = None,
     download: bool = False,
+    mesh=None,
+    axis: str = "data",
+    fsdp: bool | None = None,
 ) -> tuple[LlamaModel, LlamaConfig]:
     """Load a LLaMA-family (``model_type="llama"``) Hugging Face checkpoint.
 
@@ -73,10 +76,11 @@ def load_llama(
         safetensors index, or ``pytorch_model.bin`` and its index), or a Hub id such as
         ``"huggyllama/llama-7b"``. ``LlamaForCausalLM`` checkpoints (``lm_head`` is ignored)
         and bare ``LlamaModel`` ones are accepted.
-    dtype : jnp.dtype
-        Compute dtype of the returned model.
+    dtype : jnp.dtype or "auto"
+        Compute dtype of the returned model; ``"auto"``: bfloat16 for a checkpoint stored in
+        float16 or bfloat16 (LLaMA-7B's), float32 otherwise.
     param_dtype : jnp.dtype, optional
-        Parameter dtype; ``dtype`` when omitted. Tensors stored in float32, float16 or
+        Parameter dtype; the compute dtype when omitted. Tensors stored in float32, float16 or
         bfloat16 are cast to it.
     revision : str, optional
         Hub revision (Hub ids only).
@@ -85,6 +89,14 @@ def load_llama(
         tensors of later layers and of the final norm are never read.
     download : bool
         Whether a Hub id absent from the local cache may be downloaded (default: cache only).
+    mesh : jax.sharding.Mesh, optional
+        Place the parameters on this mesh as they are read (see :mod:`jaxenc.nn.sharding`):
+        replicated, or split along ``axis`` when ``fsdp``.
+    axis : str
+        Mesh axis of the data-parallel batch.
+    fsdp : bool, optional
+        Shard the weights over ``axis``; default: only when they take more than half of one
+        device's memory.
 
     Returns
     -------
@@ -117,6 +129,7 @@ def load_llama(
             "no LLaMA model found: expected 'model.embed_tokens.weight' or 'embed_tokens.weight'", path=source)
     key_map = llama_key_map(config)
     unbuilt = tuple(f"layers.{i}." for i in range(max_layer, n)) + (("norm.",) if max_layer < n else ())
+    dtype = resolve_dtype(dtype, directory)
     param_dtype = dtype if param_dtype is None else param_dtype
     model = nnx.eval_shape(lambda: LlamaModel(
         config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0), max_layer=max_layer))
@@ -124,5 +137,6 @@ def load_llama(
         model, key_map, shards, source, weight_map, prefix=prefix,
         ignore=tuple(re.compile(p) for p in ignored),
         skip=frozenset(k for k in key_map if k.startswith(unbuilt)), param_dtype=param_dtype,
+        sharding=placement(model, mesh, axis, fsdp),
     )
     return model, config

@@ -7,8 +7,8 @@ import re
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxenc.ckpt.files import checkpoint_shards, read_hf_config, resolve_checkpoint, tensor_names
-from jaxenc.ckpt.keymap import CONV1D, IDENTITY, LINEAR, Target, load_into
+from jaxenc.ckpt.files import checkpoint_shards, read_hf_config, resolve_checkpoint, resolve_dtype, tensor_names
+from jaxenc.ckpt.keymap import CONV1D, IDENTITY, LINEAR, Target, load_into, placement
 from jaxenc.errors import CheckpointError, ConfigError
 from jaxenc.nn.whisper import WhisperEncoder, WhisperEncoderConfig
 
@@ -62,7 +62,15 @@ def whisper_key_map(config: WhisperEncoderConfig) -> dict[str, Target]:
 
 
 def load_whisper_encoder(
-    path_or_hub_id, *, dtype=jnp.float32, param_dtype=None, revision: str | None = None, download: bool = False
+    path_or_hub_id,
+    *,
+    dtype=jnp.float32,
+    param_dtype=None,
+    revision: str | None = None,
+    download: bool = False,
+    mesh=None,
+    axis: str = "data",
+    fsdp: bool | None = None,
 ) -> tuple[WhisperEncoder, WhisperEncoderConfig]:
     """Load the encoder of a Hugging Face Whisper checkpoint.
 
@@ -73,15 +81,18 @@ def load_whisper_encoder(
         safetensors index, or ``pytorch_model.bin``), or a Hub id such as
         ``"openai/whisper-large"``. Full ``WhisperForConditionalGeneration`` checkpoints,
         ``WhisperModel`` ones and bare encoders are accepted; decoder tensors are never read.
-    dtype : jnp.dtype
-        Compute dtype of the returned model.
+    dtype : jnp.dtype or "auto"
+        Compute dtype of the returned model; ``"auto"``: bfloat16 for a checkpoint stored in
+        float16 or bfloat16, float32 otherwise (OpenAI's Whisper large v1 is float32).
     param_dtype : jnp.dtype, optional
-        Parameter dtype; ``dtype`` when omitted. Tensors stored in float32, float16 or
+        Parameter dtype; the compute dtype when omitted. Tensors stored in float32, float16 or
         bfloat16 are cast to it.
     revision : str, optional
         Hub revision (Hub ids only).
     download : bool
         Whether a Hub id absent from the local cache may be downloaded (default: cache only).
+    mesh, axis, fsdp
+        Place the parameters on a mesh as they are read; see :func:`jaxenc.ckpt.load_llama`.
 
     Returns
     -------
@@ -108,10 +119,12 @@ def load_whisper_encoder(
         raise CheckpointError(
             "no Whisper encoder found: expected 'model.encoder.conv1.weight', 'encoder.conv1.weight' "
             "or 'conv1.weight'", path=source)
+    dtype = resolve_dtype(dtype, directory)
     param_dtype = dtype if param_dtype is None else param_dtype
     model = nnx.eval_shape(lambda: WhisperEncoder(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
     load_into(
         model, whisper_key_map(config), shards, source, weight_map, prefix=prefix,
         ignore=tuple(re.compile(p) for p in ignored), skip=frozenset(), param_dtype=param_dtype,
+        sharding=placement(model, mesh, axis, fsdp),
     )
     return model, config

@@ -9,7 +9,11 @@
 
 The test story's hf5 also holds ``individual_repeats`` (n_repeats, n_trs, n_voxels), whose mean
 is its ``data``. Responses are read lazily, one story at a time, and kept in a bounded LRU
-cache; file shapes are remembered so that validation never reads data twice.
+cache; file shapes are remembered so that validation never reads data twice. Audio and words
+are checked against each other and against respdict (:mod:`jaxenc.data.consistency`).
+
+(Over 450 lines: one class whose cache, remembered shapes and bad-voxel masks are shared by
+every reader method; about half of it is numpydoc.)
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 
 from jaxenc import conventions
 from jaxenc.data.audio import read_wav
+from jaxenc.data.consistency import check_audio_timing, check_word_timing
 from jaxenc.data.textgrid import Intervals, drop_non_speech, read_textgrid, select_tier
 from jaxenc.errors import ConfigError, DataError, DataWarning
 
@@ -114,7 +119,21 @@ class LeBelDataset:
         -------
         list of str
         """
-        return [s for s in self._available(subject) if s != self.test_story]
+        return [s for s in self.hf5_stories(subject) if s != self.test_story]
+
+    def hf5_stories(self, subject: str) -> list[str]:
+        """Sorted stories that have an hf5 file for ``subject``, the test story included.
+
+        Parameters
+        ----------
+        subject : str
+
+        Returns
+        -------
+        list of str
+        """
+        folder = self._subject_dir(subject)
+        return sorted(p.stem for p in folder.glob("*.hf5") if not p.name.startswith("."))
 
     def n_voxels(self, subject: str) -> int:
         """Number of voxels of ``subject``, read from file metadata without reading data.
@@ -128,7 +147,7 @@ class LeBelDataset:
         int
         """
         if subject not in self._voxels:
-            available = self._available(subject)
+            available = self.hf5_stories(subject)
             if not available:
                 raise DataError(
                     "no hf5 files: cannot tell the number of voxels",
@@ -232,7 +251,7 @@ class LeBelDataset:
         """
         for story in self.stories(subject):
             self.responses(subject, story)
-        if self.test_story in self._available(subject):
+        if self.test_story in self.hf5_stories(subject):
             self.test_response(subject)
             self.test_repeats(subject)
         return self.bad_voxels(subject)
@@ -280,10 +299,21 @@ class LeBelDataset:
         -------
         Intervals
             Times in seconds from sound onset; use ``.midpoints`` as the word times.
+
+        Raises
+        ------
+        DataError
+            Missing or unreadable TextGrid, no word tier, a story absent from respdict, or a
+            last word that ends past the story's TR grid
+            (:func:`jaxenc.data.consistency.check_word_timing`).
         """
-        path = self._textgrid_path(story)
+        path = self.textgrid_path(story)
         tier = select_tier(self._textgrid(story), "word", path=path, story=story)
-        return drop_non_speech(tier, lowercase=True)
+        words = drop_non_speech(tier, lowercase=True)
+        if len(words):
+            check_word_timing(float(words.end.max()), self._acquired(story, path=path),
+                              story=story, path=path)
+        return words
 
     def phones(self, story: str) -> Intervals:
         """Phones of ``story`` (labels as in the file, e.g. ARPAbet), silences dropped.
@@ -297,7 +327,7 @@ class LeBelDataset:
         Intervals
             Times in seconds from sound onset.
         """
-        path = self._textgrid_path(story)
+        path = self.textgrid_path(story)
         tier = select_tier(self._textgrid(story), "phone", path=path, story=story)
         return drop_non_speech(tier, lowercase=False)
 
@@ -317,12 +347,36 @@ class LeBelDataset:
         sample_rate : int
             Rate of ``waveform`` in Hz.
 
+        Raises
+        ------
+        DataError
+            As :func:`~jaxenc.data.audio.read_wav`; also a story absent from respdict, or audio
+            whose duration disagrees with the story's TR grid or its TextGrid's last word
+            (:func:`jaxenc.data.consistency.check_audio_timing`).
+
         See Also
         --------
         jaxenc.data.audio.read_wav : the checks and the resampling.
         """
-        path = self.root / "stimuli" / f"{story}.wav"
-        return read_wav(path, sample_rate=sample_rate, expected_rate=self.audio_rate, story=story)
+        path = self.wav_path(story)
+        acquired = self._acquired(story, path=path)
+        waveform, rate = read_wav(path, sample_rate=sample_rate, expected_rate=self.audio_rate,
+                                  story=story)
+        textgrid = self.textgrid_path(story)
+        # A missing TextGrid is words()'s error to raise; the audio is checked against the rest.
+        words = self.words(story) if textgrid.is_file() else None
+        last_word = float(words.end.max()) if words is not None and len(words) else None
+        check_audio_timing(waveform.shape[0] / rate, acquired, last_word, story=story,
+                           path=path, textgrid=textgrid)
+        return waveform, rate
+
+    def textgrid_path(self, story: str) -> Path:
+        """``derivative/TextGrids/<story>.TextGrid`` (whether or not it exists)."""
+        return self.root / "derivative" / "TextGrids" / f"{story}.TextGrid"
+
+    def wav_path(self, story: str) -> Path:
+        """``stimuli/<story>.wav`` (whether or not it exists)."""
+        return self.root / "stimuli" / f"{story}.wav"
 
     def __repr__(self) -> str:
         parts = [f"{s} ({len(self.stories(s))} stories)" for s in self.subjects]
@@ -342,15 +396,11 @@ class LeBelDataset:
             )
         return self.root / "derivative" / "preprocessed_data" / subject
 
-    def _available(self, subject: str) -> list[str]:
-        folder = self._subject_dir(subject)
-        return sorted(p.stem for p in folder.glob("*.hf5") if not p.name.startswith("."))
-
     def _hf5_path(self, subject: str, story: str) -> Path:
         path = self._subject_dir(subject) / f"{story}.hf5"
         if not path.is_file():
             raise DataError(
-                f"no hf5 file for this story; stories present: {self._available(subject)}",
+                f"no hf5 file for this story; stories present: {self.hf5_stories(subject)}",
                 path=path,
                 subject=subject,
                 story=story,
@@ -526,12 +576,10 @@ class LeBelDataset:
             _, evicted = self._cache.popitem(last=False)
             self._cached_bytes -= evicted.nbytes
 
-    def _textgrid_path(self, story: str) -> Path:
-        return self.root / "derivative" / "TextGrids" / f"{story}.TextGrid"
 
     def _textgrid(self, story: str) -> dict[str, Intervals]:
         if story not in self._textgrids:
-            self._textgrids[story] = read_textgrid(self._textgrid_path(story), story=story)
+            self._textgrids[story] = read_textgrid(self.textgrid_path(story), story=story)
         return self._textgrids[story]
 
 

@@ -41,7 +41,8 @@ from jaxenc.decomp.pca import (
     _flip_signs,
     _top_eigh,
 )
-from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, shard_rows
+from jaxenc.distributed import (axis_size, padded_size, replicate, shard_columns, shard_rows,
+                                to_host)
 from jaxenc.errors import AlignmentError, ConfigError
 
 __all__ = ["ShardedPCAState", "pca_fit_sharded", "pca_transform_sharded", "pca_inverse_sharded"]
@@ -87,15 +88,21 @@ class ShardedPCAState(NamedTuple):
     def gather(self) -> PCAState:
         """The same PCA as a single-device :class:`~jaxenc.decomp.PCAState`, padding dropped.
 
-        Every shard must be addressable by this process (one host).
+        The arrays are gathered with :func:`jaxenc.distributed.to_host`: across processes this
+        is a collective, so every process of a ``jax.distributed`` job must call it.
+
+        Returns
+        -------
+        PCAState
+            On this process's default device.
         """
         p = self.n_voxels
         return PCAState(
-            mean=jnp.asarray(np.asarray(self.mean)[:p]),
-            components=jnp.asarray(np.asarray(self.components)[:, :p]),
-            explained_variance=jnp.asarray(np.asarray(self.explained_variance)),
-            explained_variance_ratio=jnp.asarray(np.asarray(self.explained_variance_ratio)),
-            singular_values=jnp.asarray(np.asarray(self.singular_values)),
+            mean=jnp.asarray(to_host(self.mean)[:p]),
+            components=jnp.asarray(to_host(self.components)[:, :p]),
+            explained_variance=jnp.asarray(to_host(self.explained_variance)),
+            explained_variance_ratio=jnp.asarray(to_host(self.explained_variance_ratio)),
+            singular_values=jnp.asarray(to_host(self.singular_values)),
             n_samples=self.n_samples,
         )
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxenc.errors import ConfigError
 
-__all__ = ["Job", "fit_all", "make_encoder", "job_name"]
+__all__ = ["Job", "fit_all", "make_encoder", "job_name", "train_config"]
 
 _JOINT = "audio+semantic"
 
@@ -72,29 +72,34 @@ def make_encoder(name: str, train, *, n_audio: int | None = None, n_delays: int 
     name : str
         "mllinear", "mlp", "dimlp", "gru" or "deepmlp-N".
     train : TrainSection
-        Hidden size and dropout.
+        Hidden size, dropout, activation and BatchNorm.
     n_audio : int, optional
         Columns of the audio block at the start of an audio+semantic design (DIMLP only).
     n_delays : int
         Delay blocks of the design (GRU only).
     """
+    import jax
+    import jax.numpy as jnp
+
     from jaxenc.models import DIMLP, MLP, DeepMLP, DelayGRU, MLLinear
 
+    layer = {"dropout": train.dropout, "batch_norm": train.batch_norm,
+             "activation": {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu}[train.activation]}
     if name == "mllinear":
         return functools.partial(MLLinear, hidden=train.hidden)
     if name == "mlp":
-        return functools.partial(MLP, hidden=train.hidden, dropout=train.dropout)
+        return functools.partial(MLP, hidden=train.hidden, **layer)
     if name == "gru":
         return functools.partial(DelayGRU, n_delays=n_delays, hidden=train.hidden, dropout=train.dropout)
     if name.startswith("deepmlp-"):
-        return functools.partial(DeepMLP, depth=int(name[8:]), hidden=train.hidden, dropout=train.dropout)
+        return functools.partial(DeepMLP, depth=int(name[8:]), hidden=train.hidden, **layer)
     if name == "dimlp":
         if n_audio is None:
             raise ConfigError("dimlp needs the audio+semantic feature set")
 
         def dimlp(n_features, n_outputs, *, rngs):
-            return DIMLP([(0, n_audio), (n_audio, n_features)], n_outputs, hidden=train.hidden,
-                         dropout=train.dropout, rngs=rngs)
+            return DIMLP([(0, n_audio), (n_audio, n_features)], n_outputs, hidden=train.hidden, rngs=rngs,
+                         **layer)
 
         return dimlp
     raise ConfigError(f"unknown encoder {name!r}")
@@ -123,11 +128,23 @@ class _Designs:
         else:
             features = self.exp.feature_set(source)
         respdict = self.exp.dataset.respdict
-        return {
-            story: story_features(np.asarray(values), np.asarray(times), respdict[story], story=story,
-                                  expected_rows=respdict[story] - conventions.RESPDICT_OFFSET)
-            for story, (times, values) in features.items()
-        }
+        out = {}
+        for story, (times, values) in features.items():
+            start, end = self._trim(story)
+            extra = start - conventions.TRIM_START + end - conventions.TRIM_END
+            out[story] = story_features(np.asarray(values), np.asarray(times), respdict[story], story=story,
+                                        trim_start=start, trim_end=end,
+                                        expected_rows=respdict[story] - conventions.RESPDICT_OFFSET - extra)
+        return out
+
+    def _trim(self, story: str) -> tuple[int, int]:
+        """Rows dropped at the start and end of a story's TR grid (``align.train_trim`` for
+        training stories, the protocol's for the test story)."""
+        from jaxenc import conventions
+
+        if story == self.exp.dataset.test_story:
+            return conventions.TRIM_START, conventions.TRIM_END
+        return tuple(self.exp.config.align.train_trim)
 
     def _stack(self, source: str, stories):
         from jaxenc.align import stack_stories
@@ -160,8 +177,12 @@ class _Designs:
         from jaxenc import pipeline
 
         if subject not in self._responses:
+            from jaxenc import conventions
+
+            start, end = self.exp.config.align.train_trim
             self._responses[subject] = pipeline.training_responses(
-                self.exp.dataset, subject, self.exp.train_stories(subject), self.slices(subject))
+                self.exp.dataset, subject, self.exp.train_stories(subject), self.slices(subject),
+                drop=(start - conventions.TRIM_START, end - conventions.TRIM_END))
         return self._responses[subject]
 
     def pca(self, subject: str, n_components: int):
@@ -171,7 +192,8 @@ class _Designs:
         if subject not in self._pcas:
             Y = self.responses(subject)
             k = min(n_components, Y.shape[0] - 1, Y.shape[1])
-            self._pcas[subject] = PCA(n_components=k).fit(Y)
+            table = self.exp.config.table
+            self._pcas[subject] = PCA(n_components=k, method=table.pca_method, n_iter=table.pca_n_iter).fit(Y)
         return self._pcas[subject]
 
     def job_design(self, job: Job, subject: str):
@@ -196,7 +218,8 @@ def _digest(exp, job: Job) -> str:
         "seed": cfg["seed"],
         "data": cfg["data"],
         "align": cfg["align"],
-        "n_components": cfg["table"]["n_components"] if job.target == "pca" else None,
+        "pca": {k: cfg["table"][k] for k in ("n_components", "pca_method", "pca_n_iter")}
+        if job.target == "pca" else None,
         "fit": cfg["ridge"] if job.model == "ridge" else
         {k: v for k, v in cfg["train"].items() if k != "keep_checkpoints"},
         "features": {s: {k: v for k, v in index[s].items() if k != "keys"} | {
@@ -283,7 +306,7 @@ def _n_components_cap(exp, designs: _Designs, subjects, n_folds: int, wanted: in
 
 
 def _fit_network(exp, designs: _Designs, job: Job, digest: str):
-    from jaxenc.train import SubjectData, TrainConfig, fit_encoders
+    from jaxenc.train import SubjectData, fit_encoders
 
     cfg = exp.config
     t = cfg.train
@@ -309,12 +332,7 @@ def _fit_network(exp, designs: _Designs, job: Job, digest: str):
         n_components = None
         if job.target == "pca":
             n_components = _n_components_cap(exp, designs, subjects, t.folds, cfg.table.n_components)
-        config = TrainConfig(
-            n_folds=t.folds, seed=cfg.seed, n_components=n_components, batch_size=t.batch_size,
-            max_epochs=t.max_epochs, patience=t.patience, learning_rate=t.learning_rate,
-            weight_decay=t.weight_decay, loss=t.loss, epochs_per_call=t.epochs_per_call,
-            checkpoint_every=t.checkpoint_every,
-        )
+        config = train_config(cfg, n_components)
         make_model = make_encoder(job.model, t, n_audio=n_audio, n_delays=len(cfg.align.delays))
         folder = (exp.out / "checkpoints" / f"{job_name(job)}-{'-'.join(subjects)}-{digest}").resolve()
         folders.append(folder)
@@ -327,6 +345,27 @@ def _fit_network(exp, designs: _Designs, job: Job, digest: str):
         info["n_components"] = n_components
         info["n_features"] = int(next(iter(tests.values())).shape[1])
     return predictions, info, folders
+
+
+def train_config(cfg, n_components: int | None):
+    """The :class:`jaxenc.train.TrainConfig` of an experiment config's networks.
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig
+    n_components : int or None
+        PCA components of the targets (None: voxels).
+    """
+    from jaxenc.train import TrainConfig
+
+    t = cfg.train
+    return TrainConfig(
+        n_folds=t.folds, seed=cfg.seed, n_components=n_components, batch_size=t.batch_size,
+        val_batch_size=t.val_batch_size, max_epochs=t.max_epochs, patience=t.patience,
+        min_delta=t.min_delta, learning_rate=t.learning_rate, weight_decay=t.weight_decay, loss=t.loss,
+        epochs_per_call=t.epochs_per_call, checkpoint_every=t.checkpoint_every,
+        pca_method=cfg.table.pca_method, pca_n_iter=cfg.table.pca_n_iter,
+    )
 
 
 def _per_delay_layout(X: np.ndarray, n_audio: int, n_delays: int) -> np.ndarray:

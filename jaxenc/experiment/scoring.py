@@ -1,10 +1,18 @@
 """The evaluate stage: stored predictions -> per-voxel test scores -> analyses -> RunResults.
 
 Every prediction is scored against the test story's repeats with
-:func:`jaxenc.pipeline.score_test_story` (correlation with the repeat mean, r2, cc_norm, block
-permutation p and BH-FDR). On top of the scores: the variance partition audio / semantic /
-joint for every model and target fitted on all three feature sets, the clustering of voxels by
-best-predicting feature set, sweep curves, and on the synthetic twin the planted checks.
+:func:`jaxenc.pipeline.score_test_story` (correlation with the repeat mean, the paper's r2 =
+r·|r|, the coefficient of determination r2_cod, cc_norm, block permutation p and BH-FDR), on
+the rows kept after ``evaluate.test_trim``. On top of the scores: the variance partition audio
+/ semantic / joint for every model and target fitted on all three feature sets, the clustering
+of voxels by best-predicting feature set, sweep curves, and on the synthetic twin the planted
+checks.
+
+The partition, the best model per voxel and the clustering compare feature sets by the
+paper's r2 (r·|r|) per voxel, not by r2_cod: the paper states its variance explained as r·|r|,
+and r·|r| does not depend on the scale or offset of a prediction, which differ between ridge
+and the networks (see the README's note on r2_cod) but say nothing about which features
+explain a voxel.
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ def evaluate_all(exp):
     """Score every stored prediction of ``exp`` and run the analyses; return RunResults."""
     from jaxenc import pipeline
     from jaxenc.experiment.fitting import job_name, table_jobs
-    from jaxenc.metrics import cc_max
+    from jaxenc.metrics import cc_max, drop_first_rows
     from jaxenc.report import ModelScores, RunResults
 
     cfg = exp.config
     ev = cfg.evaluate
     repeats = {s: np.asarray(exp.dataset.test_repeats(s), np.float32) for s in exp.subjects}
+    # The test rows every score is computed on (score_test_story drops the same rows).
+    scored_rows = {s: drop_first_rows(r, ev.test_trim, axis=1, what="test repeats") for s, r in repeats.items()}
     names = [job_name(job) for job in table_jobs(cfg)]
     missing = [n for n in names if exp.load_prediction(n) is None]
     if missing:
@@ -38,21 +48,22 @@ def evaluate_all(exp):
         info = {k: v for k, v in meta.items() if k not in ("features", "model", "target")}
         for subject in exp.subjects:
             s = pipeline.score_test_story(
-                predictions[subject], repeats[subject], floor=ev.floor, n_permutations=ev.permutations,
-                block_size=ev.block_size, alpha=ev.alpha, seed=cfg.seed)
+                predictions[subject], repeats[subject], trim=ev.test_trim, floor=ev.floor,
+                n_permutations=ev.permutations, block_size=ev.block_size, alpha=ev.alpha, seed=cfg.seed)
             scores.append(ModelScores(
                 subject=subject, features=meta["features"], model=meta["model"], target=meta["target"],
-                r=s.r, r2=s.r2, cc_norm=s.cc_norm, p=s.p, significant=s.significant, info=info))
+                r=s.r, r2=s.r2, r2_cod=s.r2_cod, cc_norm=s.cc_norm, p=s.p, significant=s.significant,
+                info=info))
     results = RunResults(
         name=cfg.name,
         config=cfg.to_dict(),
-        cc_max={s: np.asarray(cc_max(repeats[s])) for s in exp.subjects},
+        cc_max={s: np.asarray(cc_max(scored_rows[s])) for s in exp.subjects},
         scores=scores,
     )
     if cfg.analyses.partition:
         results.partition = partition_rows(results)
     if cfg.analyses.clustering:
-        results.clustering = _clustering(exp, results, repeats)
+        results.clustering = _clustering(exp, results, scored_rows)
     results.sweeps = _sweeps(results)
     if exp.truth is not None:
         results.planted = planted_checks(exp, results)
@@ -177,7 +188,7 @@ def _sweeps(results) -> list[dict]:
 def planted_checks(exp, results) -> dict:
     """The planted checks of the synthetic twin, per subject (see
     :class:`jaxenc.experiment.config.PlantedConfig`)."""
-    from jaxenc.data.synthetic import VoxelClass
+    from jaxenc.synthetic import VoxelClass
 
     margins = exp.config.planted
     target = exp.config.table.targets[0]

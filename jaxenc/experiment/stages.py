@@ -10,6 +10,7 @@ Everything a run writes lives under its output folder::
     OUT/checkpoints/           orbax checkpoints of the nonlinear encoders (resume)
     OUT/metrics.json, scores/  per-voxel scores and analyses (jaxenc.report.RunResults)
     OUT/report.html, report.md, figures/
+    OUT/nonlinearity/          the nonlinearity step, a run of its own (jaxenc.experiment.nonlinearity)
 
 Each stage resumes: extraction skips stories already cached, a fit whose prediction file was
 written for the same settings is skipped, a killed nonlinear fit resumes from its checkpoint.
@@ -86,7 +87,7 @@ class Experiment:
             if not root.is_dir():
                 raise DataError("no such dataset folder (data.root)", path=root)
             return root
-        from jaxenc.data.synthetic import write_synthetic
+        from jaxenc.synthetic import write_synthetic
 
         root = self.out / "data"
         changed = f", changed: {', '.join(sorted(cfg.synthetic))}" if cfg.synthetic else ""
@@ -106,7 +107,7 @@ class Experiment:
         """The synthetic twin's planted truth, or None on real data."""
         if self.config.data.root:
             return None
-        from jaxenc.data.synthetic import load_truth
+        from jaxenc.synthetic import load_truth
 
         return load_truth(self.data_root)
 
@@ -186,7 +187,7 @@ class Experiment:
 
         cfg = self.config.audio
         directory = self._model_dir("whisper", cfg.model, {}, "default")
-        module, model_config = load_whisper_encoder(directory)
+        module, model_config = load_whisper_encoder(directory, dtype=cfg.dtype, mesh=self.mesh)
         n_layers = model_config.encoder_layers
         if cfg.layer >= 0:
             layer = cfg.layer
@@ -194,17 +195,14 @@ class Experiment:
             layer = defaults.DEFAULT_WHISPER_LAYER if cfg.model == "default" else n_layers
         _check_layers([layer], n_layers, "audio.layer", cfg.model)
         name = "jaxenc-default-whisper" if cfg.model == "default" else cfg.model
-        self.log(f"audio features: Whisper encoder {name}, layer {layer} of {n_layers}")
-        window = dict(defaults.DEFAULT_WHISPER_WINDOW) if cfg.model == "default" else {"context_s": 16.0, "input_s": 30.0}
-        if cfg.context_s:
-            window["context_s"] = cfg.context_s
-        if cfg.input_s:
-            window["input_s"] = cfg.input_s
+        window = cfg.window()
+        self.log(f"audio features: Whisper encoder {name}, layer {layer} of {n_layers}, "
+                 f"{np.dtype(module.dtype).name}, windows {window}")
         keys = whisper_story_features(
             cache, module, LogMelFrontend.from_pretrained(directory),
             functools.partial(self.dataset.audio, sample_rate=16000), self.stories,
             model=name, revision=checkpoint_revision(directory), layers=[layer],
-            batch_size=cfg.batch_size, progress=self.progress, **window,
+            batch_size=cfg.batch_size, progress=self.progress, mesh=self.mesh, **window,
         )
         return {"kind": "whisper", "model": name, "layer": layer, "window_s": window, "keys": _keys_json(keys)}
 
@@ -223,13 +221,12 @@ class Experiment:
             layer = defaults.DEFAULT_LLAMA_LAYER if model == "default" and not sizes else max(1, round(n_layers * 12 / 32))
         layers = sorted({layer, *extra})
         _check_layers(layers, n_layers, "semantic layers", model)
-        module, _ = load_llama(directory, max_layer=max(layers))
+        module, _ = load_llama(directory, dtype=cfg.dtype, max_layer=max(layers), mesh=self.mesh)
         tokenizer = AutoTokenizer.from_pretrained(directory)
         name = f"jaxenc-default-llama-{label}" if model == "default" else model
-        window = dict(defaults.DEFAULT_LLAMA_WINDOW) if model == "default" else {"context_words": 256}
-        if cfg.context_words:
-            window["context_words"] = cfg.context_words
-        self.log(f"semantic features: {name}, layers {layers} of {n_layers}")
+        window = {"context_words": cfg.context_words, **(defaults.DEFAULT_LLAMA_WINDOW if model == "default" else {})}
+        self.log(f"semantic features: {name}, layers {layers} of {n_layers}, {np.dtype(module.dtype).name}, "
+                 f"context words {cfg.context_words}")
 
         def words(story):
             intervals = self.dataset.words(story)
@@ -238,12 +235,25 @@ class Experiment:
         keys = llama_story_features(
             cache, module, tokenizer, words, self.stories, model=name,
             revision=checkpoint_revision(directory), layers=layers,
-            batch_size=cfg.batch_size, progress=self.progress, **window,
+            batch_size=cfg.batch_size, progress=self.progress, mesh=self.mesh, **window,
         )
         params = sum(int(np.prod(p.shape)) for p in _leaves(module))
         return {"kind": "llama", "model": name, "layer": layer, "layers": layers, "n_params": params,
                 "window": window,
                 "n_layers": n_layers, "keys": _keys_json(keys)}
+
+    @functools.cached_property
+    def mesh(self):
+        """A one-axis ("data") mesh over every local device for extraction, or None on one device."""
+        import jax
+
+        if jax.local_device_count() == 1:
+            return None
+        from jax.sharding import AxisType
+
+        from jaxenc.distributed import make_mesh
+
+        return make_mesh(("data",), devices=jax.local_devices(), axis_types=(AxisType.Auto,))
 
     # -- features as {story: (times, values)} ----------------------------------------------------
     @functools.cached_property
@@ -287,12 +297,19 @@ class Experiment:
         list of str
             The prediction files' names (without suffix) of this run.
         """
-        from jaxenc.experiment import fitting
+        from jaxenc.experiment import fitting, nonlinearity
 
         started = time.perf_counter()
         self.save_config()
         names = fitting.fit_all(self)
         self.timings["fit"] = time.perf_counter() - started
+        step = nonlinearity.step_experiment(self)
+        if step is not None:
+            started = time.perf_counter()
+            self.log(f"nonlinearity step (planted features on a reshaped twin) in {step.out}")
+            step.extract()
+            step.fit()
+            self.timings["nonlinearity"] = time.perf_counter() - started
         return names
 
     # -- evaluate -----------------------------------------------------------------------------
@@ -303,11 +320,18 @@ class Experiment:
         -------
         jaxenc.report.RunResults
         """
-        from jaxenc.experiment import scoring
+        from jaxenc.experiment import nonlinearity, scoring
 
         started = time.perf_counter()
         self.save_config()
         results = scoring.evaluate_all(self)
+        step = nonlinearity.step_experiment(self)
+        if step is not None:
+            step_results = step.evaluate()
+            step.report()
+            results.nonlinearity = nonlinearity.step_summary(step, step_results)
+            for subject, checks in step_results.planted.items():
+                results.planted[nonlinearity.planted_key(subject)] = checks
         self.timings["evaluate"] = time.perf_counter() - started
         results.timings.update(self._merged_timings())
         results.save(self.out)

@@ -7,7 +7,10 @@ onset, i.e. from the first sample of the waveform), for every ``t_k`` up to the 
 audio; a final piece shorter than a stride is not featurised. Window ``k`` holds the audio
 from ``max(0, t_k - context_s - chunk_s)`` to ``t_k``, so early windows are shorter than
 ``context_s + chunk_s``. The feature of window ``k`` is stamped ``t_k`` and depends on no audio
-after ``t_k``: it is causal.
+after ``t_k``: it is causal. The defaults (16 s, 0.1 s, 0.1 s) are the windows of the reference
+code (Antonello et al. 2023, ``extract_speech_features.py``): snippets ending every chunk from
+one chunk on, at most 16.1 s long, each stamped at its end; its ``--stride s`` option is
+``chunk_s = stride_s = s`` with ``context_s = 16.1 - s`` here.
 
 What the encoder sees
 ---------------------
@@ -32,7 +35,9 @@ feature extractor's attention mask (mel frames ``0 .. n - 1`` for ``n`` frames o
 index ``(n + 1) // 2``. Encoder frame ``i`` is centred on mel frame ``2 i``, i.e. at
 ``0.02 i`` s after the window start, so for the default 10 ms-aligned windows (``n`` even) the
 chosen frame is centred exactly on the window's end ``t_k``; its receptive field extends
-about 32 ms further, over silence only.
+about 32 ms further, over silence only. Only what that frame needs is computed
+(:meth:`jaxenc.nn.WhisperEncoder.frames_at`): no layer above the highest requested one, and
+that one for the chosen frame's query only.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxenc.errors import ConfigError, DataError
+from jaxenc.nn.sharding import data_parallel
 
 __all__ = ["LogMelFrontend", "window_times", "story_log_mel", "window_log_mel", "whisper_features"]
 
@@ -278,9 +284,7 @@ def window_log_mel(
 
 @nnx.jit(static_argnames="layers")
 def _encode(module, input_features, frame, layers):
-    hidden = module(input_features)
-    rows = jnp.arange(input_features.shape[0])
-    return tuple(hidden[layer][rows, frame].astype(jnp.float32) for layer in layers)  # [b, m] each
+    return tuple(h.astype(jnp.float32) for h in module.frames_at(input_features, frame, layers))  # [b, m] each
 
 
 def whisper_features(
@@ -298,6 +302,8 @@ def whisper_features(
     dtype=np.float32,
     story: str | None = None,
     progress: bool = False,
+    mesh=None,
+    axis: str = "data",
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Whisper encoder hidden states at the end of causal sliding windows of a waveform.
 
@@ -326,13 +332,20 @@ def whisper_features(
     input_s : float, default 30.0
         Seconds of encoder input per window: the window followed by silence.
     batch_size : int, default 32
-        Windows per compiled encoder call; the last batch is padded to this size.
+        Windows per compiled encoder call (rounded up to a multiple of the mesh axis); the last
+        batch is padded to this size.
     dtype : numpy dtype, default float32
         Dtype of the returned features.
     story : str, optional
         Story named in errors.
     progress : bool, default False
         Show a tqdm bar over batches.
+    mesh : jax.sharding.Mesh, optional
+        Split every batch of windows along ``axis`` of this mesh (data parallel, one host).
+        Parameters not yet on the mesh are placed there (replicated, or FSDP-sharded when they
+        do not fit one device; see :mod:`jaxenc.nn.sharding`).
+    axis : str, default "data"
+        Mesh axis of the batch.
 
     Returns
     -------
@@ -400,6 +413,8 @@ def whisper_features(
         )
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}, expected at least 1", story=story)
+    n_shards, place = data_parallel(module, mesh, axis)
+    batch_size = -(-batch_size // n_shards) * n_shards
 
     story_mel = story_log_mel(waveform, feature_extractor)
     frame = ((ends - starts) // hop + 1) // 2  # last encoder frame touched by real audio
@@ -417,7 +432,7 @@ def whisper_features(
         # Pad the last batch by repeating its final window so every call has the same shape.
         idx = np.minimum(np.arange(lo, lo + batch_size), n_windows - 1)
         mel = window_log_mel(waveform, story_mel, starts[idx], ends[idx], n_frames, feature_extractor)
-        pending.append((lo, _encode(module, jnp.asarray(mel), jnp.asarray(frame[idx], jnp.int32), layers)))
+        pending.append((lo, _encode(module, place(mel), place(frame[idx].astype(np.int32)), layers)))
         # Dispatch is asynchronous: the next batch's log-mel is built while this one runs, but
         # no more than two batches wait, so their inputs never pile up in device memory.
         if len(pending) > 2:

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_LLAMA_LAYERS",
     "DEFAULT_LLAMA_LAYER",
     "DEFAULT_WHISPER_WINDOW",
+    "REFERENCE_WHISPER_WINDOW",
     "DEFAULT_LLAMA_WINDOW",
     "write_default_whisper",
     "write_default_llama",
@@ -81,9 +82,12 @@ DEFAULT_LLAMA_LAYER = 1
 # causal context in 1.12 s of input keeps extraction of the demo twin to seconds; the paper's
 # 16 s context in 30 s of input costs about 30 times more.
 DEFAULT_WHISPER_WINDOW = {"context_s": 1.0, "chunk_s": 0.1, "stride_s": 0.1, "input_s": 1.12}
-# Keyword arguments of jaxenc.features.llama_story_features for the default LLaMA: 15 preceding
-# words, so that with one token per word and the BOS token every context fits 16 tokens.
-DEFAULT_LLAMA_WINDOW = {"context_words": 15, "pad_multiple": 16}
+# The windows of the reference code (Antonello et al. 2023) and the paper, for checkpoints:
+# 16 s of context before each 0.1 s chunk, every 0.1 s, padded to Whisper's 30 s input.
+REFERENCE_WHISPER_WINDOW = {"context_s": 16.0, "chunk_s": 0.1, "stride_s": 0.1, "input_s": 30.0}
+# Keyword arguments of jaxenc.features.llama_story_features for the default LLaMA: one token per
+# word, so windows are padded in steps of 16 tokens.
+DEFAULT_LLAMA_WINDOW = {"pad_multiple": 16}
 
 _MARKER = "jaxenc_default.json"
 _NOTE = (

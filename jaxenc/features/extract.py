@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from jaxenc.errors import DataError
 from jaxenc.features.audio import whisper_features
 from jaxenc.features.cache import FeatureCache, FeatureKey
-from jaxenc.features.semantic import llama_word_features
+from jaxenc.features.semantic import check_context_words, llama_word_features
 
 __all__ = ["extract_stories", "whisper_story_features", "llama_story_features"]
 
@@ -99,6 +99,8 @@ def whisper_story_features(
     batch_size: int = 32,
     dtype=np.float32,
     progress: bool = True,
+    mesh=None,
+    axis: str = "data",
 ) -> dict[str, FeatureKey]:
     """Whisper features of many stories into the cache (see :func:`whisper_features`).
 
@@ -122,6 +124,8 @@ def whisper_story_features(
         Dtype the features are stored in.
     progress : bool
         Show progress bars.
+    mesh, axis
+        Data-parallel extraction over a device mesh (not part of the key).
 
     Returns
     -------
@@ -160,6 +164,8 @@ def whisper_story_features(
             dtype=dtype,
             story=story,
             progress=progress,
+            mesh=mesh,
+            axis=axis,
         )
 
     return extract_stories(cache, stories, make_key, compute, desc=f"whisper {model}", progress=progress)
@@ -175,11 +181,13 @@ def llama_story_features(
     model: str,
     revision: str,
     layers: Sequence[int],
-    context_words: int = 256,
+    context_words=(256, 512),
     batch_size: int = 16,
     pad_multiple: int = 64,
     dtype=np.float32,
     progress: bool = True,
+    mesh=None,
+    axis: str = "data",
 ) -> dict[str, FeatureKey]:
     """LLaMA word features of many stories into the cache (see :func:`llama_word_features`).
 
@@ -196,14 +204,16 @@ def llama_story_features(
         Checkpoint identity for the key (see :func:`jaxenc.features.checkpoint_revision`); the
         tokenizer should come from the same checkpoint.
     layers : sequence of int
-    context_words : int
-        Preceding words fed before each word.
+    context_words : (int, int) or int
+        The paper's grow-and-reset look-back ``(lookback1, lookback2)``, or a fixed look-back.
     batch_size, pad_multiple : int
         Batching (not part of the key).
     dtype : numpy dtype
         Dtype the features are stored in.
     progress : bool
         Show progress bars.
+    mesh, axis
+        Data-parallel extraction over a device mesh (not part of the key).
 
     Returns
     -------
@@ -212,7 +222,7 @@ def llama_story_features(
     # The tokenizer is hashed too: one loaded from elsewhere than the checkpoint changes the ids.
     tokenizer_sha256 = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
     params = {
-        "context_words": context_words,
+        "context_words": check_context_words(context_words),
         "dtype": dtype,
         "tokenizer_sha256": tokenizer_sha256,
         **_dtype_names(module),
@@ -241,6 +251,8 @@ def llama_story_features(
             dtype=dtype,
             story=story,
             progress=progress,
+            mesh=mesh,
+            axis=axis,
         )
         return times, features
 

@@ -105,6 +105,10 @@ def _partition(r2_a, r2_b, r2_ab, significant):
 def variance_partition(r2_a, r2_b, r2_ab, significant=None) -> VariancePartition:
     """Split the joint model's explained variance into unique and shared parts.
 
+    Any per-voxel measure of explained variance works; jaxenc's analyses pass the paper's r2,
+    ``r * |r|`` (:func:`jaxenc.metrics.signed_r2`), which does not depend on a prediction's
+    scale, rather than the coefficient of determination.
+
     Parameters
     ----------
     r2_a : array of shape (n_voxels,)

@@ -7,7 +7,8 @@ Ridge family (arrays in, sklearn-style estimators): :class:`RidgeCV`, :class:`Ba
 """
 
 from jaxenc.models.nonlinear import DIMLP, MLP, DeepMLP, DelayGRU, MLLinear, delayed_columns
-from jaxenc.models.ridge import BandedRidgeCV, RidgeCV
+from jaxenc.models.ridge import RidgeCV
+from jaxenc.models.ridge_banded import BandedRidgeCV
 from jaxenc.models.ridge_sharded import ShardedRidgeCV
 from jaxenc.models.ridge_splits import BootstrapChunks
 

@@ -2,14 +2,18 @@
 
 :class:`RidgeCV` fits ``Y ~ X b + c`` for every voxel (column of ``Y``) with one ridge penalty
 per voxel, picked from a grid by K-fold cross-validation over stories (or by the Huth lab's
-chunked bootstrap, :class:`~jaxenc.models.BootstrapChunks`). :class:`BandedRidgeCV` gives each
-feature band (e.g. Whisper and LLaMA columns) its own penalty, by random search on the simplex
-of band weights as himalaya's ``BandedRidgeCV``.
+chunked bootstrap, :class:`~jaxenc.models.BootstrapChunks`).
+:class:`~jaxenc.models.BandedRidgeCV` (:mod:`jaxenc.models.ridge_banded`) gives each feature band
+(e.g. Whisper and LLaMA columns) its own penalty, by random search on the simplex of band
+weights as himalaya's ``BandedRidgeCV``.
 
 Both take arrays (``X`` on the device in full, ``Y`` on the host, streamed in voxel batches),
-share one float64 eigendecomposition per split across all alphas and voxels, and compute
-everything that touches voxels in float32 by default; see :mod:`jaxenc.models.ridge_solvers`
-for the algebra and the precision argument.
+share float64 eigendecompositions across all alphas and voxels, and compute everything that
+touches voxels in float32 by default. Two routes give the same model: one decomposition of all
+rows serving every split through held-out-fold corrections (:mod:`jaxenc.models.ridge_lfo`),
+or one decomposition per split plus one for the refit (:mod:`jaxenc.models.ridge_solvers`,
+which also gives the precision argument); the one with fewer flops for the shape is taken,
+the second always when the splits' training and validation rows do not partition the rows.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import jax
 import numpy as np
 
 from jaxenc.errors import AlignmentError, ConfigError, DataWarning
+from jaxenc.models import ridge_lfo as lfo
 from jaxenc.models import ridge_solvers as solvers
 from jaxenc.models.ridge_splits import BootstrapChunks, resolve_splits
 
-__all__ = ["RidgeCV", "BandedRidgeCV"]
+__all__ = ["RidgeCV"]
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 # Columns checked at a time for NaN, inf and constants, so the check needs no full-size mask.
@@ -147,6 +152,47 @@ class _RidgeBase:
         xc = np.asarray(X, self._dtype) - x_offset.astype(self._dtype)
         return jax.device_put(xc), x_offset
 
+    def _one_decomposition(self, X, Y, splits) -> bool:
+        """Whether to solve every split from one decomposition of all rows (``ridge_lfo``):
+        complementary splits, and fewer flops than a decomposition per split."""
+        return lfo.complementary(splits, X.shape[0]) and lfo.lfo_is_cheaper(
+            X.shape[0], X.shape[1], [len(v) for _, v in splits], len(self.alphas_), Y.shape[1],
+            self._split_batch)
+
+    def _lfo_kwargs(self) -> dict:
+        return dict(fit_intercept=self.fit_intercept, voxel_batch=self._voxel_batch,
+                    dtype=self._dtype)
+
+    def _lfo_pass(self, dec, Y, splits, x_offset, on_batch=None):
+        """Mean validation scores over the splits from one decomposition, whether the refit
+        was fused into the pass (every split in one group and per-voxel alphas), and then the
+        coefficients and intercepts at each voxel's best alpha (else None, None).
+
+        ``on_batch(start, stop, scores, coef, intercept)``, if given, replaces the collection
+        of the coefficients: it sees each voxel batch's mean scores (n_alphas, w) and
+        coefficients as they arrive."""
+        group = len(splits) if self._split_batch is None else self._split_batch
+        fused = self.alpha_per_target and group >= len(splits)
+        total = 0.0
+        collect = fused and on_batch is None
+        coef = np.empty((dec.left.shape[0], Y.shape[1]), self._dtype) if collect else None
+        intercept = np.empty(Y.shape[1], self._dtype) if collect else None
+
+        def keep(start, stop, scores, coef_b, intercept_b):
+            if on_batch is not None:
+                on_batch(start, stop, scores / len(splits), coef_b, intercept_b)
+            else:
+                coef[:, start:stop], intercept[start:stop] = coef_b, intercept_b
+
+        for g in range(0, len(splits), group):
+            folds = lfo.fold_corrections(dec, splits[g:g + group], self.alphas_,
+                                         fit_intercept=self.fit_intercept, dtype=self._dtype,
+                                         lapack_threads=self._lapack_threads)
+            total = total + lfo.cv_pass(dec, folds, Y, self.alphas_, x_offset,
+                                        scoring=self.scoring_, coef_out=keep if fused else None,
+                                        **self._lfo_kwargs())
+        return total / len(splits), fused, (coef, intercept)
+
     def _solver_kwargs(self) -> dict:
         return dict(fit_intercept=self.fit_intercept, voxel_batch=self._voxel_batch,
                     dtype=self._dtype, lapack_threads=self._lapack_threads)
@@ -206,12 +252,16 @@ class RidgeCV(_RidgeBase):
 
         b, c = argmin ||y - X b - c||^2 + alpha ||b||^2      (c = 0 without intercept)
 
-    Every split's training rows are eigendecomposed once (``X^T X`` when there are at least as
-    many training rows as features, else ``X X^T``), in float64; all alphas and all voxels
-    reuse it. The validation score of every alpha is averaged over the splits
-    (``cv_scores_``), the best alpha is kept per voxel (``best_alphas_``; ties go to the larger
-    alpha) or, with ``alpha_per_target=False``, the one with the best score averaged over
-    voxels, and the model is refitted on all rows with that alpha.
+    The rows are eigendecomposed in float64 (``X^T X`` when there are at least as many rows
+    as features, else ``X X^T``): once in all, every split's validation residuals following
+    from the fit on all rows by the held-out-fold identity (:mod:`jaxenc.models.ridge_lfo`),
+    or once per split's training rows and once more for the refit, whichever costs fewer
+    flops (the second whenever a split's training rows are not the complement of its
+    validation rows). All alphas and all voxels reuse them. The validation score of every
+    alpha is averaged over the splits (``cv_scores_``), the best alpha is kept per voxel
+    (``best_alphas_``; ties go to the larger alpha) or, with ``alpha_per_target=False``, the
+    one with the best score averaged over voxels, and the model is refitted on all rows with
+    that alpha.
 
     Parameters
     ----------
@@ -324,12 +374,22 @@ class RidgeCV(_RidgeBase):
         alphas = self.alphas_
         with jax.enable_x64(True):
             xc, x_offset = self._center(X)
-            scores = solvers.cv_scores(xc, Y, splits, alphas, scoring=self.scoring_,
-                                       split_batch=self._split_batch, **self._solver_kwargs())
-            scores[:, constant] = 0.0
-            best = _best_index(scores, self.alpha_per_target, ~constant)
-            coef, intercept = solvers.refit(xc, Y, alphas[best], x_offset=x_offset,
-                                            **self._solver_kwargs())
+            if self._one_decomposition(X, Y, splits):
+                dec = lfo.decompose(lfo.gram(xc), np.ones(1), dtype=self._dtype,
+                                    lapack_threads=self._lapack_threads)
+                scores, fused, (coef, intercept) = self._lfo_pass(dec, Y, splits, x_offset)
+                scores[:, constant] = 0.0
+                best = _best_index(scores, self.alpha_per_target, ~constant)
+                if not fused:
+                    coef, intercept = lfo.refit_pass(dec, Y, alphas[best], x_offset,
+                                                     **self._lfo_kwargs())
+            else:
+                scores = solvers.cv_scores(xc, Y, splits, alphas, scoring=self.scoring_,
+                                           split_batch=self._split_batch, **self._solver_kwargs())
+                scores[:, constant] = 0.0
+                best = _best_index(scores, self.alpha_per_target, ~constant)
+                coef, intercept = solvers.refit(xc, Y, alphas[best], x_offset=x_offset,
+                                                **self._solver_kwargs())
         coef[:, constant] = 0.0
         intercept[constant] = Y[0, constant]
         self.cv_scores_ = scores
@@ -337,239 +397,3 @@ class RidgeCV(_RidgeBase):
         self.coef_ = coef
         self.intercept_ = intercept
         return self
-
-
-class BandedRidgeCV(_RidgeBase):
-    """Banded ridge: one penalty per feature band and voxel, found by random search.
-
-    With band weights ``gamma`` on the simplex (``gamma_b >= 0``, ``sum_b gamma_b = 1``) and a
-    shared ``alpha``, the model for each voxel is::
-
-        b = argmin ||y - X b - c||^2 + sum_b (alpha / gamma_b) ||b_b||^2
-
-    which is a ridge with penalty ``alpha`` on the rescaled features ``sqrt(gamma_b) X_b``.
-    Each candidate ``gamma`` is therefore one feature rescaling whose ridge problem (one
-    decomposition per split, every alpha, every voxel) is solved as in :class:`RidgeCV`; each
-    voxel keeps the (gamma, alpha) with the best mean validation score, and is refitted on all
-    rows with it.
-
-    Candidates (``candidates_``) are, in order: equal weights ``1 / n_bands``; the simplex
-    corners (one band alone, the others switched off: weight 0) when ``corners`` is True;
-    then ``n_iter`` Dirichlet samples whose concentration cycles through ``concentration``
-    (small values favour near-corner mixes), as himalaya's ``random_search`` solver.
-
-    Relation to himalaya: this is ``himalaya.ridge.BandedRidgeCV`` (alias ``GroupRidgeCV``)
-    with ``solver_params={"n_iter": candidates_, "alphas": alphas_}``. Its ``deltas_`` are
-    ``log(gamma_b / alpha)``, the log weights in ``Z_b = exp(deltas_b / 2) X_b`` with a unit
-    penalty; the same numbers are in :attr:`deltas_`, and :attr:`band_alphas_` is
-    ``exp(-deltas_) = alpha / gamma_b``, the effective penalty of each band. A candidate wins
-    only if it beats the previous best by more than the compute dtype's epsilon, as in
-    himalaya.
-
-    Parameters
-    ----------
-    bands : sequence of band specifications
-        Two or more bands that tile the feature columns (every column in exactly one band).
-        Each band is a slice, a 1-D array of column indices, or a sequence of slices (e.g. one
-        per delay block of :func:`jaxenc.align.make_delayed`).
-    alphas : array-like of shape (n_alphas,)
-        Shared penalties, as :class:`RidgeCV`.
-    n_iter : int
-        Dirichlet samples after the equal-weight and corner candidates.
-    concentration : float or sequence of float
-        Dirichlet concentrations, cycled through.
-    corners : bool
-        Include the simplex corners (one band alone).
-    candidates : array-like of shape (n_candidates, n_bands), optional
-        Explicit non-negative band weights to try instead of the generated ones.
-    random_state : int or None
-        Seed of the Dirichlet samples.
-    cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype, lapack_threads
-        As :class:`RidgeCV`. ``alpha_per_target=False`` picks one (gamma, alpha) for all voxels.
-
-    Attributes
-    ----------
-    candidates_ : ndarray of shape (n_candidates, n_bands)
-        Band weights tried.
-    cv_scores_ : ndarray of shape (n_candidates, n_voxels)
-        For each candidate, the mean validation score at its best alpha (himalaya's layout).
-    best_candidates_ : ndarray of shape (n_voxels,)
-        Index of the chosen candidate per voxel (-1 for constant voxels).
-    best_alphas_ : ndarray of shape (n_voxels,)
-        Chosen shared alpha per voxel.
-    deltas_ : ndarray of shape (n_bands, n_voxels)
-        ``log(gamma_b / alpha)``; ``-inf`` for a band switched off.
-    band_alphas_ : ndarray of shape (n_bands, n_voxels)
-        ``alpha / gamma_b``; ``inf`` for a band switched off.
-    coef_ : ndarray of shape (n_features, n_voxels)
-        Coefficients on the original (unscaled) features.
-    intercept_ : ndarray of shape (n_voxels,)
-    alphas_, scoring_, n_splits_, n_features_in_
-        As :class:`RidgeCV`.
-
-    Notes
-    -----
-    The cost is that of one :class:`RidgeCV` per candidate (a decomposition per split and a
-    pass over ``Y``), plus one refit decomposition per candidate chosen by some voxel.
-    Constant voxels are handled as in :class:`RidgeCV` (NaN alphas and deltas).
-    """
-
-    def __init__(self, bands, alphas=np.logspace(-1, 5, 13), n_iter: int = 20,
-                 concentration=(0.1, 1.0), corners: bool = True, candidates=None,
-                 random_state: int | None = 0, cv=5, alpha_per_target: bool = True,
-                 fit_intercept: bool = True, scoring: str | None = None,
-                 voxel_batch: int = 1024, split_batch: int | None = None,
-                 dtype: str = "float32", lapack_threads: int | None = None):
-        self.bands = bands
-        self.alphas = alphas
-        self.n_iter = n_iter
-        self.concentration = concentration
-        self.corners = corners
-        self.candidates = candidates
-        self.random_state = random_state
-        self.cv = cv
-        self.alpha_per_target = alpha_per_target
-        self.fit_intercept = fit_intercept
-        self.scoring = scoring
-        self.voxel_batch = voxel_batch
-        self.split_batch = split_batch
-        self.dtype = dtype
-        self.lapack_threads = lapack_threads
-
-    def _band_of_column(self, n_features: int) -> np.ndarray:
-        if isinstance(self.bands, (str, bytes)) or not hasattr(self.bands, "__len__"):
-            raise ConfigError(f"bands must be a sequence of bands, got {type(self.bands).__name__}")
-        if len(self.bands) < 2:
-            raise ConfigError(f"BandedRidgeCV needs at least 2 bands, got {len(self.bands)}")
-        owner = np.full(n_features, -1)
-        for b, band in enumerate(self.bands):
-            cols = _band_columns(band, n_features, b)
-            taken = owner[cols] >= 0
-            if taken.any():
-                raise ConfigError(f"bands must tile the {n_features} features: column "
-                                  f"{cols[taken][0]} is in band {owner[cols[taken][0]]} and band {b}")
-            owner[cols] = b
-        if (owner < 0).any():
-            missing = np.flatnonzero(owner < 0)
-            raise ConfigError(f"bands must tile the {n_features} features: {missing.size} "
-                              f"column(s) in no band, first {missing[0]}")
-        return owner
-
-    def _make_candidates(self, n_bands: int) -> np.ndarray:
-        if self.candidates is not None:
-            cand = np.asarray(self.candidates, dtype=np.float64)
-            if cand.ndim != 2 or cand.shape[1] != n_bands or cand.shape[0] == 0:
-                raise ConfigError(f"candidates must have shape (n_candidates, {n_bands}), got "
-                                  f"{cand.shape}")
-            if not np.isfinite(cand).all() or (cand < 0).any() or (cand.sum(1) <= 0).any():
-                raise ConfigError("candidates must be finite, non-negative, with a positive "
-                                  "weight in every row")
-            return cand
-        n_iter = self.n_iter
-        if not isinstance(n_iter, numbers.Integral) or isinstance(n_iter, bool) or n_iter < 0:
-            raise ConfigError(f"n_iter must be an integer >= 0, got {n_iter!r}")
-        conc = np.atleast_1d(np.asarray(self.concentration, dtype=np.float64))
-        if conc.size == 0 or (conc <= 0).any():
-            raise ConfigError(f"concentration must be positive, got {self.concentration!r}")
-        rows = [np.full((1, n_bands), 1.0 / n_bands)]
-        if self.corners:
-            rows.append(np.eye(n_bands))
-        rng = np.random.default_rng(self.random_state)
-        rows += [rng.dirichlet(np.full(n_bands, conc[i % conc.size]))[None]
-                 for i in range(n_iter)]
-        return np.concatenate(rows)
-
-    def fit(self, X, Y, groups=None) -> "BandedRidgeCV":
-        """Search the band weights and penalties by cross-validation, refit on all rows.
-
-        Parameters
-        ----------
-        X : array of shape (n_trs, n_features)
-        Y : array of shape (n_trs, n_voxels) or (n_trs,)
-        groups : array-like of shape (n_trs,), optional
-            Story label of each row, see :class:`RidgeCV`.
-
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        AlignmentError, ConfigError
-            As :meth:`RidgeCV.fit`; also bands that do not tile the features and malformed
-            candidates.
-        """
-        X, Y, constant, splits = self._check_common(X, Y, groups)
-        owner = self._band_of_column(X.shape[1])
-        cand = self._make_candidates(len(self.bands))
-        self.candidates_ = cand
-        alphas = self.alphas_
-        n_voxels = Y.shape[1]
-        eps = np.finfo(self._dtype).eps
-        best_score = np.full(n_voxels, -np.inf)
-        best_cand = np.full(n_voxels, -1)
-        best_alpha = np.zeros(n_voxels, dtype=np.int64)
-        cv_scores = np.empty((len(cand), n_voxels))
-        valid = ~constant
-        with jax.enable_x64(True):
-            xc, x_offset = self._center(X)
-            for c, gamma in enumerate(cand):
-                xs = xc * np.sqrt(gamma[owner]).astype(self._dtype)
-                scores = solvers.cv_scores(xs, Y, splits, alphas, scoring=self.scoring_,
-                                           split_batch=self._split_batch,
-                                           **self._solver_kwargs())
-                scores[:, constant] = 0.0
-                idx = _best_index(scores, self.alpha_per_target, valid)
-                cv_scores[c] = scores[idx, np.arange(n_voxels)]
-                if self.alpha_per_target:
-                    current = cv_scores[c]
-                else:
-                    current = np.full(n_voxels, cv_scores[c, valid].mean() if valid.any() else 0.0)
-                better = current > best_score + eps
-                best_score = np.where(better, current, best_score)
-                best_cand[better] = c
-                best_alpha[better] = idx[better]
-            coef = np.zeros((X.shape[1], n_voxels), self._dtype)
-            intercept = np.zeros(n_voxels, self._dtype)
-            for c in np.unique(best_cand[valid]):
-                cols = np.flatnonzero((best_cand == c) & valid)
-                scale = np.sqrt(cand[c][owner]).astype(self._dtype)
-                coef_c, intercept[cols] = solvers.refit(
-                    xc * scale, Y, alphas[best_alpha[cols]], x_offset=x_offset * scale,
-                    columns=cols, **self._solver_kwargs())
-                # The ridge ran on sqrt(gamma) X; this folds the scaling back into b.
-                coef[:, cols] = scale[:, None] * coef_c
-        intercept[constant] = Y[0, constant]
-        best_cand[constant] = -1
-        alpha_v = np.where(constant, np.nan, alphas[best_alpha])
-        gammas = np.where(constant[None, :], np.nan, cand[best_cand].T)
-        with np.errstate(divide="ignore"):
-            self.deltas_ = np.log(gammas) - np.log(alpha_v)[None, :]
-            self.band_alphas_ = alpha_v[None, :] / gammas
-        self.cv_scores_ = cv_scores
-        self.best_candidates_ = best_cand
-        self.best_alphas_ = alpha_v
-        self.coef_ = coef
-        self.intercept_ = intercept
-        return self
-
-
-def _band_columns(band, n_features: int, b: int) -> np.ndarray:
-    """Column indices of one band specification."""
-    if isinstance(band, slice) or (isinstance(band, (list, tuple)) and band
-                                   and all(isinstance(s, slice) for s in band)):
-        slices = [band] if isinstance(band, slice) else band
-        cols = np.concatenate([np.arange(n_features)[s] for s in slices])
-        if cols.size == 0:
-            raise ConfigError(f"band {b} selects no column of the {n_features} features")
-        return cols
-    cols = np.asarray(band)
-    if cols.ndim != 1 or cols.size == 0 or not np.issubdtype(cols.dtype, np.integer):
-        raise ConfigError(f"band {b} must be a slice, a sequence of slices or a non-empty 1-D "
-                          f"integer array, got {band!r}")
-    if cols.min() < -n_features or cols.max() >= n_features:
-        raise ConfigError(f"band {b} has column indices outside [0, {n_features})")
-    cols = cols % n_features
-    if np.unique(cols).size != cols.size:
-        raise ConfigError(f"band {b} lists a column more than once")
-    return cols

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns
+from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, to_host
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.models import ridge_solvers as solvers
 from jaxenc.models.ridge import RidgeCV, _check_X
@@ -237,7 +237,7 @@ class ShardedRidgeCV(RidgeCV):
         -------
         ndarray of shape (n_voxels,)
         """
-        pred = np.asarray(self.predict(X), np.float64)[:, :self.n_voxels_]
+        pred = to_host(self.predict(X)).astype(np.float64)[:, :self.n_voxels_]
         Y = np.asarray(Y, dtype=np.float64)
         Y = Y[:, None] if Y.ndim == 1 else Y
         if Y.shape != pred.shape:

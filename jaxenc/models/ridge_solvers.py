@@ -29,6 +29,10 @@ whatever the compute dtype, because forming ``X^T X`` squares the condition numb
 eigenvalues would be wrong by ``~1e-7 * ||X||^2`` (comparable to the small alphas). Everything
 that touches the voxels (the bulk of the work) runs in the compute dtype. Callers must run
 these functions inside ``jax.enable_x64(True)`` so that float64 exists.
+
+(Longer than 450 lines: the per-split route's decompositions and voxel kernels, which
+:mod:`jaxenc.models.ridge_sharded` reuses, and the voxel-batch streaming that
+:mod:`jaxenc.models.ridge_lfo` shares, are one unit.)
 """
 
 from __future__ import annotations
@@ -265,6 +269,12 @@ def _validation_scores(test_proj, eig, alphas, q, y_val, val_mask, n_val, scorin
     # One GEMM for all alphas: the alpha axis is folded into the voxel axis.
     scaled = (shrink.T[:, :, None] * q[:, None, :]).reshape(r, n_alphas * v)  # [r, a*v]
     pred = (test_proj @ scaled).reshape(-1, n_alphas, v)  # [m, a, v]
+    return _prediction_scores(pred, y_val, val_mask, n_val, scoring)
+
+
+def _prediction_scores(pred, y_val, val_mask, n_val, scoring):
+    """Score of predictions ``pred`` (m, n_alphas, v) of ``y_val`` (m, v), both zero on the
+    padding rows, per alpha and voxel: array of shape (n_alphas, v)."""
     mask = val_mask[:, None]
     y_mean = y_val.sum(0) / n_val
     y_c = (y_val - y_mean) * mask  # [m, v]
@@ -443,19 +453,46 @@ def refit(X, Y, alphas_v, *, x_offset, fit_intercept: bool, voxel_batch: int, dt
     n_samples, n_features = X.shape
     mode = choose_mode(n_features, n_samples)
     dec = decompose_full(X, mode=mode, dtype=dtype, lapack_threads=lapack_threads)
+    offset = jnp.asarray(x_offset, dtype)
+    return refit_columns(
+        lambda yb, alphas_b: _refit_batch(X, yb, dec, alphas_b, offset, mode=mode,
+                                          fit_intercept=fit_intercept),
+        Y, alphas_v, n_features, voxel_batch=voxel_batch, dtype=dtype, columns=columns)
+
+
+def refit_columns(kernel, Y, alphas_v, n_features: int, *, voxel_batch: int, dtype,
+                  columns=None):
+    """Stream the selected columns of ``Y`` through a refit kernel, batch by batch.
+
+    Parameters
+    ----------
+    kernel : callable
+        ``kernel(y_batch, alphas_batch)`` -> ``(coef (n_features, w), intercept (w,))`` on the
+        device, for a batch of ``w`` columns (the last one zero-padded) and their alphas.
+    Y : ndarray of shape (n_samples, n_voxels)
+    alphas_v : ndarray of shape (n_selected_voxels,)
+    n_features : int
+    voxel_batch : int
+    dtype : numpy dtype
+    columns : ndarray of int, optional
+        Columns of ``Y`` to refit (all when None).
+
+    Returns
+    -------
+    coef : ndarray of shape (n_features, n_selected_voxels)
+    intercept : ndarray of shape (n_selected_voxels,)
+    """
     n_cols = len(alphas_v)
     coef = np.empty((n_features, n_cols), dtype)
     intercept = np.empty(n_cols, dtype)
     width = min(voxel_batch, n_cols)
     alphas_pad = np.concatenate([alphas_v, np.ones(-n_cols % width)]).astype(dtype)
-    offset = jnp.asarray(x_offset, dtype)
 
     def fetch(start, stop, res):
         coef[:, start:stop] = np.asarray(res[0])[:, : stop - start]
         intercept[start:stop] = np.asarray(res[1])[: stop - start]
 
-    _stream(((start, stop, _refit_batch(X, yb, dec, jnp.asarray(alphas_pad[start:start + width]),
-                                        offset, mode=mode, fit_intercept=fit_intercept))
+    _stream(((start, stop, kernel(yb, jnp.asarray(alphas_pad[start:start + width])))
              for start, stop, yb in _batches(Y, columns, voxel_batch, dtype)), fetch)
     return coef, intercept
 

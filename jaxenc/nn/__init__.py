@@ -3,7 +3,9 @@
 ``WhisperEncoder`` (OpenAI Whisper tiny .. large-v3, audio) and ``LlamaModel`` (the LLaMA family,
 text) keep the module names of their transformers counterparts, return every hidden state as
 transformers' ``output_hidden_states=True`` does, and are loaded from Hugging Face checkpoints by
-:mod:`jaxenc.ckpt`. This subpackage imports nothing of jaxenc but :mod:`jaxenc.errors`.
+:mod:`jaxenc.ckpt`. :mod:`jaxenc.nn.sharding` places their parameters on a device mesh
+(replicated, or FSDP-sharded) for data-parallel extraction. This subpackage imports nothing of
+jaxenc but :mod:`jaxenc.errors`.
 """
 
 from jaxenc.nn.llama import LlamaConfig, LlamaModel, RopeParameters

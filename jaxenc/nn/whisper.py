@@ -82,14 +82,16 @@ class WhisperAttention(nnx.Module):
         self.v_proj = nnx.Linear(m, m, **kw)
         self.out_proj = nnx.Linear(m, m, **kw)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Map (batch, seq, d_model) to (batch, seq, d_model)."""
+    def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+        """Map queries (batch, seq, d_model) to (batch, seq, d_model), attending over ``context``
+        (batch, t, d_model): the keys and values, ``x`` itself when omitted."""
+        context = x if context is None else context
         b, s, _ = x.shape
-        heads = (b, s, self.num_heads, self.head_dim)
+        t = context.shape[1]
         # Scaling the queries before the product (not the scores after) is Whisper's order.
-        q = (self.q_proj(x) * self.head_dim**-0.5).reshape(heads)  # [b, s, h, d]
-        k = self.k_proj(x).reshape(heads)  # [b, t, h, d]
-        v = self.v_proj(x).reshape(heads)  # [b, t, h, d]
+        q = (self.q_proj(x) * self.head_dim**-0.5).reshape(b, s, self.num_heads, self.head_dim)  # [b, s, h, d]
+        k = self.k_proj(context).reshape(b, t, self.num_heads, self.head_dim)  # [b, t, h, d]
+        v = self.v_proj(context).reshape(b, t, self.num_heads, self.head_dim)  # [b, t, h, d]
         return self.out_proj(attention(q, k, v, scale=1.0))
 
 
@@ -109,6 +111,18 @@ class WhisperEncoderLayer(nnx.Module):
         """Map (batch, seq, d_model) to (batch, seq, d_model)."""
         x = x + self.self_attn(self.self_attn_layer_norm(x))
         return x + self.fc2(_gelu(self.fc1(self.final_layer_norm(x))))
+
+    def at(self, x: jax.Array, frame: jax.Array) -> jax.Array:
+        """This layer's output at one position per row: (batch, seq, d_model), (batch,) -> (batch, d_model).
+
+        Keys and values still come from every position; queries, the output projection and the
+        feed-forward run for the one position only.
+        """
+        rows = jnp.arange(x.shape[0])
+        x_at = x[rows, frame][:, None]  # [b, 1, m]
+        normed = self.self_attn_layer_norm(x)  # [b, s, m]
+        y = x_at + self.self_attn(normed[rows, frame][:, None], normed)  # [b, 1, m]
+        return (y + self.fc2(_gelu(self.fc1(self.final_layer_norm(y)))))[:, 0]
 
 
 class WhisperEncoder(nnx.Module):
@@ -156,6 +170,54 @@ class WhisperEncoder(nnx.Module):
             the output of layer ``i``, except that the last entry has the final ``layer_norm``
             applied, exactly as transformers' ``output_hidden_states=True`` reports them.
         """
+        x = self._embed(input_features)
+        hidden = [x]
+        for layer in self.layers:
+            x = layer(x)
+            hidden.append(x)
+        hidden[-1] = self.layer_norm(x)
+        return tuple(hidden)
+
+    def frames_at(self, input_features: jax.Array, frame: jax.Array, layers: tuple[int, ...]) -> tuple[jax.Array, ...]:
+        """Hidden states at one encoder frame per input, computing only what they need.
+
+        Equal (to float rounding) to ``self(input_features)[layer][arange(batch), frame]`` for
+        each requested layer, but layers above the highest requested one are not run, and that
+        one runs for the query at ``frame`` only (its keys and values still cover every
+        position): for the last layer of a 6-layer encoder over 30 s inputs, about 14% less work.
+
+        Parameters
+        ----------
+        input_features : jax.Array
+            Shape (batch, num_mel_bins, n_frames), as for ``__call__``.
+        frame : jax.Array of int
+            Shape (batch,): the encoder frame of each input.
+        layers : tuple of int
+            Hidden states wanted, 0 .. encoder_layers (the last with the final ``layer_norm``).
+
+        Returns
+        -------
+        tuple of jax.Array
+            One array of shape (batch, d_model) in ``dtype`` per requested layer, in order.
+        """
+        n_layers = self.config.encoder_layers
+        if not layers or any(not 0 <= layer <= n_layers for layer in layers):
+            raise ConfigError(f"layers={layers}, expected a non-empty subset of 0..{n_layers}")
+        top = max(layers)
+        rows = jnp.arange(input_features.shape[0])
+        x = self._embed(input_features)
+        found = {0: x[rows, frame]}
+        for i, layer in enumerate(self.layers[: top - 1], start=1):
+            x = layer(x)
+            found[i] = x[rows, frame]
+        if top > 0:
+            found[top] = self.layers[top - 1].at(x, frame)
+        if top == n_layers:
+            found[top] = self.layer_norm(found[top])
+        return tuple(found[layer] for layer in layers)
+
+    def _embed(self, input_features: jax.Array) -> jax.Array:
+        """Convolutions and positions: (batch, num_mel_bins, n_frames) -> (batch, n_frames // 2, d_model)."""
         n_mels, n_frames = input_features.shape[1:]
         if n_mels != self.config.num_mel_bins:
             raise ConfigError(f"input_features has {n_mels} mel bins, expected {self.config.num_mel_bins}")
@@ -167,10 +229,4 @@ class WhisperEncoder(nnx.Module):
         x = jnp.swapaxes(input_features, 1, 2).astype(self.dtype)  # [b, frames, mels]: flax is NWC
         x = _gelu(self.conv1(x))  # [b, frames, m]
         x = _gelu(self.conv2(x))  # [b, frames // 2, m]
-        x = x + self.embed_positions.embedding[: x.shape[1]].astype(self.dtype)  # [b, s, m]
-        hidden = [x]
-        for layer in self.layers:
-            x = layer(x)
-            hidden.append(x)
-        hidden[-1] = self.layer_norm(x)
-        return tuple(hidden)
+        return x + self.embed_positions.embedding[: x.shape[1]].astype(self.dtype)  # [b, s, m]

@@ -27,6 +27,7 @@ __all__ = [
     "noise_ceiling_hist",
     "sweep_lines",
     "clustering_bars",
+    "nonlinearity_bars",
 ]
 
 # Paul Tol's "muted" colours: distinguishable with colour-vision deficiencies.
@@ -382,4 +383,42 @@ def clustering_bars(clustering: dict) -> Figure:
     right.set_xlim(-0.6, len(subjects) - 0.4)
     right.set_ylabel("modularity Q")
     right.legend(fontsize="small", frameon=False)
+    return figure
+
+
+def nonlinearity_bars(rows: Sequence[dict]) -> Figure:
+    """The nonlinearity step: mean test r per encoder on each planted voxel class.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        ``{"subject", "model", "voxels", "mean_r"}`` (see
+        :func:`jaxenc.experiment.nonlinearity.step_summary`); several subjects are averaged.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Grouped bars: voxel classes on the x axis, one bar per encoder in the order of
+        ``rows``.
+    """
+    classes = _unique(r["voxels"] for r in rows)
+    models = _unique(r["model"] for r in rows)
+    x = np.arange(len(classes))
+    width = 0.8 / max(1, len(models))
+    figure = _new_figure(max(6.0, 1.5 + 1.3 * len(classes)), 3.6)
+    axes = figure.subplots()
+    for i, model in enumerate(models):
+        means = []
+        for name in classes:
+            values = [r["mean_r"] for r in rows if r["model"] == model and r["voxels"] == name]
+            means.append(float(np.mean(values)) if values else math.nan)
+        style = _style(i)
+        axes.bar(x + (i - (len(models) - 1) / 2) * width, means, width, color=style["color"],
+                 hatch=style["hatch"], edgecolor="black", linewidth=0.6, label=model)
+    axes.axhline(0, color="black", linewidth=0.6)
+    axes.set_xticks(x, classes)
+    axes.set_xlabel("planted voxel class")
+    axes.set_ylabel("mean test r")
+    axes.legend(fontsize="small", frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0),
+                ncols=max(1, len(models)))
     return figure

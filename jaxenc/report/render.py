@@ -41,6 +41,10 @@ BASELINE = ("semantic", "ridge")
 SCATTER_MODELS = ("ridge", "mlp")
 FORMATS = ("html", "md")
 NA = "n/a"
+# Column headers of the two r² of the tables: the paper's (Table 1) and the coefficient of
+# determination.
+R2_HEADER = "mean r² = r·|r| (%)"
+R2_COD_HEADER = "coef. of determination (%)"
 
 
 def fmt_r(value: float) -> str:
@@ -105,7 +109,8 @@ def model_table(results: RunResults, top_k: int = 1000) -> list[dict]:
     -------
     list of dict
         In order of first appearance: ``features``, ``model``, ``target``, ``subjects`` (list),
-        ``mean_r``, ``mean_r2``, ``mean_cc_norm``, ``top_k_mean_r``, ``n_significant`` (means
+        ``mean_r``, ``mean_r2`` (the paper's r·|r|), ``mean_r2_cod`` (coefficient of
+        determination), ``mean_cc_norm``, ``top_k_mean_r``, ``n_significant`` (means
         over subjects of the per-subject summaries, NaN subjects ignored), and ``gain`` (percent
         over the ``semantic | ridge`` row of the same target, computed on the subjects both
         rows have; NaN without a baseline) with ``gain_subjects_differ`` (bool).
@@ -118,7 +123,7 @@ def model_table(results: RunResults, top_k: int = 1000) -> list[dict]:
     for (features, model, target), group in groups.items():
         row = {"features": features, "model": model, "target": target,
                "subjects": [r["subject"] for r in group]}
-        for stat in ("mean_r", "mean_r2", "mean_cc_norm", "top_k_mean_r", "n_significant"):
+        for stat in ("mean_r", "mean_r2", "mean_r2_cod", "mean_cc_norm", "top_k_mean_r", "n_significant"):
             row[stat] = _nanmean(r[stat] for r in group)
         row["top_k"] = top_k
         baseline = groups.get((*BASELINE, target))
@@ -213,7 +218,7 @@ def _models_section(results: RunResults, top_k: int) -> list[_Section]:
         return [_Section("Encoding models", note="skipped: no model scores in this run")]
     rows = model_table(results, top_k)
     has_baseline = any((r["features"], r["model"]) == BASELINE for r in rows)
-    headers = ["features", "model", "target", "subjects", "mean r", "mean r² (%)",
+    headers = ["features", "model", "target", "subjects", "mean r", R2_HEADER, R2_COD_HEADER,
                "mean cc_norm (%)", f"top-{top_k} r", "n significant",
                f"gain vs {' | '.join(BASELINE)}"]
     table_rows = []
@@ -224,28 +229,32 @@ def _models_section(results: RunResults, top_k: int) -> list[_Section]:
             gain = fmt_gain(r["gain"]) + (" †" if r["gain_subjects_differ"] else "")
         table_rows.append([r["features"], r["model"], r["target"], str(len(r["subjects"])),
                            fmt_r(r["mean_r"]), fmt_percent(r["mean_r2"], 2),
-                           fmt_percent(r["mean_cc_norm"], 1), fmt_r(r["top_k_mean_r"]),
-                           fmt_count(r["n_significant"]), gain])
+                           fmt_percent(r["mean_r2_cod"], 2), fmt_percent(r["mean_cc_norm"], 1),
+                           fmt_r(r["top_k_mean_r"]), fmt_count(r["n_significant"]), gain])
     main = _Section("Encoding models (Table 1)")
     main.blocks.append(
         "Test-story scores averaged over the subjects each row has (per-voxel means first, "
-        "NaN voxels ignored); r² and cc_norm in percent; n significant after FDR correction. "
+        "NaN voxels ignored), on the test-story rows kept after the trim; r², the coefficient "
+        "of determination and cc_norm in percent; n significant after FDR correction. r² is "
+        "the paper's, the mean over voxels of r·|r|; the coefficient of determination "
+        "(1 − SS_res / SS_tot) also charges a prediction for its scale and offset. "
         "Gain: (mean r / mean r of the semantic ridge baseline of the same target − 1) × 100."
     )
-    main.blocks.append(_Table(headers, table_rows, ["l"] * 3 + ["r"] * 7))
+    main.blocks.append(_Table(headers, table_rows, ["l"] * 3 + ["r"] * 8))
     if not has_baseline:
         main.blocks.append(f"No {' | '.join(BASELINE)} rows: relative gains not computed.")
     if any(r["gain_subjects_differ"] for r in rows):
         main.blocks.append("† gain computed on the subjects shared with the baseline only.")
     per = _Section("Encoding models per subject")
     per.blocks.append(_Table(
-        ["subject", "features", "model", "target", "mean r", "mean r² (%)",
+        ["subject", "features", "model", "target", "mean r", R2_HEADER, R2_COD_HEADER,
          "mean cc_norm (%)", f"top-{top_k} r", "n significant", "n voxels"],
         [[r["subject"], r["features"], r["model"], r["target"], fmt_r(r["mean_r"]),
-          fmt_percent(r["mean_r2"], 2), fmt_percent(r["mean_cc_norm"], 1),
-          fmt_r(r["top_k_mean_r"]), fmt_count(r["n_significant"]), fmt_count(r["n_voxels"])]
+          fmt_percent(r["mean_r2"], 2), fmt_percent(r["mean_r2_cod"], 2),
+          fmt_percent(r["mean_cc_norm"], 1), fmt_r(r["top_k_mean_r"]),
+          fmt_count(r["n_significant"]), fmt_count(r["n_voxels"])]
          for r in results.table(top_k)],
-        ["l"] * 4 + ["r"] * 6,
+        ["l"] * 4 + ["r"] * 7,
     ))
     bars = _Section("Model comparison")
     bars.blocks.append(_Figure(
@@ -284,7 +293,7 @@ def _partition_section(results: RunResults) -> _Section:
         return section
     section.blocks.append(
         "Among voxels significant for the joint model: shares best explained by each part, and "
-        "the mean r² of each part (set-theoretic partition, in %)."
+        "the mean r² (the paper's r·|r|) of each part (set-theoretic partition, in %)."
     )
     rows = []
     for p in results.partition:
@@ -417,6 +426,39 @@ def _planted_section(results: RunResults) -> _Section:
     return section
 
 
+def _nonlinearity_section(results: RunResults) -> _Section:
+    section = _Section("The nonlinearity where the twin plants it")
+    step = results.nonlinearity
+    if not step:
+        section.note = "skipped: no nonlinearity step in this run"
+        return section
+    section.blocks.append(
+        "A second synthetic twin, reshaped so the planted audio x semantic products can be "
+        "learned (one subject, 24 training stories, few semantic dimensions), fitted from its "
+        "planted stimulus properties on audio+semantic voxel targets; a run of its own in "
+        f"{step['folder']}/. The MLP and MLLinear are the same network with and without its "
+        "activation, so their difference on the interaction voxels is what the nonlinearity "
+        "adds; its planted checks are listed with the others as "
+        f"{step['folder']}/<subject>. Mean test r (and the paper's r²) per planted voxel class:"
+    )
+    rows = step["rows"]
+    subjects = list(dict.fromkeys(r["subject"] for r in rows))
+    table_rows = []
+    for model, voxels in dict.fromkeys((r["model"], r["voxels"]) for r in rows):
+        group = [r for r in rows if (r["model"], r["voxels"]) == (model, voxels)]
+        table_rows.append([model, voxels, fmt_count(_nanmean(r["n_voxels"] for r in group)),
+                           fmt_r(_nanmean(r["mean_r"] for r in group)),
+                           fmt_percent(_nanmean(r["mean_r2"] for r in group), 1)])
+    section.blocks.append(_Table(["model", "voxels", "n voxels", "mean r", "mean r² = r·|r| (%)"],
+                                 table_rows, ["l", "l", "r", "r", "r"]))
+    section.blocks.append(_Figure(
+        "nonlinearity", figures.to_png(figures.nonlinearity_bars(rows)),
+        f"Nonlinearity step ({', '.join(subjects)}): mean test-story r per encoder on each "
+        "planted voxel class of the reshaped twin.",
+    ))
+    return section
+
+
 def _flatmap_section(results: RunResults, flatmaps: dict | None) -> _Section:
     section = _Section("Flatmaps")
     images, note = render_flatmaps(results, flatmaps)
@@ -438,6 +480,7 @@ def _sections(results: RunResults, flatmaps: dict | None, top_k: int) -> list[_S
         _noise_ceiling_section(results),
         _sweeps_section(results),
         _clustering_section(results),
+        _nonlinearity_section(results),
         _planted_section(results),
         _flatmap_section(results, flatmaps),
     ]

@@ -3,7 +3,7 @@
 A run folder holds everything a report or a later analysis needs, with no recomputation::
 
     <folder>/metrics.json                        scalars, summaries, config, index of the arrays
-    <folder>/scores/<subject>/<slug>.npz         r, r2, cc_norm, p, significant of one model
+    <folder>/scores/<subject>/<slug>.npz         r, r2, r2_cod, cc_norm, p, significant of one model
     <folder>/scores/<subject>/cc_max.npy         the subject's noise ceiling per voxel
     <folder>/clustering/<subject>/<key>.npy      array entries of the clustering (labels, ...)
 
@@ -32,9 +32,11 @@ from jaxenc.errors import ConfigError, DataError
 __all__ = ["ModelScores", "RunResults", "slug", "SCORE_ARRAYS", "FORMAT_VERSION"]
 
 # Version of the on-disk layout; load refuses other versions rather than misreading them.
-FORMAT_VERSION = 1
+# Version 2: "r2" is the paper's r·|r| and "r2_cod" the coefficient of determination (version
+# 1 stored the coefficient of determination as "r2").
+FORMAT_VERSION = 2
 # The per-voxel arrays of a ModelScores, in the order they are stored.
-SCORE_ARRAYS = ("r", "r2", "cc_norm", "p", "significant")
+SCORE_ARRAYS = ("r", "r2", "r2_cod", "cc_norm", "p", "significant")
 # Name of the file that indexes a run folder.
 METRICS_FILE = "metrics.json"
 FORMAT_NAME = "jaxenc-run-results"
@@ -87,7 +89,9 @@ class ModelScores:
     r : array of shape (n_voxels,)
         Pearson correlation between prediction and response on the test story.
     r2 : array of shape (n_voxels,)
-        Coefficient of determination on the test story.
+        The paper's r², ``r * |r|`` (see :mod:`jaxenc.metrics.scores`).
+    r2_cod : array of shape (n_voxels,)
+        Coefficient of determination on the test story, ``1 - SS_res / SS_tot``.
     cc_norm : array of shape (n_voxels,)
         ``r`` divided by the voxel's noise ceiling; NaN where the ceiling is undefined.
     p : array of shape (n_voxels,)
@@ -110,6 +114,7 @@ class ModelScores:
     target: str
     r: np.ndarray
     r2: np.ndarray
+    r2_cod: np.ndarray
     cc_norm: np.ndarray
     p: np.ndarray
     significant: np.ndarray
@@ -121,7 +126,7 @@ class ModelScores:
         shapes = {key: getattr(self, key).shape for key in SCORE_ARRAYS}
         if self.r.ndim != 1 or any(shape != self.r.shape for shape in shapes.values()):
             raise DataError(
-                f"{self.name}: expected r, r2, cc_norm, p and significant of one shape "
+                f"{self.name}: expected {', '.join(SCORE_ARRAYS)} of one shape "
                 f"(n_voxels,), got {shapes}",
                 subject=self.subject,
             )
@@ -133,7 +138,7 @@ class ModelScores:
                     subject=self.subject,
                 )
             self.significant = self.significant.astype(bool)
-        for key in ("r", "r2", "cc_norm", "p"):
+        for key in (k for k in SCORE_ARRAYS if k != "significant"):
             if not np.issubdtype(getattr(self, key).dtype, np.floating):
                 setattr(self, key, getattr(self, key).astype(np.float64))
 
@@ -159,9 +164,11 @@ class ModelScores:
         Returns
         -------
         dict
-            ``mean_r``, ``median_r``, ``mean_r2``, ``median_r2``, ``mean_cc_norm``,
-            ``median_cc_norm``, ``top_k``, ``top_k_mean_r`` (floats, NaN when no finite value),
-            ``n_significant`` and ``n_voxels`` (ints). r2 and cc_norm are fractions, not %.
+            ``mean_r``, ``median_r``, ``mean_r2``, ``median_r2`` (the paper's r·|r|),
+            ``mean_r2_cod``, ``median_r2_cod`` (coefficient of determination),
+            ``mean_cc_norm``, ``median_cc_norm``, ``top_k``, ``top_k_mean_r`` (floats, NaN
+            when no finite value), ``n_significant`` and ``n_voxels`` (ints). r2, r2_cod and
+            cc_norm are fractions, not %.
         """
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
@@ -171,6 +178,8 @@ class ModelScores:
             "median_r": _median(self.r),
             "mean_r2": _mean(self.r2),
             "median_r2": _median(self.r2),
+            "mean_r2_cod": _mean(self.r2_cod),
+            "median_r2_cod": _median(self.r2_cod),
             "mean_cc_norm": _mean(self.cc_norm),
             "median_cc_norm": _median(self.cc_norm),
             "top_k": int(top_k),
@@ -249,10 +258,10 @@ class RunResults:
         One entry per subject x features x model x target.
     partition : list of dict, optional
         Variance partition rows: ``subject``, ``target``, ``features_a``, ``features_b``,
-        ``model``, ``n_significant``, ``unique_a``, ``unique_b``, ``shared`` (mean r2 parts over
-        significant voxels, fractions), ``share_best_unique_a``, ``share_best_unique_b``,
-        ``share_best_shared`` (fractions of significant voxels) and ``best_model_share``
-        (dict of model label -> fraction).
+        ``model``, ``n_significant``, ``unique_a``, ``unique_b``, ``shared`` (means over
+        significant voxels of the parts of the paper's r2, r·|r|; fractions),
+        ``share_best_unique_a``, ``share_best_unique_b``, ``share_best_shared`` (fractions of
+        significant voxels) and ``best_model_share`` (dict of model label -> fraction).
     sweeps : list of dict, optional
         ``{"name", "x_label", "rows": [{"subject", "model", "x", "mean_r", "mean_cc_norm",
         "n_significant"}]}``.
@@ -261,7 +270,13 @@ class RunResults:
         "label_names": [...], "modularity", "null_mean", "null_std"}``. Array values are stored
         as ``.npy`` files, the rest in ``metrics.json``.
     planted : dict, optional
-        Synthetic runs only: subject -> check -> ``{"value", "margin", "passed", "what"}``.
+        Synthetic runs only: subject -> check -> ``{"value", "margin", "passed", "what"}``;
+        the nonlinearity step's subjects as ``"nonlinearity/<subject>"``.
+    nonlinearity : dict, optional
+        Synthetic runs with the nonlinearity step only: ``{"folder", "subjects", "models",
+        "rows": [{"subject", "model", "voxels", "n_voxels", "mean_r", "mean_r2"}]}``, mean
+        scores per model and planted voxel class (see
+        :func:`jaxenc.experiment.nonlinearity.step_summary`).
     timings : dict, optional
         Stage -> wall-clock seconds.
     """
@@ -274,6 +289,7 @@ class RunResults:
     sweeps: list[dict] = field(default_factory=list)
     clustering: dict = field(default_factory=dict)
     planted: dict = field(default_factory=dict)
+    nonlinearity: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
 
     @property
@@ -442,6 +458,7 @@ class RunResults:
             "sweeps": _jsonable(self.sweeps, "sweeps"),
             "clustering": index_clustering,
             "planted": _jsonable(self.planted, "planted"),
+            "nonlinearity": _jsonable(self.nonlinearity, "nonlinearity"),
         }
         text = json.dumps(metrics, indent=1, allow_nan=True)
         _write_atomic(folder / METRICS_FILE, lambda fh: fh.write(text.encode("utf-8")))
@@ -515,6 +532,7 @@ class RunResults:
                 sweeps=metrics["sweeps"],
                 clustering=clustering,
                 planted=metrics["planted"],
+                nonlinearity=metrics["nonlinearity"],
                 timings=metrics["timings"],
             )
         except (KeyError, TypeError, AttributeError) as err:

@@ -16,8 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxenc.distributed import padded_size
-from jaxenc.train.loop import host
+from jaxenc.distributed import padded_size, to_host
 
 __all__ = ["place", "to_local"]
 
@@ -73,5 +72,5 @@ def place(create, stack, mesh: Mesh | None, axis: str) -> tuple[dict, dict]:
 def to_local(a, n: int):
     """The first ``n`` models of a stacked leaf, on the default device (PRNG keys kept typed)."""
     if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(jnp.asarray(host(jax.random.key_data(a))[:n]), impl=jax.random.key_impl(a))
-    return jnp.asarray(host(a)[:n])
+        return jax.random.wrap_key_data(jnp.asarray(to_host(jax.random.key_data(a))[:n]), impl=jax.random.key_impl(a))
+    return jnp.asarray(to_host(a)[:n])

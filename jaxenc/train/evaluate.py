@@ -7,7 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from jaxenc.errors import ConfigError
-from jaxenc.metrics import cc_norm, pearson_r, r2_score
+from jaxenc.metrics import voxel_scores
+from jaxenc.metrics.scores import CC_MAX_FLOOR
 
 __all__ = ["evaluate", "summarize"]
 
@@ -41,8 +42,13 @@ def summarize(scores, top_k: int = 1000) -> dict:
 
 
 def evaluate(fit, features: Mapping, responses: Mapping, *, repeats: Mapping | None = None,
-             floor: float | None = None, top_k: int = 1000, grid: int | None = None) -> dict:
+             trim: int | None = None, floor: float | None = CC_MAX_FLOOR, top_k: int = 1000,
+             grid: int | None = None) -> dict:
     """Score a fit's fold-averaged predictions on held-out stories, per voxel and summarised.
+
+    The scores are :func:`jaxenc.metrics.voxel_scores`: r, the paper's r2 (r·|r|), the
+    coefficient of determination r2_cod and, with repeats, cc_norm, on the rows kept after
+    the test-story trim.
 
     Parameters
     ----------
@@ -55,8 +61,11 @@ def evaluate(fit, features: Mapping, responses: Mapping, *, repeats: Mapping | N
     repeats : mapping of str to array of shape (n_repeats, n_trs, n_voxels), optional
         Per subject, every repeat of the test story; adds the noise-ceiling-normalised
         correlation ``cc_norm``.
+    trim : int, optional
+        Rows dropped from the start of the predictions, responses and repeats; None: the
+        protocol's share (:func:`jaxenc.metrics.protocol_trim`, 40 of 291 rows); 0: none.
     floor : float, optional
-        Lower bound on the noise ceiling in ``cc_norm``.
+        Lower bound on the noise ceiling in ``cc_norm`` (the paper's 0.25); None: no floor.
     top_k : int
         Voxels in the top-k summaries.
     grid : int, optional
@@ -65,18 +74,17 @@ def evaluate(fit, features: Mapping, responses: Mapping, *, repeats: Mapping | N
     Returns
     -------
     dict of str to dict
-        Per subject: ``prediction`` (n_trs, n_voxels), ``r``, ``r2`` and optionally
-        ``cc_norm`` (each (n_voxels,) ndarray), and ``summary`` with :func:`summarize` of each.
+        Per subject: ``prediction`` (n_trs, n_voxels, every row), ``r``, ``r2``, ``r2_cod``
+        and optionally ``cc_norm`` (each (n_voxels,) ndarray), and ``summary`` with
+        :func:`summarize` of each.
     """
     preds = fit.predict(features, grid=grid)
     out = {}
     for subject, pred in preds.items():
         if subject not in responses:
             raise ConfigError("no test responses given", subject=subject)
-        y = np.asarray(responses[subject], np.float32)
-        scores = {"r": np.asarray(pearson_r(y, pred)), "r2": np.asarray(r2_score(y, pred))}
-        if repeats is not None and subject in repeats:
-            scores["cc_norm"] = np.asarray(cc_norm(pred, np.asarray(repeats[subject], np.float32), floor=floor))
+        subject_repeats = None if repeats is None or subject not in repeats else repeats[subject]
+        scores = voxel_scores(responses[subject], pred, subject_repeats, trim=trim, floor=floor)
         out[subject] = {
             "prediction": pred,
             **scores,

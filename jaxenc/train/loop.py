@@ -23,11 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
+from jaxenc.distributed import to_host
 from jaxenc.train import _checkpoint
 from jaxenc.train.config import NonFiniteError, TrainConfig
 from jaxenc.train.program import SHARED
 
-__all__ = ["stack_sizes", "run_chunks", "run_one_by_one", "host"]
+__all__ = ["stack_sizes", "run_chunks", "run_one_by_one"]
 
 
 def stack_sizes(n_slots: int, unit: int = 1) -> tuple[int, ...]:
@@ -51,15 +52,6 @@ def stack_sizes(n_slots: int, unit: int = 1) -> tuple[int, ...]:
         sizes.add(s)
         s *= 2
     return tuple(sorted(sizes))
-
-
-def host(a) -> np.ndarray:
-    """A (possibly sharded) array as one host numpy array, gathered across processes if needed."""
-    if isinstance(a, jax.Array) and not a.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
-    return np.asarray(a)
 
 
 def raise_nonfinite(nan_epoch: np.ndarray, keys) -> None:
@@ -117,7 +109,7 @@ def run_chunks(program, carry: dict, data: dict, cfg: TrainConfig, keys, *, mana
     dict
         The final carry of all ``n_slots`` slots.
     """
-    n_slots = len(host(carry["stopped"]))
+    n_slots = len(to_host(carry["stopped"]))
     sizes = sizes or (n_slots,)
     sharding = carry["stopped"].sharding if isinstance(carry["stopped"].sharding, NamedSharding) else None
     take, put = _jit_take(sharding), _jit_put(sharding)
@@ -129,7 +121,7 @@ def run_chunks(program, carry: dict, data: dict, cfg: TrainConfig, keys, *, mana
             epoch, carry = restored
     if bar is not None:
         bar.update(epoch)
-    stopped = host(carry["stopped"]).copy()
+    stopped = to_host(carry["stopped"]).copy()
     # The running stack holds the models `slots` of `full`; while it holds all of them it is
     # `full` itself (no copy), and `full` is stale until the stack is scattered back.
     full, stack, slots, stack_data = None, carry, None, data
@@ -150,9 +142,9 @@ def run_chunks(program, carry: dict, data: dict, cfg: TrainConfig, keys, *, mana
         if bar is not None:
             bar.update(min(e, cfg.max_epochs - bar.n))
         here = np.arange(n_slots) if slots is None else slots
-        stopped[here] = host(stack["stopped"])
+        stopped[here] = to_host(stack["stopped"])
         nan_epoch = np.full(n_slots, -1)
-        nan_epoch[here] = host(stack["nan_epoch"])
+        nan_epoch[here] = to_host(stack["nan_epoch"])
         raise_nonfinite(nan_epoch, keys)
         done = epoch >= cfg.max_epochs or stopped.all()
         if manager is not None and (epoch % cfg.checkpoint_every == 0 or done):
@@ -160,7 +152,7 @@ def run_chunks(program, carry: dict, data: dict, cfg: TrainConfig, keys, *, mana
             _checkpoint.save(manager, epoch, full, meta)
         if callback is not None:
             val = np.full(n_slots, np.nan, np.float32)
-            val[here] = host(stack["history"][:, min(epoch, cfg.max_epochs) - 1, 1])
+            val[here] = to_host(stack["history"][:, min(epoch, cfg.max_epochs) - 1, 1])
             callback(epoch, {"val_loss": val[: len(keys)], "stopped": stopped[: len(keys)].copy()})
     return synced()
 

@@ -59,3 +59,18 @@ def test_bad_delays_raise_config_error(delays):
 def test_non_2d_features_raise_alignment_error():
     with pytest.raises(AlignmentError, match=r"2-D.*\(4,\)"):
         make_delayed(np.zeros(4), (1, 2))
+
+
+def test_groups_delay_each_group_alone():
+    rng = np.random.default_rng(2)
+    parts = [rng.standard_normal((n, 3)).astype(np.float32) for n in (5, 2, 7)]
+    groups = np.repeat([0, 1, 2], [5, 2, 7])
+    delays = (1, -2, 0, 3)
+    got = make_delayed(np.vstack(parts), delays, groups)
+    expected = np.vstack([delayed_reference(p, delays) for p in parts])
+    np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_groups_of_another_length_raise_alignment_error():
+    with pytest.raises(AlignmentError, match=r"one label per row.*\(4,\).*\(3,\)"):
+        make_delayed(np.zeros((4, 2)), (1,), groups=np.zeros(3, int))

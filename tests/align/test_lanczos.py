@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from jaxenc.align import lanczos as lanczos_module
 from jaxenc.align import lanczos_interp, lanczos_kernel
+from jaxenc.align.lanczos import bucket_length
 from jaxenc.errors import AlignmentError, ConfigError
 
 
@@ -225,3 +226,24 @@ def test_bad_options_raise_config_error():
     for chunk_size in (0, 2.5, True):
         with pytest.raises(ConfigError, match="chunk_size"):
             lanczos_interp(data, old_times, new_times, chunk_size=chunk_size)
+
+
+def test_bucket_lengths_pad_at_most_half():
+    got = [bucket_length(n) for n in (0, 1, 16, 17, 24, 25, 33, 49, 97, 1000, 1025)]
+    assert got == [16, 16, 16, 24, 24, 32, 48, 64, 128, 1024, 1536]
+    for n in range(17, 5000):
+        assert n <= bucket_length(n) <= 1.5 * n
+
+
+def test_lengths_in_one_bucket_share_one_program_and_match_the_reference(backend_compiles):
+    # 14 and 15 new times share the bucket 16; 60, 50 and 56 old times the bucket 64.
+    rng = np.random.default_rng(12)
+    cases = [irregular_case(rng, n_old, n_new) for n_old, n_new in ((60, 14), (50, 15), (56, 14))]
+    counts = []
+    for data, old_times, new_times in cases:
+        with backend_compiles() as compiles:
+            got = lanczos_interp(data.astype(np.float32), old_times, new_times)
+        counts.append(len(compiles))
+        expected = interp_reference(data, old_times, new_times)
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-5)
+    assert counts[0] >= 1 and counts[1:] == [0, 0]

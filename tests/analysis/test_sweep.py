@@ -1,5 +1,8 @@
 """ridge_sweep against himalaya's RidgeCV and numpy/scipy scores; encoder_sweep's stacked
-pseudo-subjects against separate fit_encoders calls, scored with numpy and scikit-learn."""
+pseudo-subjects against separate fit_encoders calls, scored with numpy and scikit-learn.
+
+Scores are those of jaxenc.metrics.scores: r, the paper's r2 = r·|r|, the coefficient of
+determination r2_cod and cc_norm, on the test rows left after dropping the first TRIM."""
 
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from jaxenc.train import SubjectData, TrainConfig, fit_encoders
 
 ALPHAS = np.logspace(-1, 4, 6)
 N_PERM = 50
+# Test-story rows dropped before scoring.
+TRIM = 6
 
 
 def rel(a, b):
@@ -42,7 +47,7 @@ def _cc_norm(pred, repeats, floor):
 
 
 def _reference_scores(pred, repeats, *, floor=0.25, block_size=10, seed=0, alpha=0.05):
-    pred, repeats = np.asarray(pred, np.float64), np.asarray(repeats, np.float64)
+    pred, repeats = np.asarray(pred, np.float64)[TRIM:], np.asarray(repeats, np.float64)[:, TRIM:]
     target = repeats.mean(0)
     r = _columns_r(target, pred)
     orders = np.asarray(block_permutations(len(target), N_PERM, block_size, seed))
@@ -50,7 +55,8 @@ def _reference_scores(pred, repeats, *, floor=0.25, block_size=10, seed=0, alpha
     p = (1 + (null >= r - 1e-6).sum(0)) / (1 + N_PERM)
     return {
         "r": r,
-        "r2": sklearn_r2(target, pred, multioutput="raw_values"),
+        "r2": r * np.abs(r),
+        "r2_cod": sklearn_r2(target, pred, multioutput="raw_values"),
         "cc_norm": _cc_norm(pred, repeats, floor),
         "p": p,
         "significant": false_discovery_control(p, method="bh") <= alpha,
@@ -84,12 +90,13 @@ def _himalaya_prediction(X, Y, X_test, splits):
 
 def _check_scores(row, pred, repeats):
     ref = _reference_scores(pred, repeats)
-    for name in ("r", "r2", "cc_norm"):
+    for name in ("r", "r2", "r2_cod", "cc_norm"):
         np.testing.assert_allclose(row[name], ref[name], atol=1e-5, err_msg=name)
     np.testing.assert_allclose(row["p"], ref["p"], atol=1e-12)
     np.testing.assert_array_equal(row["significant"], ref["significant"])
     assert row["mean_r"] == pytest.approx(ref["r"].mean(), abs=1e-5)
     assert row["mean_r2"] == pytest.approx(ref["r2"].mean(), abs=1e-5)
+    assert row["mean_r2_cod"] == pytest.approx(ref["r2_cod"].mean(), abs=1e-5)
     assert row["mean_cc_norm"] == pytest.approx(ref["cc_norm"].mean(), abs=1e-5)
     assert row["n_significant"] == ref["significant"].sum()
 
@@ -97,7 +104,7 @@ def _check_scores(row, pred, repeats):
 def test_ridge_sweep_matches_himalaya_and_numpy_scores():
     designs, Y, groups, tests, repeats = _ridge_problem()
     rows = ridge_sweep(designs, Y, groups, tests, repeats, alphas=ALPHAS, cv=3,
-                       n_permutations=N_PERM)
+                       n_permutations=N_PERM, trim=TRIM)
     assert [row["label"] for row in rows] == ["layer0", "layer1", "big"]
     splits = resolve_splits(3, len(Y), groups)  # one story held out per fold
     for row in rows:
@@ -114,7 +121,7 @@ def test_ridge_sweep_with_pca_targets():
     pca = PCA(n_components=5).fit(Y)
     Z = np.asarray(pca.transform(Y))
     rows = ridge_sweep({"layer0": designs["layer0"]}, Z, groups, {"layer0": tests["layer0"]},
-                       repeats, alphas=ALPHAS, cv=3, n_permutations=N_PERM, pca=pca)
+                       repeats, alphas=ALPHAS, cv=3, n_permutations=N_PERM, pca=pca, trim=TRIM)
     splits = resolve_splits(3, len(Y), groups)
     z_pred, _ = _himalaya_prediction(designs["layer0"], Z, tests["layer0"], splits)
     voxels = z_pred @ np.asarray(pca.components_, np.float64) + np.asarray(pca.mean_, np.float64)
@@ -183,7 +190,7 @@ def sweep(tmp_path_factory):
     checkpoints = tmp_path_factory.mktemp("sweep_checkpoints")
     fits, rows = encoder_sweep(MAKE, data, CFG, test_features_by_label=test_features,
                                test_responses=responses, test_repeats=repeats,
-                               checkpoint_dir=checkpoints)
+                               checkpoint_dir=checkpoints, trim=TRIM)
     return data, test_features, responses, repeats, fits, rows, checkpoints
 
 
@@ -215,12 +222,14 @@ def test_encoder_sweep_stacks_labels_of_one_width_into_one_program(sweep):
         predictions = alone.predict(features)
         for subject in ("S1", "S2"):
             row = next(r for r in rows if r["label"] == label and r["subject"] == subject)
-            pred = predictions[pseudo_subject(label, subject)].astype(np.float64)
-            target = responses[subject].astype(np.float64)
-            np.testing.assert_allclose(row["r"], _columns_r(target, pred), atol=1e-3)
-            np.testing.assert_allclose(row["r2"], sklearn_r2(target, pred, multioutput="raw_values"),
+            pred = predictions[pseudo_subject(label, subject)].astype(np.float64)[TRIM:]
+            target = responses[subject].astype(np.float64)[TRIM:]
+            r = _columns_r(target, pred)
+            np.testing.assert_allclose(row["r"], r, atol=1e-3)
+            np.testing.assert_allclose(row["r2"], r * np.abs(r), atol=1e-3)
+            np.testing.assert_allclose(row["r2_cod"], sklearn_r2(target, pred, multioutput="raw_values"),
                                        atol=1e-3)
-            reference_cc = _cc_norm(pred, repeats[subject].astype(np.float64), 0.25)
+            reference_cc = _cc_norm(pred, repeats[subject].astype(np.float64)[:, TRIM:], 0.25)
             np.testing.assert_allclose(row["cc_norm"], reference_cc, atol=1e-3)
             assert row["mean_r"] == pytest.approx(np.mean(row["r"]), abs=1e-6)
             assert row["mean_cc_norm"] == pytest.approx(np.mean(row["cc_norm"]), abs=1e-6)
@@ -235,7 +244,7 @@ def test_encoder_sweep_rows_cover_every_label_and_subject(sweep):
         (0, "S1"), (0, "S2"), (1, "S1"), (1, "S2"), ("large", "S1"), ("large", "S2")]
     for row in rows:
         assert row["n_features"] == (12 if row["label"] == "large" else 8)
-        assert row["r"].shape == row["r2"].shape == row["cc_norm"].shape == (N_VOXELS,)
+        assert row["r"].shape == row["r2"].shape == row["r2_cod"].shape == row["cc_norm"].shape == (N_VOXELS,)
         assert np.all(np.isfinite(row["r"]))
 
 

@@ -9,6 +9,7 @@ import transformers
 from flax import nnx
 
 from jaxenc.ckpt import load_llama, load_whisper_encoder
+from jaxenc.ckpt.files import stored_dtype
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 FORMATS = ["single", "sharded", "fp16", "bf16", "bare", "bin", "bin-sharded"]
@@ -61,3 +62,14 @@ def test_param_dtype_casts_and_defaults_to_compute_dtype(whisper_dirs, llama_dir
         assert param_dtypes(load(dirs[fmt])[0]) == f32
         assert param_dtypes(load(dirs[fmt], dtype=jnp.bfloat16)[0]) == bf16
         assert param_dtypes(load(dirs[fmt], dtype=jnp.float32, param_dtype=jnp.bfloat16)[0]) == bf16
+
+
+@pytest.mark.parametrize("fmt, stored", [("single", "float32"), ("fp16", "float16"), ("bf16", "bfloat16"),
+                                         ("bin-sharded", "float32")])
+def test_auto_dtype_computes_in_bfloat16_for_16_bit_checkpoints(whisper_dirs, llama_dirs, fmt, stored):
+    """dtype="auto": the dtype the headers store most elements in decides; 16-bit -> bfloat16."""
+    compute = jnp.dtype(jnp.bfloat16 if stored in ("float16", "bfloat16") else jnp.float32)
+    for load, (_, dirs) in ((load_llama, llama_dirs), (load_whisper_encoder, whisper_dirs)):
+        assert stored_dtype(dirs[fmt]) == stored
+        model = load(dirs[fmt], dtype="auto")[0]
+        assert jnp.dtype(model.dtype) == compute and param_dtypes(model) == {compute}

@@ -7,6 +7,7 @@ against files whose content the tests know exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 from pathlib import Path
@@ -100,11 +101,19 @@ def short_textgrid(tiers, *, names=True) -> str:
     return "\n".join(lines) + "\n"
 
 
+@functools.lru_cache(maxsize=8)
 def stereo_tones(seconds=WAV_SECONDS, rate=WAV_RATE) -> np.ndarray:
-    """int16 array (n_samples, 2) holding the two TONES."""
+    """int16 array (n_samples, 2) holding the two TONES (read-only: shared between calls)."""
     t = np.arange(int(round(seconds * rate))) / rate
     channels = [amp * np.sin(2 * np.pi * freq * t) for freq, amp in TONES]
-    return np.round(np.stack(channels, axis=1) * 32767).astype(np.int16)
+    tones = np.round(np.stack(channels, axis=1) * 32767).astype(np.int16)
+    tones.flags.writeable = False
+    return tones
+
+
+def story_seconds(story: str) -> float:
+    """Audio length of a story of the tree: its TR grid, 2 * respdict - 20 s from sound onset."""
+    return 2.0 * RESPDICT[story] - 20.0
 
 
 def write_hf5(path: Path, **datasets) -> None:
@@ -126,6 +135,9 @@ class Tree:
 
     def hf5(self, subject, story) -> Path:
         return self.root / "derivative" / "preprocessed_data" / subject / f"{story}.hf5"
+
+    def wav(self, story) -> Path:
+        return self.root / "stimuli" / f"{story}.wav"
 
 
 def build_tree(root: Path) -> Tree:
@@ -156,7 +168,7 @@ def build_tree(root: Path) -> Tree:
     stimuli.mkdir()
     audio = {}
     for story in ("alpha", "bravo", "charlie", TEST_STORY):
-        audio[story] = stereo_tones()
+        audio[story] = stereo_tones(story_seconds(story))
         soundfile.write(stimuli / f"{story}.wav", audio[story], WAV_RATE, subtype="PCM_16")
     return Tree(root, dict(RESPDICT), responses, repeats, audio)
 
@@ -178,4 +190,5 @@ def tg():
 @pytest.fixture
 def wav():
     """The stereo tone generator and its constants, for tests of the audio reader."""
-    return types.SimpleNamespace(stereo_tones=stereo_tones, rate=WAV_RATE, tones=TONES)
+    return types.SimpleNamespace(stereo_tones=stereo_tones, rate=WAV_RATE, tones=TONES,
+                                 story_seconds=story_seconds)

@@ -130,8 +130,8 @@ def test_audio_downmix_and_whisper_rate(tree, wav):
 
 
 def test_audio_at_another_rate_is_resampled_with_a_warning(tree, wav):
-    stereo = wav.stereo_tones(rate=48000)
-    soundfile.write(tree.root / "stimuli" / "alpha.wav", stereo, 48000, subtype="PCM_16")
+    stereo = wav.stereo_tones(wav.story_seconds("alpha"), rate=48000)
+    soundfile.write(tree.wav("alpha"), stereo, 48000, subtype="PCM_16")
     ds = LeBelDataset(tree.root)
     with pytest.warns(DataWarning, match="alpha.*48000 Hz"):
         waveform, rate = ds.audio("alpha")

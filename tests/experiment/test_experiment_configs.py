@@ -2,7 +2,8 @@
 
 The sizes shrink (the tiny twin, one subject, two folds, two epochs, a few components and
 permutations); the structure of each config (feature sets, models, targets, sweeps, analyses)
-is kept. The twin, the embedded default extractors and their features are prepared once and
+is kept. The nonlinearity step (on in the demo, table1 and ablations) runs once, at its own
+size, in the last test. The twin, the embedded default extractors and their features are prepared once and
 copied into each run folder, where extraction then finds every story cached.
 """
 
@@ -24,6 +25,7 @@ TINY = [
     "data.preset=tiny", 'data.subjects=["UTS01"]', "table.n_components=8", "ridge.folds=2",
     "ridge.band_candidates=2", "train.folds=2", "train.max_epochs=2", "train.epochs_per_call=1",
     "train.checkpoint_every=1", "train.hidden=8", "evaluate.permutations=100", "analyses.cluster_k=3",
+    "nonlinearity.run=false",
 ]
 SHARED = ("data", "models", "features")
 
@@ -94,10 +96,49 @@ def test_checkpoints_are_kept_on_request(prepared, tmp_path):
     assert len(kept) == 1 and any(kept[0].iterdir())
 
 
-def test_the_nonlinearity_config_recovers_the_planted_product(tmp_path):
-    """At its own size: the MLP beats MLLinear on the interaction voxels by the stated margin."""
-    config = load_config(EXPERIMENTS_DIR / "nonlinearity.toml")
-    Experiment(config, tmp_path, progress=False, log=lambda line: None).run()
-    checks = RunResults.load(tmp_path).planted["UTS01"]
+def test_more_training_trim_drops_the_same_rows_of_features_and_responses(prepared, tmp_path):
+    """align.train_trim beyond the protocol's [10:-5] drops rows of both sides of every
+    training story; the test story keeps its rows."""
+    from jaxenc.experiment.fitting import _Designs
+
+    planted = TINY + ["audio.source=planted", "semantic.source=planted"]
+    designs = {}
+    for trim in ((10, 5), (13, 6)):
+        out = run_folder(tmp_path / f"trim{trim[0]}", prepared)
+        exp = Experiment(load_config(None, planted + [f"align.train_trim=[{trim[0]}, {trim[1]}]"]), out,
+                         progress=False, log=lambda line: None)
+        exp.extract()
+        designs[trim] = (_Designs(exp), exp)
+    (base, exp), (more, _) = designs[(10, 5)], designs[(13, 6)]
+    X0, _, slices0 = base.train("audio", "UTS01")
+    X1, _, slices1 = more.train("audio", "UTS01")
+    Y0, Y1 = base.responses("UTS01"), more.responses("UTS01")
+    for story in exp.train_stories("UTS01"):
+        rows0, rows1 = slices0[story], slices1[story]
+        assert rows1.stop - rows1.start == rows0.stop - rows0.start - 4, story
+        np.testing.assert_array_equal(Y1[rows1], Y0[rows0][3:-1])
+    assert X1.shape[0] == X0.shape[0] - 4 * len(slices0)
+    np.testing.assert_array_equal(base.test("audio"), more.test("audio"))
+
+
+def test_the_nonlinearity_step_recovers_the_planted_product(prepared, tmp_path):
+    """The demo's nonlinearity step at its own size, after a one-model main run: the MLP beats
+    MLLinear on the interaction voxels by the stated margin, and the checks, the per-class
+    table and the figure reach the main run's results and report."""
+    out = run_folder(tmp_path / "step", prepared)
+    config = load_config(None, TINY + ['table.models=["ridge"]', 'table.feature_sets=["audio"]',
+                                       'table.targets=["voxels"]', "nonlinearity.run=true"])
+    paths = Experiment(config, out, progress=False, log=lambda line: None).run()
+    results = RunResults.load(out)
+    checks = results.planted["nonlinearity/UTS01"]
     assert set(checks) == {"interaction_gain", "interaction_nonlinearity"}
     assert all(check["passed"] for check in checks.values()), checks
+    assert checks["interaction_nonlinearity"]["margin"] == 0.3
+    rows = {(r["model"], r["voxels"]): r["mean_r"] for r in results.nonlinearity["rows"]}
+    assert rows["mlp", "interaction"] - rows["mllinear", "interaction"] >= 0.3
+    # The step is a run of its own, with its own report.
+    step = RunResults.load(out / "nonlinearity")
+    assert {s.model for s in step.scores} == {"ridge", "mllinear", "dimlp", "mlp"}
+    assert (out / "nonlinearity" / "report.html").is_file()
+    assert "The nonlinearity where the twin plants it" in paths["md"].read_text()
+    assert (out / "figures" / "nonlinearity.png").is_file()

@@ -14,7 +14,7 @@ import transformers
 from jaxenc import pipeline
 from jaxenc.ckpt import load_llama, load_whisper_encoder
 from jaxenc.data import LeBelDataset
-from jaxenc.data.synthetic import SyntheticConfig, VoxelClass, load_truth, write_synthetic
+from jaxenc.synthetic import SyntheticConfig, VoxelClass, load_truth, write_synthetic
 from jaxenc.features import (
     FeatureCache,
     LogMelFrontend,

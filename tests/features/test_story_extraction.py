@@ -2,9 +2,11 @@
 
 import shutil
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxenc.ckpt import load_llama
 from jaxenc.errors import DataError
 from jaxenc.features import (
     FeatureCache,
@@ -98,3 +100,53 @@ def test_checkpoint_revision_follows_content_not_location(whisper_checkpoint, tm
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     assert checkpoint_revision(copy) != revision
+
+
+def test_every_whisper_setting_keys_its_own_features(whisper_checkpoint, waveform, tmp_path):
+    """Changing any window setting computes anew (the audio is loaded again) and gives other
+    features; the first entry stays readable. (The compute dtype is keyed as for LLaMA below.)"""
+    directory, module, _, fe = whisper_checkpoint
+    loaded = []
+
+    def audio(story):
+        loaded.append(story)
+        return waveform(1.5, seed=4), SR
+
+    cache = FeatureCache(tmp_path)
+    base = dict(model="tiny-whisper", revision=checkpoint_revision(directory), layers=(2,), batch_size=8,
+                progress=False, **WINDOW)
+    first = whisper_story_features(cache, module, fe, audio, ["alpha"], **base)["alpha"]
+    changes = [{"context_s": 0.5}, {"chunk_s": 0.05}, {"stride_s": 0.2}, {"input_s": 1.4}]
+    seen = {first.digest: cache.read(first)[1][2]}
+    for change in changes:
+        key = whisper_story_features(cache, module, fe, audio, ["alpha"], **{**base, **change})["alpha"]
+        assert key.digest not in seen, change
+        seen[key.digest] = cache.read(key)[1][2]
+    assert len(loaded) == 1 + len(changes)
+    values = list(seen.values())
+    assert all(v.shape != values[0].shape or not np.allclose(v, values[0]) for v in values[1:])
+    np.testing.assert_array_equal(cache.read(first)[1][2], values[0])
+
+
+def test_every_llama_setting_keys_its_own_features(llama_checkpoint, story_words, tmp_path):
+    """The context scheme (an int, the paper's pair, another pair) and the compute dtype each
+    key their own entry and recompute."""
+    directory, module, _, tokenizer = llama_checkpoint
+    loaded = []
+
+    def words(story):
+        loaded.append(story)
+        return np.arange(12) * 0.4, story_words[:12]
+
+    cache = FeatureCache(tmp_path)
+    base = dict(model="tiny-llama", revision=checkpoint_revision(directory), layers=(2,), batch_size=8,
+                pad_multiple=16, progress=False)
+    bf16 = load_llama(directory, dtype=jnp.bfloat16)[0]
+    settings = [(4, module), ((4, 8), module), ((2, 8), module), ((4, 8), bf16)]
+    digests = set()
+    for context_words, model in settings:
+        key = llama_story_features(cache, model, tokenizer, words, ["alpha"], context_words=context_words,
+                                   **base)["alpha"]
+        digests.add(key.digest)
+    assert len(digests) == len(settings) and len(loaded) == len(settings)
+    assert dict(key.params)["context_words"] == (4, 8) and dict(key.params)["compute_dtype"] == "bfloat16"

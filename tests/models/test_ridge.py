@@ -15,10 +15,20 @@ from sklearn.metrics import r2_score
 
 from jaxenc.errors import AlignmentError, ConfigError, DataWarning
 from jaxenc.models import BandedRidgeCV, BootstrapChunks, RidgeCV
-from jaxenc.models import ridge_solvers
+from jaxenc.models import ridge_lfo, ridge_solvers
 from jaxenc.models.ridge_splits import resolve_splits
 
 ALPHAS = np.logspace(-1, 4, 11)
+
+
+@pytest.fixture(params=["one_decomposition", "per_split"])
+def route(request, monkeypatch):
+    """Force the solver route: one decomposition of all rows with held-out-fold corrections
+    (``ridge_lfo``), or a decomposition per split (``ridge_solvers``); by default the cheaper
+    one for the shape is taken, which at these small shapes is always the per-split one."""
+    monkeypatch.setattr(ridge_lfo, "lfo_is_cheaper",
+                        lambda *args, **kwargs: request.param == "one_decomposition")
+    return request.param
 
 
 def planted(n=120, p=16, v=9, seed=0, noise=1.0):
@@ -55,7 +65,7 @@ def rel(a, b):
 
 @pytest.mark.parametrize("n,p", [(120, 16), (40, 60)], ids=["primal", "dual"])
 @pytest.mark.parametrize("fit_intercept", [True, False])
-def test_fixed_alpha_matches_scipy_solve_and_sklearn(n, p, fit_intercept):
+def test_fixed_alpha_matches_scipy_solve_and_sklearn(n, p, fit_intercept, route):
     X, Y = planted(n=n, p=p)
     alpha = 7.0
     coef, intercept = ridge_solve(X, Y, alpha, fit_intercept)
@@ -95,7 +105,7 @@ def test_integer_cv_over_groups_holds_out_contiguous_runs_of_stories():
 
 
 @pytest.mark.parametrize("scoring", ["r2", "correlation"])
-def test_cv_scores_match_sklearn_ridge_in_a_loop_over_story_folds(scoring):
+def test_cv_scores_match_sklearn_ridge_in_a_loop_over_story_folds(scoring, route):
     X, Y = planted()
     groups = np.repeat(np.arange(6), [15, 25, 20, 18, 22, 20])  # folds of 40, 38 and 42 rows
     model = RidgeCV(alphas=ALPHAS, cv=3, scoring=scoring, dtype="float64").fit(X, Y, groups)
@@ -113,7 +123,7 @@ def test_cv_scores_match_sklearn_ridge_in_a_loop_over_story_folds(scoring):
     assert model.scoring_ == scoring and model.n_splits_ == 3
 
 
-def test_shared_alpha_maximises_the_voxel_mean_score():
+def test_shared_alpha_maximises_the_voxel_mean_score(route):
     X, Y = planted()
     per_voxel = RidgeCV(alphas=ALPHAS, cv=3, dtype="float64").fit(X, Y)
     shared = RidgeCV(alphas=ALPHAS, cv=3, alpha_per_target=False, dtype="float64").fit(X, Y)
@@ -125,7 +135,7 @@ def test_shared_alpha_maximises_the_voxel_mean_score():
 
 
 @pytest.mark.parametrize("alpha_per_target", [True, False])
-def test_matches_himalaya_ridgecv(alpha_per_target):
+def test_matches_himalaya_ridgecv(alpha_per_target, route):
     from himalaya.ridge import RidgeCV as HimalayaRidgeCV
     from himalaya.scoring import r2_score as himalaya_r2
 
@@ -142,7 +152,7 @@ def test_matches_himalaya_ridgecv(alpha_per_target):
 
 
 @pytest.mark.parametrize("voxel_batch,split_batch", [(4, None), (3, 2)])
-def test_voxel_and_split_batching_do_not_change_the_result(voxel_batch, split_batch):
+def test_voxel_and_split_batching_do_not_change_the_result(voxel_batch, split_batch, route):
     X, Y = planted()
     whole = RidgeCV(alphas=ALPHAS, cv=3, voxel_batch=1024).fit(X, Y)
     batched = RidgeCV(alphas=ALPHAS, cv=3, voxel_batch=voxel_batch,
@@ -165,11 +175,12 @@ def test_lapack_thread_limit_applies_and_leaves_results_unchanged():
     assert rel(limited.coef_, default.coef_) < 1e-5
 
 
-def test_voxel_kernel_compiles_once_across_batches():
+def test_voxel_kernel_compiles_once_across_batches(route):
     X, Y = planted()
-    ridge_solvers._cv_batch.clear_cache()
+    kernel = (ridge_lfo if route == "one_decomposition" else ridge_solvers)._cv_batch
+    kernel.clear_cache()
     RidgeCV(alphas=ALPHAS, cv=3, voxel_batch=4).fit(X, Y)  # batches of 4, 4 and a padded 1
-    assert ridge_solvers._cv_batch._cache_size() == 1
+    assert kernel._cache_size() == 1
 
 
 # ----------------------------------------------------------------------------- bootstrap
@@ -192,7 +203,7 @@ def test_bootstrap_chunks_hold_out_whole_chunks_and_train_on_the_rest():
     assert len({tuple(v) for _, v in splits}) > 1
 
 
-def test_bootstrap_ridgecv_picks_alpha_by_mean_correlation_over_draws():
+def test_bootstrap_ridgecv_picks_alpha_by_mean_correlation_over_draws(route):
     X, Y = planted(n=120)
     cv = BootstrapChunks(n_boots=4, chunk_len=10, n_chunks=3, seed=0)
     model = RidgeCV(alphas=ALPHAS, cv=cv, fit_intercept=False, dtype="float64").fit(X, Y)
@@ -218,7 +229,7 @@ def two_band_data(n=120, seed=2, v=9):
     return X, X @ W + rng.standard_normal((n, v))
 
 
-def test_banded_matches_himalaya_banded_ridgecv_with_the_same_candidates():
+def test_banded_matches_himalaya_banded_ridgecv_with_the_same_candidates(route):
     from himalaya.ridge import BandedRidgeCV as HimalayaBandedRidgeCV
     from himalaya.scoring import r2_score as himalaya_r2
 
@@ -241,7 +252,7 @@ def test_banded_matches_himalaya_banded_ridgecv_with_the_same_candidates():
     assert len(np.unique(model.best_candidates_)) > 1
 
 
-def test_banded_corner_switches_a_band_off_and_equals_ridge_on_the_other_band():
+def test_banded_corner_switches_a_band_off_and_equals_ridge_on_the_other_band(route):
     X, Y = two_band_data()
     banded = BandedRidgeCV([slice(0, 10), slice(10, 16)], alphas=ALPHAS, candidates=[[1.0, 0.0]],
                            cv=3, dtype="float64").fit(X, Y)
@@ -253,7 +264,7 @@ def test_banded_corner_switches_a_band_off_and_equals_ridge_on_the_other_band():
     np.testing.assert_allclose(banded.band_alphas_[0], ridge.best_alphas_)
 
 
-def test_banded_with_one_candidate_is_ridge_on_rescaled_features():
+def test_banded_with_one_candidate_is_ridge_on_rescaled_features(route):
     X, Y = two_band_data()
     gamma = np.array([0.8, 0.2])
     scale = np.sqrt(np.repeat(gamma, [10, 6]))
@@ -264,6 +275,45 @@ def test_banded_with_one_candidate_is_ridge_on_rescaled_features():
     assert rel(banded.coef_, scale[:, None] * ridge.coef_) < 1e-9
     np.testing.assert_allclose(banded.band_alphas_, ridge.best_alphas_[None] / gamma[:, None])
     np.testing.assert_allclose(banded.deltas_, np.log(gamma[:, None] / ridge.best_alphas_))
+
+
+@pytest.mark.parametrize("scoring", ["r2", "correlation"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_routes_agree_on_banded_ridge_in_the_dual(scoring, fit_intercept, monkeypatch):
+    # 60 rows and 90 features: both routes decompose kernels (X X^T) rather than X^T X.
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((60, 90)) + 1.0
+    Y = X[:, :40] @ rng.standard_normal((40, 7)) * 0.2 + rng.standard_normal((60, 7))
+    fits = {}
+    for one_decomposition in (True, False):
+        monkeypatch.setattr(ridge_lfo, "lfo_is_cheaper", lambda *a, **k: one_decomposition)
+        fits[one_decomposition] = BandedRidgeCV(
+            [slice(0, 40), slice(40, 90)], alphas=ALPHAS, n_iter=6, cv=4, scoring=scoring,
+            fit_intercept=fit_intercept, dtype="float64").fit(X, Y)
+    lfo_fit, split_fit = fits[True], fits[False]
+    np.testing.assert_allclose(lfo_fit.cv_scores_, split_fit.cv_scores_, atol=1e-10)
+    np.testing.assert_array_equal(lfo_fit.best_candidates_, split_fit.best_candidates_)
+    np.testing.assert_array_equal(lfo_fit.best_alphas_, split_fit.best_alphas_)
+    assert rel(lfo_fit.coef_, split_fit.coef_) < 1e-9
+    np.testing.assert_allclose(lfo_fit.intercept_, split_fit.intercept_, atol=1e-9)
+
+
+def test_non_complementary_splits_take_the_per_split_route(monkeypatch):
+    X, Y = planted()
+    # The second split leaves rows 0-9 out of both sets: no model of all rows covers it.
+    splits = resolve_splits(3, len(X))
+    splits[1] = (splits[1][0][splits[1][0] >= 10], splits[1][1])
+    assert not ridge_lfo.complementary(splits, len(X))
+    monkeypatch.setattr(ridge_lfo, "lfo_is_cheaper", lambda *a, **k: True)
+    ridge_lfo._cv_batch.clear_cache()
+    model = RidgeCV(alphas=ALPHAS, cv=splits, dtype="float64").fit(X, Y)
+    assert ridge_lfo._cv_batch._cache_size() == 0
+    expected = np.zeros((len(ALPHAS), Y.shape[1]))
+    for train, val in splits:
+        for i, alpha in enumerate(ALPHAS):
+            sk = Ridge(alpha=alpha).fit(X[train], Y[train])
+            expected[i] += r2_score(Y[val], sk.predict(X[val]), multioutput="raw_values")
+    np.testing.assert_allclose(model.cv_scores_, expected / 3, atol=1e-9)
 
 
 def test_banded_gives_a_useless_band_a_much_lower_weight():
@@ -298,7 +348,7 @@ def test_non_finite_input_names_the_column():
         model.predict(X_bad)
 
 
-def test_constant_voxel_warns_and_is_predicted_by_its_mean():
+def test_constant_voxel_warns_and_is_predicted_by_its_mean(route):
     X, Y = planted()
     Y[:, 4] = 3.5
     with pytest.warns(DataWarning, match=r"1 voxel\(s\) .*constant .*columns 4"):

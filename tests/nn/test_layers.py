@@ -12,11 +12,14 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 
 @pytest.mark.parametrize("heads, kv_heads, causal, block_elements", [
     (4, 4, False, None), (4, 4, True, 300), (4, 2, True, None), (4, 2, False, 300), (4, 1, True, 300),
+    (4, 2, True, 150),
 ])
 def test_attention_matches_torch_sdpa(monkeypatch, heads, kv_heads, causal, block_elements):
     if block_elements is not None:
-        # 300 scores per block: 7 blocks of 2 queries for 13 queries, the last one padded.
+        # At least 2 queries per block. 300 scores per block: both rows together, 7 blocks of 2
+        # queries for 13 queries, the last one padded; 150: one row at a time, 7 blocks each.
         monkeypatch.setitem(layers._SCORE_BLOCK_ELEMENTS, "cpu", block_elements)
+        monkeypatch.setattr(layers, "_MIN_BLOCK_QUERIES", 2)
     rng = np.random.default_rng(heads * 10 + kv_heads)
     b, s, d = 2, 13, 8
     q = rng.standard_normal((b, s, heads, d)).astype(np.float32)

@@ -110,3 +110,21 @@ def test_bad_inputs_raise(whisper_checkpoint):
         model(jnp.zeros((1, config.num_mel_bins, 2 * config.max_source_positions + 2)))
     with pytest.raises(ConfigError, match="activation_function"):
         WhisperEncoderConfig(activation_function="relu")
+
+
+def test_frames_at_equals_the_full_forward_at_those_frames(whisper_checkpoint):
+    """The reference is the transformers encoder's hidden states at one frame per row; layers
+    above the highest requested are skipped and the highest runs for one query."""
+    torch_model, path = whisper_checkpoint
+    model, config = load_whisper_encoder(path)
+    x = features(config, 2 * config.max_source_positions, seed=3)
+    expected = torch_encoder_states(torch_model.model.encoder, torch.from_numpy(x))
+    frame = np.array([config.max_source_positions - 1, 5])
+    n = config.encoder_layers
+    at = nnx.jit(lambda m, v, f, layers: m.frames_at(v, f, layers), static_argnames="layers")
+    for layers in [(0, 1, n), (n - 1,)]:
+        got = at(model, jnp.asarray(x), jnp.asarray(frame), layers)
+        for layer, g in zip(layers, got, strict=True):
+            np.testing.assert_allclose(np.asarray(g), expected[layer][[0, 1], frame], **TOL)
+    with pytest.raises(ConfigError, match="layers"):
+        model.frames_at(jnp.asarray(x), jnp.asarray(frame), (n + 1,))

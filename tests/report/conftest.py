@@ -24,7 +24,8 @@ def _scores(rng, subject, n_voxels, features, model, target, shift):
         model=model,
         target=target,
         r=r,
-        r2=(r**2 - 0.005).astype(np.float32),
+        r2=(r * np.abs(r)).astype(np.float32),
+        r2_cod=(r**2 - 0.005).astype(np.float32),
         cc_norm=cc_norm,
         p=p,
         significant=p < 0.05,
@@ -103,6 +104,15 @@ def make_results(seed: int = 0) -> RunResults:
         }
         for s in SUBJECTS
     }
+    nonlinearity = {
+        "folder": "nonlinearity", "subjects": ["UTS01"], "models": ["ridge", "mllinear", "mlp"],
+        "rows": [
+            {"subject": "UTS01", "model": model, "voxels": voxels, "n_voxels": n,
+             "mean_r": float(rng.uniform(0, 0.9)), "mean_r2": float(rng.uniform(0, 0.8))}
+            for model in ("ridge", "mllinear", "mlp")
+            for voxels, n in (("audio+semantic", 18), ("interaction", 24))
+        ],
+    }
     return RunResults(
         name="unit <run>",
         config={
@@ -118,6 +128,7 @@ def make_results(seed: int = 0) -> RunResults:
         sweeps=sweeps,
         clustering=clustering,
         planted=planted,
+        nonlinearity=nonlinearity,
         timings={"features": 12.5, "fit": 30.25},
     )
 

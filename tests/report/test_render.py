@@ -76,22 +76,26 @@ def test_table_numbers_come_from_arrays(report):
     md = (folder / "report.md").read_text()
     mean_r = _mean_over_subjects(results, "audio+semantic", "mlp", "voxels", "r")
     mean_r2 = _mean_over_subjects(results, "audio+semantic", "mlp", "voxels", "r2")
+    mean_cod = _mean_over_subjects(results, "audio+semantic", "mlp", "voxels", "r2_cod")
     mean_cc = _mean_over_subjects(results, "audio+semantic", "mlp", "voxels", "cc_norm")
     n_sig = _mean_over_subjects(results, "audio+semantic", "mlp", "voxels", "significant")
-    expected = [f"{mean_r:.3f}", f"{100 * mean_r2:.2f}", f"{100 * mean_cc:.1f}",
+    expected = [f"{mean_r:.3f}", f"{100 * mean_r2:.2f}", f"{100 * mean_cod:.2f}", f"{100 * mean_cc:.1f}",
                 f"{n_sig:.1f}" if n_sig % 1 else f"{int(n_sig)}"]
+    # The Table 1 columns name both r²: the paper's r·|r| and the coefficient of determination.
+    assert "mean r² = r·|r| (%)" in text and "coef. of determination (%)" in text
     row = re.search(
         r"<tr><td[^>]*>audio\+semantic</td><td[^>]*>mlp</td><td[^>]*>voxels</td>(.*?)</tr>", text
     )
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
-    assert cells[1:4] == expected[:3] and cells[5] == expected[3]
+    assert cells[1:5] == expected[:4] and cells[6] == expected[4]
     md_row = next(line for line in md.splitlines()
                   if re.match(r"\| audio\+semantic +\| mlp +\| voxels", line))
-    assert [c.strip() for c in md_row.strip("|").split("|")][4:7] == expected[:3]
+    assert [c.strip() for c in md_row.strip("|").split("|")][4:8] == expected[:4]
     # Per-subject table: UTS02's semantic ridge on pca, straight from its arrays.
     s = results.find(subject="UTS02", features="semantic", model="ridge", target="pca")[0]
     assert (f"<td class=\"r\">{np.mean(s.r):.3f}</td><td class=\"r\">"
-            f"{100 * np.mean(s.r2.astype(np.float64)):.2f}</td>") in text
+            f"{100 * np.mean(s.r2.astype(np.float64)):.2f}</td><td class=\"r\">"
+            f"{100 * np.mean(s.r2_cod.astype(np.float64)):.2f}</td>") in text
 
 
 def test_relative_gain_hand_computed(report):
@@ -132,6 +136,7 @@ def test_sections_absent_are_skipped(tmp_path):
     for note in ("skipped: no model scores", "skipped: no variance partition",
                  "skipped: no noise ceiling", "skipped: no sweeps", "skipped: no clustering",
                  "skipped: not a synthetic run", "skipped: no pycortex subject given",
+                 "skipped: no nonlinearity step",
                  "skipped: no features and target scored by both ridge and mlp"):
         assert note in md
         assert note in paths["html"].read_text()
@@ -146,6 +151,17 @@ def test_planted_headline(run_results, tmp_path):
     run_results.planted["UTS02"]["ceiling_recovered"]["passed"] = True
     text = write_report(run_results, tmp_path, formats=("html",))["html"].read_text()
     assert "All 4 planted checks passed." in text
+
+
+def test_nonlinearity_step_table_and_figure(report):
+    results, folder, _ = report
+    md = (folder / "report.md").read_text()
+    assert "## The nonlinearity where the twin plants it" in md
+    assert (folder / "figures" / "nonlinearity.png").read_bytes()[:8] == PNG_SIGNATURE
+    row = next(r for r in results.nonlinearity["rows"] if (r["model"], r["voxels"]) == ("mlp", "interaction"))
+    line = next(line for line in md.splitlines() if re.match(r"\| mlp +\| interaction ", line))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:] == ["24", f"{row['mean_r']:.3f}", f"{100 * row['mean_r2']:.1f}"]
 
 
 def test_html_escapes_strings(report):

@@ -15,6 +15,7 @@ from jaxenc.report.results import SCORE_ARRAYS, ModelScores, RunResults, slug
 def _assert_equal_results(a: RunResults, b: RunResults) -> None:
     assert a.name == b.name and a.config == b.config and a.timings == b.timings
     assert a.partition == b.partition and a.sweeps == b.sweeps and a.planted == b.planted
+    assert a.nonlinearity == b.nonlinearity
     assert a.cc_max.keys() == b.cc_max.keys()
     for subject in a.cc_max:
         np.testing.assert_array_equal(a.cc_max[subject], b.cc_max[subject])
@@ -43,6 +44,7 @@ def test_summary_matches_numpy(run_results):
     assert summary["mean_r"] == pytest.approx(np.mean(scores.r), rel=1e-12)
     assert summary["median_r"] == pytest.approx(np.median(scores.r), rel=1e-12)
     assert summary["mean_r2"] == pytest.approx(np.mean(scores.r2.astype(np.float64)), rel=1e-6)
+    assert summary["mean_r2_cod"] == pytest.approx(np.mean(scores.r2_cod.astype(np.float64)), rel=1e-6)
     assert summary["mean_cc_norm"] == pytest.approx(np.nanmean(scores.cc_norm), rel=1e-12)
     assert summary["median_cc_norm"] == pytest.approx(np.median(finite_cc), rel=1e-12)
     assert summary["top_k_mean_r"] == pytest.approx(np.mean(sorted(scores.r)[-7:]), rel=1e-12)
@@ -56,7 +58,7 @@ def test_summary_all_nan_is_nan_without_warning(recwarn):
     n = 5
     scores = ModelScores(
         "UTS01", "audio", "ridge", "voxels",
-        r=np.zeros(n), r2=np.zeros(n), cc_norm=np.full(n, np.nan), p=np.ones(n),
+        r=np.zeros(n), r2=np.zeros(n), r2_cod=np.zeros(n), cc_norm=np.full(n, np.nan), p=np.ones(n),
         significant=np.zeros(n, bool),
     )
     assert math.isnan(scores.summary()["mean_cc_norm"])
@@ -67,13 +69,13 @@ def test_model_scores_refuses_bad_shapes():
     with pytest.raises(DataError, match="UTS02.*one shape"):
         ModelScores(
             "UTS02", "audio", "ridge", "voxels",
-            r=np.zeros(4), r2=np.zeros(4), cc_norm=np.zeros(3), p=np.zeros(4),
+            r=np.zeros(4), r2=np.zeros(4), r2_cod=np.zeros(4), cc_norm=np.zeros(3), p=np.zeros(4),
             significant=np.zeros(4, bool),
         )
     with pytest.raises(DataError, match="boolean"):
         ModelScores(
             "UTS02", "audio", "ridge", "voxels",
-            r=np.zeros(2), r2=np.zeros(2), cc_norm=np.zeros(2), p=np.zeros(2),
+            r=np.zeros(2), r2=np.zeros(2), r2_cod=np.zeros(2), cc_norm=np.zeros(2), p=np.zeros(2),
             significant=np.array([0.5, 1.0]),
         )
 
@@ -109,11 +111,11 @@ def test_colliding_slugs_get_distinct_files(run_results, tmp_path):
     base = run_results.scores[0]
     twin = ModelScores(
         base.subject, "audio/x", "ridge", "voxels",
-        base.r + 1, base.r2, base.cc_norm, base.p, base.significant,
+        base.r + 1, base.r2, base.r2_cod, base.cc_norm, base.p, base.significant,
     )
     other = ModelScores(
         base.subject, "audio-x", "ridge", "voxels",
-        base.r + 2, base.r2, base.cc_norm, base.p, base.significant,
+        base.r + 2, base.r2, base.r2_cod, base.cc_norm, base.p, base.significant,
     )
     assert slug(twin.name) == slug(other.name)
     run_results.scores += [twin, other]

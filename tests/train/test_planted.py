@@ -2,7 +2,7 @@
 
 The twin plants voxels driven only by audio x semantic interaction latents (products of an
 audio and a semantic projection, with every instantaneous linear part regressed out; see
-:mod:`jaxenc.data.synthetic`). On those voxels the MLP must beat the reduced-rank linear
+:mod:`jaxenc.synthetic`). On those voxels the MLP must beat the reduced-rank linear
 MLLinear and ridge, and the modality-separate DIMLP must sit between: clearly below the MLP (it
 can model nonlinear functions of each modality but no cross-modal product) and not below the
 linear models beyond a stated tolerance. On the linear voxels (audio, semantic,
@@ -49,8 +49,7 @@ import pytest
 from jaxenc.align import make_delayed, story_features
 from jaxenc.conventions import DELAYS, TEST_STORY
 from jaxenc.data import LeBelDataset
-from jaxenc.data.synth_response import VoxelClass
-from jaxenc.data.synthetic import SyntheticConfig, load_truth, write_synthetic
+from jaxenc.synthetic import SyntheticConfig, VoxelClass, load_truth, write_synthetic
 from jaxenc.metrics import pearson_r
 from jaxenc.models import RidgeCV
 from jaxenc.models.nonlinear import DIMLP, MLP, MLLinear, delayed_columns

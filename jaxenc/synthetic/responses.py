@@ -1,12 +1,9 @@
-"""Responses of the synthetic ds003020 twin: neural drive, HRF, voxels and noise.
+"""Responses of the synthetic twin: neural drive, HRF, voxels, noise and noise ceilings.
 
 Every voxel's signal is a weighted sum of a few latent time courses (the planted audio
 properties, the semantic events, and audio x semantic interaction terms), each convolved with
 the canonical HRF and sampled at the TR centres of the response rows, so a subject of any size
 is simulated chunk by chunk over voxels from a (n_rows, n_latent) matrix per story.
-
-This module is an implementation part of :mod:`jaxenc.data.synthetic`, which documents what is
-planted; it imports nothing of jaxenc except the conventions and errors.
 """
 
 from __future__ import annotations
@@ -18,15 +15,14 @@ from scipy import signal, stats
 from scipy.ndimage import gaussian_filter1d
 
 from jaxenc import conventions
-from jaxenc.data.synth_stimulus import FRAME_PERIOD
 from jaxenc.errors import AlignmentError
+from jaxenc.synthetic.properties import FRAME_PERIOD
 
 __all__ = [
     "VoxelClass",
     "CLASS_NAMES",
     "FINE_PERIOD",
     "canonical_hrf",
-    "n_fine",
     "row_fine_indices",
     "story_latents",
     "pooled_covariance",
@@ -79,25 +75,11 @@ def canonical_hrf(dt: float = FINE_PERIOD, length: float = HRF_LENGTH) -> np.nda
     return h / h.sum()
 
 
-def n_fine(respdict: int) -> int:
-    """Points of a story's fine grid, from the first simulated trigger to the audio's end.
-
-    Point ``j`` is at ``j * FINE_PERIOD - SOUND_START`` seconds from sound onset.
-
-    Parameters
-    ----------
-    respdict : int
-        TRs acquired for the story.
-
-    Returns
-    -------
-    int
-    """
-    return round((respdict - conventions.PAD) * conventions.TR / FINE_PERIOD)
-
-
 def row_fine_indices(respdict: int) -> np.ndarray:
     """Fine-grid points at the TR centres of a story's hf5 rows.
+
+    Fine point ``j`` is at ``j * FINE_PERIOD - SOUND_START`` seconds from sound onset: the grid
+    starts at the first simulated trigger.
 
     Parameters
     ----------
@@ -136,8 +118,8 @@ def story_latents(
     semantic : ndarray of shape (n_frames, n_semantic)
         Semantic events on the same frames.
     respdict : int
-        TRs acquired for the story; ``n_frames`` must be ``n_fine(respdict) - SOUND_START /
-        FINE_PERIOD``.
+        TRs acquired for the story; the frames must cover its audio, ``(respdict - PAD) * TR -
+        SOUND_START`` seconds.
     audio_projection : ndarray of shape (n_interaction, n_audio)
     semantic_projection : ndarray of shape (n_interaction, n_semantic)
     smoothing : float
@@ -159,7 +141,9 @@ def story_latents(
     interaction -= linear @ coefficients
     drive = np.concatenate([audio, semantic, interaction], axis=1)  # [frame, latent]
     drive = np.concatenate([np.zeros((onset, drive.shape[1])), drive])  # [fine, latent]
-    if drive.shape[0] != n_fine(respdict):
+    # The fine grid runs from the first simulated trigger to the audio's end.
+    n_fine = round((respdict - conventions.PAD) * conventions.TR / FINE_PERIOD)
+    if drive.shape[0] != n_fine:
         raise AlignmentError(
             f"{drive.shape[0] - onset} frames do not cover a story of respdict {respdict}"
         )

@@ -1,0 +1,138 @@
+"""The planted truth of the synthetic twin, checked against computations written here.
+
+The Schoppe noise ceiling, an HRF from the gamma closed form with np.convolve, least squares
+with numpy: never the generator's own functions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from jaxenc import conventions
+from jaxenc.synthetic import VoxelClass
+from jaxenc.synthetic.responses import canonical_hrf, simulate_responses
+
+TEST = conventions.TEST_STORY
+
+
+def _hrf(dt=0.1, length=32.0):
+    """SPM canonical HRF from the gamma density's closed form t^(k-1) e^-t / Gamma(k)."""
+    t = np.arange(round(length / dt)) * dt
+    gamma = lambda k: t ** (k - 1) * np.exp(-t) / math.gamma(k)  # noqa: E731
+    return gamma(6) - gamma(16) / 6
+
+
+def _convolved_at_rows(frames, respdict):
+    """Frames at k * 0.1 s from sound onset -> HRF-convolved values at the hf5 row centres."""
+    onset = round(conventions.SOUND_START / 0.1)
+    n_fine = round((respdict - conventions.PAD) * conventions.TR / 0.1)
+    fine = np.zeros((n_fine, frames.shape[1]))
+    fine[onset : onset + frames.shape[0]] = frames
+    hrf = _hrf()
+    convolved = np.stack([np.convolve(fine[:, k], hrf)[:n_fine] for k in range(fine.shape[1])], 1)
+    rows = np.arange(conventions.TRIM_START, respdict - conventions.PAD - conventions.TRIM_END)
+    return convolved[np.round((conventions.TR * rows + conventions.TR / 2) / 0.1).astype(int)]
+
+
+def _r2(regressors, responses):
+    """In-sample R2 of an ordinary least-squares fit with intercept, per response column."""
+    design = np.column_stack([regressors, np.ones(len(regressors))])
+    coefficients, *_ = np.linalg.lstsq(design, responses, rcond=None)
+    residual = responses - design @ coefficients
+    return 1 - residual.var(axis=0) / responses.var(axis=0)
+
+
+def _schoppe_cc_max(repeats):
+    """Schoppe et al. 2016 noise ceiling of the repeat mean; repeats (N, n_rows, n_voxels)."""
+    n = repeats.shape[0]
+    total_power = repeats.var(axis=1, ddof=1).mean(axis=0)
+    signal_power = (repeats.sum(axis=0).var(axis=0, ddof=1) - n * total_power) / (n * (n - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cc_max = 1 / np.sqrt(1 + (total_power / signal_power - 1) / n)
+    return np.where(signal_power > 0, cc_max, 0.0)
+
+
+def test_noise_ceiling_matches_schoppe_estimate_from_repeats(tiny, hf5):
+    for subject in tiny.subjects:
+        repeats = hf5.read(hf5.path(tiny.root, subject, TEST), "individual_repeats")
+        estimate, true = _schoppe_cc_max(repeats), tiny.cc_max[subject]
+        signal_voxels = tiny.voxel_class[subject] != VoxelClass.NOISE
+        # 10 repeats of 50 rows: the estimate is noisy per voxel but tracks the truth closely.
+        assert np.corrcoef(estimate, true)[0, 1] > 0.9
+        assert np.median(np.abs(estimate - true)[signal_voxels]) < 0.05
+        assert estimate[~signal_voxels].mean() < 0.3 < true[signal_voxels].min()
+
+
+def test_responses_carry_the_planted_signal_at_the_planted_snr(tiny, hf5):
+    subject = "UTS01"
+    weights, noise_std = tiny.weights[subject], tiny.noise_std[subject]
+    signal_voxels = tiny.voxel_class[subject] != VoxelClass.NOISE
+    for story in tiny.stories(subject):
+        latents = tiny.stimulus(story).latent_rows
+        clean = (latents - latents.mean(axis=0)) @ weights
+        responses = hf5.read(hf5.path(tiny.root, subject, story))
+        centred = responses - responses.mean(axis=0)
+        r = (centred * clean).sum(0) / np.sqrt((centred**2).sum(0) * (clean**2).sum(0) + 1e-300)
+        signal_var = clean.var(axis=0)
+        expected = np.sqrt(signal_var / (signal_var + noise_std**2))
+        # With ~60 rows the sampling error of r is about (1 - r^2) / sqrt(60) < 0.13.
+        assert np.median(np.abs(r - expected)[signal_voxels]) < 0.06
+        assert np.corrcoef(r[signal_voxels], expected[signal_voxels])[0, 1] > 0.8
+
+
+def _design(truth, subject, hf5):
+    """HRF-convolved planted audio and semantic frames at the rows of subject's stories."""
+    audio, semantic, responses = [], [], []
+    zscore = lambda x: (x - x.mean(0)) / x.std(0)  # noqa: E731
+    for story in truth.stories(subject):
+        planted = truth.stimulus(story)
+        audio.append(zscore(_convolved_at_rows(planted.audio, planted.respdict)))
+        semantic.append(zscore(_convolved_at_rows(planted.semantic, planted.respdict)))
+        responses.append(hf5.read(hf5.path(truth.root, subject, story)))
+    return np.concatenate(audio), np.concatenate(semantic), np.concatenate(responses)
+
+
+def test_planted_features_explain_the_voxels_they_drive(tiny, hf5):
+    subject = "UTS01"
+    audio, semantic, responses = _design(tiny, subject, hf5)
+    assert audio.shape[0] == sum(tiny.respdict[s] - 20 for s in tiny.stories(subject))
+
+    def mean_r2(regressors, code):
+        return _r2(regressors, responses[:, tiny.voxels_of(subject, code)]).mean()
+
+    noise_audio = mean_r2(audio, VoxelClass.NOISE)
+    noise_semantic = mean_r2(semantic, VoxelClass.NOISE)
+    # Margins: audio-only and semantic-only voxels gain > 0.3 of R2 over noise voxels from
+    # their own modality (about 0.5 observed), and > 0.15 more than from the other modality.
+    assert mean_r2(audio, VoxelClass.AUDIO) > noise_audio + 0.3
+    assert mean_r2(semantic, VoxelClass.SEMANTIC) > noise_semantic + 0.3
+    assert mean_r2(audio, VoxelClass.AUDIO) > mean_r2(semantic, VoxelClass.AUDIO) + 0.15
+    assert mean_r2(semantic, VoxelClass.SEMANTIC) > mean_r2(audio, VoxelClass.SEMANTIC) + 0.15
+    # Interaction voxels are mostly beyond any linear model of both modalities.
+    both = np.column_stack([audio, semantic])
+    noise_both = mean_r2(both, VoxelClass.NOISE)
+    joint_gain = mean_r2(both, VoxelClass.AUDIO_SEMANTIC) - noise_both
+    interaction_gain = mean_r2(both, VoxelClass.INTERACTION) - noise_both
+    assert joint_gain > 0.3 and interaction_gain < 0.5 * joint_gain
+
+
+def test_hrf_is_the_spm_canonical_double_gamma():
+    reference = _hrf()
+    np.testing.assert_allclose(canonical_hrf(), reference / reference.sum(), rtol=1e-10, atol=1e-14)
+    t = np.arange(len(reference)) * 0.1
+    assert 4.5 <= t[np.argmax(reference)] <= 5.5 and 14 <= t[np.argmin(reference)] <= 17
+
+
+def test_noise_is_ar1_with_unit_variance():
+    rng = np.random.default_rng(0)
+    weights = np.zeros((3, 400))
+    noise = simulate_responses(np.zeros((2000, 3)), weights, np.ones(400), rng, noise_ar=0.5)
+    for lag in (1, 2, 3):
+        r = np.mean([np.corrcoef(v[:-lag], v[lag:])[0, 1] for v in noise.T])
+        assert r == pytest.approx(0.5**lag, abs=0.02)
+    repeats = simulate_responses(np.zeros((50, 3)), weights, np.ones(400), rng, 0.5, n_repeats=4)
+    assert repeats.shape == (4, 50, 400)
+    assert abs(np.corrcoef(repeats[0].ravel(), repeats[1].ravel())[0, 1]) < 0.02
