@@ -30,12 +30,16 @@ Each JAX method runs twice: ``cold`` (first call in the process, compilation inc
 work, and cold ratios are reported beside them. The loops stop each model exactly when it
 stops, so in the early-stopping case they do the least possible work.
 
-Results are checked against each other in the same run: fold_parallel and loop_same_program
-run the same computation (test r equal within 1e-3); the other loops draw other minibatch orders,
-dropout masks and (torch) initialisations, so their test r must agree within ``R_TOLERANCE``.
+Results are checked against each other in the same run: fold_parallel, its unpacked run and
+the two loops of the same step run the same computation (test r equal within 1e-3 at a fixed
+number of epochs); the other loops draw other minibatch orders, dropout masks and (torch)
+initialisations, so their test r must agree within ``R_TOLERANCE``. With early stopping on
+noisy targets the validation loss is flat, and float32 rounding (batched vs separate products,
+reductions ordered by stack size) can move a model's stop by many epochs, so there the same
+computations are held to ``R_TOLERANCE`` too and the models stopping at other epochs are counted.
 
-Also measured in the same run: the float32 matmul peak (best 2048^3 product) and the
-streaming memory bandwidth; the FLOPs of the dense layers counted from the model (forward and
+Also measured in the same run: the float32 matmul peak (best 2048^3 product, 8192^3 with
+``--gpu``) and the streaming memory bandwidth; the FLOPs of the dense layers counted from the model (forward and
 backward, training and validation rows); the time breakdown of one epoch of the fold-parallel
 and of the one-model program by operation (jax.profiler, operations grouped by the named
 scopes of jaxenc.train.program and jaxenc.models.nonlinear), and the passes over memory of
@@ -565,6 +569,8 @@ def main(argv=None):
     own.add_argument("--gpu", action="store_true", help="the paper's width at full size, on an accelerator")
     extra, rest = own.parse_known_args(argv)
     args = parse_args(__doc__.splitlines()[0], rest)
+    if extra.gpu and jax.default_backend() == "cpu":
+        sys.exit("--gpu: JAX sees no accelerator (backend 'cpu'); install jax's CUDA or TPU build (README)")
     load_before = list(os.getloadavg())
     make = functools.partial(MLP, hidden=HP["hidden"], dropout=HP["dropout"])
     base = TrainConfig(n_folds=5, n_components=HP["n_components"], batch_size=HP["batch_size"],
@@ -590,7 +596,9 @@ def main(argv=None):
                  "early_stopping": (dict(n_subjects=3, n_stories=12, trs=150, n_features=512, n_voxels=2000,
                                          noise=8.0), 100, all_methods[:4] + ("fold_parallel_no_repack",), 3)}
     n_components = 64 if args.fast else HP["n_components"]
-    peak = {"gflops": matmul_peak_gflops(), "n": 2048}
+    # An accelerator needs larger products than the CPU to reach its peak.
+    matmul_n = 8192 if extra.gpu else 2048
+    peak = {"gflops": matmul_peak_gflops(matmul_n), "n": matmul_n}
     bandwidth = memory_bandwidth_gbs(2**28 if args.fast else 2**30)
     print(f"matmul peak {peak['gflops']:.0f} GFLOP/s, bandwidth {bandwidth['gbs']:.1f} GB/s", file=sys.stderr)
     layout = matmul_layout(cases["paper"][0]["n_features"], repeats=args.repeats + 2)
@@ -620,10 +628,13 @@ def main(argv=None):
             ratios[f"{case}/fold_parallel_vs_{other}_cold"] = res[other]["cold"]["wall_s"] / fp["cold"]["wall_s"]
             ratios[f"{case}/fold_parallel_vs_{other}_cpu"] = res[other]["best_warm_cpu_s"] / fp["best_warm_cpu_s"]
             same = other in ("fold_parallel_no_repack", "loop_same_program", "loop_same_step")
+            tolerance = 1e-3 if same and patience is None else R_TOLERANCE
             diff = max(abs(fp["cold"]["mean_r"][s] - r["mean_r"][s]) for r in [res[other]["cold"], *res[other]["warm"]]
                        for s in tests)
-            checks[f"{case}/mean_r_{other}"] = {"max_abs_diff": diff, "tolerance": 1e-3 if same else R_TOLERANCE,
-                                                "ok": diff <= (1e-3 if same else R_TOLERANCE)}
+            checks[f"{case}/mean_r_{other}"] = {"max_abs_diff": diff, "tolerance": tolerance, "ok": diff <= tolerance}
+            if same:
+                checks[f"{case}/mean_r_{other}"]["models_stopping_elsewhere"] = int(np.sum(
+                    np.asarray(fp["cold"]["epochs_per_model"]) != np.asarray(res[other]["cold"]["epochs_per_model"])))
         ratios[f"{case}/fold_parallel_fraction_of_peak"] = fp["best_warm"]["fraction_of_peak"]
     payload = {
         "load_average_1_5_15": {"before": load_before, "after": list(os.getloadavg())},

@@ -9,8 +9,10 @@ different epochs costs about what a loop over the models would::
 
 Stack sizes come from a few buckets (:func:`stack_sizes`: the full stack and powers of two
 below it), so the program compiles at most once per bucket. A stack smaller than its bucket
-is filled with stopped models, which the program leaves unchanged; every model computes
-exactly what it would in the full stack, so the result equals the unpacked run.
+is filled with stopped models, which the program leaves unchanged; every model computes what
+it computes in the full stack, up to float32 rounding of reductions whose vectorisation XLA
+chooses by stack size (losses differ in the last bits; stopping epochs are equal unless two
+validation losses lie within that rounding).
 :func:`run_one_by_one` is the reference loop: the one-model program, model after model.
 """
 

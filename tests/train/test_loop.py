@@ -1,5 +1,6 @@
 """The chunk loop alone: re-packing the models still training into smaller stacks changes no
-result and compiles once per stack size; a run killed while re-packed resumes exactly."""
+result beyond float32 rounding and compiles once per stack size; a run killed while re-packed
+resumes exactly."""
 
 import functools
 
@@ -37,10 +38,11 @@ def _leaves(state):
             for x in jax.tree.leaves(state)]
 
 
-def _assert_same(a, b):
+def _assert_same(a, b, rtol=0.0):
+    # rtol: float32 rounding of the losses, reduced in an order XLA picks by stack size.
     for x, y in zip(_leaves((a.best_state, a.final_state)), _leaves((b.best_state, b.final_state))):
-        np.testing.assert_array_equal(x, y)
-    np.testing.assert_array_equal(a.history, b.history)
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(a.history, b.history, rtol=rtol)
     np.testing.assert_array_equal(a.stop_epoch, b.stop_epoch)
     np.testing.assert_array_equal(a.best_epoch, b.best_epoch)
 
@@ -67,8 +69,9 @@ def test_repacked_run_equals_the_full_stack_and_compiles_once_per_size(repacked)
     assert len(sizes) > 1, "the stack was re-packed"
     assert repacked.n_traces == len(sizes) <= len(stack_sizes(n))
     full = train_stack(MAKE, STACK, CFG, progress=False, repack=False)
-    # Each model computes exactly what it computes in the full stack: equal to the bit.
-    _assert_same(repacked, full)
+    # Each model computes what it computes in the full stack; losses and parameters within
+    # float32 rounding (about 2e-7 seen), the same stopping and best epochs.
+    _assert_same(repacked, full, rtol=1e-5)
     assert full.n_traces == repacked.n_traces, "the full stack's size was compiled by the first run"
 
 
