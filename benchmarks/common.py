@@ -195,3 +195,90 @@ def matmul_peak_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) 
             block(product(a))
             best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
+
+
+def memory_bandwidth_gbs(n_bytes: int = 2**30, repeats: int = 5) -> dict:
+    """Streaming memory bandwidth: ``x <- 0.5 * x + y`` over arrays far larger than the caches.
+
+    Each pass reads two arrays and writes one in place (inside a compiled loop, so no fresh
+    allocation is timed), the pattern of an optimizer's elementwise update.
+
+    Parameters
+    ----------
+    n_bytes : int
+        Size of each of the two float32 arrays.
+    repeats : int
+        Timed runs of 10 passes after a warm-up.
+
+    Returns
+    -------
+    dict
+        ``gbs`` (best rate, bytes read and written per second / 1e9), ``times_s`` (per pass).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    n = n_bytes // 4
+    x, y = jnp.ones(n, jnp.float32), jnp.full(n, 0.5, jnp.float32)
+    passes = 10
+    run = jax.jit(lambda x, y: jax.lax.fori_loop(0, passes, lambda i, x: 0.5 * x + y, x), donate_argnums=0)
+    x = block(run(x, y))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x = block(run(x, y))
+        times.append((time.perf_counter() - t0) / passes)
+    return {"gbs": 3 * n * 4 / min(times) / 1e9, "times_s": times, "bytes_per_array": n * 4}
+
+
+def profile_ops(run, hlo_text: str) -> dict:
+    """Seconds per compiled operation of one call, from a :mod:`jax.profiler` trace.
+
+    On CPU, XLA reports each operation it runs only with
+    ``XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true`` set before JAX starts; on a GPU the
+    kernels of the device trace are used (named after their HLO fusions).
+
+    Parameters
+    ----------
+    run : callable
+        Takes no argument; runs the program once and blocks until it is done.
+    hlo_text : str
+        The compiled program's HLO (``jitted.lower(...).compile().as_text()``), to name the
+        operations.
+
+    Returns
+    -------
+    dict of str to dict
+        Per HLO instruction name: ``seconds`` (summed over its calls), ``calls``, ``op_name``
+        (the instruction's metadata: the JAX function and named scopes it came from) and
+        ``line`` (its HLO text).
+    """
+    import collections
+    import glob
+    import re
+    import tempfile
+
+    import jax
+    from jax.profiler import ProfileData
+
+    instructions = {}
+    for m in re.finditer(r"^\s*(?:ROOT )?%?([\w.-]+) = (.*)$", hlo_text, re.M):
+        op = re.search(r'op_name="([^"]+)"', m.group(2))
+        instructions[m.group(1)] = {"op_name": op.group(1) if op else "", "line": m.group(2)}
+    by_kernel = {name.replace(".", "_"): name for name in instructions}
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d):
+            run()
+        data = ProfileData.from_file(glob.glob(f"{d}/**/*.xplane.pb", recursive=True)[0])
+    seconds, calls = collections.Counter(), collections.Counter()
+    for plane in data.planes:
+        device = plane.name.startswith("/device:")
+        for line in plane.lines:
+            if not device and "XLAPjRtCpuClient" not in line.name and "XLAEigen" not in line.name:
+                continue
+            for event in line.events:
+                name = event.name if event.name in instructions else by_kernel.get(event.name)
+                if name is not None:
+                    seconds[name] += event.duration_ns / 1e9
+                    calls[name] += 1
+    return {name: {"seconds": seconds[name], "calls": calls[name], **instructions[name]} for name in seconds}

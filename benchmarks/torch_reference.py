@@ -85,7 +85,7 @@ def train_one(x_train, z_train, x_val, z_val, *, hidden, dropout, lr, weight_dec
 
 def fit_predict(subjects: dict, folds: dict, test_features: dict, *, n_components=512, hidden=256,
                 dropout=0.2, lr=1e-3, weight_decay=1e-4, batch_size=128, max_epochs=200,
-                patience=10, seed=0) -> tuple[dict, list[int]]:
+                patience=10, seed=0, pca_cache: dict | None = None) -> tuple[dict, list[int]]:
     """Train every (subject, fold) model one after another and predict the test story.
 
     Parameters
@@ -93,6 +93,8 @@ def fit_predict(subjects: dict, folds: dict, test_features: dict, *, n_component
     subjects : dict of str to (dict of story to features, dict of story to responses)
     folds : dict of str to list of (train stories, validation stories)
     test_features : dict of str to ndarray of shape (n_test, n_features)
+    pca_cache : dict, optional
+        Each fold's fitted PCA under (subject, training stories), reused by later calls.
 
     Returns
     -------
@@ -104,7 +106,10 @@ def fit_predict(subjects: dict, folds: dict, test_features: dict, *, n_component
         fold_preds = []
         for k, (train, val) in enumerate(folds[subject]):
             y_train = np.concatenate([resps[s] for s in train])
-            pca = PCA(n_components, svd_solver="full").fit(y_train)
+            key = (subject, tuple(train))
+            pca = (pca_cache or {}).get(key) or PCA(n_components, svd_solver="full").fit(y_train)
+            if pca_cache is not None:
+                pca_cache[key] = pca
             x_train = np.concatenate([feats[s] for s in train]).astype(np.float32)
             x_val = np.concatenate([feats[s] for s in val]).astype(np.float32)
             z_train = pca.transform(y_train).astype(np.float32)
@@ -118,3 +123,34 @@ def fit_predict(subjects: dict, folds: dict, test_features: dict, *, n_component
             fold_preds.append(pca.inverse_transform(z))
         preds[subject] = np.mean(fold_preds, axis=0)
     return preds, epochs_run
+
+
+def fastest_threads(n_features: int, n_outputs: int, *, hidden: int = 256, batch_size: int = 128,
+                    steps: int = 30) -> dict:
+    """Set torch's intra-op threads to the count that trains this MLP fastest here, and return
+    the seconds per step of each count tried (1 up to the machine's cores).
+
+    On a shared or oversubscribed machine torch's spinning worker threads can make two threads
+    many times slower than one; the reference is raced at its best setting.
+    """
+    import os
+    import time
+
+    rng = np.random.default_rng(0)
+    xb = torch.from_numpy(rng.standard_normal((batch_size, n_features)).astype(np.float32))
+    zb = torch.from_numpy(rng.standard_normal((batch_size, n_outputs)).astype(np.float32))
+    model = TorchMLP(n_features, n_outputs, hidden)
+    opt = torch.optim.AdamW(model.parameters())
+    timings = {}
+    for threads in range(1, (os.cpu_count() or 1) + 1):
+        torch.set_num_threads(threads)
+        for i in range(steps + 3):
+            if i == 3:
+                t0 = time.perf_counter()
+            opt.zero_grad()
+            nn.functional.l1_loss(model(xb), zb).backward()
+            opt.step()
+        timings[threads] = (time.perf_counter() - t0) / steps
+    best = min(timings, key=timings.get)
+    torch.set_num_threads(best)
+    return {"threads": best, "seconds_per_step": timings}

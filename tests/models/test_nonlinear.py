@@ -111,3 +111,47 @@ def test_torch_linear_draws_like_torch_nn_linear():
     mlp = MLP(n_in, 7, hidden=n_out, rngs=nnx.Rngs(1))
     assert mlp.hidden.linear.bias is None
     np.testing.assert_allclose(_np(mlp.hidden.linear.kernel).std(), bound / np.sqrt(3), rtol=0.01)
+
+
+def test_stacked_dot_equals_the_plain_product_and_its_gradients():
+    import jax
+    import jax.extend
+    from jax import lax
+
+    from jaxenc.models._stacked_dot import SEPARATE_ABOVE_BYTES, stacked_dot_general
+
+    dn = (((1,), (0,)), ((), ()))
+    n_in = SEPARATE_ABOVE_BYTES // (4 * 8) + 1  # a kernel of n_in x 8 float32, just above the limit
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((3, 5, n_in)), jnp.float32)  # [model, row, in]
+    w = jnp.asarray(rng.standard_normal((3, n_in, 8)) / np.sqrt(n_in), jnp.float32)
+    xs, ws = np.asarray(x, np.float64), np.asarray(w, np.float64)
+
+    def loss(dot):
+        return lambda x, w: jnp.sum(jnp.tanh(dot(x, w, dn)) ** 2)
+
+    value, (gx, gw) = jax.jit(jax.vmap(jax.value_and_grad(loss(stacked_dot_general), argnums=(0, 1))))(x, w)
+    # Reference in float64 numpy: y = x @ w, dL/dy = 2 tanh(y) (1 - tanh(y)^2).
+    y = np.einsum("mri,mio->mro", xs, ws)
+    dy = 2 * np.tanh(y) * (1 - np.tanh(y) ** 2)
+    # Tolerances: float32 sums of 2^19 products round at about 1e-5 of the terms' scale.
+    np.testing.assert_allclose(value, np.sum(np.tanh(y) ** 2, axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(gx, np.einsum("mro,mio->mri", dy, ws), atol=1e-4)
+    np.testing.assert_allclose(gw, np.einsum("mri,mro->mio", xs, dy), atol=1e-4)
+    # Under vmap the forward product stays one unbatched product per model; the plain one is
+    # one batched product.
+    def batch_dims(jaxpr):  # of every dot_general, at any depth of nested jaxprs
+        out = []
+        for e in jaxpr.eqns:
+            if e.primitive.name == "dot_general":
+                out.append(e.params["dimension_numbers"][1])
+            for sub in jax.extend.core.jaxprs_in_params(e.params):
+                out += batch_dims(sub)
+        return out
+
+    def dots(dot):
+        return batch_dims(jax.make_jaxpr(jax.vmap(lambda x, w: dot(x, w, dn)))(x, w).jaxpr)
+    assert dots(stacked_dot_general) == [((), ())] * 3
+    assert dots(lax.dot_general) == [((0,), (0,))]
+    # A small kernel is the plain product.
+    assert stacked_dot_general(x[0, :, :8], w[0, :8], dn).shape == (5, 8)

@@ -166,14 +166,21 @@ def test_fold_without_validation_stories():
         fit_encoders(MAKE, DATA, TrainConfig(**{**CFG.__dict__, "n_folds": 7}), progress=False)
 
 
-def test_nan_in_batch_names_subject_fold_epoch(vmapped):
+def test_nan_in_data_names_subject_story_row_and_column():
+    # Checked once before training, where the story is still known.
     bad = SubjectData(dict(DATA["B"].features), dict(DATA["B"].responses))
     x = bad.features["story5"].copy()
     x[7, 3] = np.nan
     bad.features["story5"] = x
-    fold = next(k for k, (train, _) in enumerate(vmapped.folds["B"]) if "story5" in train)
-    with pytest.raises(NonFiniteError, match=rf"subject B: NaN or infinity in a training batch .* fold {fold}, epoch 0"):
+    with pytest.raises(NonFiniteError, match=r"subject B, story 'story5': NaN or infinity in the features at row \(TR\) 7, column 3"):
         fit_encoders(MAKE, {"A": DATA["A"], "B": bad}, CFG, progress=False)
+
+
+def test_diverging_loss_names_subject_fold_epoch():
+    # A step of 1e12 sends the MSE to infinity within the first epoch.
+    cfg = TrainConfig(**{**CFG.__dict__, "learning_rate": 1e12})
+    with pytest.raises(NonFiniteError, match=r"subject A: NaN or infinity in the training or validation loss at fold 0, epoch 0"):
+        fit_encoders(MAKE, {"A": DATA["A"]}, cfg, progress=False)
 
 
 def test_a_shared_pca_cache_gives_the_same_fit_and_fits_each_pca_once(vmapped):
