@@ -94,10 +94,13 @@ def _print_summary(exp) -> None:
     from jaxenc.report.render import model_table
 
     results = RunResults.load(exp.out)
-    print(f"{'features':<22}{'model':<12}{'target':<8}{'mean r':>8}{'r2 %':>7}{'r2_cod %':>10}{'cc_norm':>9}"
+    rows = model_table(results)
+    # Sweep rows name their source too ("semantic/random-llama-512"): the column fits the longest.
+    width = max([20] + [len(row["features"]) for row in rows]) + 2
+    print(f"{'features':<{width}}{'model':<12}{'target':<8}{'mean r':>8}{'r2 %':>7}{'r2_cod %':>10}{'cc_norm':>9}"
           f"{'sig. voxels':>13}")
-    for row in model_table(results):
-        print(f"{row['features']:<22}{row['model']:<12}{row['target']:<8}{row['mean_r']:>8.3f}"
+    for row in rows:
+        print(f"{row['features']:<{width}}{row['model']:<12}{row['target']:<8}{row['mean_r']:>8.3f}"
               f"{100 * row['mean_r2']:>7.2f}{100 * row['mean_r2_cod']:>10.2f}{row['mean_cc_norm']:>9.3f}"
               f"{row['n_significant']:>13.0f}")
     print("r2: the paper's mean of r·|r| over voxels; r2_cod: coefficient of determination")
