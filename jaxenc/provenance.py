@@ -49,9 +49,10 @@ def file_sha256(path: Path, block: int = 1 << 24) -> str:
     return digest.hexdigest()
 
 
-def combined(named: dict) -> str:
-    """First 16 hex digits of the SHA-256 of a JSON-able mapping in canonical form."""
-    text = json.dumps(named, sort_keys=True, separators=(",", ":"))
+def combined(value) -> str:
+    """First 16 hex digits of the SHA-256 of a JSON-able value in canonical form (sorted keys,
+    no spaces): the one digest of settings and records that the cache and the run folder key by."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

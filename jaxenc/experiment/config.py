@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import re
 import tomllib
@@ -61,6 +60,7 @@ from jaxenc.experiment.sections import (
 from jaxenc.metrics.scores import ScoreConfig
 from jaxenc.models.registry import NetworkOptions, RidgeOptions
 from jaxenc.pipeline.designs import AlignOptions
+from jaxenc.provenance import combined
 from jaxenc.train import TrainConfig
 
 __all__ = ["ExperimentConfig", "BOUND", "load_config", "apply_overrides"]
@@ -133,8 +133,7 @@ class ExperimentConfig:
         data = self.to_dict()
         if sections:
             data = {name: data[name] for name in sections}
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return combined(data)
 
     @classmethod
     def from_dict(cls, data: Mapping, where=None) -> ExperimentConfig:

@@ -10,8 +10,6 @@ predictions under the digest of the settings and the input contents they depend 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from jaxenc.featuresets import JOINT, SEMANTIC, FeatureSource, modalities
 from jaxenc.models.registry import encoder
 from jaxenc.pipeline.designs import GRID_TRIM, align_stories, stack_design, training_responses
 from jaxenc.pipeline.runner import SubjectArrays, fit_predict
-from jaxenc.provenance import InputDigests
+from jaxenc.provenance import InputDigests, combined
 from jaxenc.store import RunStore
 
 __all__ = ["Job", "table_jobs", "job_name", "Designs", "fit"]
@@ -134,10 +132,10 @@ def _digest(config, index: dict, job: Job, responses: str) -> str:
         if job.target == "pca" else None,
         "fit": fit,
         "features": {s.extraction: {k: v for k, v in index[s.extraction].items() if k != "keys"} | {
-            "keys": hashlib.sha256(json.dumps(index[s.extraction].get("keys"), sort_keys=True).encode()).hexdigest()}
+            "keys": combined(index[s.extraction].get("keys"))}
             for s in job.sources},
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return combined(payload)
 
 
 def fit(config, data, store: RunStore, features, *, progress: bool = True, log: Callable = print,

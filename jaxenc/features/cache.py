@@ -48,7 +48,7 @@ import tensorstore as ts
 
 from jaxenc import __version__
 from jaxenc.errors import ConfigError, DataError, DataWarning
-from jaxenc.provenance import file_sha256
+from jaxenc.provenance import combined, file_sha256
 from jaxenc.store import process_gone
 
 __all__ = ["FeatureKey", "FeatureCache", "checkpoint_revision"]
@@ -131,8 +131,7 @@ class FeatureKey:
     @property
     def digest(self) -> str:
         """First 16 hex digits of the SHA-256 of :meth:`describe` in canonical JSON."""
-        text = json.dumps(self.describe(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return combined(self.describe())
 
     def with_layers(self, layers: Sequence[int]) -> FeatureKey:
         """The same key for other layers."""
