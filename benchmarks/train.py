@@ -43,7 +43,12 @@ Also measured in the same run: the float32 matmul peak (best 2048^3 product, 819
 backward, training and validation rows); the time breakdown of one epoch of the fold-parallel
 and of the one-model program by operation (jax.profiler, operations grouped by the named
 scopes of jaxenc.train.program and jaxenc.models.nonlinear), and the passes over memory of
-the first layer's kernel-sized arrays per step, counted in the compiled HLO. The machine is
+the first layer's kernel-sized arrays per step, counted in the compiled HLO; the first layer's
+forward and kernel-gradient products for a stack of models three ways (``products``: batched
+through XLA:CPU's library fusions, batched through its own products, one model at a time); and
+from those the ``ceiling``: the share of the matmul peak an epoch could reach at best on this
+machine (its first-layer products at their best measured rate, the other dense-layer FLOPs at
+the peak, AdamW's minimum bytes at the measured bandwidth, nothing else). The machine is
 shared: the load average is recorded before and after.
 """
 
@@ -78,8 +83,8 @@ from jaxenc.train._placement import place  # noqa: E402
 from jaxenc.train.config import resolve_grid  # noqa: E402
 from jaxenc.train.fit import train_stack  # noqa: E402
 from jaxenc.train.fit import EncoderFit  # noqa: E402
-from jaxenc.train.program import (ProgramSpec, compiled_program, merged_state, shuffled_batches,  # noqa: E402
-                                  stack_initializer, train_step, validation_loss)
+from jaxenc.train.program import (ProgramSpec, compiled_program, compiler_options, merged_state,  # noqa: E402
+                                  shuffled_batches, stack_initializer, train_step, validation_loss)
 from jaxenc.train.stack import stack_subjects  # noqa: E402
 
 HP = dict(hidden=256, dropout=0.2, learning_rate=1e-3, weight_decay=1e-4, batch_size=128, n_components=512)
@@ -289,6 +294,20 @@ def case_flops(flops, subjects, folds, epochs_per_model) -> float:
     return total
 
 
+def epoch_work(subjects, folds, batch_size: int) -> dict:
+    """Training rows, validation rows and AdamW steps (one per minibatch of a model) of one
+    epoch, summed over the models."""
+    out = {"train_rows": 0, "val_rows": 0, "steps": 0}
+    for subject, data in subjects.items():
+        rows = {s: len(data.features[s]) for s in data.features}
+        for train, val in folds[subject]:
+            n_train = sum(rows[s] for s in train)
+            out["train_rows"] += n_train
+            out["val_rows"] += sum(rows[s] for s in val)
+            out["steps"] += -(-n_train // batch_size)
+    return out
+
+
 def run_methods(subjects, tests, cfg, methods, *, make, repeats: int) -> tuple[dict, dict]:
     """Each method's fit and test-story prediction: once cold, then ``repeats`` times warm.
 
@@ -376,7 +395,8 @@ def breakdown(subjects, cfg, make, *, vectorized: bool) -> dict:
     create, graphs = stack_initializer(make, stack.n_features, stack.n_outputs, cfg.max_epochs)
     data, carry = place(create, stack, None, "models")
     spec = ProgramSpec.of(cfg, stack)
-    program, _ = compiled_program(graphs[-1], spec, vectorized)
+    options = compiler_options(carry["params"], len(stack.keys)) if vectorized else ()
+    program, _ = compiled_program(graphs[-1], spec, vectorized, options=options)
     if not vectorized:  # the first model alone
         carry = jax.tree.map(lambda a: a[0], carry)
         data = {k: (v if k in ("X", "Y") else v[0]) for k, v in data.items()}
@@ -442,51 +462,98 @@ def _passes(hlo: str, shape: str) -> int:
     return count
 
 
-def matmul_layout(n_features: int, *, n_models: int = 15, repeats: int = 5) -> dict:
-    """The first layer's forward product of a stack of models, three ways, interleaved.
+def products(n_features: int, *, n_models: int = 15, repeats: int = 5) -> dict:
+    """The first layer's two products in a training step of a stack of models, three ways each.
 
-    ``batched``: what ``jax.vmap`` of ``x @ W`` gives, one batched ``dot_general``;
-    ``stacked``: :func:`jaxenc.models._stacked_dot.stacked_dot_general` under ``vmap`` (one
-    product per model, what jaxenc's dense layers do); ``one_model``: a single model's product,
-    times ``n_models``. Each runs 10 products inside one compiled loop.
+    ``forward`` is ``x @ W`` ([rows, in] x [in, hidden] per model), ``kernel_gradient`` is
+    ``x.T @ g``. ``batched_library``: ``jax.vmap`` of the product compiled as XLA:CPU compiles
+    it by default (its library fusions, YNNPACK); ``batched_xla``: the same with the library
+    fusions off, what :func:`jaxenc.train.program.compiler_options` picks for large kernels;
+    ``one_model``: one model's product (default compilation) times ``n_models``. Each runs 10
+    products inside one compiled loop (temporary buffers allocated once, as in the training
+    program), variants interleaved.
 
     Returns
     -------
     dict
-        Per variant: best wall GFLOP/s and GFLOP per CPU-second.
+        Per product and variant: best wall GFLOP/s and GFLOP per CPU-second.
     """
     from jax import lax
 
-    from jaxenc.models._stacked_dot import stacked_dot_general
-
     b, h, r = HP["batch_size"], HP["hidden"], 10
     x = jax.random.normal(jax.random.key(0), (n_models, b, n_features))
-    w = jax.random.normal(jax.random.key(1), (n_models, n_features, h))
-    dn = (((1,), (0,)), ((), ()))
+    w = jax.random.normal(jax.random.key(1), (n_models, n_features, h)) / np.sqrt(n_features)
+    g = jax.random.normal(jax.random.key(2), (n_models, b, h))
+    large = dict(compiler_options(w, n_models))
+    cases = {"forward": (lambda x, w: x @ w, w, (n_models, b, h)),
+             "kernel_gradient": (lambda x, g: x.T @ g, g, (n_models, n_features, h))}
 
-    def loop(product, n):
-        return jax.jit(lambda x, w: lax.fori_loop(0, r, lambda i, c: c + product(x[:n] + c[:, :1, :1], w[:n]),
-                                                  jnp.zeros((n, b, h))))
+    def loop(product, other, out_shape, n, options):
+        # The carry feeds back into the operand so the products are not hoisted out of the loop.
+        body = lambda i, c: c + jax.vmap(product)(x[:n] + c[:, :1, :1], other[:n])
+        return jax.jit(lambda x, other: lax.fori_loop(0, r, body, jnp.zeros((n,) + out_shape[1:])),
+                       compiler_options=options or None)
 
-    variants = {
-        "batched": (loop(jax.vmap(lambda x, w: lax.dot_general(x, w, dn)), n_models), n_models),
-        "stacked": (loop(jax.vmap(lambda x, w: stacked_dot_general(x, w, dn)), n_models), n_models),
-        "one_model": (loop(jax.vmap(lambda x, w: lax.dot_general(x, w, dn)), 1), 1),
-    }
-    times = {k: [] for k in variants}
-    for name, (f, _) in variants.items():
-        jax.block_until_ready(f(x, w))
-    for _ in range(repeats):
-        for name, (f, _) in variants.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            jax.block_until_ready(f(x, w))
-            times[name].append((time.perf_counter() - t0, time.process_time() - c0))
     out = {}
-    for name, (_, n) in variants.items():
-        flop = 2 * b * n_features * h * n * r
-        out[name] = {"gflops": flop / min(t for t, _ in times[name]) / 1e9,
-                     "gflop_per_cpu_s": flop / min(c for _, c in times[name]) / 1e9}
+    for name, (product, other, out_shape) in cases.items():
+        variants = {"batched_library": (loop(product, other, out_shape, n_models, None), n_models),
+                    "batched_xla": (loop(product, other, out_shape, n_models, large), n_models),
+                    "one_model": (loop(product, other, out_shape, 1, None), 1)}
+        times = {k: [] for k in variants}
+        for f, _ in variants.values():
+            jax.block_until_ready(f(x, other))
+        for _ in range(repeats):
+            for v, (f, _) in variants.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                jax.block_until_ready(f(x, other))
+                times[v].append((time.perf_counter() - t0, time.process_time() - c0))
+        out[name] = {}
+        for v, (_, n) in variants.items():
+            flop = 2 * b * n_features * h * n * r
+            out[name][v] = {"gflops": flop / min(t for t, _ in times[v]) / 1e9,
+                            "gflop_per_cpu_s": flop / min(c for _, c in times[v]) / 1e9}
     return out
+
+
+def ceiling(flops: dict, work: dict, rates: dict, peak: float, bandwidth: float, adamw_bytes: float) -> dict:
+    """The highest share of the matmul peak one epoch could reach on this machine.
+
+    An epoch's time is at least its first-layer products at the best rate measured for them
+    (:func:`products`: any of the three ways), every other dense-layer FLOP at the matmul
+    peak, and AdamW's minimum bytes at the measured memory bandwidth; nothing else (gathers,
+    activations, dropout, validation bookkeeping) is counted.
+
+    Parameters
+    ----------
+    flops : dict
+        :func:`model_flops`.
+    work : dict
+        ``train_rows``, ``val_rows`` and ``steps`` (one model's AdamW steps): per epoch, summed
+        over the models (:func:`epoch_work`).
+    rates : dict
+        :func:`products`.
+    peak, bandwidth : float
+        GFLOP/s and GB/s.
+    adamw_bytes : float
+        Per step of one model.
+
+    Returns
+    -------
+    dict
+        ``floor_s_per_epoch``, its parts, and ``ceiling_fraction_of_peak``.
+    """
+    n_in, hidden = flops["kernels"][0]
+    first = 2 * n_in * hidden
+    best = {k: max(v["gflops"] for v in r.values()) * 1e9 for k, r in rates.items()}
+    forward = first * (work["train_rows"] + work["val_rows"])
+    gradient = first * work["train_rows"]
+    total = flops["train_per_row"] * work["train_rows"] + flops["eval_per_row"] * work["val_rows"]
+    parts = {"first_layer_forward_s": forward / best["forward"],
+             "first_layer_kernel_gradient_s": gradient / best["kernel_gradient"],
+             "other_layers_at_peak_s": (total - forward - gradient) / (peak * 1e9),
+             "adamw_at_bandwidth_s": adamw_bytes * work["steps"] / (bandwidth * 1e9)}
+    floor = sum(parts.values())
+    return {"floor_s_per_epoch": floor, **parts, "ceiling_fraction_of_peak": total / floor / (peak * 1e9)}
 
 
 def dropout_bits(*, n_models: int = 15, repeats: int = 5) -> dict:
@@ -601,7 +668,8 @@ def main(argv=None):
     peak = {"gflops": matmul_peak_gflops(matmul_n), "n": matmul_n}
     bandwidth = memory_bandwidth_gbs(2**28 if args.fast else 2**30)
     print(f"matmul peak {peak['gflops']:.0f} GFLOP/s, bandwidth {bandwidth['gbs']:.1f} GB/s", file=sys.stderr)
-    layout = matmul_layout(cases["paper"][0]["n_features"], repeats=args.repeats + 2)
+    rates = {case: products(size["n_features"], repeats=args.repeats + 2)
+             for case, (size, _, _, patience) in cases.items() if patience is None}
     prng = dropout_bits(repeats=args.repeats + 2)
     results, ratios, checks = {}, {}, {}
     for case, (size, epochs, methods, patience) in cases.items():
@@ -619,6 +687,10 @@ def main(argv=None):
             entry["breakdown"] = {"fold_parallel": breakdown(subjects, cfg, make, vectorized=True),
                                   "one_model_program": breakdown(subjects, cfg, make, vectorized=False)}
             entry["adamw_bytes_per_step_min"] = _adamw_bytes(flops["kernels"], 5 * size["n_subjects"])
+            entry["products"] = rates[case]
+            entry["ceiling"] = ceiling(flops, epoch_work(subjects, folds, cfg.batch_size), rates[case],
+                                       peak["gflops"], bandwidth["gbs"], _adamw_bytes(flops["kernels"], 1)["bytes"])
+            ratios[f"{case}/ceiling_fraction_of_peak"] = entry["ceiling"]["ceiling_fraction_of_peak"]
         results[case] = entry
         fp = res["fold_parallel"]
         for other in res:
@@ -640,7 +712,7 @@ def main(argv=None):
         "load_average_1_5_15": {"before": load_before, "after": list(os.getloadavg())},
         "matmul_peak": peak, "memory_bandwidth": bandwidth, "hyperparameters": HP, "r_tolerance": R_TOLERANCE,
         "checks": checks, "results": results, "peak_rss_mb": peak_rss_mb(), "fast": args.fast, "gpu": extra.gpu,
-        "device": str(jax.devices()[0]), "torch_threads": _TORCH, "matmul_layout": layout,
+        "device": str(jax.devices()[0]), "torch_threads": _TORCH,
         "dropout_bits": prng,
     }
     name = "train_gpu" if extra.gpu else ("train_fast" if args.fast else "train")

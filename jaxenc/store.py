@@ -32,7 +32,6 @@ import contextlib
 import datetime
 import json
 import os
-import shutil
 import socket
 import tempfile
 import warnings
@@ -269,46 +268,6 @@ class RunStore:
     def checkpoint_dir(self, name: str) -> Path:
         """Folder of a fit's network checkpoints (not created)."""
         return self.root / self.CHECKPOINTS / name
-
-    def drop_unreadable_checkpoints(self, name: str) -> list[Path]:
-        """Remove, newest first, the network checkpoints of a fit that cannot be read back.
-
-        Each checkpoint folder of ``checkpoint_dir(name)`` (one per group of subjects) keeps
-        its last few epochs; a truncated or damaged latest one is removed with a
-        :class:`~jaxenc.errors.DataWarning` naming it, so the resumed fit starts from the newest
-        readable epoch (or from the start when none is). Reads each kept folder's latest state
-        once.
-
-        Returns
-        -------
-        list of Path
-            The checkpoints removed.
-        """
-        folder = self.checkpoint_dir(name)
-        if not folder.is_dir():
-            return []
-        import orbax.checkpoint as ocp
-
-        from jaxenc.train._checkpoint import open_manager
-
-        removed = []
-        for managed in sorted(p for p in folder.iterdir() if p.is_dir()):
-            manager = open_manager(managed)
-            for step in sorted(manager.all_steps(), reverse=True):
-                try:
-                    manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                                  meta=ocp.args.JsonRestore()))
-                    break
-                # orbax reports a damaged array file as a bare Exception whose cause is tensorstore's.
-                except Exception as err:  # noqa: BLE001
-                    path = managed / str(step)
-                    reason = str(err.__cause__ or err).splitlines()[0]
-                    warnings.warn(f"unreadable checkpoint {path} ({reason}); removing it, the fit resumes from "
-                                  "the previous one", DataWarning, stacklevel=2)
-                    shutil.rmtree(path, ignore_errors=True)
-                    removed.append(path)
-            manager.close()
-        return removed
 
     def merge_timings(self, timings: dict) -> dict:
         """Add ``{stage: seconds}`` to ``timings.json``; return all the run's timings."""

@@ -175,7 +175,6 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
             log(f"  {name}: stored, skipped")
             continue
         started = time.perf_counter()
-        store.drop_unreadable_checkpoints(f"{name}-{digest}")
         result = fit_predict(
             job.model, {subject: designs.arrays(job, subject) for subject in data.subjects}, target=job.target,
             ridge=config.ridge, networks=config.networks, train=config.train, grid=config.fit.grid,

@@ -36,7 +36,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxenc.errors import ConfigError
-from jaxenc.models._stacked_dot import stacked_dot_general
 
 __all__ = ["MLLinear", "MLP", "DIMLP", "DeepMLP", "DelayGRU", "delayed_columns", "torch_linear"]
 
@@ -104,10 +103,7 @@ def torch_linear(n_in: int, n_out: int, *, use_bias: bool = True, rngs: nnx.Rngs
     def uniform(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-    # stacked_dot_general: the same product; a large kernel's stays one product per model when
-    # a stack of models is vmapped (faster on CPU at the paper's width; jaxenc.models._stacked_dot).
-    return nnx.Linear(n_in, n_out, use_bias=use_bias, kernel_init=uniform, bias_init=uniform,
-                      dot_general=stacked_dot_general, rngs=rngs)
+    return nnx.Linear(n_in, n_out, use_bias=use_bias, kernel_init=uniform, bias_init=uniform, rngs=rngs)
 
 
 def _as_ranges(columns) -> tuple[tuple[int, int], ...]:

@@ -11,6 +11,7 @@ its placement.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import jax
@@ -19,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 
-from jaxenc.errors import CheckpointError
+from jaxenc.errors import CheckpointError, DataWarning
 
 # Checkpoints kept on disk; older ones are deleted.
 _MAX_TO_KEEP = 2
@@ -70,33 +71,53 @@ def save(manager: ocp.CheckpointManager, epoch: int, carry, meta: dict) -> None:
 
 
 def restore_latest(manager: ocp.CheckpointManager, carry, meta: dict):
-    """Restore the latest checkpoint into the structure of ``carry``.
+    """Restore the newest readable checkpoint into the structure of ``carry``.
+
+    A checkpoint that cannot be read back (truncated or damaged, as when a run is killed
+    while writing) is removed with a :class:`~jaxenc.errors.DataWarning` naming it, and the
+    previous one is tried, so the run resumes from the newest readable epoch, or from the
+    start when none is.
 
     Returns
     -------
     (int, pytree) or None
-        The epochs done and the restored carry, or None when the directory holds no checkpoint.
+        The epochs done and the restored carry, or None when no readable checkpoint is left.
 
     Raises
     ------
     CheckpointError
         The checkpoint was written by a run with other models, shapes or settings.
     """
-    step = manager.latest_step()
-    if step is None:
-        return None
-    path = Path(manager.directory) / str(step)
-    saved = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    for part in ("models", "shapes", "config", "grid"):
-        if saved.get(part) != meta[part]:
-            raise CheckpointError(
-                f"checkpoint at epoch {step} was written by a different run: its {part} differ from "
-                "this run's; use another checkpoint_dir or the original settings",
-                path=path,
-            )
     leaves, treedef = jax.tree.flatten(carry)
     target = _to_arrays(carry)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
-    restored = [_like(state[name], old) for name, old in zip(target, leaves)]
-    return int(step), jax.tree.unflatten(treedef, restored)
+    for step in sorted(manager.all_steps(), reverse=True):
+        path = Path(manager.directory) / str(step)
+        try:
+            saved = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        # orbax reports a damaged file as a bare Exception whose cause is tensorstore's.
+        except Exception as err:  # noqa: BLE001
+            _drop(manager, step, path, err)
+            continue
+        for part in ("models", "shapes", "config", "grid"):
+            if saved.get(part) != meta[part]:
+                raise CheckpointError(
+                    f"checkpoint at epoch {step} was written by a different run: its {part} differ from "
+                    "this run's; use another checkpoint_dir or the original settings",
+                    path=path,
+                )
+        try:
+            state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+        except Exception as err:  # noqa: BLE001
+            _drop(manager, step, path, err)
+            continue
+        restored = [_like(state[name], old) for name, old in zip(target, leaves)]
+        return int(step), jax.tree.unflatten(treedef, restored)
+    return None
+
+
+def _drop(manager: ocp.CheckpointManager, step: int, path: Path, err: Exception) -> None:
+    reason = str(err.__cause__ or err).splitlines()[0]
+    warnings.warn(f"unreadable checkpoint {path} ({reason}); removing it, the fit resumes from the previous one",
+                  DataWarning, stacklevel=3)
+    manager.delete(step)

@@ -35,7 +35,7 @@ from jaxenc.train import _checkpoint
 from jaxenc.train._placement import place, to_local
 from jaxenc.train.config import ModelKey, TrainConfig, resolve_grid
 from jaxenc.train.loop import run_chunks, run_one_by_one, stack_sizes
-from jaxenc.train.program import ProgramSpec, compiled_program, merged_state, stack_initializer
+from jaxenc.train.program import ProgramSpec, compiled_program, compiler_options, merged_state, stack_initializer
 from jaxenc.train.stack import Stack, SubjectData, pad_stack, stack_subjects
 
 __all__ = ["EncoderFit", "fit_encoders", "fit_encoders_arrays", "train_stack"]
@@ -123,7 +123,8 @@ class EncoderFit:
             raise ConfigError(f"no features given for subjects {missing}")
         x = pad_stack([np.asarray(features[s], np.float32) for s in subjects])
         subj = jnp.asarray([subjects.index(k.subject) for k in self.keys], jnp.int32)
-        return np.asarray(_predictor(self.graphdef)(self.best_state, jnp.asarray(x), subj))
+        options = compiler_options(self.best_state, len(self.keys))
+        return np.asarray(_predictor(self.graphdef, options)(self.best_state, jnp.asarray(x), subj))
 
     def predict(self, features: Mapping[str, np.ndarray], *, grid: int | None = None) -> dict[str, np.ndarray]:
         """Voxel predictions per subject: the average of its fold models' predictions.
@@ -158,13 +159,14 @@ class EncoderFit:
 
 
 @functools.lru_cache(maxsize=16)
-def _predictor(graphdef):
-    """Every model's evaluation-mode output for its subject's rows, compiled once per structure."""
+def _predictor(graphdef, options: tuple):
+    """Every model's evaluation-mode output for its subject's rows, compiled once per structure
+    and XLA options (:func:`jaxenc.train.program.compiler_options`)."""
 
     def one(state, x_all, s):
         return nnx.merge(graphdef, state)(x_all[s], train=False)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
+    return jax.jit(jax.vmap(one, in_axes=(0, None, 0)), compiler_options=dict(options) or None)
 
 
 def _subjects_of(keys) -> list[str]:
@@ -327,7 +329,8 @@ def train_stack(make_model, stack: Stack, config: TrainConfig, *, checkpoint_dir
     data, carry = place(create, stack, mesh, axis)
     graphdef = graphs[-1]
     spec = ProgramSpec.of(cfg, stack)
-    program, counter = compiled_program(graphdef, spec, vectorize, mesh, axis if mesh is not None else None)
+    options = compiler_options(carry["params"], len(carry["stopped"])) if vectorize else ()
+    program, counter = compiled_program(graphdef, spec, vectorize, mesh, axis if mesh is not None else None, options)
     if vectorize:
         n_slots = len(carry["stopped"])
         unit = 1 if mesh is None else axis_size(mesh, axis)

@@ -27,6 +27,9 @@ Where the time goes and why it is written so (measured in ``benchmarks/train.py`
 - The data stay on the device and each model gathers its minibatch rows through its own
   index arrays (``X[subject, rows]``), so padded rows never enter a loss, BatchNorm statistics
   or the validation loss.
+- Under ``vmap`` each dense layer is one batched product over the stack. On XLA:CPU the
+  product's implementation is chosen per program (:func:`compiler_options`): its library
+  fusions (YNNPACK) for small kernels, its own (Eigen) products for large ones.
 """
 
 from __future__ import annotations
@@ -42,12 +45,21 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from jaxenc.train import _adamw
 
-__all__ = ["ProgramSpec", "stack_initializer", "compiled_program", "shuffled_batches", "train_step",
-           "validation_loss", "merged_state"]
+__all__ = ["ProgramSpec", "stack_initializer", "compiled_program", "compiler_options", "shuffled_batches",
+           "train_step", "validation_loss", "merged_state"]
 
 # Data every model reads (X [subject, tr, feature], Y [target, tr, output]) and per-model data.
 SHARED = ("X", "Y")
 PER_MODEL = ("subj", "tgt", "train_idx", "n_train", "val_idx", "n_val", "key")
+
+# A stack of models whose largest kernel (per model) is above this size runs its batched
+# products through XLA:CPU's own (Eigen) dot instead of its library fusions (YNNPACK). Measured
+# on 2 cores (benchmarks/train.py, ``products``): at the paper's width, [15, 128, 21504] x
+# [15, 21504, 256], YNNPACK's batched product reaches 97-105 GFLOP/s and Eigen's 173, while at
+# 512 x 256 kernels YNNPACK is the faster (a fold-parallel epoch 0.30 s against 0.34-0.45 s);
+# the earlier measurement of where YNNPACK's batched product falls off put the edge between
+# 16384 x 256 and 21504 x 256.
+LIBRARY_DOTS_MAX_KERNEL_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,32 @@ class ProgramSpec:
         """The spec of training ``stack`` (:class:`jaxenc.train.stack.Stack`) with ``cfg``."""
         return cls(cfg.batch_size, stack.val_chunk, cfg.loss, cfg.max_epochs, cfg.patience, cfg.min_delta,
                    stack.n_train_max, stack.n_val_max)
+
+
+def compiler_options(params, n_models: int) -> tuple:
+    """XLA options for a program that runs a stack of ``n_models`` models with these parameters.
+
+    Parameters
+    ----------
+    params : pytree of arrays
+        The stacked parameters, or whole model states (leading model axis of length
+        ``n_models``).
+    n_models : int
+
+    Returns
+    -------
+    tuple of (str, str)
+        Hashable ``compiler_options`` items for :func:`jax.jit`: on a CPU backend, a stack
+        whose largest kernel exceeds :data:`LIBRARY_DOTS_MAX_KERNEL_BYTES` per model turns
+        XLA:CPU's library fusions off; otherwise none.
+    """
+    leaves = jax.tree.leaves(params)
+    platforms = {d.platform for leaf in leaves if isinstance(leaf, jax.Array) for d in leaf.devices()}
+    platforms = platforms or {jax.default_backend()}
+    largest = max(leaf.size // n_models * leaf.dtype.itemsize for leaf in leaves)
+    if platforms == {"cpu"} and largest > LIBRARY_DOTS_MAX_KERNEL_BYTES:
+        return (("xla_cpu_experimental_ynn_fusion_type", ""),)
+    return ()
 
 
 def merged_state(params, rest) -> nnx.State:
@@ -280,7 +318,7 @@ def _epoch_function(graphdef, spec: ProgramSpec):
 
 @functools.lru_cache(maxsize=16)
 def compiled_program(graphdef, spec: ProgramSpec, vectorized: bool, mesh: Mesh | None = None,
-                     axis: str | None = None):
+                     axis: str | None = None, options: tuple = ()):
     """The jitted chunk program ``(carry, data, epochs) -> carry`` and its trace counter.
 
     Runs of equal structure share it; it retraces (and the counter grows) once per stack size.
@@ -298,6 +336,8 @@ def compiled_program(graphdef, spec: ProgramSpec, vectorized: bool, mesh: Mesh |
         Split the stack along ``axis``: each device runs the vmapped program on its own slots,
         ``X`` and ``Y`` replicated.
     axis : str, optional
+    options : tuple of (str, str)
+        XLA compiler options (:func:`compiler_options`).
 
     Returns
     -------
@@ -321,9 +361,10 @@ def compiled_program(graphdef, spec: ProgramSpec, vectorized: bool, mesh: Mesh |
         carry, _ = lax.scan(body, carry, epochs)
         return carry
 
+    jit = functools.partial(jax.jit, donate_argnums=0, compiler_options=dict(options) or None)
     if mesh is None:
-        return jax.jit(chunk, donate_argnums=0), counter
+        return jit(chunk), counter
     data_specs = {name: (P() if name in SHARED else P(axis)) for name in SHARED + PER_MODEL}
     sharded = jax.shard_map(chunk, mesh=mesh, in_specs=(P(axis), data_specs, P()), out_specs=P(axis),
                             check_vma=False)
-    return jax.jit(sharded, donate_argnums=0), counter
+    return jit(sharded), counter

@@ -9,12 +9,13 @@ computation is literally the same (resume, padding of the same vmapped program).
 """
 
 import functools
+import re
 
 import jax
 import numpy as np
 import pytest
 
-from jaxenc.errors import AlignmentError, CheckpointError, ConfigError
+from jaxenc.errors import AlignmentError, CheckpointError, ConfigError, DataWarning
 from jaxenc.models.nonlinear import MLP
 from jaxenc.train import NonFiniteError, SubjectData, TrainConfig, fit_encoders, story_folds
 
@@ -72,6 +73,34 @@ def test_vmapped_equals_python_loop_and_compiles_once(vmapped):
     again = fit_encoders(MAKE, DATA, CFG, progress=False)
     assert again.n_traces == 1
     assert _max_diff(again.best_state, vmapped.best_state) == 0.0
+
+
+def test_stack_of_large_kernels_compiles_without_library_dots_and_equals_the_loop(vmapped, monkeypatch):
+    # Every kernel counts as large: the vmapped program and the predictor are compiled with
+    # XLA:CPU's own products instead of its library (YNNPACK) fusions, as at the paper's width.
+    from jaxenc.train import program
+
+    options = program.compiler_options(vmapped.best_state, len(vmapped.keys))
+    assert options == ()  # these kernels are small: the default
+    monkeypatch.setattr(program, "LIBRARY_DOTS_MAX_KERNEL_BYTES", 0)
+    options = program.compiler_options(vmapped.best_state, len(vmapped.keys))
+    assert options == (("xla_cpu_experimental_ynn_fusion_type", ""),)
+    eigen = fit_encoders(MAKE, DATA, CFG, progress=False)
+    looped = fit_encoders(MAKE, DATA, CFG, progress=False, vectorize=False)
+    # The tolerances of test_vmapped_equals_python_loop_and_compiles_once.
+    assert _max_diff(eigen.best_state, looped.best_state) < 1e-4
+    np.testing.assert_allclose(eigen.history, looped.history, rtol=1e-5)
+    test = {s: d.features["story0"] for s, d in DATA.items()}
+    for s, pred in eigen.predict(test).items():
+        np.testing.assert_allclose(pred, looped.predict(test)[s], atol=1e-4)
+    # The options reach the compiled predictor: its HLO has library (ynn) fusions by default
+    # and none with them.
+    from jaxenc.train.fit import _predictor
+
+    x = np.stack([test["A"][:40], test["B"][:40]])
+    subj = np.asarray([0 if k.subject == "A" else 1 for k in eigen.keys], np.int32)
+    hlo = {o: _predictor(eigen.graphdef, o).lower(eigen.best_state, x, subj).compile().as_text() for o in ((), options)}
+    assert "ynn" in hlo[()] and "ynn" not in hlo[options]
 
 
 def test_padded_subject_trains_as_unpadded(vmapped):
@@ -151,6 +180,26 @@ def test_kill_and_resume_equals_uninterrupted(vmapped, tmp_path):
     with pytest.raises(CheckpointError, match="different run"):
         fit_encoders(MAKE, DATA, TrainConfig(**{**CFG.__dict__, "learning_rate": 1e-2}),
                      progress=False, checkpoint_dir=tmp_path)
+
+
+def test_a_damaged_latest_checkpoint_is_dropped_and_the_fit_resumes_from_the_previous(vmapped, tmp_path):
+    def kill_after_4(epoch, info):
+        if epoch == 4:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        fit_encoders(MAKE, DATA, CFG, progress=False, checkpoint_dir=tmp_path, callback=kill_after_4)
+    # As if killed while writing epoch 4: its largest array file is cut short.
+    latest = tmp_path / "4"
+    largest = max((p for p in latest.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 3])
+    seen = []
+    with pytest.warns(DataWarning, match=f"unreadable checkpoint {re.escape(str(latest))}"):
+        resumed = fit_encoders(MAKE, DATA, CFG, progress=False, checkpoint_dir=tmp_path,
+                               callback=lambda e, info: seen.append(e))
+    assert seen == [4, 6, 8], "resumed after epoch 2"
+    assert _max_diff(resumed.best_state, vmapped.best_state) == 0.0
+    np.testing.assert_array_equal(resumed.history, vmapped.history)
 
 
 def test_row_count_mismatch_names_subject_story_and_counts():
