@@ -83,8 +83,9 @@ from jaxenc.train._placement import place  # noqa: E402
 from jaxenc.train.config import resolve_grid  # noqa: E402
 from jaxenc.train.fit import train_stack  # noqa: E402
 from jaxenc.train.fit import EncoderFit  # noqa: E402
-from jaxenc.train.program import (ProgramSpec, compiled_program, compiler_options, merged_state,  # noqa: E402
-                                  shuffled_batches, stack_initializer, train_step, validation_loss)
+from jaxenc.train.program import (WITHOUT_LIBRARY_DOTS, ProgramSpec, compiled_program,  # noqa: E402
+                                  compiler_options, merged_state, shuffled_batches, stack_initializer,
+                                  train_step, validation_loss)
 from jaxenc.train.stack import stack_subjects  # noqa: E402
 
 HP = dict(hidden=256, dropout=0.2, learning_rate=1e-3, weight_decay=1e-4, batch_size=128, n_components=512)
@@ -295,9 +296,9 @@ def case_flops(flops, subjects, folds, epochs_per_model) -> float:
 
 
 def epoch_work(subjects, folds, batch_size: int) -> dict:
-    """Training rows, validation rows and AdamW steps (one per minibatch of a model) of one
-    epoch, summed over the models."""
-    out = {"train_rows": 0, "val_rows": 0, "steps": 0}
+    """Models, and the training rows, validation rows and AdamW steps (one per minibatch of a
+    model) of one epoch summed over them."""
+    out = {"n_models": 0, "train_rows": 0, "val_rows": 0, "steps": 0}
     for subject, data in subjects.items():
         rows = {s: len(data.features[s]) for s in data.features}
         for train, val in folds[subject]:
@@ -305,6 +306,7 @@ def epoch_work(subjects, folds, batch_size: int) -> dict:
             out["train_rows"] += n_train
             out["val_rows"] += sum(rows[s] for s in val)
             out["steps"] += -(-n_train // batch_size)
+            out["n_models"] += 1
     return out
 
 
@@ -385,7 +387,8 @@ def breakdown(subjects, cfg, make, *, vectorized: bool) -> dict:
     Returns
     -------
     dict
-        ``epoch_s`` (the profiled call), ``categories`` (seconds per category; matmuls split
+        ``epoch_s`` (the profiled call), ``epoch_s_unprofiled`` (three timed calls of the
+        same epoch before it), ``categories`` (seconds per category; matmuls split
         into forward and backward), ``share`` (of the categorised time) and
         ``kernel_array_passes_per_step``: reads and writes of arrays shaped like the first
         layer's kernel (n_features x hidden, per model) by the operations of one training step,
@@ -410,6 +413,10 @@ def breakdown(subjects, cfg, make, *, vectorized: bool) -> dict:
         state["wall"] = time.perf_counter() - t0
 
     run()
+    unprofiled = []
+    for _ in range(3):
+        run()
+        unprofiled.append(state["wall"])
     ops = profile_ops(run, hlo)
     categories = collections.Counter()
     for name, op in ops.items():
@@ -418,6 +425,7 @@ def breakdown(subjects, cfg, make, *, vectorized: bool) -> dict:
     kernel = f"f32[{'' if not vectorized else str(len(stack.keys)) + ','}{stack.n_features},{HP['hidden']}]"
     return {
         "epoch_s": state["wall"],
+        "epoch_s_unprofiled": unprofiled,
         "categories": dict(categories.most_common()),
         "share": {k: v / total for k, v in categories.most_common()},
         "profiled_fraction_of_wall": total / state["wall"],
@@ -484,7 +492,7 @@ def products(n_features: int, *, n_models: int = 15, repeats: int = 5) -> dict:
     x = jax.random.normal(jax.random.key(0), (n_models, b, n_features))
     w = jax.random.normal(jax.random.key(1), (n_models, n_features, h)) / np.sqrt(n_features)
     g = jax.random.normal(jax.random.key(2), (n_models, b, h))
-    large = dict(compiler_options(w, n_models))
+    large = dict(WITHOUT_LIBRARY_DOTS)
     cases = {"forward": (lambda x, w: x @ w, w, (n_models, b, h)),
              "kernel_gradient": (lambda x, g: x.T @ g, g, (n_models, n_features, h))}
 
@@ -691,6 +699,14 @@ def main(argv=None):
             entry["ceiling"] = ceiling(flops, epoch_work(subjects, folds, cfg.batch_size), rates[case],
                                        peak["gflops"], bandwidth["gbs"], _adamw_bytes(flops["kernels"], 1)["bytes"])
             ratios[f"{case}/ceiling_fraction_of_peak"] = entry["ceiling"]["ceiling_fraction_of_peak"]
+            # The compiled programs alone, one epoch (no stacking, initialisation or prediction):
+            # the stack against the one-model program run once per model.
+            work = epoch_work(subjects, folds, cfg.batch_size)
+            epoch_flop = flops["train_per_row"] * work["train_rows"] + flops["eval_per_row"] * work["val_rows"]
+            stacked = min(entry["breakdown"]["fold_parallel"]["epoch_s_unprofiled"])
+            one = min(entry["breakdown"]["one_model_program"]["epoch_s_unprofiled"])
+            ratios[f"{case}/fold_parallel_epoch_vs_one_model_program_epochs"] = one * work["n_models"] / stacked
+            ratios[f"{case}/fold_parallel_epoch_fraction_of_peak"] = epoch_flop / stacked / (peak["gflops"] * 1e9)
         results[case] = entry
         fp = res["fold_parallel"]
         for other in res:

@@ -60,6 +60,8 @@ PER_MODEL = ("subj", "tgt", "train_idx", "n_train", "val_idx", "n_val", "key")
 # the earlier measurement of where YNNPACK's batched product falls off put the edge between
 # 16384 x 256 and 21504 x 256.
 LIBRARY_DOTS_MAX_KERNEL_BYTES = 16 * 2**20
+# The jax.jit compiler options that turn XLA:CPU's library fusions off.
+WITHOUT_LIBRARY_DOTS = (("xla_cpu_experimental_ynn_fusion_type", ""),)
 
 
 @dataclass(frozen=True)
@@ -98,15 +100,15 @@ def compiler_options(params, n_models: int) -> tuple:
     -------
     tuple of (str, str)
         Hashable ``compiler_options`` items for :func:`jax.jit`: on a CPU backend, a stack
-        whose largest kernel exceeds :data:`LIBRARY_DOTS_MAX_KERNEL_BYTES` per model turns
-        XLA:CPU's library fusions off; otherwise none.
+        whose largest kernel exceeds :data:`LIBRARY_DOTS_MAX_KERNEL_BYTES` per model gets
+        :data:`WITHOUT_LIBRARY_DOTS`; otherwise none.
     """
     leaves = jax.tree.leaves(params)
     platforms = {d.platform for leaf in leaves if isinstance(leaf, jax.Array) for d in leaf.devices()}
     platforms = platforms or {jax.default_backend()}
     largest = max(leaf.size // n_models * leaf.dtype.itemsize for leaf in leaves)
     if platforms == {"cpu"} and largest > LIBRARY_DOTS_MAX_KERNEL_BYTES:
-        return (("xla_cpu_experimental_ynn_fusion_type", ""),)
+        return WITHOUT_LIBRARY_DOTS
     return ()
 
 

@@ -84,7 +84,7 @@ def test_stack_of_large_kernels_compiles_without_library_dots_and_equals_the_loo
     assert options == ()  # these kernels are small: the default
     monkeypatch.setattr(program, "LIBRARY_DOTS_MAX_KERNEL_BYTES", 0)
     options = program.compiler_options(vmapped.best_state, len(vmapped.keys))
-    assert options == (("xla_cpu_experimental_ynn_fusion_type", ""),)
+    assert options == program.WITHOUT_LIBRARY_DOTS
     eigen = fit_encoders(MAKE, DATA, CFG, progress=False)
     looped = fit_encoders(MAKE, DATA, CFG, progress=False, vectorize=False)
     # The tolerances of test_vmapped_equals_python_loop_and_compiles_once.
