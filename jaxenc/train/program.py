@@ -54,11 +54,12 @@ PER_MODEL = ("subj", "tgt", "train_idx", "n_train", "val_idx", "n_val", "key")
 
 # A stack of models whose largest kernel (per model) is above this size runs its batched
 # products through XLA:CPU's own (Eigen) dot instead of its library fusions (YNNPACK). Measured
-# on 2 cores (benchmarks/train.py, ``products``): at the paper's width, [15, 128, 21504] x
-# [15, 21504, 256], YNNPACK's batched product reaches 97-105 GFLOP/s and Eigen's 173, while at
-# 512 x 256 kernels YNNPACK is the faster (a fold-parallel epoch 0.30 s against 0.34-0.45 s);
-# the earlier measurement of where YNNPACK's batched product falls off put the edge between
-# 16384 x 256 and 21504 x 256.
+# on 2 cores (benchmarks/results/train.json, ``products``): at the paper's width, [15, 128, 21504]
+# x [15, 21504, 256], YNNPACK's batched forward product runs at 93-100 GFLOP/s and Eigen's at
+# 160-166; at 512 x 256 kernels YNNPACK is as fast or faster (131 against 120), and a
+# fold-parallel epoch at that width took 0.30 s with it against 0.34-0.45 s without. An earlier
+# measurement put the edge where YNNPACK's batched product falls off between 16384 x 256 and
+# 21504 x 256 kernels.
 LIBRARY_DOTS_MAX_KERNEL_BYTES = 16 * 2**20
 # The jax.jit compiler options that turn XLA:CPU's library fusions off.
 WITHOUT_LIBRARY_DOTS = (("xla_cpu_experimental_ynn_fusion_type", ""),)
