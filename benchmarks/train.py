@@ -44,8 +44,10 @@ backward, training and validation rows); the time breakdown of one epoch of the 
 and of the one-model program by operation (jax.profiler, operations grouped by the named
 scopes of jaxenc.train.program and jaxenc.models.nonlinear), and the passes over memory of
 the first layer's kernel-sized arrays per step, counted in the compiled HLO; the first layer's
-forward and kernel-gradient products for a stack of models three ways (``products``: batched
-through XLA:CPU's library fusions, batched through its own products, one model at a time); and
+forward and kernel-gradient products for a stack of models four ways (``products``: batched
+through XLA:CPU's library fusions, batched through its own products, one model at a time in a
+compiled loop, one model per jitted call); the compiled programs' epoch timed alone (the stack
+against the one-model program once per model); and
 from those the ``ceiling``: the share of the matmul peak an epoch could reach at best on this
 machine (its first-layer products at their best measured rate, the other dense-layer FLOPs at
 the peak, AdamW's minimum bytes at the measured bandwidth, nothing else). The machine is
@@ -516,8 +518,8 @@ def products(n_features: int, *, n_models: int = 15, repeats: int = 5) -> dict:
         return jax.jit(run, compiler_options=options or None)
 
     def calls(product):
-        # Every model's product as its own jitted call, r rounds dispatched back to back: XLA:CPU
-        # may run consecutive calls at once, as it does a loop's steps.
+        # Every model's product as its own jitted call, r rounds dispatched back to back, as a
+        # loop over the models dispatches its steps.
         one = jax.jit(product)
 
         def run(x, other):
