@@ -285,31 +285,27 @@ def model_flops(make, n_features, n_outputs) -> dict:
     return {"train_per_row": forward + backward, "eval_per_row": forward, "kernels": kernels}
 
 
-def case_flops(flops, subjects, folds, epochs_per_model) -> float:
-    """Dense-layer FLOPs of the models' training and validation rows over the epochs each ran."""
-    total, i = 0.0, 0
+def model_rows(subjects, folds) -> list[tuple[int, int]]:
+    """Training and validation rows of every model, in the stack's order (subject, then fold)."""
+    out = []
     for subject, data in subjects.items():
         rows = {s: len(data.features[s]) for s in data.features}
-        for train, val in folds[subject]:
-            n_train, n_val = sum(rows[s] for s in train), sum(rows[s] for s in val)
-            total += epochs_per_model[i] * (n_train * flops["train_per_row"] + n_val * flops["eval_per_row"])
-            i += 1
-    return total
-
-
-def epoch_work(subjects, folds, batch_size: int) -> dict:
-    """Models, and the training rows, validation rows and AdamW steps (one per minibatch of a
-    model) of one epoch summed over them."""
-    out = {"n_models": 0, "train_rows": 0, "val_rows": 0, "steps": 0}
-    for subject, data in subjects.items():
-        rows = {s: len(data.features[s]) for s in data.features}
-        for train, val in folds[subject]:
-            n_train = sum(rows[s] for s in train)
-            out["train_rows"] += n_train
-            out["val_rows"] += sum(rows[s] for s in val)
-            out["steps"] += -(-n_train // batch_size)
-            out["n_models"] += 1
+        out += [(sum(rows[s] for s in train), sum(rows[s] for s in val)) for train, val in folds[subject]]
     return out
+
+
+def case_flops(flops, rows, epochs_per_model) -> float:
+    """Dense-layer FLOPs of the models' training and validation rows (:func:`model_rows`) over
+    the epochs each ran."""
+    return sum(e * (n_train * flops["train_per_row"] + n_val * flops["eval_per_row"])
+               for e, (n_train, n_val) in zip(epochs_per_model, rows, strict=True))
+
+
+def epoch_work(flops, rows, batch_size: int) -> dict:
+    """One epoch of every model (:func:`model_rows`): the models, their training rows,
+    validation rows and AdamW steps (one per minibatch of a model) summed, and the FLOPs."""
+    return {"n_models": len(rows), "train_rows": sum(t for t, _ in rows), "val_rows": sum(v for _, v in rows),
+            "steps": sum(-(-t // batch_size) for t, _ in rows), "flop": case_flops(flops, rows, [1] * len(rows))}
 
 
 def run_methods(subjects, tests, cfg, methods, *, make, repeats: int) -> tuple[dict, dict]:
@@ -569,8 +565,7 @@ def ceiling(flops: dict, work: dict, rates: dict, peak: float, bandwidth: float,
     flops : dict
         :func:`model_flops`.
     work : dict
-        ``train_rows``, ``val_rows`` and ``steps`` (one model's AdamW steps): per epoch, summed
-        over the models (:func:`epoch_work`).
+        One epoch of all models (:func:`epoch_work`).
     rates : dict
         :func:`products`.
     peak, bandwidth : float
@@ -588,7 +583,7 @@ def ceiling(flops: dict, work: dict, rates: dict, peak: float, bandwidth: float,
     best = {k: max(v["gflops"] for v in r.values()) * 1e9 for k, r in rates.items()}
     forward = first * (work["train_rows"] + work["val_rows"])
     gradient = first * work["train_rows"]
-    total = flops["train_per_row"] * work["train_rows"] + flops["eval_per_row"] * work["val_rows"]
+    total = work["flop"]
     parts = {"first_layer_forward_s": forward / best["forward"],
              "first_layer_kernel_gradient_s": gradient / best["kernel_gradient"],
              "other_layers_at_peak_s": (total - forward - gradient) / (peak * 1e9),
@@ -656,13 +651,13 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t0
 
 
-def summarize(runs, flops, peak, folds, subjects) -> dict:
+def summarize(runs, flops, peak, rows) -> dict:
     """Per method and run: seconds per model-epoch, GFLOP/s and the share of the matmul peak;
     ``best_warm`` is the warm run of least wall time."""
     out = {}
     for name, by in runs.items():
         def rates(res):
-            work = case_flops(flops, subjects, folds, res["epochs_per_model"])
+            work = case_flops(flops, rows, res["epochs_per_model"])
             return {**res, "s_per_model_epoch": res["wall_s"] / sum(res["epochs_per_model"]), "gflop": work / 1e9,
                     "gflops": work / res["wall_s"] / 1e9, "fraction_of_peak": work / res["wall_s"] / 1e9 / peak,
                     "gflop_per_cpu_s": work / res["cpu_s"] / 1e9}
@@ -721,7 +716,8 @@ def main(argv=None):
         print(f"{case}: {size}, {epochs} epochs, patience {cfg.patience}: {methods}", file=sys.stderr)
         runs, folds = run_methods(subjects, tests, cfg, methods, make=make, repeats=args.repeats)
         flops = model_flops(make, size["n_features"], n_components)
-        res = summarize(runs, flops, peak["gflops"], folds, subjects)
+        rows = model_rows(subjects, folds)
+        res = summarize(runs, flops, peak["gflops"], rows)
         entry = {"size": {**size, "epochs": epochs, "patience": cfg.patience, "n_components": n_components},
                  "flops_per_row": {k: v for k, v in flops.items() if k != "kernels"}, "methods": res}
         if patience is None:
@@ -729,17 +725,16 @@ def main(argv=None):
                                   "one_model_program": breakdown(subjects, cfg, make, vectorized=False)}
             entry["adamw_bytes_per_step_min"] = _adamw_bytes(flops["kernels"], 5 * size["n_subjects"])
             entry["products"] = rates[case]
-            entry["ceiling"] = ceiling(flops, epoch_work(subjects, folds, cfg.batch_size), rates[case],
-                                       peak["gflops"], bandwidth["gbs"], _adamw_bytes(flops["kernels"], 1)["bytes"])
+            work = epoch_work(flops, rows, cfg.batch_size)
+            entry["ceiling"] = ceiling(flops, work, rates[case], peak["gflops"], bandwidth["gbs"],
+                                       _adamw_bytes(flops["kernels"], 1)["bytes"])
             ratios[f"{case}/ceiling_fraction_of_peak"] = entry["ceiling"]["ceiling_fraction_of_peak"]
             # The compiled programs alone, one epoch (no stacking, initialisation or prediction):
             # the stack against the one-model program run once per model.
-            work = epoch_work(subjects, folds, cfg.batch_size)
-            epoch_flop = flops["train_per_row"] * work["train_rows"] + flops["eval_per_row"] * work["val_rows"]
             stacked = min(entry["breakdown"]["fold_parallel"]["epoch_s_unprofiled"])
             one = min(entry["breakdown"]["one_model_program"]["epoch_s_unprofiled"])
             ratios[f"{case}/fold_parallel_epoch_vs_one_model_program_epochs"] = one * work["n_models"] / stacked
-            ratios[f"{case}/fold_parallel_epoch_fraction_of_peak"] = epoch_flop / stacked / (peak["gflops"] * 1e9)
+            ratios[f"{case}/fold_parallel_epoch_fraction_of_peak"] = work["flop"] / stacked / (peak["gflops"] * 1e9)
         results[case] = entry
         fp = res["fold_parallel"]
         for other in res:
