@@ -39,9 +39,24 @@ def test_every_dependency_is_pinned_within_its_range():
             f"constraints.txt pins {req.name}=={pinned[name]} outside pyproject's {text!r}")
 
 
-def test_torch_is_the_cpu_build_of_2_13_0():
-    torch = pins()["torch"]
-    assert (torch.public, torch.local) == ("2.13.0", "cpu"), torch
+def test_pins_carry_no_local_version_label():
+    # A local label (`torch==2.13.0+cpu`) names a build that only one machine's wheel folder
+    # holds: the public index has no such file and the install stops with ResolutionImpossible.
+    labelled = {name: str(version) for name, version in pins().items() if version.local}
+    assert not labelled, f"constraints.txt pins local builds the public index does not serve: {labelled}"
+
+
+def test_torch_is_2_13_0_and_jaxenc_never_needs_cuda_torch():
+    assert pins()["torch"] == Version("2.13.0")
+    # torch is a test reference and the reader of .bin checkpoints (jaxenc/ckpt, on the CPU):
+    # whichever 2.13.0 build the index gives (CPU or CUDA), jaxenc asks nothing of CUDA torch.
+    users = [path for path in (ROOT / "jaxenc").rglob("*.py") if "import torch" in path.read_text()]
+    assert users, "no module of jaxenc imports torch: update this test"
+    for path in users:
+        text = path.read_text()
+        assert "cuda" not in text.lower(), f"{path} asks torch for CUDA"
+        loads = [line for line in text.splitlines() if "torch.load(" in line]
+        assert all('map_location="cpu"' in line for line in loads), loads
 
 
 def test_readme_and_ci_install_with_the_constraints():
