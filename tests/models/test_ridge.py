@@ -3,8 +3,10 @@
 Every reference is computed here from the same arrays: scipy.linalg.solve of the normal
 equations, sklearn Ridge in a loop over the same folds, himalaya's RidgeCV and BandedRidgeCV
 with the same alphas, splits and band weights. Tolerances: float64 fits agree with float64
-references to 1e-9 relative; float32 fits to 1e-4 relative (float32 unit roundoff is 6e-8 and
-the problems below have condition numbers in the hundreds).
+references to 1e-9 relative; float32 results within ``float32_tolerance`` of the problem (its
+docstring derives it from float32 rounding and the system's condition number), never a number
+read off one machine: the summation order of float32 products, and so their last bits, changes
+with the CPU's vector width (AVX2 or AVX-512), XLA's kernels and the BLAS threads.
 """
 
 import numpy as np
@@ -60,6 +62,25 @@ def rel(a, b):
     return np.abs(np.asarray(a) - b).max() / np.abs(b).max()
 
 
+def float32_tolerance(X, alpha) -> float:
+    """Bound on ``rel`` between a float32 ridge solution of ``X`` at penalty ``alpha`` and any
+    other computation of it (float64, or float32 summed in another order).
+
+    The solvers decompose in float64 and compute every product with the voxels (``X^T Y``, the
+    projections back to coefficients, predictions) in float32. A length-n float32 dot product
+    errs by about ``sqrt(n) * u`` relative to ``|x| . |y|`` (u = 2^-24 the unit roundoff; the
+    probabilistic bound of Higham & Mary 2019, the worst case being ``n * u``), and the solve
+    amplifies a relative error of its right-hand side by at most the condition number
+    ``kappa = (s_max^2 + alpha) / (s_min^2 + alpha)`` of ``X_c^T X_c + alpha I``. For
+    ``planted()`` at the smallest alpha of ``ALPHAS`` that is 1.2e-3; a batching or fold bug
+    (a voxel solved at another voxel's alpha or split) moves coefficients by 1e-2 to 1.
+    """
+    Xc = X - X.mean(0)
+    s2 = np.linalg.eigvalsh(Xc.T @ Xc)
+    kappa = (s2.max() + alpha) / (max(s2.min(), 0.0) + alpha)
+    return float(np.sqrt(len(X)) * np.finfo(np.float32).eps / 2 * kappa)
+
+
 # ----------------------------------------------------------------------------- fixed alpha
 
 
@@ -79,8 +100,9 @@ def test_fixed_alpha_matches_scipy_solve_and_sklearn(n, p, fit_intercept, route)
 
     f32 = RidgeCV(alphas=[alpha], cv=3, fit_intercept=fit_intercept).fit(X, Y)
     assert f32.coef_.dtype == np.float32
-    assert rel(f32.coef_, coef) < 1e-4
-    assert rel(f32.predict(X), X @ coef + intercept) < 1e-4
+    tol = float32_tolerance(X, alpha)
+    assert rel(f32.coef_, coef) < tol
+    assert rel(f32.predict(X), X @ coef + intercept) < tol
 
 
 def test_score_is_per_voxel_r2():
@@ -145,10 +167,12 @@ def test_matches_himalaya_ridgecv(alpha_per_target, route):
         score_func=himalaya_r2, local_alpha=alpha_per_target, warn=False)).fit(X, Y)
     model = RidgeCV(alphas=ALPHAS, cv=splits, alpha_per_target=alpha_per_target).fit(X, Y)
     np.testing.assert_allclose(model.best_alphas_, ref.best_alphas_, rtol=1e-6)
-    assert rel(model.predict(X), ref.predict(X)) < 1e-4
+    # jaxenc in float32 against himalaya's float64 numpy backend.
+    tol = float32_tolerance(X, ALPHAS.min())
+    assert rel(model.predict(X), ref.predict(X)) < tol
     chosen = np.searchsorted(model.alphas_, model.best_alphas_)
     np.testing.assert_allclose(model.cv_scores_[chosen, np.arange(Y.shape[1])], ref.cv_scores_,
-                               atol=1e-4)
+                               atol=2 * tol)
 
 
 @pytest.mark.parametrize("voxel_batch,split_batch", [(4, None), (3, 2)])
@@ -157,9 +181,13 @@ def test_voxel_and_split_batching_do_not_change_the_result(voxel_batch, split_ba
     whole = RidgeCV(alphas=ALPHAS, cv=3, voxel_batch=1024).fit(X, Y)
     batched = RidgeCV(alphas=ALPHAS, cv=3, voxel_batch=voxel_batch,
                       split_batch=split_batch).fit(X, Y)
-    np.testing.assert_allclose(batched.cv_scores_, whole.cv_scores_, rtol=1e-5, atol=1e-6)
+    # Both are float32 solutions summed in different orders (batches of other widths take
+    # other kernels); a validation R^2 = 1 - SSE / SST moves by at most twice the relative
+    # error of its predictions.
+    tol = float32_tolerance(X, ALPHAS.min())
+    np.testing.assert_allclose(batched.cv_scores_, whole.cv_scores_, rtol=0, atol=2 * tol)
     np.testing.assert_array_equal(batched.best_alphas_, whole.best_alphas_)
-    assert rel(batched.coef_, whole.coef_) < 1e-5
+    assert rel(batched.coef_, whole.coef_) < tol
 
 
 def test_lapack_thread_limit_applies_and_leaves_results_unchanged():
@@ -172,7 +200,7 @@ def test_lapack_thread_limit_applies_and_leaves_results_unchanged():
     limited = RidgeCV(alphas=ALPHAS, cv=3, lapack_threads=1).fit(X, Y)
     default = RidgeCV(alphas=ALPHAS, cv=3).fit(X, Y)
     np.testing.assert_array_equal(limited.best_alphas_, default.best_alphas_)
-    assert rel(limited.coef_, default.coef_) < 1e-5
+    assert rel(limited.coef_, default.coef_) < float32_tolerance(X, ALPHAS.min())
 
 
 def test_voxel_kernel_compiles_once_across_batches(route):
