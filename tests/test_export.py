@@ -222,21 +222,22 @@ def test_training_program_and_predictor_export(name):
     create, graphs = stack_initializer(make, stack.n_features, stack.n_outputs, cfg.max_epochs)
     spec = ProgramSpec.of(cfg, stack)
     epochs = jnp.arange(cfg.max_epochs, dtype=jnp.int32)
-    data, carry = place(create, stack, None, "models")
+    # The initial carry and the data as shapes: the initializer is traced, not run.
+    data, carry = jax.eval_shape(lambda: place(create, stack, None, "models"))
     program, _ = compiled_program(graphs[-1], spec, True)
     export(program, carry, data, epochs)
     if name == "mlp":
         # One model at a time (vectorize=False).
         one, _ = compiled_program(graphs[-1], spec, False)
-        model = jax.tree.map(lambda a: a[0], carry)
-        export(one, model, {k: (v if k in ("X", "Y") else v[0]) for k, v in data.items()}, epochs)
+        first = functools.partial(jax.tree.map, lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype))
+        export(one, first(carry), {k: (v if k in ("X", "Y") else first(v)) for k, v in data.items()}, epochs)
         # The stack split over a mesh axis.
         mesh = make_mesh(axis_names=("models",))
         on_mesh, _ = compiled_program(graphs[-1], spec, True, mesh, "models")
-        export(on_mesh, *place(create, stack, mesh, "models")[::-1], epochs)
+        export(on_mesh, *jax.eval_shape(lambda: place(create, stack, mesh, "models"))[::-1], epochs)
     state = merged_state(carry["params"], carry["rest"])
-    x_all = np.zeros((2, 30, stack.n_features), np.float32)
-    subjects = np.zeros(len(carry["stopped"]), np.int32)
+    x_all = jax.ShapeDtypeStruct((2, 30, stack.n_features), jnp.float32)  # [subjects, rows, features]
+    subjects = jax.ShapeDtypeStruct(carry["stopped"].shape, jnp.int32)  # [models]
     export(_predictor(graphs[-1], ()), state, x_all, subjects)
 
 
