@@ -318,9 +318,10 @@ class RidgeCV(_RidgeBase):
     solver_dtype : {"auto", "float32", "float64"}
         Dtype of the decompositions of ``X`` and of the held-out-fold corrections. float64
         eigendecomposes ``X^T X`` or ``X X^T``; float32 takes thin SVDs of ``X`` instead
-        (about twice the flops of the eigendecomposition on the rows' side), whose error
-        grows with the condition number of ``X`` rather than its square, and holds no float64
-        operation, for backends without float64 (TPU). ``"auto"``: float64 on CPU and GPU,
+        (a few times the flops of forming and eigendecomposing the Gram matrix, paid once per
+        split and band candidate, not per voxel), whose error grows with the condition
+        number of ``X`` rather than its square, and holds no float64 operation, for backends
+        without float64 (TPU). ``"auto"``: float64 on CPU and GPU,
         float32 on TPU (:func:`~jaxenc.models.ridge_solvers.resolve_solver_dtype`).
     lapack_threads : int or None
         Threads of the CPU LAPACK (OpenBLAS) during the eigendecompositions; None leaves the
