@@ -192,3 +192,16 @@ def test_config_setting_reaches_the_estimators():
     banded = RidgeOptions(solver_dtype="float32", banded=True).estimator([(0, 2), (2, 4)])
     assert isinstance(banded, BandedRidgeCV) and banded.solver_dtype == "float32"
     assert RidgeOptions().solver_dtype == "auto"
+
+
+def test_config_file_setting_is_checked_and_reaches_the_options(tmp_path):
+    from jaxenc.experiment import load_config
+
+    path = tmp_path / "x.toml"
+    path.write_text('name = "x"\n')
+    assert load_config(path, ["ridge.solver_dtype=float32"]).ridge.solver_dtype == "float32"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["ridge.solver_dtype=float16"])
+    message = str(info.value)
+    assert "\n" not in message
+    assert "ridge.solver_dtype must be one of ['auto', 'float32', 'float64'], got 'float16'" in message
