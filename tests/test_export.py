@@ -188,9 +188,10 @@ def test_ridge_float64_route_exports_for_cuda(monkeypatch):
     rec = _record_ridge(monkeypatch, "float64")
     with jax.enable_x64(True):
         for name, fn, args, kwargs in rec.calls.values():
-            export(fn, *args, platforms=("cuda",), **kwargs)
+            text = export(fn, *args, platforms=("cuda",), **kwargs)
             if name in ("ridge_solvers._decompose_one", "ridge_lfo._decompose"):
-                # The check the float32 route passes sees the float64 decompositions.
+                # The checks the float32 route passes see the float64 decompositions.
+                assert F64.search(text["cuda"]), name
                 assert float64_values(fn.trace(*args, **kwargs).jaxpr), name
 
 
