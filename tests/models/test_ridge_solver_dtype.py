@@ -196,10 +196,14 @@ def test_config_setting_reaches_the_estimators():
 
 def test_config_file_setting_is_checked_and_reaches_the_options(tmp_path):
     from jaxenc.experiment import load_config
+    from jaxenc.experiment.nonlinearity import step_config
 
     path = tmp_path / "x.toml"
     path.write_text('name = "x"\n')
-    assert load_config(path, ["ridge.solver_dtype=float32"]).ridge.solver_dtype == "float32"
+    cfg = load_config(path, ["ridge.solver_dtype=float32"])
+    assert cfg.ridge.solver_dtype == "float32"
+    # The nonlinearity step's ridge fits too.
+    assert step_config(cfg).ridge.solver_dtype == "float32"
     with pytest.raises(ConfigError) as info:
         load_config(path, ["ridge.solver_dtype=float16"])
     message = str(info.value)
