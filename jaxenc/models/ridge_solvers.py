@@ -80,7 +80,7 @@ def resolve_solver_dtype(solver_dtype: str, platform: str | None = None) -> np.d
 
     Parameters
     ----------
-    solver_dtype : {"auto", "float32", "float64"}
+    solver_dtype : {"auto", "float32", "float64"} or numpy dtype
         ``"auto"`` is float64 where the backend has float64 linear algebra (CPU, GPU) and
         float32 elsewhere (TPU).
     platform : str, optional
@@ -97,12 +97,16 @@ def resolve_solver_dtype(solver_dtype: str, platform: str | None = None) -> np.d
     ConfigError
         ``solver_dtype`` is not one of :data:`SOLVER_DTYPES`.
     """
-    if not isinstance(solver_dtype, str) or solver_dtype not in SOLVER_DTYPES:
+    try:
+        name = solver_dtype if isinstance(solver_dtype, str) else np.dtype(solver_dtype).name
+    except TypeError:
+        name = None
+    if name not in SOLVER_DTYPES:
         raise ConfigError(f"solver_dtype must be one of {list(SOLVER_DTYPES)}, got {solver_dtype!r}")
-    if solver_dtype == "auto":
+    if name == "auto":
         platform = jax.default_backend() if platform is None else platform
-        solver_dtype = "float64" if platform in _FLOAT64_PLATFORMS else "float32"
-    return np.dtype(solver_dtype)
+        name = "float64" if platform in _FLOAT64_PLATFORMS else "float32"
+    return np.dtype(name)
 
 
 def solver_scope(solver_dtype):

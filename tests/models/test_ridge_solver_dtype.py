@@ -163,6 +163,9 @@ def test_auto_is_float64_on_cpu_and_gpu_and_float32_on_tpu():
     assert resolve_solver_dtype("auto", "tpu") == np.float32
     assert resolve_solver_dtype("float32", "cpu") == np.float32
     assert resolve_solver_dtype("float64", "tpu") == np.float64
+    assert resolve_solver_dtype(np.float32) == np.float32
+    with pytest.raises(ConfigError, match="^solver_dtype must be one of"):
+        resolve_solver_dtype(np.int32)
 
 
 @pytest.mark.parametrize("make", [
