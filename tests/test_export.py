@@ -7,7 +7,7 @@ predictor for every network family, every ridge route (per split and held-out fo
 dual, banded, voxel-sharded; fit and predict), the PCA solvers (each method, the voxel- and
 row-sharded fits, transform and inverse), the Whisper and LLaMA forwards in float32 and
 bfloat16 including the windowed paths that extraction runs (``frames_at`` and the word
-gather), and scoring. TPUs have no float64, so each TPU export is checked to hold no ``f64``
+gather), the alignment steps, and scoring. TPUs have no float64, so each TPU export is checked to hold no ``f64``
 type in its module text. Ridge's float64 route is exported for CUDA only; on TPU
 ``solver_dtype="auto"`` resolves to float32, whose programs are exported in the scope the
 estimators run them in (:func:`~jaxenc.models.ridge_solvers.solver_scope`: float64 disabled)
@@ -337,3 +337,19 @@ def test_scoring_programs_export():
     export(significance._fdr_bh, voxels, 0.05)
     export(partition._partition, voxels, voxels, voxels, flags)
     export(partition._best_model, f32((3, 6)), flags)
+
+
+# -------------------------------------------------------------------------------- alignment
+
+
+def test_alignment_programs_export():
+    from jaxenc.align import delays, lanczos, story
+
+    f32 = functools.partial(jax.ShapeDtypeStruct, dtype=jnp.float32)
+    features, old_times, new_times = f32((40, 3)), f32((40,)), f32((16,))
+    export(delays._delayed, features, jax.ShapeDtypeStruct((40,), jnp.int32), delays=(1, 2))
+    for chunk_size in (None, 8):
+        export(lanczos._interp, features, old_times, new_times, 0.25, window=3, chunk_size=chunk_size)
+    export(story._zscore, features, axis=0, ddof=0)
+    export(story._story_rows, features, old_times, new_times, 0.25, np.int32(2), np.int32(12),
+           standardize=True, window=3, chunk_size=None)
