@@ -58,7 +58,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import RESULTS_DIR, block, machine_info, matmul_peak_gflops, parse_args, write_results
 
 from jaxenc.models.ridge_splits import resolve_splits
@@ -379,7 +378,7 @@ def np125_breakdown(X, Y, splits) -> dict:
     with jax.enable_x64(True):
         x_offset = X.mean(0, dtype=np.float64)
         xc = jax.device_put(np.asarray(X, np.float32) - x_offset.astype(np.float32))
-        gram = part("gram_float64", 2 * n * p * p, peak64, lambda: ridge_lfo.gram(xc))
+        gram = part("gram_float64", 2 * n * p * p, peak64, lambda: ridge_lfo.gram(xc, solver_dtype=np.float64))
         # (4/3) r^3 to tridiagonalise and 2 r^3 to accumulate the eigenvectors, plus the
         # fitted-value map B = X V (2 n p r).
         dec = part("eigh_float64_and_B", 10 / 3 * r**3 + 2 * n * p * r, peak64,
@@ -530,7 +529,7 @@ def main():
         load_start = os.getloadavg()
         results, section_ratios = SECTIONS[name](args)
         ratios.update(section_ratios)
-        stamp = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        stamp = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                  "git_commit": machine_info().get("git_commit"),
                  "load_average": {"start": load_start, "end": os.getloadavg()}, "fast": args.fast}
         if name == "ridgecv":

@@ -28,9 +28,9 @@ def step_config(cfg):
     -------
     ExperimentConfig
         The reshaped tiny twin (seed ``cfg.data.seed``), planted audio and semantic features,
-        ``cfg.nonlinearity.models`` on audio+semantic voxel targets, the main run's alignment
-        and evaluation settings, no partition or clustering, the ``interaction_nonlinearity``
-        check on, and no step of its own.
+        ``cfg.nonlinearity.models`` on audio+semantic voxel targets, the main run's alignment,
+        evaluation and ridge solver dtype settings, no partition or clustering, the
+        ``interaction_nonlinearity`` check on, and no step of its own.
     """
     from jaxenc.experiment import sections as s
     from jaxenc.experiment.config import ExperimentConfig
@@ -47,7 +47,8 @@ def step_config(cfg):
         semantic=s.SemanticConfig(source="planted"),
         align=cfg.align,
         table=s.TableConfig(feature_sets=(JOINT,), models=step.models, targets=("voxels",)),
-        ridge=RidgeOptions(log10_alphas=cfg.ridge.log10_alphas, folds=step.ridge_folds),
+        ridge=RidgeOptions(log10_alphas=cfg.ridge.log10_alphas, folds=step.ridge_folds,
+                           solver_dtype=cfg.ridge.solver_dtype),
         networks=step.networks,
         train=step.train,
         fit=step.fit,

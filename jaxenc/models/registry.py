@@ -30,6 +30,7 @@ from jaxenc.errors import ConfigError
 from jaxenc.models.nonlinear import DIMLP, MLP, DeepMLP, DelayGRU, MLLinear
 from jaxenc.models.ridge import RidgeCV
 from jaxenc.models.ridge_banded import BandedRidgeCV
+from jaxenc.models.ridge_solvers import resolve_solver_dtype
 
 __all__ = ["ENCODERS", "ACTIVATIONS", "EncoderSpec", "NetworkOptions", "RidgeOptions", "encoder"]
 
@@ -98,9 +99,13 @@ class RidgeOptions:
     # points of the simplex); with two bands the simplex is one segment, which 8 points cover,
     # and each candidate costs an eigendecomposition per fold.
     band_candidates: int = 8
+    # Dtype of the decompositions of the features: "float64" (eigendecompositions), "float32"
+    # (SVDs, no float64 op: for TPUs) or "auto" (float64 on CPU and GPU, float32 on TPU).
+    solver_dtype: str = _default(RidgeCV, "solver_dtype")
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that cannot be used."""
+        resolve_solver_dtype(self.solver_dtype)
         low, high, n = self.log10_alphas
         if not low <= high or n < 1:
             raise ConfigError(f"log10_alphas must be [low, high, n], got {list(self.log10_alphas)}")
@@ -126,8 +131,9 @@ class RidgeOptions:
         """
         if self.banded and len(bands) > 1:
             return BandedRidgeCV(bands=[slice(a, b) for a, b in bands], alphas=self.alphas(),
-                                 cv=self.folds, n_iter=self.band_candidates, random_state=seed)
-        return RidgeCV(alphas=self.alphas(), cv=self.folds)
+                                 cv=self.folds, n_iter=self.band_candidates, random_state=seed,
+                                 solver_dtype=self.solver_dtype)
+        return RidgeCV(alphas=self.alphas(), cv=self.folds, solver_dtype=self.solver_dtype)
 
 
 def _mllinear(spec, options: NetworkOptions, bands, n_delays):

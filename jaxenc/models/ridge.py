@@ -8,7 +8,8 @@ chunked bootstrap, :class:`~jaxenc.models.BootstrapChunks`).
 weights as himalaya's ``BandedRidgeCV``.
 
 Both take arrays (``X`` on the device in full, ``Y`` on the host, streamed in voxel batches),
-share float64 eigendecompositions across all alphas and voxels, and compute everything that
+share decompositions of ``X`` across all alphas and voxels (float64 eigendecompositions where
+the backend has float64, float32 SVDs on TPU: ``solver_dtype``), and compute everything that
 touches voxels in float32 by default. Two routes give the same model: one decomposition of all
 rows serving every split through held-out-fold corrections (:mod:`jaxenc.models.ridge_lfo`),
 or one decomposition per split plus one for the refit (:mod:`jaxenc.models.ridge_solvers`,
@@ -31,6 +32,8 @@ from jaxenc.models.ridge_splits import BootstrapChunks, resolve_splits
 
 __all__ = ["RidgeCV"]
 
+# Penalties searched by default: 0.1 to 1e5 in half decades.
+DEFAULT_ALPHAS = np.logspace(-1, 5, 13)
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 # Columns checked at a time for NaN, inf and constants, so the check needs no full-size mask.
 _CHECK_COLUMNS = 4096
@@ -130,10 +133,22 @@ def _best_index(scores: np.ndarray, alpha_per_target: bool, valid: np.ndarray) -
 class _RidgeBase:
     """Input checks, prediction and scoring shared by the ridge estimators."""
 
+    def _platform(self) -> str:
+        """JAX platform the fit runs on, which decides ``solver_dtype="auto"``."""
+        return jax.default_backend()
+
+    def _check_solver_dtype(self) -> np.dtype:
+        solver_dtype = solvers.resolve_solver_dtype(self.solver_dtype, self._platform())
+        if self._dtype == np.float64 and solver_dtype != np.float64:
+            raise ConfigError(f"dtype float64 needs float64 decompositions, but solver_dtype="
+                              f"{self.solver_dtype!r} is float32 on {self._platform()}")
+        return solver_dtype
+
     def _check_common(self, X, Y, groups):
         X = _check_X(X)
         Y, constant = _check_Y(Y, X.shape[0])
         self._dtype = _check_dtype(self.dtype)
+        self._solver_dtype = self._check_solver_dtype()
         self._voxel_batch = _check_positive_int(self.voxel_batch, "voxel_batch")
         self._split_batch = (None if self.split_batch is None
                              else _check_positive_int(self.split_batch, "split_batch"))
@@ -195,7 +210,8 @@ class _RidgeBase:
 
     def _solver_kwargs(self) -> dict:
         return dict(fit_intercept=self.fit_intercept, voxel_batch=self._voxel_batch,
-                    dtype=self._dtype, lapack_threads=self._lapack_threads)
+                    dtype=self._dtype, solver_dtype=self._solver_dtype,
+                    lapack_threads=self._lapack_threads)
 
     def predict(self, X) -> np.ndarray:
         """Predicted responses, ``X @ coef_ + intercept_``.
@@ -214,7 +230,7 @@ class _RidgeBase:
         if X.shape[1] != self.n_features_in_:
             raise AlignmentError(f"X has {X.shape[1]} features but the model was fitted on "
                                  f"{self.n_features_in_}")
-        with jax.enable_x64(True):
+        with solvers.solver_scope(self._dtype):
             return solvers.predict(X, self.coef_, self.intercept_,
                                    voxel_batch=self._voxel_batch, dtype=self._dtype)
 
@@ -252,8 +268,10 @@ class RidgeCV(_RidgeBase):
 
         b, c = argmin ||y - X b - c||^2 + alpha ||b||^2      (c = 0 without intercept)
 
-    The rows are eigendecomposed in float64 (``X^T X`` when there are at least as many rows
-    as features, else ``X X^T``): once in all, every split's validation residuals following
+    The rows are decomposed in the solver dtype (``solver_dtype``: in float64 the
+    eigendecomposition of ``X^T X`` when there are at least as many rows as features, else
+    of ``X X^T``; in float32 the thin SVD of ``X``, which does not square its condition
+    number): once in all, every split's validation residuals following
     from the fit on all rows by the held-out-fold identity (:mod:`jaxenc.models.ridge_lfo`),
     or once per split's training rows and once more for the refit, whichever costs fewer
     flops (the second whenever a split's training rows are not the complement of its
@@ -294,9 +312,17 @@ class RidgeCV(_RidgeBase):
         Splits whose decompositions stay resident at once (all when None): lower it when many
         splits of many features do not fit, at the cost of one more pass over ``Y`` per group.
     dtype : {"float32", "float64"}
-        Compute dtype of everything that touches voxels. The decompositions are always
-        float64; float32 results then agree with a float64 solve to about 1e-5 relative on
-        problems of a few thousand features.
+        Compute dtype of everything that touches voxels. With float64 decompositions, float32
+        results agree with a float64 solve to about 1e-5 relative on problems of a few
+        thousand features. float64 needs float64 decompositions.
+    solver_dtype : {"auto", "float32", "float64"}
+        Dtype of the decompositions of ``X`` and of the held-out-fold corrections. float64
+        eigendecomposes ``X^T X`` or ``X X^T``; float32 takes thin SVDs of ``X`` instead
+        (a few times the flops of forming and eigendecomposing the Gram matrix, paid once per
+        split and band candidate, not per voxel), whose error grows with the condition
+        number of ``X`` rather than its square, and holds no float64 operation, for backends
+        without float64 (TPU). ``"auto"``: float64 on CPU and GPU,
+        float32 on TPU (:func:`~jaxenc.models.ridge_solvers.resolve_solver_dtype`).
     lapack_threads : int or None
         Threads of the CPU LAPACK (OpenBLAS) during the eigendecompositions; None leaves the
         library's default. Set 1 on a CPU shared with other jobs (or running several fits in
@@ -332,10 +358,11 @@ class RidgeCV(_RidgeBase):
     the same splits and selection rule; its ``cv_scores_`` holds only the best alpha's score.
     """
 
-    def __init__(self, alphas=np.logspace(-1, 5, 13), cv=5, alpha_per_target: bool = True,
+    def __init__(self, alphas=DEFAULT_ALPHAS, cv=5, alpha_per_target: bool = True,
                  fit_intercept: bool = True, scoring: str | None = None,
                  voxel_batch: int = 1024, split_batch: int | None = None,
-                 dtype: str = "float32", lapack_threads: int | None = None):
+                 dtype: str = "float32", lapack_threads: int | None = None,
+                 solver_dtype: str = "auto"):
         self.alphas = alphas
         self.cv = cv
         self.alpha_per_target = alpha_per_target
@@ -345,8 +372,9 @@ class RidgeCV(_RidgeBase):
         self.split_batch = split_batch
         self.dtype = dtype
         self.lapack_threads = lapack_threads
+        self.solver_dtype = solver_dtype
 
-    def fit(self, X, Y, groups=None) -> "RidgeCV":
+    def fit(self, X, Y, groups=None) -> RidgeCV:
         """Choose the penalties by cross-validation and refit on all rows.
 
         Parameters
@@ -367,16 +395,16 @@ class RidgeCV(_RidgeBase):
         AlignmentError
             ``X`` and ``Y`` have different numbers of rows, or wrong dimensions.
         ConfigError
-            NaN or inf in ``X`` or ``Y``, non-positive alphas, fewer groups than folds, or
-            another unusable option.
+            NaN or inf in ``X`` or ``Y``, non-positive alphas, fewer groups than folds, an
+            unknown ``solver_dtype``, or another unusable option.
         """
         X, Y, constant, splits = self._check_common(X, Y, groups)
         alphas = self.alphas_
-        with jax.enable_x64(True):
+        with solvers.solver_scope(self._solver_dtype):
             xc, x_offset = self._center(X)
             if self._one_decomposition(X, Y, splits):
-                dec = lfo.decompose(lfo.gram(xc), np.ones(1), dtype=self._dtype,
-                                    lapack_threads=self._lapack_threads)
+                dec = lfo.decompose(lfo.gram(xc, solver_dtype=self._solver_dtype), np.ones(1),
+                                    dtype=self._dtype, lapack_threads=self._lapack_threads)
                 scores, fused, (coef, intercept) = self._lfo_pass(dec, Y, splits, x_offset)
                 scores[:, constant] = 0.0
                 best = _best_index(scores, self.alpha_per_target, ~constant)

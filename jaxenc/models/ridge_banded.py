@@ -12,13 +12,12 @@ from __future__ import annotations
 import numbers
 from functools import partial
 
-import jax
 import numpy as np
 
 from jaxenc.errors import ConfigError
 from jaxenc.models import ridge_lfo as lfo
 from jaxenc.models import ridge_solvers as solvers
-from jaxenc.models.ridge import _best_index, _RidgeBase
+from jaxenc.models.ridge import DEFAULT_ALPHAS, _best_index, _RidgeBase
 
 __all__ = ["BandedRidgeCV"]
 
@@ -67,7 +66,7 @@ class BandedRidgeCV(_RidgeBase):
         Explicit non-negative band weights to try instead of the generated ones.
     random_state : int or None
         Seed of the Dirichlet samples.
-    cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype, lapack_threads
+    cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype, lapack_threads, solver_dtype
         As :class:`~jaxenc.models.RidgeCV`. ``alpha_per_target=False`` picks one (gamma,
         alpha) for all voxels.
 
@@ -93,20 +92,22 @@ class BandedRidgeCV(_RidgeBase):
 
     Notes
     -----
-    On the one-decomposition route each candidate costs one float64 eigendecomposition of
-    the rescaled Gram matrix (or kernel), computed once for all candidates, and one pass over
+    On the one-decomposition route each candidate costs one eigendecomposition of the
+    rescaled Gram matrix (or kernel), computed once for all candidates, in float64 (one SVD
+    of the rescaled features in float32), and one pass over
     ``Y`` that also refits the voxels it wins; on the per-split route, that of one
     :class:`~jaxenc.models.RidgeCV` per candidate plus one refit decomposition per candidate
     chosen by some voxel. Constant voxels are handled as in
     :class:`~jaxenc.models.RidgeCV` (NaN alphas and deltas).
     """
 
-    def __init__(self, bands, alphas=np.logspace(-1, 5, 13), n_iter: int = 20,
+    def __init__(self, bands, alphas=DEFAULT_ALPHAS, n_iter: int = 20,
                  concentration=(0.1, 1.0), corners: bool = True, candidates=None,
                  random_state: int | None = 0, cv=5, alpha_per_target: bool = True,
                  fit_intercept: bool = True, scoring: str | None = None,
                  voxel_batch: int = 1024, split_batch: int | None = None,
-                 dtype: str = "float32", lapack_threads: int | None = None):
+                 dtype: str = "float32", lapack_threads: int | None = None,
+                 solver_dtype: str = "auto"):
         self.bands = bands
         self.alphas = alphas
         self.n_iter = n_iter
@@ -122,6 +123,7 @@ class BandedRidgeCV(_RidgeBase):
         self.split_batch = split_batch
         self.dtype = dtype
         self.lapack_threads = lapack_threads
+        self.solver_dtype = solver_dtype
 
     def _band_of_column(self, n_features: int) -> np.ndarray:
         if isinstance(self.bands, (str, bytes)) or not hasattr(self.bands, "__len__"):
@@ -166,7 +168,7 @@ class BandedRidgeCV(_RidgeBase):
                  for i in range(n_iter)]
         return np.concatenate(rows)
 
-    def fit(self, X, Y, groups=None) -> "BandedRidgeCV":
+    def fit(self, X, Y, groups=None) -> BandedRidgeCV:
         """Search the band weights and penalties by cross-validation, refit on all rows.
 
         Parameters
@@ -217,10 +219,10 @@ class BandedRidgeCV(_RidgeBase):
             return better
 
         everything = np.arange(n_voxels)
-        with jax.enable_x64(True):
+        with solvers.solver_scope(self._solver_dtype):
             xc, x_offset = self._center(X)
             if self._one_decomposition(X, Y, splits):
-                gram = lfo.gram(xc, owner)
+                gram = lfo.gram(xc, owner, solver_dtype=self._solver_dtype)
 
                 def on_batch(c, start, stop, scores, coef_b, intercept_b):
                     better = select(c, scores, everything[start:stop])

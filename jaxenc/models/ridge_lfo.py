@@ -9,22 +9,27 @@ the model fitted on all rows (the leave-group-out identity of penalised least sq
 where ``H`` is the hat matrix of all rows (plus ``1 1^T / n`` for the unpenalised
 intercept) and ``B`` (n_samples, r) maps the eigenbasis to the fitted values: ``B = X V``
 with ``X^T X = V diag(eig) V^T`` (primal, ``n_features <= n_samples``) or
-``B = U diag(sqrt(eig))`` with ``X X^T = U diag(eig) U^T`` (dual). So one float64
-eigendecomposition serves every split, every alpha and the refit, where
-:mod:`jaxenc.models.ridge_solvers` decomposes each split's training rows and then all rows
-again. Per split and alpha the ``n_val x n_val`` matrix ``(I - H_oo)^-1`` is formed in
-float64 (``2 n_val^2 r + 2 n_val^3`` flops); per voxel the work is ``z = B^T y``, the fitted
+``B = U diag(sqrt(eig))`` with ``X X^T = U diag(eig) U^T`` (dual). So one decomposition
+serves every split, every alpha and the refit, where :mod:`jaxenc.models.ridge_solvers`
+decomposes each split's training rows and then all rows again. Per split and alpha the
+``n_val x n_val`` matrix ``(I - H_oo)^-1`` is formed in the solver dtype
+(``2 n_val^2 r + 2 n_val^3`` flops); per voxel the work is ``z = B^T y``, the fitted
 values of every alpha on each fold (``n_alphas * n_val * r``, one GEMM), their correction
 (``n_alphas * n_val^2``) and, fused into the same pass, the coefficients at the voxel's best
 alpha (``coef = L diag(1 / (eig + alpha)) z`` with ``L = V``, or ``X^T U diag(1 / sqrt(eig))``
 in the dual).
 
-Banded ridge rescales the feature columns by ``s = sqrt(gamma_band)`` per candidate: the
-Gram matrix (or the per-band kernels) of all rows is computed once, and each candidate only
-rescales it (``D G D``, ``sum_b gamma_b K_b``) before its one eigendecomposition.
+Banded ridge rescales the feature columns by ``s = sqrt(gamma_band)`` per candidate: in
+float64 the Gram matrix (or the per-band kernels) of all rows is computed once, and each
+candidate only rescales it (``D G D``, ``sum_b gamma_b K_b``) before its one
+eigendecomposition. In float32 (the solver dtype of backends without float64, see
+:func:`~jaxenc.models.ridge_solvers.resolve_solver_dtype`) squaring the condition number is
+not affordable: each candidate takes the thin SVD ``X D = U diag(s) V^T`` of the rescaled
+features instead, so ``eig = s^2``, ``B = U diag(s)`` and ``L = D V`` in either mode.
 
 :func:`lfo_is_cheaper` compares the flop counts of this route and the per-split route for a
-given shape; callers run these functions inside ``jax.enable_x64(True)``.
+given shape; callers run these functions inside
+:func:`~jaxenc.models.ridge_solvers.solver_scope`.
 """
 
 from __future__ import annotations
@@ -98,16 +103,17 @@ def lfo_is_cheaper(n_samples: int, n_features: int, val_sizes, n_alphas: int,
 
 
 class Gram(NamedTuple):
-    """What every candidate's decomposition starts from, computed once per fit (float64).
+    """What every candidate's decomposition starts from, computed once per fit.
 
     Attributes
     ----------
     mode : str
         ``"primal"`` or ``"dual"`` (static).
     x : array of shape (n_samples, n_features)
-        Centred features, float64.
-    blocks : array of shape (n_features, n_features) or (n_bands, n_samples, n_samples)
-        ``X^T X`` (primal), or the kernel ``X_b X_b^T`` of each band (dual).
+        Centred features in the solver dtype.
+    blocks : array of shape (n_features, n_features) or (n_bands, n_samples, n_samples), or None
+        ``X^T X`` (primal), or the kernel ``X_b X_b^T`` of each band (dual); None in float32,
+        where each candidate decomposes the rescaled ``x`` itself.
     owner : array of shape (n_features,)
         Band of each column (all 0 for plain ridge).
     """
@@ -118,8 +124,9 @@ class Gram(NamedTuple):
     owner: jax.Array
 
 
-def gram(X, owner=None) -> Gram:
-    """The Gram matrix (primal) or per-band kernels (dual) of the centred features, float64.
+def gram(X, owner=None, *, solver_dtype) -> Gram:
+    """The Gram matrix (primal) or per-band kernels (dual) of the centred features (float64),
+    or the features alone (float32).
 
     Parameters
     ----------
@@ -127,6 +134,8 @@ def gram(X, owner=None) -> Gram:
         Features in the compute dtype, centred when fitting an intercept.
     owner : ndarray of shape (n_features,), optional
         Band of each column (banded ridge); one band when None.
+    solver_dtype : numpy dtype
+        See :func:`~jaxenc.models.ridge_solvers.resolve_solver_dtype`.
 
     Returns
     -------
@@ -135,7 +144,9 @@ def gram(X, owner=None) -> Gram:
     n, p = X.shape
     owner = np.zeros(p, np.int32) if owner is None else np.asarray(owner, np.int32)
     mode = solvers.choose_mode(p, n)
-    x = jnp.asarray(X, jnp.float64)
+    x = jnp.asarray(X, solver_dtype)
+    if np.dtype(solver_dtype) != np.float64:
+        return Gram(mode, x, None, jnp.asarray(owner))
     if mode == "primal":
         blocks = x.T @ x
     else:
@@ -145,7 +156,7 @@ def gram(X, owner=None) -> Gram:
 
 
 class Decomposition(NamedTuple):
-    """One candidate's decomposition of all rows, in the compute dtype except ``fit64``.
+    """One candidate's decomposition of all rows, in the compute dtype except ``fit_solver``.
 
     Attributes
     ----------
@@ -155,20 +166,27 @@ class Decomposition(NamedTuple):
         ``B``: fitted values are ``B diag(1 / (eig + alpha)) B^T y``.
     left : array of shape (n_features, r)
         ``L``: coefficients on the unscaled features are ``L diag(1 / (eig + alpha)) B^T y``.
-    fit64 : array of shape (n_samples, r)
-        ``B`` in float64, for the fold corrections.
+    fit_solver : array of shape (n_samples, r)
+        ``B`` in the solver dtype, for the fold corrections.
     """
 
     eig: jax.Array
     fit: jax.Array
     left: jax.Array
-    fit64: jax.Array
+    fit_solver: jax.Array
 
 
 @partial(jax.jit, static_argnames=("mode", "dtype"))
 def _decompose(x, blocks, owner, gamma, *, mode, dtype):
     scale = jnp.sqrt(gamma[owner])  # [p]
-    if mode == "primal":
+    if blocks is None:
+        # Float32: the SVD of the rescaled features, never their Gram matrix. Directions of
+        # (near) zero singular value get (near) zero fitted values by themselves.
+        u, s, vt = jnp.linalg.svd(x * scale, full_matrices=False)  # [n, r], [r], [r, p]
+        eig = s * s
+        fit = u * s
+        left = scale[:, None] * vt.T
+    elif mode == "primal":
         eig, basis = jnp.linalg.eigh(scale[:, None] * blocks * scale[None, :])
         eig = jnp.maximum(eig, 0)
         fit = (x * scale) @ basis
@@ -187,7 +205,8 @@ def _decompose(x, blocks, owner, gamma, *, mode, dtype):
 
 
 def decompose(g: Gram, gamma, *, dtype, lapack_threads: int | None = None) -> Decomposition:
-    """Eigendecompose all rows of the features rescaled by ``sqrt(gamma_band)`` (float64).
+    """Decompose all rows of the features rescaled by ``sqrt(gamma_band)``, in the solver dtype
+    of ``g`` (eigendecomposition of the rescaled Gram or kernel in float64, SVD in float32).
 
     Parameters
     ----------
@@ -205,7 +224,7 @@ def decompose(g: Gram, gamma, *, dtype, lapack_threads: int | None = None) -> De
     """
     with solvers.lapack_thread_limit(lapack_threads):
         return jax.block_until_ready(_decompose(
-            g.x, g.blocks, g.owner, jnp.asarray(gamma, jnp.float64), mode=g.mode,
+            g.x, g.blocks, g.owner, jnp.asarray(gamma, g.x.dtype), mode=g.mode,
             dtype=np.dtype(dtype)))
 
 
@@ -228,16 +247,18 @@ class Folds(NamedTuple):
 
 
 @partial(jax.jit, static_argnames=("fit_intercept", "dtype"))
-def _corrections(fit64, eig, alphas, val_idx, val_mask, *, fit_intercept, dtype):
-    eig = eig.astype(jnp.float64)
+def _corrections(fit_solver, eig, alphas, val_idx, val_mask, *, fit_intercept, dtype):
+    eig = eig.astype(fit_solver.dtype)
 
     def one(idx, mask):
-        fold = fit64[idx] * mask[:, None]  # [m, r]
+        fold = fit_solver[idx] * mask[:, None]  # [m, r]
         shrink = 1.0 / (eig[None, :] + alphas[:, None])  # [a, r]
         hat = jnp.einsum("ir,ar,jr->aij", fold, shrink, fold)  # [a, m, m]
         if fit_intercept:
-            hat = hat + (mask[:, None] * mask[None, :]) / fit64.shape[0]
-        eye = jnp.eye(idx.shape[0], dtype=jnp.float64)
+            hat = hat + (mask[:, None] * mask[None, :]) / fit_solver.shape[0]
+        eye = jnp.eye(idx.shape[0], dtype=fit_solver.dtype)
+        # I - H_oo is symmetric positive definite with eigenvalues 1 - (fold leverages), so
+        # its inverse loses at most a factor 1 / (1 - max leverage) of the solver's precision.
         return jnp.linalg.inv(eye - hat).astype(dtype)
 
     return jax.lax.map(lambda a: one(*a), (val_idx, val_mask))
@@ -245,7 +266,8 @@ def _corrections(fit64, eig, alphas, val_idx, val_mask, *, fit_intercept, dtype)
 
 def fold_corrections(dec: Decomposition, splits, alphas, *, fit_intercept: bool,
                      dtype, lapack_threads: int | None = None) -> Folds:
-    """Stack the splits' validation rows and their corrections ``(I - H_oo)^-1`` (float64).
+    """Stack the splits' validation rows and their corrections ``(I - H_oo)^-1`` (computed
+    in the solver dtype of ``dec.fit_solver``).
 
     Parameters
     ----------
@@ -267,9 +289,10 @@ def fold_corrections(dec: Decomposition, splits, alphas, *, fit_intercept: bool,
     val_rows = [v for _, v in splits]
     val_idx, val_mask = solvers._pad(val_rows, max(len(v) for v in val_rows))
     with solvers.lapack_thread_limit(lapack_threads):
+        solver_dtype = dec.fit_solver.dtype
         corr = jax.block_until_ready(_corrections(
-            dec.fit64, dec.eig, jnp.asarray(alphas, jnp.float64), jnp.asarray(val_idx),
-            jnp.asarray(val_mask, jnp.float64), fit_intercept=fit_intercept,
+            dec.fit_solver, dec.eig, jnp.asarray(alphas, solver_dtype), jnp.asarray(val_idx),
+            jnp.asarray(val_mask, solver_dtype), fit_intercept=fit_intercept,
             dtype=np.dtype(dtype)))
     return Folds(jnp.asarray(val_idx), jnp.asarray(val_mask, dtype),
                  jnp.asarray([len(v) for v in val_rows], dtype), corr)
@@ -278,7 +301,7 @@ def fold_corrections(dec: Decomposition, splits, alphas, *, fit_intercept: bool,
 def _centre(Y, fit_intercept):
     if not fit_intercept:
         return Y, jnp.zeros(Y.shape[1], Y.dtype)
-    mean = Y.astype(jnp.float64).mean(0).astype(Y.dtype)
+    mean = solvers.column_mean(Y)
     return Y - mean, mean
 
 

@@ -1,12 +1,12 @@
 """Voxelwise ridge with the voxels split across the devices of a mesh.
 
 Ridge is independent across voxels once the decompositions of ``X`` exist, so
-:class:`ShardedRidgeCV` replicates ``X`` and its per-split float64 eigendecompositions on every
-device, splits ``Y`` (and with it the scores, the alphas and the coefficients) along the voxel
-axis of a mesh, and runs the same voxel kernels as :class:`~jaxenc.models.RidgeCV`
-(:mod:`jaxenc.models.ridge_solvers`) on each shard, ``voxel_batch`` voxels at a time. Alpha
-selection per voxel is local to its shard; only ``alpha_per_target=False`` needs a collective
-(a ``psum`` of the scores over voxels).
+:class:`ShardedRidgeCV` replicates ``X`` and its per-split decompositions (in the solver dtype
+of the mesh's platform) on every device, splits ``Y`` (and with it the scores, the alphas and
+the coefficients) along the voxel axis of a mesh, and runs the same voxel kernels as
+:class:`~jaxenc.models.RidgeCV` (:mod:`jaxenc.models.ridge_solvers`) on each shard,
+``voxel_batch`` voxels at a time. Alpha selection per voxel is local to its shard; only
+``alpha_per_target=False`` needs a collective (a ``psum`` of the scores over voxels).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, to_host
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.models import ridge_solvers as solvers
-from jaxenc.models.ridge import RidgeCV, _check_X
+from jaxenc.models.ridge import DEFAULT_ALPHAS, RidgeCV, _check_X
 
 __all__ = ["ShardedRidgeCV"]
 
@@ -54,9 +55,9 @@ def _cv_kernel(x, y, stack, alphas, *, batch, mode, fit_intercept, scoring):
     return _over_batches(one, batch, y)
 
 
-def _select_kernel(scores, y, alphas, alphas64, *, axis, alpha_per_target):
+def _select_kernel(scores, y, alphas, alphas_report, *, axis, alpha_per_target):
     # scores [a, w] mean over splits; returns the refit alpha (compute dtype) and the reported
-    # alpha (float64, the candidate itself as RidgeCV reports it) per voxel [w]
+    # alpha (solver dtype: with float64 the candidate itself as RidgeCV reports it) per voxel [w]
     constant = _constant(y)
     scores = jnp.where(constant, 0.0, scores)
     n_alphas = alphas.shape[0]
@@ -69,7 +70,7 @@ def _select_kernel(scores, y, alphas, alphas64, *, axis, alpha_per_target):
         total = jax.lax.psum(jnp.where(valid, scores, 0.0).sum(axis=1), axis)  # [a]
         mean = jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
         idx = jnp.full(scores.shape[1], n_alphas - 1 - jnp.argmax(mean[::-1]))
-    return scores, alphas[idx], jnp.where(constant, jnp.nan, alphas64[idx])
+    return scores, alphas[idx], jnp.where(constant, jnp.nan, alphas_report[idx])
 
 
 def _refit_kernel(x, y, dec, alphas_v, x_offset, *, batch, mode, fit_intercept):
@@ -101,8 +102,9 @@ class ShardedRidgeCV(RidgeCV):
         See :func:`jaxenc.distributed.make_mesh`.
     axis : str
         Mesh axis the voxels are split along.
-    alphas, cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype
-        As :class:`~jaxenc.models.RidgeCV`; ``voxel_batch`` counts voxels per device.
+    alphas, cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype, solver_dtype
+        As :class:`~jaxenc.models.RidgeCV`; ``voxel_batch`` counts voxels per device, and
+        ``solver_dtype="auto"`` follows the platform of the mesh's devices.
 
     Attributes
     ----------
@@ -111,7 +113,7 @@ class ShardedRidgeCV(RidgeCV):
     cv_scores_ : jax.Array of shape (n_alphas, n_voxels_padded)
         Sharded ``P(None, axis)``; 0 for constant voxels and padding.
     best_alphas_ : jax.Array of shape (n_voxels_padded,)
-        Sharded ``P(axis)``; NaN for constant voxels and padding.
+        Sharded ``P(axis)``, in the solver dtype; NaN for constant voxels and padding.
     coef_ : jax.Array of shape (n_features, n_voxels_padded)
         Sharded ``P(None, axis)``.
     intercept_ : jax.Array of shape (n_voxels_padded,)
@@ -126,21 +128,25 @@ class ShardedRidgeCV(RidgeCV):
     many devices; the kernels themselves only touch their own shard.
     """
 
-    def __init__(self, mesh: Mesh, axis: str = "data", alphas=np.logspace(-1, 5, 13), cv=5,
+    def __init__(self, mesh: Mesh, axis: str = "data", alphas=DEFAULT_ALPHAS, cv=5,
                  alpha_per_target: bool = True, fit_intercept: bool = True,
                  scoring: str | None = None, voxel_batch: int = 1024,
-                 split_batch: int | None = None, dtype: str = "float32"):
+                 split_batch: int | None = None, dtype: str = "float32",
+                 solver_dtype: str = "auto"):
         super().__init__(alphas=alphas, cv=cv, alpha_per_target=alpha_per_target,
                          fit_intercept=fit_intercept, scoring=scoring, voxel_batch=voxel_batch,
-                         split_batch=split_batch, dtype=dtype)
+                         split_batch=split_batch, dtype=dtype, solver_dtype=solver_dtype)
         self.mesh = mesh
         self.axis = axis
+
+    def _platform(self) -> str:
+        return self.mesh.devices.flat[0].platform
 
     def _sharded(self, kernel, in_specs, out_specs):
         return jax.jit(jax.shard_map(kernel, mesh=self.mesh, in_specs=in_specs,
                                      out_specs=out_specs, check_vma=False))
 
-    def fit(self, X, Y, groups=None) -> "ShardedRidgeCV":
+    def fit(self, X, Y, groups=None) -> ShardedRidgeCV:
         """Choose the penalties by cross-validation and refit on all rows, voxels sharded.
 
         Parameters
@@ -169,7 +175,8 @@ class ShardedRidgeCV(RidgeCV):
         width = padded_size(n_voxels, mesh, axis, batch)
         put = partial(jax.device_put, device=NamedSharding(mesh, P()))
         intercept_kw = dict(fit_intercept=self.fit_intercept)
-        with jax.enable_x64(True):
+        solver_kw = dict(solver_dtype=self._solver_dtype)
+        with solvers.solver_scope(self._solver_dtype):
             xc, x_offset = self._center(X)
             x = put(xc)
             y = shard_columns(Y, mesh, axis, width=width, dtype=dtype)
@@ -182,16 +189,16 @@ class ShardedRidgeCV(RidgeCV):
             total = 0.0
             for g in range(0, len(splits), group):
                 stack = solvers.decompose_splits(xc, splits[g:g + group], mode=mode,
-                                                 dtype=dtype, **intercept_kw)
+                                                 dtype=dtype, **solver_kw, **intercept_kw)
                 total = total + cv(x, y, put(stack), alphas)
                 del stack
             select = self._sharded(
                 partial(_select_kernel, axis=axis, alpha_per_target=self.alpha_per_target),
                 (P(None, axis), P(None, axis), P(), P()), (P(None, axis), P(axis), P(axis)))
             scores, alphas_v, best = select(total / len(splits), y, alphas,
-                                            replicate(self.alphas_, mesh, dtype=np.float64))
+                                            replicate(self.alphas_, mesh, dtype=self._solver_dtype))
             mode = solvers.choose_mode(X.shape[1], X.shape[0])
-            dec = put(solvers.decompose_full(xc, mode=mode, dtype=dtype))
+            dec = put(solvers.decompose_full(xc, mode=mode, dtype=dtype, **solver_kw))
             refit = self._sharded(partial(_refit_kernel, batch=batch, mode=mode, **intercept_kw),
                                   (P(), P(None, axis), P(), P(axis), P()),
                                   (P(None, axis), P(axis)))
@@ -223,7 +230,8 @@ class ShardedRidgeCV(RidgeCV):
                                  f"{self.n_features_in_}")
         run = self._sharded(_predict_kernel, (P(), P(None, self.axis), P(self.axis)),
                             P(None, self.axis))
-        return run(replicate(X, self.mesh, dtype=self._dtype), self.coef_, self.intercept_)
+        with solvers.solver_scope(self._dtype):
+            return run(replicate(X, self.mesh, dtype=self._dtype), self.coef_, self.intercept_)
 
     def score(self, X, Y) -> np.ndarray:
         """R^2 of the predictions per voxel, as :meth:`RidgeCV.score` (gathered to the host).

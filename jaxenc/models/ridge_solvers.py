@@ -24,11 +24,16 @@ predictions of all alphas (the dominant term, one GEMM), ``r^2`` for ``Q`` and
 solver multiplies a ``(n_val, n_train)`` matrix per alpha, ``n_alphas * n_val * n_train``, so
 the primal route saves a factor ``n_train / n_features`` on that term.
 
-Precision: the Gram (or kernel) matrices and their eigendecompositions are computed in float64
-whatever the compute dtype, because forming ``X^T X`` squares the condition number and float32
-eigenvalues would be wrong by ``~1e-7 * ||X||^2`` (comparable to the small alphas). Everything
-that touches the voxels (the bulk of the work) runs in the compute dtype. Callers must run
-these functions inside ``jax.enable_x64(True)`` so that float64 exists.
+Precision: the decompositions run in the *solver dtype* (:func:`resolve_solver_dtype`),
+whatever the compute dtype of the voxels. In float64 they eigendecompose the Gram (or kernel)
+matrix. Forming ``X^T X`` squares the condition number, so in float32 its eigenvalues would be
+wrong by ``~6e-8 * ||X||^2``, comparable to the small alphas; the float32 route (TPUs have no
+float64 eigensolver or LU) therefore takes the thin SVD ``X_train = U diag(s) V^T`` of the
+centred rows instead, whose singular values are wrong by ``~6e-8 * ||X||`` only: ``eig = s^2``,
+``V`` (primal) or ``U`` (dual) as the basis, and ``A = X_val V diag(s)`` in the dual, without
+ever forming ``X^T X`` or ``X X^T``. Everything that touches the voxels (the bulk of the work)
+runs in the compute dtype. Callers run these functions inside :func:`solver_scope`, which
+enables float64 for the float64 route only, so the float32 route holds no float64 op.
 
 (Longer than 450 lines: the per-split route's decompositions and voxel kernels, which
 :mod:`jaxenc.models.ridge_sharded` reuses, and the voxel-batch streaming that
@@ -45,7 +50,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxenc.errors import ConfigError
+
 __all__ = [
+    "SOLVER_DTYPES",
+    "resolve_solver_dtype",
+    "solver_scope",
+    "column_mean",
     "SplitStack",
     "FullDecomposition",
     "choose_mode",
@@ -58,6 +69,58 @@ __all__ = [
 ]
 
 SCORINGS = ("r2", "correlation")
+# Dtypes the decompositions may run in; "auto" is resolved by resolve_solver_dtype.
+SOLVER_DTYPES = ("auto", "float32", "float64")
+# Backends (jax platform names) with float64 eigensolvers and LU; TPUs have neither.
+_FLOAT64_PLATFORMS = ("cpu", "gpu", "cuda", "rocm")
+
+
+def resolve_solver_dtype(solver_dtype: str, platform: str | None = None) -> np.dtype:
+    """The dtype the ridge decompositions run in: the one place ``"auto"`` is decided.
+
+    Parameters
+    ----------
+    solver_dtype : {"auto", "float32", "float64"} or numpy dtype
+        ``"auto"`` is float64 where the backend has float64 linear algebra (CPU, GPU) and
+        float32 elsewhere (TPU).
+    platform : str, optional
+        JAX platform the fit runs on (``"cpu"``, ``"gpu"``, ``"tpu"``); the default backend's
+        when None.
+
+    Returns
+    -------
+    numpy dtype
+        float32 or float64.
+
+    Raises
+    ------
+    ConfigError
+        ``solver_dtype`` is not one of :data:`SOLVER_DTYPES`.
+    """
+    try:
+        name = solver_dtype if isinstance(solver_dtype, str) else np.dtype(solver_dtype).name
+    except TypeError:
+        name = None
+    if name not in SOLVER_DTYPES:
+        raise ConfigError(f"solver_dtype must be one of {list(SOLVER_DTYPES)}, got {solver_dtype!r}")
+    if name == "auto":
+        platform = jax.default_backend() if platform is None else platform
+        name = "float64" if platform in _FLOAT64_PLATFORMS else "float32"
+    return np.dtype(name)
+
+
+def solver_scope(solver_dtype):
+    """Context the ridge functions run in: float64 enabled for the float64 route only, so
+    that nothing of the float32 route (arrays, constants, index arithmetic) can widen to
+    float64."""
+    return jax.enable_x64(np.dtype(solver_dtype) == np.float64)
+
+
+def column_mean(Y):
+    """Column means of ``Y`` (n, v) in its own dtype, to about one rounding: the second pass
+    over the residuals corrects the first pass's summation error without a wider dtype."""
+    mean = Y.mean(0)
+    return mean + (Y - mean).mean(0)
 
 
 class SplitStack(NamedTuple):
@@ -134,18 +197,28 @@ def _pad(rows: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, mask
 
 
-@partial(jax.jit, static_argnames=("mode", "fit_intercept"))
-def _decompose_one(X, train_idx, train_mask, val_idx, val_mask, *, mode, fit_intercept):
-    f64 = jnp.float64
-    tmask = train_mask[:, None].astype(f64)
-    vmask = val_mask[:, None].astype(f64)
-    x_train = X[train_idx].astype(f64)  # [t, p]
+@partial(jax.jit, static_argnames=("mode", "fit_intercept", "solver_dtype"))
+def _decompose_one(X, train_idx, train_mask, val_idx, val_mask, *, mode, fit_intercept,
+                   solver_dtype):
+    tmask = train_mask[:, None].astype(solver_dtype)
+    vmask = val_mask[:, None].astype(solver_dtype)
+    x_train = X[train_idx].astype(solver_dtype)  # [t, p]
     if fit_intercept:
         mean = (x_train * tmask).sum(0) / tmask.sum()
     else:
-        mean = jnp.zeros(X.shape[1], f64)
+        mean = jnp.zeros(X.shape[1], solver_dtype)
     x_train = (x_train - mean) * tmask
-    x_val = (X[val_idx].astype(f64) - mean) * vmask  # [m, p]
+    x_val = (X[val_idx].astype(solver_dtype) - mean) * vmask  # [m, p]
+    if solver_dtype != np.float64:
+        # Padding rows are zero, so they add nothing to the singular values; r = min(t, p).
+        u, s, vt = jnp.linalg.svd(x_train, full_matrices=False)  # [t, r], [r], [r, p]
+        if mode == "primal":
+            basis = vt.T  # [p, p]
+            test_proj = x_val @ basis
+        else:
+            basis = u  # [t, r]; X_train^T U = V diag(s)
+            test_proj = (x_val @ vt.T) * s
+        return s * s, basis, test_proj, mean
     if mode == "primal":
         eig, basis = jnp.linalg.eigh(x_train.T @ x_train)  # [p], [p, p]
         test_proj = x_val @ basis
@@ -172,9 +245,9 @@ def lapack_thread_limit(n_threads: int | None):
     return threadpool_limits(limits=n_threads, user_api="blas")
 
 
-def decompose_splits(X, splits, *, mode: str, fit_intercept: bool, dtype,
+def decompose_splits(X, splits, *, mode: str, fit_intercept: bool, dtype, solver_dtype,
                      lapack_threads: int | None = None) -> SplitStack:
-    """Eigendecompose the training rows of each split (float64) and stack them.
+    """Decompose the training rows of each split (in the solver dtype) and stack them.
 
     Parameters
     ----------
@@ -188,6 +261,9 @@ def decompose_splits(X, splits, *, mode: str, fit_intercept: bool, dtype,
         Centre the training and validation rows by the training mean.
     dtype : numpy dtype
         Compute dtype of the returned arrays.
+    solver_dtype : numpy dtype
+        float64 (eigendecompositions of the Gram or kernel matrices) or float32 (SVDs of the
+        centred training rows), see :func:`resolve_solver_dtype`.
     lapack_threads : int or None
         See :func:`lapack_thread_limit`.
 
@@ -205,8 +281,8 @@ def decompose_splits(X, splits, *, mode: str, fit_intercept: bool, dtype,
         with lapack_thread_limit(lapack_threads):
             out = jax.block_until_ready(_decompose_one(
                 X, train_idx[k], train_mask[k], val_idx[k], val_mask[k], mode=mode,
-                fit_intercept=fit_intercept))
-        # Cast each split as it comes so the float64 copies never pile up.
+                fit_intercept=fit_intercept, solver_dtype=np.dtype(solver_dtype)))
+        # Cast each split as it comes so the solver-dtype copies never pile up.
         parts.append([a.astype(dtype) for a in out])
     if mode == "primal":
         fit_rows = [np.setdiff1d(np.arange(n_samples), t) for t in train_rows]
@@ -228,10 +304,15 @@ def decompose_splits(X, splits, *, mode: str, fit_intercept: bool, dtype,
     )
 
 
-@partial(jax.jit, static_argnames=("mode", "dtype"))
-def _decompose_full(X, *, mode, dtype):
-    x = X.astype(jnp.float64)
-    if mode == "primal":
+@partial(jax.jit, static_argnames=("mode", "dtype", "solver_dtype"))
+def _decompose_full(X, *, mode, dtype, solver_dtype):
+    x = X.astype(solver_dtype)
+    if solver_dtype != np.float64:
+        u, s, vt = jnp.linalg.svd(x, full_matrices=False)  # [n, r], [r], [r, p]
+        eig = s * s
+        # Primal: V and V; dual: U and X^T U = V diag(s).
+        basis, left = (vt.T, vt.T) if mode == "primal" else (u, vt.T * s)
+    elif mode == "primal":
         eig, basis = jnp.linalg.eigh(x.T @ x)
         left = basis
     else:
@@ -241,8 +322,10 @@ def _decompose_full(X, *, mode, dtype):
                              left.astype(dtype))
 
 
-def decompose_full(X, *, mode: str, dtype, lapack_threads: int | None = None) -> FullDecomposition:
-    """Eigendecompose ``X^T X`` (primal) or ``X X^T`` (dual) in float64.
+def decompose_full(X, *, mode: str, dtype, solver_dtype,
+                   lapack_threads: int | None = None) -> FullDecomposition:
+    """Decompose all rows: ``X^T X`` (primal) or ``X X^T`` (dual) in float64, or the thin SVD
+    of ``X`` in float32.
 
     Parameters
     ----------
@@ -251,6 +334,8 @@ def decompose_full(X, *, mode: str, dtype, lapack_threads: int | None = None) ->
     mode : {"primal", "dual"}
     dtype : numpy dtype
         Compute dtype of the returned arrays.
+    solver_dtype : numpy dtype
+        See :func:`resolve_solver_dtype`.
     lapack_threads : int or None
         See :func:`lapack_thread_limit`.
 
@@ -259,7 +344,8 @@ def decompose_full(X, *, mode: str, dtype, lapack_threads: int | None = None) ->
     FullDecomposition
     """
     with lapack_thread_limit(lapack_threads):
-        return jax.block_until_ready(_decompose_full(X, mode=mode, dtype=np.dtype(dtype)))
+        return jax.block_until_ready(_decompose_full(X, mode=mode, dtype=np.dtype(dtype),
+                                                     solver_dtype=np.dtype(solver_dtype)))
 
 
 def _validation_scores(test_proj, eig, alphas, q, y_val, val_mask, n_val, scoring):
@@ -299,7 +385,7 @@ def _prediction_scores(pred, y_val, val_mask, n_val, scoring):
 def _cv_batch(X, Y, stack, alphas, *, mode, fit_intercept, scoring):
     """Validation scores of one voxel batch, summed over the splits: shape (n_alphas, v)."""
     if fit_intercept:
-        Y = (Y - Y.astype(jnp.float64).mean(0)).astype(Y.dtype)
+        Y = Y - column_mean(Y)
     total = Y.sum(0)
     xty = X.T @ Y if mode == "primal" else None  # [p, v]
 
@@ -354,7 +440,7 @@ def _stream(results, fetch):
 
 
 def cv_scores(X, Y, splits, alphas, *, fit_intercept: bool, scoring: str, voxel_batch: int,
-              split_batch: int | None, dtype, columns=None,
+              split_batch: int | None, dtype, solver_dtype, columns=None,
               lapack_threads: int | None = None) -> np.ndarray:
     """Mean validation score of every alpha and voxel over the splits.
 
@@ -378,6 +464,8 @@ def cv_scores(X, Y, splits, alphas, *, fit_intercept: bool, scoring: str, voxel_
         Splits whose decompositions are resident at once (all when None).
     dtype : numpy dtype
         Compute dtype.
+    solver_dtype : numpy dtype
+        Dtype of the decompositions, see :func:`resolve_solver_dtype`.
     columns : ndarray of int, optional
         Columns of ``Y`` to use (all when None).
     lapack_threads : int or None
@@ -397,7 +485,7 @@ def cv_scores(X, Y, splits, alphas, *, fit_intercept: bool, scoring: str, voxel_
     for g in range(0, len(splits), group):
         stack = decompose_splits(X, splits[g:g + group], mode=mode,
                                  fit_intercept=fit_intercept, dtype=dtype,
-                                 lapack_threads=lapack_threads)
+                                 solver_dtype=solver_dtype, lapack_threads=lapack_threads)
 
         def fetch(start, stop, res):
             total[:, start:stop] += np.asarray(res)[:, : stop - start]
@@ -412,7 +500,7 @@ def cv_scores(X, Y, splits, alphas, *, fit_intercept: bool, scoring: str, voxel_
 @partial(jax.jit, static_argnames=("mode", "fit_intercept"))
 def _refit_batch(X, Y, dec, alphas_v, x_offset, *, mode, fit_intercept):
     if fit_intercept:
-        y_mean = Y.astype(jnp.float64).mean(0).astype(Y.dtype)
+        y_mean = column_mean(Y)
         Y = Y - y_mean
     else:
         y_mean = jnp.zeros(Y.shape[1], Y.dtype)
@@ -423,7 +511,7 @@ def _refit_batch(X, Y, dec, alphas_v, x_offset, *, mode, fit_intercept):
 
 
 def refit(X, Y, alphas_v, *, x_offset, fit_intercept: bool, voxel_batch: int, dtype,
-          columns=None, lapack_threads: int | None = None):
+          solver_dtype, columns=None, lapack_threads: int | None = None):
     """Ridge coefficients on all rows, each voxel with its own alpha.
 
     Parameters
@@ -440,6 +528,8 @@ def refit(X, Y, alphas_v, *, x_offset, fit_intercept: bool, voxel_batch: int, dt
     fit_intercept : bool
     voxel_batch : int
     dtype : numpy dtype
+    solver_dtype : numpy dtype
+        Dtype of the decomposition, see :func:`resolve_solver_dtype`.
     columns : ndarray of int, optional
         Columns of ``Y`` to refit (all when None).
     lapack_threads : int or None
@@ -452,7 +542,8 @@ def refit(X, Y, alphas_v, *, x_offset, fit_intercept: bool, voxel_batch: int, dt
     """
     n_samples, n_features = X.shape
     mode = choose_mode(n_features, n_samples)
-    dec = decompose_full(X, mode=mode, dtype=dtype, lapack_threads=lapack_threads)
+    dec = decompose_full(X, mode=mode, dtype=dtype, solver_dtype=solver_dtype,
+                         lapack_threads=lapack_threads)
     offset = jnp.asarray(x_offset, dtype)
     return refit_columns(
         lambda yb, alphas_b: _refit_batch(X, yb, dec, alphas_b, offset, mode=mode,
