@@ -16,17 +16,8 @@ a change to any step is made once:
 """
 
 from jaxenc.pipeline import baseline, designs, runner
-from jaxenc.pipeline.baseline import fit_linear_baseline
-from jaxenc.pipeline.designs import (
-    GRID_TRIM,
-    AlignOptions,
-    Design,
-    align_stories,
-    design_matrix,
-    planted_features,
-    stack_design,
-    training_responses,
-)
-from jaxenc.pipeline.runner import TARGETS, JobResult, SubjectArrays, fit_predict
+from jaxenc.pipeline.baseline import *  # noqa: F403 (the names of its __all__)
+from jaxenc.pipeline.designs import *  # noqa: F403
+from jaxenc.pipeline.runner import *  # noqa: F403
 
 __all__ = [*designs.__all__, *runner.__all__, *baseline.__all__]
