@@ -211,6 +211,13 @@ def draw_voxels(
         ``noise_std`` (n_voxels,), ``part_variance`` (n_voxels, 3): pooled variance of the
         audio, semantic and interaction parts of the signal (they sum to 1 up to the
         covariance between parts).
+
+    Raises
+    ------
+    ValueError
+        ``audio_voxels`` of another shape than ``(n_voxels,)``.
+    ConfigError
+        With ``audio_voxels``, voxels outside them but only the audio class has a fraction.
     """
     n_latent = covariance.shape[0]
     blocks = (
