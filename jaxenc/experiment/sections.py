@@ -434,7 +434,19 @@ class ReportConfig:
 
     # Output formats: "html" (one self-contained file) and/or "md" (with figures/*.png).
     formats: tuple[str, ...] = ("html", "md")
+    # Cortical flatmaps (needs pycortex, the maps extra): subject -> { pycortex_subject, xfm,
+    # and optionally models (labels such as "audio | ridge | voxels"; default: every model) and
+    # rois (ROI outlines) }; see jaxenc.report.flatmaps.render_flatmaps. Empty: on a synthetic
+    # twin written with data.synthetic.cortex, every subject on that pycortex subject and
+    # transform with its cortex_roi outlined; otherwise none.
+    flatmaps: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        from jaxenc.report.flatmaps import ENTRY_KEYS
+
         for name in self.formats:
             choice(name, ("html", "md"), "formats")
+        for subject, entry in self.flatmaps.items():
+            if not isinstance(entry, Mapping) or not {"pycortex_subject", "xfm"} <= set(entry) <= set(ENTRY_KEYS):
+                raise ConfigError(f"flatmaps.{subject} must be a table of pycortex_subject, xfm and optionally "
+                                  f"models and rois, got {entry!r}")

@@ -168,7 +168,21 @@ class Experiment:
         except DataError as err:
             warnings.warn(f"{err}; scoring the stored predictions again", DataWarning, stacklevel=3)
             results = self.evaluate()
-        return write_report(results, self.out, formats=tuple(self.config.report.formats))
+        return write_report(results, self.out, formats=tuple(self.config.report.formats),
+                            flatmaps=self._flatmaps(results.subjects))
+
+    def _flatmaps(self, subjects) -> dict:
+        """``report.flatmaps``; when empty, on a twin with cortical voxels, each subject drawn on
+        the twin's pycortex subject and transform with its planted audio ROI outlined."""
+        if self.config.report.flatmaps or self.config.data.root:
+            return dict(self.config.report.flatmaps)
+        twin = self.config.data.synthetic_config()
+        if not twin.cortex:
+            return {}
+        from jaxenc.synthetic.cortex import parse_cortex
+
+        pycortex_subject, xfm = parse_cortex(twin.cortex)
+        return {s: {"pycortex_subject": pycortex_subject, "xfm": xfm, "rois": [twin.cortex_roi]} for s in subjects}
 
     @_locked
     def check(self) -> None:

@@ -17,7 +17,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +178,7 @@ def _header(results: RunResults) -> _Section:
     section = _Section("Run")
     section.blocks.append(
         f"Run {results.name!s}, report written "
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}."
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}."
     )
     summary = _config_summary(results.config)
     if summary:
@@ -466,8 +466,13 @@ def _nonlinearity_section(results: RunResults) -> _Section:
 def _flatmap_section(results: RunResults, flatmaps: dict | None) -> _Section:
     section = _Section("Flatmaps")
     images, note = render_flatmaps(results, flatmaps)
-    for caption, png in images:
-        section.blocks.append(_Figure(f"flatmap-{slug(caption.split(':')[0])}", png, caption))
+    if images:
+        section.blocks.append(
+            "Each model's test-story r per voxel on the pycortex subject's flatmap (both hemispheres, "
+            "curvature underneath, one colour scale per subject), with the named ROIs outlined."
+        )
+    for name, caption, png in images:
+        section.blocks.append(_Figure(f"flatmap-{name}", png, caption))
     if note and not images:
         section.note = note
     elif note:
@@ -522,10 +527,10 @@ def _html(results: RunResults, sections: list[_Section]) -> str:
                            "</pre></details>")
             elif isinstance(block, _Table):
                 head = "".join(f'<th class="{a}">{e(h)}</th>'
-                               for h, a in zip(block.headers, block.align))
+                               for h, a in zip(block.headers, block.align, strict=True))
                 body = "\n".join(
                     "<tr>" + "".join(f'<td class="{a}">{e(c)}</td>'
-                                     for c, a in zip(row, block.align)) + "</tr>"
+                                     for c, a in zip(row, block.align, strict=True)) + "</tr>"
                     for row in block.rows
                 )
                 out.append(f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n"
@@ -550,11 +555,11 @@ def _md_table(table: _Table) -> str:
 
     def line(row):
         return "| " + " | ".join(
-            c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(row, widths, table.align)
+            c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(row, widths, table.align, strict=True)
         ) + " |"
 
     rule = "| " + " | ".join(
-        "-" * (w - 1) + ":" if a == "r" else "-" * w for w, a in zip(widths, table.align)
+        "-" * (w - 1) + ":" if a == "r" else "-" * w for w, a in zip(widths, table.align, strict=True)
     ) + " |"
     return "\n".join([line(cells[0]), rule] + [line(row) for row in cells[1:]])
 

@@ -18,10 +18,11 @@ the presets), :mod:`~jaxenc.synthetic.words` (phones and pseudo-words),
 :mod:`~jaxenc.synthetic.stimulus` (stories and their timing), :mod:`~jaxenc.synthetic.audio`
 (speech synthesis), :mod:`~jaxenc.synthetic.properties` (the planted audio and semantic
 properties), :mod:`~jaxenc.synthetic.responses` (latents, voxels, noise, noise ceilings),
-:mod:`~jaxenc.synthetic.truth` (the truth and its files), :mod:`~jaxenc.synthetic.files`
-(atomic writes, checked reads), :mod:`~jaxenc.synthetic.writer` (the dataset on disk, the
-command line). The readers of :mod:`jaxenc.data` read a twin as they read
-the real dataset; nothing of :mod:`jaxenc.data` imports this package.
+:mod:`~jaxenc.synthetic.truth` (the truth and its files), :mod:`~jaxenc.synthetic.cortex`
+(with the ``cortex`` option: voxels on a pycortex subject's cortex, the audio voxels in one of
+its ROIs), :mod:`~jaxenc.synthetic.files` (atomic writes, checked reads),
+:mod:`~jaxenc.synthetic.writer` (the dataset on disk, the command line). The readers of
+:mod:`jaxenc.data` read a twin as they read the real dataset; nothing of :mod:`jaxenc.data` imports this package.
 
 What is planted
 ---------------

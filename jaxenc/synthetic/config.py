@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxenc import conventions
 from jaxenc.errors import ConfigError
+from jaxenc.synthetic.cortex import parse_cortex
 from jaxenc.synthetic.responses import CLASS_NAMES
 from jaxenc.synthetic.words import CONTROL_RATE
 
@@ -71,7 +72,9 @@ class SyntheticConfig:
     n_semantic: int = 12
     # Audio x semantic interaction latents.
     n_interaction: int = 4
-    # Fractions of noise, audio, semantic, audio+semantic and interaction voxels; sum to 1.
+    # Fractions of noise, audio, semantic, audio+semantic and interaction voxels; sum to 1. With
+    # `cortex`, the audio voxels are those of `cortex_roi` and the other four classes share the
+    # rest in proportion to their fractions (the audio fraction is not used).
     class_fractions: tuple[float, ...] = (0.3, 0.2, 0.2, 0.15, 0.15)
     # Range of per-voxel SNR (signal std / noise std), drawn log-uniformly.
     snr_range: tuple[float, float] = (0.25, 2.0)
@@ -87,6 +90,14 @@ class SyntheticConfig:
     base_f0: float = 120.0
     # Seed of every random draw.
     seed: int = 0
+    # "SUBJECT/TRANSFORM" of the pycortex database (e.g. "S1/fullhead", the subject pycortex
+    # ships; needs the maps extra): every subject's voxels are that transform's cortical mask,
+    # in mask order, so n_voxels must be its size (S1/fullhead: 37226); see
+    # jaxenc.synthetic.cortex. "": voxels without anatomy.
+    cortex: str = ""
+    # With cortex: the ROI of the pycortex subject's overlays that holds the planted audio
+    # voxels ("AC": auditory cortex); every other class lies outside it.
+    cortex_roi: str = "AC"
 
     def __post_init__(self):
         for name in ("subjects", "n_voxels", "n_repeats", "class_fractions", "snr_range"):
@@ -159,6 +170,14 @@ class SyntheticConfig:
             fail(f"base_f0 must be a voice pitch in 50..400 Hz, got {self.base_f0}")
         if not is_int(self.seed, 0):
             fail(f"seed must be a non-negative integer, got {self.seed}")
+        if not isinstance(self.cortex, str) or not isinstance(self.cortex_roi, str) or not self.cortex_roi:
+            fail(f"cortex and cortex_roi must be strings, cortex_roi not empty, got {self.cortex!r}, "
+                 f"{self.cortex_roi!r}")
+        if self.cortex:
+            try:
+                parse_cortex(self.cortex)
+            except ConfigError as err:
+                fail(str(err))
 
     @classmethod
     def tiny(cls, **changes) -> SyntheticConfig:
@@ -236,8 +255,13 @@ class SyntheticConfig:
         return {s: max(round(real[s] * self.length_scale), self.min_respdict) for s in self.stories}
 
     def to_dict(self) -> dict:
-        """Plain JSON-able dict of the fields (tuples as lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """Plain JSON-able dict of the fields (tuples as lists); without ``cortex`` and
+        ``cortex_roi`` when ``cortex`` is unset, so that twins written before those fields
+        existed still match their config (:meth:`SyntheticTruth.claim`)."""
+        fields = json.loads(json.dumps(dataclasses.asdict(self)))
+        if not self.cortex:
+            del fields["cortex"], fields["cortex_roi"]
+        return fields
 
     @classmethod
     def from_dict(cls, fields: dict) -> SyntheticConfig:

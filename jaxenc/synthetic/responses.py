@@ -15,7 +15,7 @@ from scipy import signal, stats
 from scipy.ndimage import gaussian_filter1d
 
 from jaxenc import conventions
-from jaxenc.errors import AlignmentError
+from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.synthetic.properties import FRAME_PERIOD
 
 __all__ = [
@@ -176,10 +176,13 @@ def draw_voxels(
     n_audio: int,
     n_semantic: int,
     covariance: np.ndarray,
+    audio_voxels: np.ndarray | None = None,
 ) -> dict:
     """Draw the planted voxels of one subject.
 
-    Class counts follow ``class_fractions`` (largest remainders), in random voxel order. Weights
+    Class counts follow ``class_fractions`` (largest remainders), in random voxel order; with
+    ``audio_voxels``, those voxels are the audio class and the other classes fill the rest in
+    proportion to their fractions (largest remainders, random order). Weights
     are standard normal on the latents of the class (audio, semantic, both, or interaction),
     scaled so the signal has unit variance under ``covariance``; an audio+semantic voxel mixes
     unit-variance audio and semantic parts with an audio share drawn from U(0.25, 0.75). SNR
@@ -197,6 +200,9 @@ def draw_voxels(
         Sizes of the first two latent blocks; the rest are interaction latents.
     covariance : ndarray of shape (n_latent, n_latent)
         Pooled covariance of the latent rows.
+    audio_voxels : ndarray of shape (n_voxels,), bool, optional
+        The voxels of the audio class (an auditory ROI of a cortical mask,
+        :mod:`jaxenc.synthetic.cortex`); ``class_fractions``' audio entry is then not used.
 
     Returns
     -------
@@ -205,6 +211,13 @@ def draw_voxels(
         ``noise_std`` (n_voxels,), ``part_variance`` (n_voxels, 3): pooled variance of the
         audio, semantic and interaction parts of the signal (they sum to 1 up to the
         covariance between parts).
+
+    Raises
+    ------
+    ValueError
+        ``audio_voxels`` of another shape than ``(n_voxels,)``.
+    ConfigError
+        With ``audio_voxels``, voxels outside them but only the audio class has a fraction.
     """
     n_latent = covariance.shape[0]
     blocks = (
@@ -213,10 +226,20 @@ def draw_voxels(
         slice(n_audio + n_semantic, n_latent),
     )
     fractions = np.asarray(class_fractions, dtype=float)
-    counts = np.floor(fractions * n_voxels).astype(int)
-    remainder = fractions * n_voxels - counts
-    counts[np.argsort(-remainder, kind="stable")[: n_voxels - counts.sum()]] += 1
-    voxel_class = rng.permutation(np.repeat(np.arange(len(counts)), counts)).astype(np.int8)
+    if audio_voxels is None:
+        counts = _class_counts(fractions, n_voxels)
+        voxel_class = rng.permutation(np.repeat(np.arange(len(counts)), counts)).astype(np.int8)
+    else:
+        audio_voxels = np.asarray(audio_voxels, dtype=bool)
+        if audio_voxels.shape != (n_voxels,):
+            raise ValueError(f"audio_voxels must have shape ({n_voxels},), got {audio_voxels.shape}")
+        others = np.flatnonzero(~audio_voxels)
+        rest = np.where(np.arange(fractions.size) == VoxelClass.AUDIO, 0.0, fractions)
+        if others.size and not rest.sum() > 0:
+            raise ConfigError("class_fractions: the voxels outside the audio ROI need a class other than audio")
+        counts = _class_counts(rest / rest.sum() if others.size else rest, others.size)
+        voxel_class = np.full(n_voxels, int(VoxelClass.AUDIO), dtype=np.int8)
+        voxel_class[others] = rng.permutation(np.repeat(np.arange(len(counts)), counts))
 
     def unit(weights, block):
         # Scale each voxel's weights on one block to unit signal variance.
@@ -255,6 +278,14 @@ def draw_voxels(
         "noise_std": noise_std,
         "part_variance": part_variance,
     }
+
+
+def _class_counts(fractions: np.ndarray, n: int) -> np.ndarray:
+    """Voxels of each class among ``n``: ``fractions * n`` rounded by largest remainders."""
+    counts = np.floor(fractions * n).astype(int)
+    remainder = fractions * n - counts
+    counts[np.argsort(-remainder, kind="stable")[: n - counts.sum()]] += 1
+    return counts
 
 
 def simulate_responses(

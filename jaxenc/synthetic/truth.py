@@ -268,8 +268,13 @@ class SyntheticTruth:
             )
         else:
             write_json(config_path, record)
-        complete = root / TRUTH_DIR / "complete.json"
-        return complete.exists() and read_json(complete) == record
+        return SyntheticTruth.is_complete(root, config)
+
+    @staticmethod
+    def is_complete(root, config: SyntheticConfig) -> bool:
+        """Whether ``root`` holds a complete twin of ``config`` (reads only complete.json)."""
+        complete = Path(root) / TRUTH_DIR / "complete.json"
+        return complete.exists() and read_json(complete) == _record(config)
 
     def save(self) -> None:
         """Write the vocabulary, the latents and every subject's voxels, each atomically."""
@@ -292,7 +297,7 @@ class SyntheticTruth:
             hrf_period=FINE_PERIOD,
             covariance=self.covariance,
         )
-        for subject, n_repeats in zip(self.subjects, self.config.n_repeats):
+        for subject, n_repeats in zip(self.subjects, self.config.n_repeats, strict=True):
             write_npz(
                 truth_dir / f"{subject}.npz",
                 class_codes=np.array([int(c) for c in VoxelClass]),

@@ -18,8 +18,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxenc import conventions
+from jaxenc.errors import ConfigError
 from jaxenc.synthetic.audio import synthesize_audio
 from jaxenc.synthetic.config import PRESETS, SyntheticConfig
+from jaxenc.synthetic.cortex import MASK, cortical_voxels
 from jaxenc.synthetic.files import atomic_path, write_json
 from jaxenc.synthetic.properties import AUDIO_NAMES, FRAME_PERIOD, audio_properties, semantic_frames
 from jaxenc.synthetic.responses import (
@@ -67,9 +69,16 @@ def write_synthetic(
     Raises
     ------
     ConfigError
-        ``root`` holds a synthetic dataset of another config, or a dataset that is not synthetic.
+        ``root`` holds a synthetic dataset of another config, or a dataset that is not synthetic;
+        with ``config.cortex``: pycortex is missing, the subject, transform or ROI is unknown, or
+        n_voxels is not the mask's size.
     """
     root = Path(root)
+    # The cortical voxels are checked before the folder is claimed, so that a config they refuse
+    # (pycortex missing, n_voxels not the mask's size) leaves no trace; a complete tree needs none.
+    audio_voxels = None
+    if config.cortex and not SyntheticTruth.is_complete(root, config):
+        audio_voxels = _cortical_audio_voxels(config)
     if SyntheticTruth.claim(root, config):
         return SyntheticTruth.load(root)
     respdict = config.respdict()
@@ -90,7 +99,7 @@ def write_synthetic(
 
     voxels = {key: {} for key in ("voxel_class", "weights", "snr", "noise_std", "part_variance")}
     cc_max = {}
-    for subject, n_voxels, n_repeats in zip(config.subjects, config.n_voxels, config.n_repeats):
+    for subject, n_voxels, n_repeats in zip(config.subjects, config.n_voxels, config.n_repeats, strict=True):
         drawn = draw_voxels(
             _rng(config.seed, _VOXELS, subject),
             n_voxels,
@@ -99,6 +108,7 @@ def write_synthetic(
             len(AUDIO_NAMES),
             config.n_semantic,
             covariance,
+            audio_voxels,
         )
         for key, values in voxels.items():
             values[subject] = drawn[key]
@@ -131,7 +141,7 @@ def write_synthetic(
             if not grid.exists():
                 with atomic_path(grid) as partial:
                     write_textgrid(partial, story, vocabulary)
-        for subject, n_repeats in zip(config.subjects, config.n_repeats):
+        for subject, n_repeats in zip(config.subjects, config.n_repeats, strict=True):
             is_test = name == conventions.TEST_STORY
             if not (is_test or name in config.subject_stories(subject)):
                 continue
@@ -141,6 +151,24 @@ def write_synthetic(
                 _write_responses(path, truth, subject, name, latents[name], repeats)
     truth.mark_complete()
     return truth
+
+
+def _cortical_audio_voxels(config: SyntheticConfig) -> np.ndarray:
+    """The mask voxels in ``config.cortex_roi``, after checking every subject has the mask's size.
+
+    Raises
+    ------
+    ConfigError
+        From :func:`~jaxenc.synthetic.cortex.cortical_voxels`, or a subject whose n_voxels is
+        not the mask's voxel count.
+    """
+    voxels = cortical_voxels(config.cortex, config.cortex_roi)
+    for subject, n_voxels in zip(config.subjects, config.n_voxels, strict=True):
+        if n_voxels != voxels.n_voxels:
+            raise ConfigError(
+                f"SyntheticConfig: n_voxels of {subject} is {n_voxels}, but cortex={config.cortex!r} has "
+                f"{voxels.n_voxels} voxels in its {MASK} mask: set n_voxels to {voxels.n_voxels} for every subject")
+    return voxels.in_roi
 
 
 def _rng(seed: int, stream: int, *names: str) -> np.random.Generator:

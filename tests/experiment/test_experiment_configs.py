@@ -18,6 +18,10 @@ from jaxenc.report import RunResults
 from tests.experiment._runs import EXPERIMENTS_DIR, TINY, run_folder
 
 EXPERIMENTS = sorted(EXPERIMENTS_DIR.glob("*.toml"))
+# Configs whose tiny run is slow: flatmaps.toml's twin keeps S1's 37,226 cortical voxels at any
+# preset (138 s at load ~12, about 40 s of CPU: pycortex's ROI, 37k-voxel fits, scores and six
+# flatmaps); tests/report/test_flatmaps.py renders one in the default suite.
+SLOW = {"flatmaps"}
 
 
 def test_there_are_experiment_configs():
@@ -32,10 +36,14 @@ def test_every_experiment_config_has_its_header(path):
     assert f"jaxenc run experiments/{path.name}" in header
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW else p
+                                  for p in EXPERIMENTS], ids=lambda p: p.stem)
 def test_every_experiment_config_runs_end_to_end_at_tiny_size(path, prepared, tmp_path):
     out = tmp_path / path.stem
     config = load_config(path, TINY)
+    cortex = config.data.synthetic.get("cortex")
+    if cortex:
+        pytest.importorskip("cortex", reason=f"{path.name} needs pycortex (the maps extra)")
     # A config that reshapes the twin writes its own (and then uses planted features).
     run_folder(out, None if config.data.synthetic else prepared)
     paths = Experiment(config, out, progress=False, log=lambda line: None).run()
@@ -55,6 +63,10 @@ def test_every_experiment_config_runs_end_to_end_at_tiny_size(path, prepared, tm
     if config.analyses.partition and len(config.table.feature_sets) == 3:
         assert {row["model"] for row in results.partition} >= {"ridge"}
     assert results.planted["UTS01"], "the synthetic twin's planted checks are missing"
+    if cortex:
+        # One flatmap per model of the table, each with the planted ROI outlined.
+        report = paths["md"].read_text()
+        assert report.count("; outlined: AC)*") == len(table_jobs(config)), report.split("## Flatmaps")[-1][:500]
     # Resume checkpoints go once a fit's predictions are stored (train.keep_checkpoints=false).
     if any(job.model != "ridge" for job in table_jobs(config)):
         assert (out / "checkpoints").is_dir() and not any((out / "checkpoints").iterdir())

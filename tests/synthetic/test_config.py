@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 
 from jaxenc import conventions
 from jaxenc.errors import ConfigError
-from jaxenc.synthetic import SyntheticConfig, real_respdict
+from jaxenc.synthetic import SyntheticConfig, real_respdict, write_synthetic
 
 TEST = conventions.TEST_STORY
 
@@ -40,3 +41,20 @@ def test_config_validation_and_presets():
     full = SyntheticConfig.full()
     assert full.respdict() == real_respdict()
     assert full.n_voxels == (81126, 94251, 95556) and len(full.stories) == 84
+
+
+def test_cortex_option(tmp_path, monkeypatch):
+    for bad in ("S1", "S1/", "/fullhead", "S1/full/head"):
+        with pytest.raises(ConfigError, match="SUBJECT/TRANSFORM"):
+            SyntheticConfig.tiny(cortex=bad)
+    with pytest.raises(ConfigError, match="cortex_roi"):
+        SyntheticConfig.tiny(cortex="S1/fullhead", cortex_roi="")
+    config = SyntheticConfig.tiny(cortex="S1/fullhead", cortex_roi="AC")
+    assert SyntheticConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    # Unset, the fields stay out of the dict, so twins written before they existed still match.
+    assert not {"cortex", "cortex_roi"} & set(SyntheticConfig.tiny().to_dict())
+    # Without pycortex the writer stops before claiming the folder, naming the extra.
+    monkeypatch.setitem(sys.modules, "cortex", None)
+    with pytest.raises(ConfigError, match=r"needs pycortex: pip install -e '\.\[maps\]'"):
+        write_synthetic(tmp_path / "twin", config, progress=False)
+    assert not (tmp_path / "twin").exists()
