@@ -108,8 +108,8 @@ def partition_rows(models: Sequence) -> list[dict]:
         best_part = np.asarray(p.parts.best_part)
         classified = best_part >= 0
 
-        def mean(values):
-            return float(np.nanmean(np.asarray(values)[p.significant])) if p.significant.any() else float("nan")
+        def mean(values, significant=p.significant):
+            return float(np.nanmean(np.asarray(values)[significant])) if significant.any() else float("nan")
 
         rows.append({
             "subject": subject, "target": target, "model": model,

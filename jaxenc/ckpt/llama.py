@@ -121,7 +121,7 @@ def load_llama(
         raise CheckpointError(f"max_layer={max_layer} is outside 0..num_hidden_layers={n}", path=directory)
     shards, source, weight_map = checkpoint_shards(directory)
     names = tensor_names(shards, weight_map)
-    for prefix, ignored in _LAYOUTS:
+    for prefix, _ignored in _LAYOUTS:
         if f"{prefix}embed_tokens.weight" in names:
             break
     else:

@@ -112,7 +112,7 @@ def load_whisper_encoder(
         raise CheckpointError(str(err), path=directory / "config.json") from None
     shards, source, weight_map = checkpoint_shards(directory)
     names = tensor_names(shards, weight_map)
-    for prefix, ignored in _LAYOUTS:
+    for prefix, _ignored in _LAYOUTS:
         if f"{prefix}conv1.weight" in names:
             break
     else:

@@ -55,7 +55,7 @@ def planted_checks(margins, truth, results, target: str) -> dict:
             p = partition_sets(sets)
             audio_over_semantic = np.asarray(p.parts.unique_a) > np.asarray(p.parts.unique_b)
 
-            def share(cls, values, code, mask=None):
+            def share(cls, values, code, mask=None, classes=classes):
                 mask = (classes == int(cls)) & (values >= 0 if mask is None else mask)
                 return float(np.mean(values[mask] == code)) if mask.any() else float("nan")
 

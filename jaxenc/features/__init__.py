@@ -4,8 +4,8 @@
 ``llama_word_features`` runs LLaMA over every word with its preceding words (the paper's
 grow-and-reset look-back, one causal pass per window of words). Both take arrays and word lists
 (not the dataset), run all requested layers in one forward pass with few shapes, optionally
-data parallel over a device mesh, and return numpy arrays. ``FeatureCache`` stores them in tensorstore zarr v3 arrays with
-atomic commits and provenance; ``whisper_story_features``, ``llama_story_features`` and
+data parallel over a device mesh, and return numpy arrays. ``FeatureCache`` stores them in
+tensorstore zarr v3 arrays with atomic commits and provenance; ``whisper_story_features``, ``llama_story_features`` and
 ``extract_stories`` fill it story by story and resume a killed run where it stopped.
 """
 
