@@ -121,12 +121,11 @@ def load_llama(
         raise CheckpointError(f"max_layer={max_layer} is outside 0..num_hidden_layers={n}", path=directory)
     shards, source, weight_map = checkpoint_shards(directory)
     names = tensor_names(shards, weight_map)
-    for prefix, _ignored in _LAYOUTS:
-        if f"{prefix}embed_tokens.weight" in names:
-            break
-    else:
+    layout = next(((prefix, ignored) for prefix, ignored in _LAYOUTS if f"{prefix}embed_tokens.weight" in names), None)
+    if layout is None:
         raise CheckpointError(
             "no LLaMA model found: expected 'model.embed_tokens.weight' or 'embed_tokens.weight'", path=source)
+    prefix, ignored = layout
     key_map = llama_key_map(config)
     unbuilt = tuple(f"layers.{i}." for i in range(max_layer, n)) + (("norm.",) if max_layer < n else ())
     dtype = resolve_dtype(dtype, directory)

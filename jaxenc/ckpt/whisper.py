@@ -112,13 +112,12 @@ def load_whisper_encoder(
         raise CheckpointError(str(err), path=directory / "config.json") from None
     shards, source, weight_map = checkpoint_shards(directory)
     names = tensor_names(shards, weight_map)
-    for prefix, _ignored in _LAYOUTS:
-        if f"{prefix}conv1.weight" in names:
-            break
-    else:
+    layout = next(((prefix, ignored) for prefix, ignored in _LAYOUTS if f"{prefix}conv1.weight" in names), None)
+    if layout is None:
         raise CheckpointError(
             "no Whisper encoder found: expected 'model.encoder.conv1.weight', 'encoder.conv1.weight' "
             "or 'conv1.weight'", path=source)
+    prefix, ignored = layout
     dtype = resolve_dtype(dtype, directory)
     param_dtype = dtype if param_dtype is None else param_dtype
     model = nnx.eval_shape(lambda: WhisperEncoder(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
