@@ -367,15 +367,18 @@ def run_methods(subjects, tests, cfg, methods, *, make, repeats: int) -> tuple[d
 def _torch(subjects, folds, test_x, cfg, pcas):
     import torch_reference
 
-    if "threads" not in _TORCH:
+    # On a GPU machine torch trains there too (a CUDA torch loop); on CPU at its fastest thread count.
+    device = "cuda" if jax.default_backend() == "gpu" and torch_reference.torch.cuda.is_available() else "cpu"
+    if device == "cpu" and "threads" not in _TORCH:
         n_features = next(iter(next(iter(subjects.values())).features.values())).shape[1]
         _TORCH.update(torch_reference.fastest_threads(n_features, cfg.n_components, hidden=HP["hidden"],
                                                       batch_size=cfg.batch_size))
+    _TORCH["device"] = device
     return torch_reference.fit_predict(
         {s: (d.features, d.responses) for s, d in subjects.items()}, folds, test_x,
         n_components=cfg.n_components, hidden=HP["hidden"], dropout=HP["dropout"], lr=cfg.learning_rate,
         weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, max_epochs=cfg.max_epochs, patience=cfg.patience,
-        pca_cache=pcas,
+        pca_cache=pcas, device=device,
     )
 
 
