@@ -128,22 +128,33 @@ def missing_wheels(wheels: list[Path]) -> list[Path]:
 def install_wheels(dry_run: bool) -> dict:
     """Install the missing distributions among ``.whl/*.whl`` into ``.whl/site``, offline.
 
+    With pip (``--no-index --no-deps --upgrade --target``); where this python has no pip, the
+    wheels are unpacked there instead (a wheel is a zip of its import layout; none of these
+    needs an install-time step).
+
     Returns
     -------
     dict
         ``wheels`` (file names found), ``installed`` (those installed now), ``pip`` (its exit
-        status and output tail when it ran).
+        status and output tail when it ran), ``unpacked`` (True when pip failed and the wheels
+        were unpacked).
     """
+    import zipfile
+
     wheels = sorted(WHEELS.glob("*.whl"))
     missing = missing_wheels(wheels)
     out = {"wheels": [w.name for w in wheels], "installed": []}
     if missing and not dry_run:
-        cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--target", str(SITE),
+        cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--upgrade", "--target", str(SITE),
                *map(str, missing)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         out["pip"] = {"returncode": res.returncode, "output_tail": (res.stdout + res.stderr)[-2000:]}
-        if res.returncode == 0:
-            out["installed"] = [w.name for w in missing]
+        if res.returncode != 0:
+            for wheel in missing:
+                with zipfile.ZipFile(wheel) as z:
+                    z.extractall(SITE)
+            out["unpacked"] = True
+        out["installed"] = [w.name for w in missing]
     return out
 
 
@@ -177,8 +188,8 @@ def step_command(name: str, step: Step, dry_run: bool, results: Path) -> list[st
     """The command line of a step."""
     if step.pytest is not None:
         targets = step.dry_pytest if dry_run else step.pytest
-        return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={results}/{name}.xml",
-                *targets]
+        return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=15",
+                f"--junitxml={results}/{name}.xml", *targets]
     return [sys.executable, str(Path(__file__).resolve()), "--step", name, "--results", str(results),
             *(["--dry-run"] if dry_run else [])]
 
