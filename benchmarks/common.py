@@ -315,7 +315,14 @@ def profile_ops(run, hlo_text: str) -> dict:
     seconds, calls, untraced = collections.Counter(), collections.Counter(), collections.Counter()
     for plane in data.planes:
         device = plane.name.startswith("/device:")
-        for line in plane.lines:
+        lines = list(plane.lines)
+        if device:
+            # A device plane may hold, besides its kernels (per-stream lines), lines derived
+            # from them ("XLA Ops", "XLA Modules"): the HLO-level one when present (each event
+            # one instruction, library calls included), the kernel lines otherwise, never both.
+            ops = [line for line in lines if line.name == "XLA Ops"]
+            lines = ops or [line for line in lines if not line.name.startswith("XLA ")]
+        for line in lines:
             if not device and "XLAPjRtCpuClient" not in line.name and "XLAEigen" not in line.name:
                 continue
             for event in line.events:

@@ -292,13 +292,17 @@ def run_train(results: Path, dry_run: bool) -> None:
         cases = {"current": (dict(n_subjects=1, n_stories=5, trs=30, n_features=32, n_voxels=24), 2)}
         n_components, hidden = 8, 16
     else:
-        cases = {"paper": (dict(n_subjects=3, n_stories=10, trs=120, n_features=4 * (4096 + 1280), n_voxels=1000), 5),
-                 "current": (dict(n_subjects=3, n_stories=12, trs=150, n_features=512, n_voxels=2000), 30)}
+        # 512 features first: the goals are stated there, and a step cut short keeps the first case.
+        cases = {"current": (dict(n_subjects=3, n_stories=12, trs=150, n_features=512, n_voxels=2000), 30),
+                 "paper": (dict(n_subjects=3, n_stories=10, trs=120, n_features=4 * (4096 + 1280), n_voxels=1000), 5)}
         n_components, hidden = tb.HP["n_components"], tb.HP["hidden"]
     make = functools.partial(MLP, hidden=hidden, dropout=tb.HP["dropout"])
-    if dry_run:  # torch on CPU at its current threads: the thread search is not the GPU run's code
-        import torch
+    import torch
 
+    # torch at full float32 too (its defaults, stated: TF32 off for matmuls and convolutions).
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    if dry_run:  # torch on CPU at its current threads: the thread search is not the GPU run's code
         tb._TORCH["threads"] = torch.get_num_threads()
     peaks = _peaks(results, dry_run)
     out, ratios, checks = {"precision": "highest", "peaks_gflops": peaks, "cases": {}}, {}, {}
@@ -318,15 +322,19 @@ def run_train(results: Path, dry_run: bool) -> None:
             ratios[f"{case}/fold_parallel_vs_{other}"] = res[other]["best_warm"]["wall_s"] / fp["best_warm"]["wall_s"]
             tolerance = 1e-3 if other == "loop_same_step" else tb.R_TOLERANCE
             diff = max(abs(fp["cold"]["mean_r"][s] - res[other]["cold"]["mean_r"][s]) for s in tests)
+            # A dry run's tiny noisy fits say nothing about methods that draw other minibatches;
+            # the loop of the same step is held to its tolerance there too.
+            vacuous = dry_run and other != "loop_same_step"
             checks[f"{case}/mean_r_{other}"] = {"max_abs_diff": diff, "tolerance": tolerance,
-                                                "ok": bool(diff <= tolerance or dry_run)}
+                                                "ok": bool(diff <= tolerance or vacuous), "checked": not vacuous}
         ratios[f"{case}/fold_parallel_fraction_of_float32_peak"] = fp["best_warm"]["fraction_of_peak"]
         out["checks"] = checks
+        if case == "current":
+            out["goals"] = {"current/fold_parallel_vs_torch_loop >= 8":
+                                ratios["current/fold_parallel_vs_torch_loop"] >= 8,
+                            "current/fold_parallel_vs_loop_same_step >= 2":
+                                ratios["current/fold_parallel_vs_loop_same_step"] >= 2}
         _write("train", out, ratios, results)  # after each case, so a step cut short keeps the first
-    out["goals"] = {"current/fold_parallel_vs_torch_loop >= 8": ratios["current/fold_parallel_vs_torch_loop"] >= 8,
-                    "current/fold_parallel_vs_loop_same_step >= 2":
-                        ratios["current/fold_parallel_vs_loop_same_step"] >= 2}
-    _write("train", out, ratios, results)
     failed = [k for k, v in checks.items() if not v["ok"]]
     if failed:
         sys.exit(f"train: results disagree beyond tolerance: {failed}")
@@ -371,6 +379,7 @@ def run_forwards(results: Path, dry_run: bool) -> None:
             dataclasses.replace(whisper_cfg, encoder_layers=EXTRACTION_DEPTH["whisper"]), n_frames)
         out["whisper"] = _forward_record(whisper, (state, mel, frame), flops, depth_flops, batches["whisper"], peaks,
                                          time_call)
+        _write("forwards", out, {}, results)  # kept if the step is cut short in the LLaMA part
         del model, state
         # LLaMA: a batch of 512-token windows, every position real.
         model = LlamaModel(llama_cfg, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
