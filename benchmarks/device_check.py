@@ -9,7 +9,7 @@ On a machine with network, once (about 2.5 MB; ``/.whl/`` is ignored by git)::
 On the GPU machine, from the repository root (the wheels and the working tree travel along)::
 
     python benchmarks/device_check.py            # under 8 minutes on one H200
-    python benchmarks/device_check.py --dry-run  # the same code at tiny shapes on CPU (~1 min)
+    python benchmarks/device_check.py --dry-run  # the same code at tiny shapes on CPU (~50 CPU s)
 
 The machine's python is expected to hold jax with its CUDA plugin, flax, optax, orbax,
 tensorstore, transformers, CUDA torch, h5py, scipy and scikit-learn, and nothing can be

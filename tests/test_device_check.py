@@ -113,3 +113,21 @@ def test_only_missing_wheels_are_installed(tmp_path):
     present = tmp_path / "numpy-2.0.0-cp312-cp312-manylinux2014_x86_64.whl"
     absent = tmp_path / "surely_not_installed_dist-1.0-py3-none-any.whl"
     assert device_check.missing_wheels([present, absent]) == [absent]
+
+
+def test_a_failing_step_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    """A step that fails and one that runs out of time are recorded; the next step still runs,
+    and the results are copied to $OUT."""
+    quick = "tests/test_device_check.py::test_only_missing_wheels_are_installed"
+    monkeypatch.setattr(device_check, "STEPS", {"fails": device_check.Step(30, 30, (), ("tests/no_such_file.py",)),
+                                                "passes": device_check.Step(60, 60, (), (quick,))})
+    monkeypatch.setenv("OUT", str(tmp_path / "out"))
+    summary = device_check.orchestrate(True, tmp_path / "results", None)
+    assert not summary["steps"]["fails"]["ok"] and summary["steps"]["fails"]["returncode"] != 0
+    assert summary["steps"]["passes"]["ok"], summary["steps"]["passes"]["output_tail"]
+    copied = {p.name for p in (tmp_path / "out" / "results").iterdir()}
+    assert {"device_check.json", "fails.log", "passes.log", "passes.xml"} <= copied
+
+    record = device_check.run_process([sys.executable, "-c", "import time; time.sleep(60)"], {}, 1.0,
+                                      tmp_path / "sleep.log")
+    assert record["timed_out"] and not record["ok"] and record["seconds"] < 30
