@@ -68,27 +68,35 @@ import time
 # JAX starts.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
 
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from common import matmul_peak_gflops, memory_bandwidth_gbs, parse_args, peak_rss_mb, profile_ops, write_results
+from flax import nnx
 
-from common import matmul_peak_gflops, memory_bandwidth_gbs, parse_args, peak_rss_mb, profile_ops, write_results  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from jaxenc.decomp import PCA  # noqa: E402
-from jaxenc.metrics import pearson_r  # noqa: E402
-from jaxenc.models.nonlinear import MLP  # noqa: E402
-from jaxenc.train import SubjectData, TrainConfig, fit_encoders  # noqa: E402
-from jaxenc.train._placement import place  # noqa: E402
-from jaxenc.train.config import resolve_grid  # noqa: E402
-from jaxenc.train.fit import train_stack  # noqa: E402
-from jaxenc.train.fit import EncoderFit  # noqa: E402
-from jaxenc.train.program import (WITHOUT_LIBRARY_DOTS, ProgramSpec, compiled_program,  # noqa: E402
-                                  compiler_options, merged_state, shuffled_batches, stack_initializer,
-                                  train_step, validation_loss)
-from jaxenc.train.stack import stack_subjects  # noqa: E402
+from jaxenc.decomp import PCA
+from jaxenc.metrics import pearson_r
+from jaxenc.models.nonlinear import MLP
+from jaxenc.train import SubjectData, TrainConfig, fit_encoders
+from jaxenc.train._placement import place
+from jaxenc.train.config import resolve_grid
+from jaxenc.train.fit import (
+    EncoderFit,
+    train_stack,
+)
+from jaxenc.train.program import (
+    WITHOUT_LIBRARY_DOTS,
+    ProgramSpec,
+    compiled_program,
+    compiler_options,
+    merged_state,
+    shuffled_batches,
+    stack_initializer,
+    train_step,
+    validation_loss,
+)
+from jaxenc.train.stack import stack_subjects
 
 HP = dict(hidden=256, dropout=0.2, learning_rate=1e-3, weight_decay=1e-4, batch_size=128, n_components=512)
 # Largest difference in mean test r allowed between methods that draw different minibatch
@@ -127,7 +135,7 @@ def make_data(n_subjects, n_stories, trs, n_features, n_voxels, noise=2.0, seed=
     for s in range(n_subjects):
         b = rng.standard_normal((64, n_voxels)).astype(np.float32)
 
-        def story(n):
+        def story(n, b=b):
             x = rng.standard_normal((n, n_features)).astype(np.float32)
             return x, (np.tanh(3 * x @ a) @ b + noise * rng.standard_normal((n, n_voxels))).astype(np.float32)
 
@@ -203,7 +211,7 @@ def plain_optax_loop(subjects, folds, test_x, *, make, cfg, pcas, seed=0):
     return preds, epochs_run
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted_step(graphdef, spec):
     step = jax.jit(functools.partial(train_step, graphdef, spec), donate_argnums=1)
     val = jax.jit(functools.partial(validation_loss, graphdef, spec))
@@ -229,7 +237,7 @@ def loop_same_step(subjects, test_x, *, make, cfg, pca_cache=None):
     best_states, best_vals, epochs_run = [], [], []
     for m in range(len(stack.keys)):
         d = {k: (v if k in ("X", "Y") else v[m]) for k, v in data.items()}
-        state = tuple(jax.tree.map(lambda a: a[m], carry[k]) for k in ("params", "rest", "opt"))
+        state = tuple(jax.tree.map(lambda a, m=m: a[m], carry[k]) for k in ("params", "rest", "opt"))
         n_batches = -(-int(stack.per_model["n_train"][m]) // cfg.batch_size)
         best, best_state, bad, epochs = np.inf, None, 0, 0
         for epoch in range(cfg.max_epochs):
@@ -442,8 +450,8 @@ def breakdown(subjects, cfg, make, *, vectorized: bool) -> dict:
         "profiled_fraction_of_wall": total / state["wall"],
         "untraced_kernels": trace["untraced"]["kernels"],
         "kernel_array_passes_per_step": _passes(hlo, kernel),
-        "xla_cost_analysis": {k: v for k, v in program.lower(state["carry"], data, epoch).compile().cost_analysis().items()
-                              if k in ("flops", "bytes accessed")},
+        "xla_cost_analysis": {k: v for k, v in program.lower(state["carry"], data, epoch).compile()
+                              .cost_analysis().items() if k in ("flops", "bytes accessed")},
     }
 
 
@@ -457,7 +465,7 @@ def _category(op, hlo) -> str:
     return next((s for s in SCOPES if s in scopes), "other")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _computations(hlo: str) -> dict:
     blocks = re.split(r"\n(?=%?[\w.-]+ [({])", hlo)
     return {b.split(" ", 1)[0]: b for b in blocks}
@@ -517,7 +525,9 @@ def products(n_features: int, *, n_models: int = 15, repeats: int = 5) -> dict:
         def run(x, other):
             # The carry feeds back into the operand so the products are not hoisted out of the
             # loop; the barrier keeps that addition out of the product's fusion.
-            body = lambda i, c: c + apply(lax.optimization_barrier(x[:n] + c[:, :1, :1]), other[:n])
+            def body(i, c):
+                return c + apply(lax.optimization_barrier(x[:n] + c[:, :1, :1]), other[:n])
+
             return lax.fori_loop(0, r, body, jnp.zeros((n,) + out_shape[1:]))
 
         return jax.jit(run, compiler_options=options or None)
@@ -646,9 +656,12 @@ def dropout_bits(*, n_models: int = 15, repeats: int = 5) -> dict:
     out = {}
     for name, (f, k) in variants.items():
         stacked = jax.jit(jax.vmap(f, in_axes=(0, None)))
-        run = jax.jit(lambda k: lax.fori_loop(0, steps, lambda i, acc: acc + jax.vmap(f, in_axes=(0, None))(k, i).sum(), 0))
+        def steps_of(k, f=f):
+            return lax.fori_loop(0, steps, lambda i, acc: acc + jax.vmap(f, in_axes=(0, None))(k, i).sum(), 0)
+
+        run = jax.jit(steps_of)
         jax.block_until_ready(run(k))
-        best = min(_seconds(lambda: run(k)) for _ in range(repeats))
+        best = min(_seconds(lambda run=run, k=k: run(k)) for _ in range(repeats))
         own = bool(np.array_equal(np.asarray(stacked(k, 7))[3], np.asarray(jax.jit(f)(k[3], 7))))
         out[name] = {"ms_per_step": best / steps * 1e3, "own_stream": own}
     return out
