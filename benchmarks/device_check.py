@@ -25,7 +25,8 @@ next one runs:
    or on a dry run), matmul peaks at explicit precision (float32 at ``highest``, TF32, bf16;
    :func:`common.matmul_peak_gflops`) and the streaming memory bandwidth.
 2. ``tests_ports``, ``tests_train``, ``tests_ridge_pca``: pytest over tests/nn and tests/ckpt
-   (ports against transformers), tests/train (training equivalence), tests/models and
+   (ports against transformers), tests/train (training equivalence; not test_planted.py, 146 s
+   of the 345 s these tests took on the shared 2-core CPU), tests/models/test_ridge.py and
    tests/decomp (ridge against himalaya / scikit-learn, PCA), with
    ``JAX_DEFAULT_MATMUL_PRECISION=highest``: these tests compare float32 programs with float32
    references, which a GPU's default TF32 products would miss. The ``*_sharded.py`` files are
@@ -97,11 +98,13 @@ class Step:
 _NO_SHARDED = ("--ignore-glob=*_sharded.py",)
 STEPS = {
     "environment": Step(35, 30),
-    "tests_ports": Step(60, 40, ("tests/nn", "tests/ckpt", *_NO_SHARDED),
+    "tests_ports": Step(45, 40, ("tests/nn", "tests/ckpt", *_NO_SHARDED),
                         ("tests/nn/test_layers.py::test_attention_matches_torch_sdpa[4-4-False-None]",)),
-    "tests_train": Step(55, 40, ("tests/train", *_NO_SHARDED),
+    # Equivalence of the training programs (vmapped vs loop, re-packed vs full stack, one model
+    # vs plain optax); test_planted.py, a planted-truth fit of minutes, is left out.
+    "tests_train": Step(70, 40, ("tests/train", *_NO_SHARDED, "--ignore=tests/train/test_planted.py"),
                         ("tests/train/test_stack.py::test_from_arrays_takes_views_and_names_stories",)),
-    "tests_ridge_pca": Step(55, 40, ("tests/models", "tests/decomp", *_NO_SHARDED),
+    "tests_ridge_pca": Step(55, 40, ("tests/models/test_ridge.py", "tests/decomp", *_NO_SHARDED),
                             ("tests/models/test_ridge.py::test_score_is_per_voxel_r2",
                              "tests/decomp/test_pca.py::test_reductions_match_numpy")),
     "train": Step(110, 90),

@@ -215,15 +215,17 @@ def ridge_fit(n: int, p: int, v: int, *, folds: int = N_FOLDS, n_alphas: int = N
 
     Per split (``folds`` of them, then the refit on all rows): the Gram matrix ``2 n_train p^2``
     and its eigendecomposition ``9 p^3`` (``decomposition_flop``, float64 where available);
-    ``A = X_val V`` ``2 n_val p^2``, ``Q = V^T X_train^T Y`` ``2 p^2 v``, the validation
-    predictions of every alpha ``2 n_alphas n_val p v``; once, ``X^T Y`` ``2 n p v``; the refit's
+    ``A = X_val V`` ``2 n_val p^2``, ``X_train^T Y_train`` as ``X^T Y`` minus the held-out rows'
+    product ``2 n_val p v``, ``Q = V^T X_train^T Y_train`` ``2 p^2 v``, the validation predictions
+    of every alpha ``2 n_alphas n_val p v``; once, ``X^T Y`` ``2 n p v``; the refit's
     coefficients ``2 p^2 v`` twice. Bytes: X and Y (float32) read once per split and the
     predictions of every alpha written and read once.
     """
     n_val = n // folds
     n_tr = n - n_val
     decomposition = folds * (2 * n_tr * p * p + 9 * p**3) + (2 * n * p * p + 9 * p**3)
-    voxels = (2 * n * p * v + folds * (2 * n_val * p * p + 2 * p * p * v + 2 * n_alphas * n_val * p * v)
+    voxels = (2 * n * p * v + folds * (2 * n_val * p * p + 2 * n_val * p * v + 2 * p * p * v
+                                       + 2 * n_alphas * n_val * p * v)
               + 2 * 2 * p * p * v)
     nbytes = 4 * ((folds + 1) * (n * p + n * v) + folds * 2 * n_alphas * n_val * v)
     return {"n": n, "p": p, "v": v, "decomposition_flop": float(decomposition), "voxel_flop": float(voxels),
