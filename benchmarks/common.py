@@ -48,10 +48,23 @@ def parse_args(description: str, argv=None) -> argparse.Namespace:
 
 
 def block(x):
-    """Wait until every JAX array in ``x`` (any pytree) is computed; return ``x``."""
+    """Wait until every JAX array and CUDA torch tensor in ``x`` (any pytree) is computed; return ``x``.
+
+    JAX arrays are waited for one by one; torch queues CUDA kernels on streams that JAX does
+    not see, so when ``x`` holds a torch tensor on a CUDA device the whole device is
+    synchronised (``torch.cuda.synchronize``), without which a torch timing stops when the
+    kernels are queued rather than when they are done.
+    """
     import jax
 
-    return jax.block_until_ready(x)
+    jax.block_until_ready(x)
+    torch = sys.modules.get("torch")  # a torch tensor can only exist if torch was imported
+    if torch is not None and torch.cuda.is_available():
+        leaves = jax.tree.leaves(x, is_leaf=lambda v: isinstance(v, torch.Tensor))
+        devices = {v.device for v in leaves if isinstance(v, torch.Tensor) and v.is_cuda}
+        for device in devices:
+            torch.cuda.synchronize(device)
+    return x
 
 
 def time_call(fn, *, repeats: int = 3, warmup: int = 1) -> dict:
@@ -98,7 +111,7 @@ def machine_info() -> dict:
     import jax
 
     info = {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -165,15 +178,34 @@ def _jsonable(x):
     return str(x)
 
 
+# Matmul peaks by label: (input dtype, jax.default_matmul_precision). float32 products at
+# "highest" are true float32 on every backend; "tensorfloat32" lets an NVIDIA GPU round the
+# inputs to TF32 (a TPU to bf16 passes), which JAX's default precision allows there; bfloat16
+# inputs run at the bf16 rate (float32 accumulation) at the default setting, which a bf16
+# forward also uses. XLA:CPU computes all float32 alike.
+MATMUL_PRECISIONS = {
+    "float32": ("float32", "highest"),
+    "tf32": ("float32", "tensorfloat32"),
+    "bfloat16": ("bfloat16", "default"),
+    "float64": ("float64", "highest"),
+}
+
+
 def matmul_peak_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) -> float:
-    """This machine's matmul rate now: the best of ``repeats`` jitted ``n x n x n`` products.
+    """This machine's matmul rate now: the best of ``repeats`` jitted ``n x n x n`` products,
+    at an explicit precision.
 
     Parameters
     ----------
     n : int
         Matrix size.
-    dtype : {"float32", "float64"}
-        float64 needs ``jax.enable_x64``; it is enabled around the measurement.
+    dtype : {"float32", "tf32", "bfloat16", "float64"}
+        A key of :data:`MATMUL_PRECISIONS`: ``"float32"`` is float32 at full precision
+        (``jax.default_matmul_precision("highest")``), the peak for float32 programs run at
+        full precision; ``"tf32"`` the same inputs with TF32 products allowed, labelled apart
+        because it is not a float32 peak; ``"bfloat16"`` bf16 inputs and output (float32
+        accumulation on GPUs and TPUs); ``"float64"`` needs ``jax.enable_x64``, enabled around
+        the measurement.
     repeats : int
         Timed products after one warm-up.
 
@@ -185,8 +217,12 @@ def matmul_peak_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) 
     import jax
     import jax.numpy as jnp
 
-    with jax.enable_x64(dtype == "float64"):
-        a = jnp.ones((n, n), dtype) / n
+    if dtype not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul_peak_gflops: dtype={dtype!r}, expected one of {sorted(MATMUL_PRECISIONS)}")
+    array_dtype, precision = MATMUL_PRECISIONS[dtype]
+    # The precision is read when the product is traced, so the context covers the first call.
+    with jax.enable_x64(dtype == "float64"), jax.default_matmul_precision(precision):
+        a = jnp.ones((n, n), array_dtype) / n
         product = jax.jit(lambda x: x @ x)
         block(product(a))
         best = float("inf")
@@ -232,11 +268,16 @@ def memory_bandwidth_gbs(n_bytes: int = 2**30, repeats: int = 5) -> dict:
 
 
 def profile_ops(run, hlo_text: str) -> dict:
-    """Seconds per compiled operation of one call, from a :mod:`jax.profiler` trace.
+    """Seconds per compiled operation of one call, from a :mod:`jax.profiler` trace, and the
+    device time the trace cannot attribute.
 
     On CPU, XLA reports each operation it runs only with
     ``XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true`` set before JAX starts; on a GPU the
-    kernels of the device trace are used (named after their HLO fusions).
+    kernels of the device trace are used: a kernel is attributed to an HLO instruction when
+    its name is the instruction's (XLA names fusion kernels after them) or when the trace
+    records the instruction as its ``hlo_op``. Kernels with neither (library kernels such as
+    cuBLAS GEMMs or cuDNN attention when the trace does not link them) are not guessed at:
+    their time is returned as ``untraced`` with their names.
 
     Parameters
     ----------
@@ -248,10 +289,11 @@ def profile_ops(run, hlo_text: str) -> dict:
 
     Returns
     -------
-    dict of str to dict
-        Per HLO instruction name: ``seconds`` (summed over its calls), ``calls``, ``op_name``
-        (the instruction's metadata: the JAX function and named scopes it came from) and
-        ``line`` (its HLO text).
+    dict
+        ``ops``: per HLO instruction name, ``seconds`` (summed over its calls), ``calls``,
+        ``op_name`` (the instruction's metadata: the JAX function and named scopes it came
+        from) and ``line`` (its HLO text). ``untraced``: ``seconds`` of device kernels that
+        could not be attributed and ``kernels`` (seconds per kernel name, the 20 longest).
     """
     import collections
     import glob
@@ -270,15 +312,36 @@ def profile_ops(run, hlo_text: str) -> dict:
         with jax.profiler.trace(d):
             run()
         data = ProfileData.from_file(glob.glob(f"{d}/**/*.xplane.pb", recursive=True)[0])
-    seconds, calls = collections.Counter(), collections.Counter()
+    seconds, calls, untraced = collections.Counter(), collections.Counter(), collections.Counter()
     for plane in data.planes:
         device = plane.name.startswith("/device:")
-        for line in plane.lines:
+        lines = list(plane.lines)
+        if device:
+            # A device plane may hold, besides its kernels (per-stream lines), lines derived
+            # from them ("XLA Ops", "XLA Modules"): the HLO-level one when present (each event
+            # one instruction, library calls included), the kernel lines otherwise, never both.
+            ops = [line for line in lines if line.name == "XLA Ops"]
+            lines = ops or [line for line in lines if not line.name.startswith("XLA ")]
+        for line in lines:
             if not device and "XLAPjRtCpuClient" not in line.name and "XLAEigen" not in line.name:
                 continue
             for event in line.events:
                 name = event.name if event.name in instructions else by_kernel.get(event.name)
+                if name is None and device:
+                    name = _stat(event, "hlo_op")
+                    name = name if name in instructions else None
                 if name is not None:
                     seconds[name] += event.duration_ns / 1e9
                     calls[name] += 1
-    return {name: {"seconds": seconds[name], "calls": calls[name], **instructions[name]} for name in seconds}
+                elif device:
+                    untraced[event.name] += event.duration_ns / 1e9
+    return {"ops": {name: {"seconds": seconds[name], "calls": calls[name], **instructions[name]} for name in seconds},
+            "untraced": {"seconds": sum(untraced.values()), "kernels": dict(untraced.most_common(20))}}
+
+
+def _stat(event, key: str):
+    """The value of statistic ``key`` of a profiler event, or None."""
+    try:
+        return next((value for name, value in event.stats if name == key), None)
+    except (TypeError, ValueError):  # statistics this jaxlib cannot read as (name, value) pairs
+        return None
