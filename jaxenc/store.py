@@ -43,7 +43,7 @@ import numpy as np
 
 from jaxenc.errors import ConfigError, DataError, DataWarning
 
-__all__ = ["RunStore", "atomic_write", "process_gone"]
+__all__ = ["RunStore", "atomic_write", "named_os_errors", "process_gone"]
 
 
 def process_gone(host: str, pid: int) -> bool:
@@ -70,17 +70,30 @@ def atomic_write(path: Path, write: Callable) -> None:
         Writes the content to the binary file object it is given.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with named_os_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+            # mkstemp creates the file private (0600); run files are meant to be shared and read.
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextlib.contextmanager
+def named_os_errors(path):
+    """Give an :class:`OSError` raised in the block without a file name (a full disk met by
+    ``write``, which names no file) the name of ``path``, so that it can be reported."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        # mkstemp creates the file private (0600); run files are meant to be shared and read.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise type(err)(err.errno, err.strerror or os.strerror(err.errno), os.fspath(path)) from err
 
 
 @contextlib.contextmanager

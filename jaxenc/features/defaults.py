@@ -328,7 +328,7 @@ def write_default_llama(directory, words: Iterable[str], *, seed: int = 0, **siz
     ``model.safetensors`` (the tensors of a bare ``LlamaModel``: ``embed_tokens.weight``,
     ``layers.*``, ``norm.weight``; float32), the tokenizer files of a transformers fast tokenizer
     (``tokenizer.json``, ``tokenizer_config.json``) and ``jaxenc_default.json``. Load with
-    :func:`jaxenc.ckpt.load_llama` and ``transformers.AutoTokenizer.from_pretrained(directory)``.
+    :func:`jaxenc.ckpt.load_llama` and :func:`jaxenc.ckpt.load_tokenizer`.
 
     The tokenizer is a BPE of the sentencepiece/Metaspace design (``▁`` marks the start of a
     word, ``<s>`` opens every text) whose merges make every distinct word of ``words`` a single
