@@ -13,6 +13,7 @@ released and the run folder resumes with the same command.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -24,7 +25,7 @@ import numpy as np
 
 from jaxenc.errors import ConfigError, JaxencError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "command", "build_parser"]
 
 _CONFIG_HELP = ("experiment config: a .toml file (see experiments/) or a run folder holding the "
                 "config.json an earlier stage wrote")
@@ -127,6 +128,10 @@ def _print_summary(exp) -> None:
               f"{100 * row['mean_r2']:>7.2f}{100 * row['mean_r2_cod']:>10.2f}{row['mean_cc_norm']:>9.3f}"
               f"{row['n_significant']:>13.0f}")
     print("r2: the paper's mean of r·|r| over voxels; r2_cod: coefficient of determination")
+    nonfinite = [f"{r['subject']} {r['features']} {r['model']} {r['target']} {r['n_nonfinite']} of {r['n_voxels']}"
+                 for r in results.table() if r["n_nonfinite"]]
+    if nonfinite:
+        print("voxels without a finite score, left out of the means: " + "; ".join(nonfinite))
     step = results.nonlinearity
     if step:
         means = {}
@@ -251,5 +256,21 @@ def main(argv=None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def command() -> None:
+    """The ``jaxenc`` executable: :func:`main`, then exit with its status.
+
+    After Ctrl-C or SIGTERM (everything already cleaned up by :func:`main`) the process ends
+    without the interpreter's teardown, which can crash with SIGSEGV when an XLA or tensorstore
+    worker thread was stopped in the middle of an operation (seen in 1 of 3 interrupted
+    extractions).
+    """
+    code = main()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()
