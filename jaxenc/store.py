@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
+import shutil
 import socket
 import tempfile
 import warnings
@@ -85,15 +87,25 @@ def atomic_write(path: Path, write: Callable) -> None:
 
 
 @contextlib.contextmanager
-def named_os_errors(path):
-    """Give an :class:`OSError` raised in the block without a file name (a full disk met by
-    ``write``, which names no file) the name of ``path``, so that it can be reported."""
+def named_os_errors(path, writer_errors: tuple = ()):
+    """Name ``path`` in the write errors of the block, so that they can be reported in one line.
+
+    An :class:`OSError` without a file name (``write`` on a full disk names none) gets
+    ``path``'s; an error of ``writer_errors`` (libraries that report a refused write in their
+    own type, e.g. safetensors' or libsndfile's) becomes an :class:`OSError` naming ``path``,
+    the first line of its message and the free space left on the disk.
+    """
     try:
         yield
     except OSError as err:
         if err.filename is not None or err.errno is None:
             raise
         raise type(err)(err.errno, err.strerror or os.strerror(err.errno), os.fspath(path)) from err
+    except writer_errors as err:
+        folder = next(p for p in Path(path).absolute().parents if p.exists())
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        raise OSError(errno.EIO, f"cannot write the file ({lines[0]}; {shutil.disk_usage(folder).free} bytes free "
+                                 "on its disk)", os.fspath(path)) from err
 
 
 @contextlib.contextmanager

@@ -58,7 +58,7 @@ def check_finite(array: np.ndarray, name: str, *, subject=None, story=None) -> N
             bad = ~finite
             col = int(np.argmax(bad.any(axis=0)))
             row = int(np.argmax(bad[:, col]))
-            raise NonFiniteError(f"{name} holds NaN or infinity at row {row}, column {start + col} "
+            raise NonFiniteError(f"NaN or infinity in {name} at row {row}, column {start + col} "
                                  f"({int(bad.sum())} value(s) in columns {start}-{start + finite.shape[1] - 1})",
                                  subject=subject, story=story)
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxenc.errors import ConfigError
+from jaxenc.store import named_os_errors
 
 __all__ = [
     "DEFAULT_WHISPER_SIZES",
@@ -149,9 +150,12 @@ def _write_atomically(directory, marker: dict, files: tuple[str, ...], write: Ca
             )
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    from safetensors import SafetensorError
+
     try:
-        write(tmp)
-        (tmp / _MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        with named_os_errors(directory, (SafetensorError,)):
+            write(tmp)
+            (tmp / _MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
         if directory.exists():
             shutil.rmtree(directory)
         os.rename(tmp, directory)
