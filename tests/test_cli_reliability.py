@@ -176,3 +176,36 @@ def test_a_run_signalled_during_extraction_and_during_a_fit_resumes_to_the_same_
     for key, scores in expected.items():
         for name in ("r", "r2", "r2_cod", "p"):
             np.testing.assert_array_equal(getattr(resumed[key], name), getattr(scores, name), err_msg=str(key))
+
+
+def test_settings_that_cannot_run_stop_before_any_work(tmp_path):
+    """Counts past 32 bits at load; a network too large for the device before extraction."""
+    config = str(EXPERIMENTS / "ablations.toml")
+    assert "evaluate.permutations = 1000000000000 does not fit a 32-bit integer" in _one_line_error(
+        "fit", config, "--out", str(tmp_path / "a"), "--set", "evaluate.permutations=1000000000000")
+    out = tmp_path / "run"
+    message = _one_line_error("run", config, "--out", str(out), *QUICK,
+                              "--set", 'table.models=["mlp"]', "--set", "train.n_folds=2",
+                              "--set", "networks.hidden=1000000000")
+    assert "networks.hidden = 1000000000: the fits' compiled program needs at least" in message
+    assert not (out / "features").exists() and not (out / "run.lock").exists()
+
+
+def test_a_full_disk_in_a_stage_ends_in_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from jaxenc.experiment import stages
+    from jaxenc.store import atomic_write
+
+    def extract(self):
+        def full(fh):
+            raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it: no file named
+
+        atomic_write(self.store.path("features/index.json"), full)
+
+    monkeypatch.setattr(stages.Experiment, "extract", stages._locked(extract))
+    out = tmp_path / "run"
+    assert cli.main(["extract", str(EXPERIMENTS / "ablations.toml"), "--out", str(out), "--quiet"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == [f"jaxenc: error: No space left on device: {out / 'features' / 'index.json'}"]
+    assert not (out / "run.lock").exists()
