@@ -134,7 +134,11 @@ class Experiment:
         jaxenc.report.RunResults
         """
         from jaxenc.experiment import nonlinearity, scoring
+        from jaxenc.experiment.checks import check_memory
+        from jaxenc.experiment.fitting import table_jobs
 
+        # `jaxenc evaluate --set evaluate.permutations=...` is checked before the scoring too.
+        check_memory(self.config, self.data, table_jobs(self.config))
         started = self._start()
         results = scoring.evaluate(self.config, self.data, self.store, bar=self._bar)
         step = nonlinearity.step_experiment(self)
