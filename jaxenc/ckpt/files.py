@@ -213,11 +213,14 @@ class Shard:
                 self._handle = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as err:  # safetensors and torch raise assorted types for corrupt files
             if type(err).__name__ == "UnpicklingError":
-                # torch's weights_only refusal spans several lines of advice on trusting the file.
+                # torch's weights_only refusal spans several lines of advice on trusting the file;
+                # the line of its unpickler says what the file holds.
+                found = re.search(r"WeightsUnpickler error: (.+?)\.(?:\s|$)", str(err))
+                what = found.group(1) if found else _first_line(err)
                 raise CheckpointError(
-                    "the pickle holds more than tensors, which jaxenc never unpickles (torch.load with "
-                    f"weights_only=True refused it: {_first_line(err)}); convert the checkpoint to safetensors "
-                    "where it can be trusted", path=self.path) from None
+                    f"the pickle holds more than tensors, which jaxenc never unpickles (torch.load with "
+                    f"weights_only=True: {what}); convert the checkpoint to safetensors where it can be trusted",
+                    path=self.path) from None
             raise CheckpointError(f"unreadable tensor file: {_first_line(err)}", path=self.path) from None
         if self.path.suffix != ".safetensors" and not isinstance(self._handle, dict):
             raise CheckpointError("expected a state dict of tensors", path=self.path)
