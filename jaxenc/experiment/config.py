@@ -70,6 +70,10 @@ BOUND = {"seed": "seed", "n_components": "table.n_components", "pca_method": "ta
          "pca_n_iter": "table.pca_n_iter"}
 
 
+# The range of an integer setting: the compiled programs count in int32.
+_INT32 = (-(2**31), 2**31 - 1)
+
+
 def _check_train(train: TrainConfig) -> None:
     """What the experiment asks of the trainer's settings beyond :meth:`TrainConfig.validate`."""
     if train.n_folds < 2:
@@ -265,7 +269,7 @@ def _convert(hint, value, key: str, where, default=None):
             return tuple(_convert(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{key} must have {len(args)} entries, got {list(value)}", path=where)
-        return tuple(_convert(a, v, f"{key}[{i}]", where) for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_convert(a, v, f"{key}[{i}]", where) for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if hint is dict or origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a table, got {value!r}", path=where)
@@ -278,6 +282,10 @@ def _convert(hint, value, key: str, where, default=None):
         ok, what = checks[hint]
         if not ok(value):
             raise ConfigError(f"{key} must be {what}, got {value!r}", path=where)
+        if hint is int and not _INT32[0] <= value <= _INT32[1]:
+            # Counts become int32 in the compiled programs (epochs, steps, permutations, seeds).
+            raise ConfigError(f"{key} = {value} does not fit a 32-bit integer; expected at most {_INT32[1]}",
+                              path=where)
         return float(value) if hint is float else value
     if isinstance(hint, types.UnionType):
         # Only "X | None": None (a config.json null) keeps a setting off.

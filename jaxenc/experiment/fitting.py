@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from jaxenc.analysis.sweeps import LAYER_SWEEP, MODEL_SWEEP
 from jaxenc.errors import DataError
-from jaxenc.experiment.checks import check_folds
+from jaxenc.experiment.checks import check_folds, check_memory
 from jaxenc.featuresets import JOINT, SEMANTIC, FeatureSource, modalities
 from jaxenc.models.registry import encoder
 from jaxenc.pipeline.designs import GRID_TRIM, align_stories, stack_design, training_responses
@@ -158,6 +158,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
     """
     jobs = table_jobs(config)
     check_folds(config, data, jobs)
+    check_memory(config, data, jobs)
     digests = InputDigests(store)
     responses = digests.responses(data)
     stale = digests.stale_features(features.index, data)

@@ -134,7 +134,11 @@ class Experiment:
         jaxenc.report.RunResults
         """
         from jaxenc.experiment import nonlinearity, scoring
+        from jaxenc.experiment.checks import check_memory
+        from jaxenc.experiment.fitting import table_jobs
 
+        # `jaxenc evaluate --set evaluate.permutations=...` is checked before the scoring too.
+        check_memory(self.config, self.data, table_jobs(self.config))
         started = self._start()
         results = scoring.evaluate(self.config, self.data, self.store, bar=self._bar)
         step = nonlinearity.step_experiment(self)
@@ -186,8 +190,9 @@ class Experiment:
 
     @_locked
     def check(self) -> None:
-        """Check the settings that depend on the data (fold counts against the stories) before
-        any stage runs, so that a run stops before minutes of extraction; the stages that read
+        """Check the settings that depend on the data (fold counts against the stories, the
+        memory of the compiled programs against the device's, subject names) before any stage
+        runs, so that a run stops before minutes of extraction; the stages that read
         them check them too.
 
         Raises
@@ -195,10 +200,12 @@ class Experiment:
         ConfigError
             Naming the setting to change.
         """
-        from jaxenc.experiment.checks import check_folds
+        from jaxenc.experiment.checks import check_folds, check_memory
         from jaxenc.experiment.fitting import table_jobs
 
-        check_folds(self.config, self.data, table_jobs(self.config))
+        jobs = table_jobs(self.config)
+        check_folds(self.config, self.data, jobs)
+        check_memory(self.config, self.data, jobs)
 
     @_locked
     def run(self) -> dict:

@@ -29,6 +29,7 @@ from jaxenc.errors import AlignmentError, ConfigError, DataWarning
 from jaxenc.models import ridge_lfo as lfo
 from jaxenc.models import ridge_solvers as solvers
 from jaxenc.models.ridge_splits import BootstrapChunks, resolve_splits
+from jaxenc.validation import check_dtype
 
 __all__ = ["RidgeCV"]
 
@@ -81,8 +82,9 @@ def _check_X(X) -> np.ndarray:
     X = np.asarray(X)
     if X.ndim != 2:
         raise AlignmentError(f"X must be 2-D (n_trs, n_features), got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
-        raise ConfigError(f"X must hold real numbers, got dtype {X.dtype}")
+    check_dtype(X, "X")
+    if 0 in X.shape:
+        raise AlignmentError(f"X has shape {X.shape}: at least one row (TR) and one feature are needed")
     _scan_columns(X, "X", "column")
     return X
 
@@ -98,8 +100,9 @@ def _check_Y(Y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
         raise AlignmentError(
             f"X has {n_samples} rows (TRs) but Y has {Y.shape[0]}; they must be aligned row "
             f"for row")
-    if not np.issubdtype(Y.dtype, np.number) or np.iscomplexobj(Y):
-        raise ConfigError(f"Y must hold real numbers, got dtype {Y.dtype}")
+    check_dtype(Y, "Y")
+    if Y.shape[1] == 0:
+        raise AlignmentError(f"Y has shape {Y.shape}: at least one voxel (column) is needed")
     return Y, _scan_columns(Y, "Y", "voxel (column)")
 
 

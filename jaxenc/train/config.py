@@ -6,16 +6,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from jaxenc.decomp.pca import METHODS as PCA_METHODS
-from jaxenc.errors import ConfigError, JaxencError
+from jaxenc.errors import ConfigError, NonFiniteError
 
 __all__ = ["TrainConfig", "ModelKey", "NonFiniteError", "resolve_grid"]
 
 LOSSES = ("mae", "mse")
 GRID_KEYS = ("learning_rate", "weight_decay")
-
-
-class NonFiniteError(JaxencError, FloatingPointError):
-    """NaN or infinity in the training data or a loss; names the subject and where."""
 
 
 @dataclass(frozen=True)

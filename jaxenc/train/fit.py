@@ -37,6 +37,7 @@ from jaxenc.train.config import ModelKey, TrainConfig, resolve_grid
 from jaxenc.train.loop import run_chunks, run_one_by_one, stack_sizes
 from jaxenc.train.program import ProgramSpec, compiled_program, compiler_options, merged_state, stack_initializer
 from jaxenc.train.stack import Stack, SubjectData, pad_stack, stack_subjects
+from jaxenc.validation import check_matrix
 
 __all__ = ["EncoderFit", "fit_encoders", "fit_encoders_arrays", "train_stack"]
 
@@ -74,6 +75,8 @@ class EncoderFit:
         (runs of the same structure share it): one per stack size it ran at, so 1 when no
         model stopped early and everything compiled once.
     config : TrainConfig
+    n_features : int
+        Columns of the features the models were trained on (what :meth:`predict` expects).
     """
 
     keys: tuple[ModelKey, ...]
@@ -89,6 +92,7 @@ class EncoderFit:
     final_state: object
     n_traces: int
     config: TrainConfig
+    n_features: int
 
     def model(self, i: int) -> nnx.Module:
         """The ``i``-th model of the stack, at its best epoch, in evaluation mode."""
@@ -116,11 +120,23 @@ class EncoderFit:
         -------
         ndarray of shape (n_models, max n_trs, n_outputs)
             Rows past a subject's ``n_trs`` are padding.
+
+        Raises
+        ------
+        ConfigError
+            A subject without features, or features that are not real numbers.
+        AlignmentError
+            Features that are not 2-D, have no rows, or another width than the training's.
+        NonFiniteError
+            NaN or infinity in the features, naming the subject, row and column.
         """
         subjects = _subjects_of(self.keys)
         missing = [s for s in subjects if s not in features]
         if missing:
             raise ConfigError(f"no features given for subjects {missing}")
+        for s in subjects:
+            check_matrix(features[s], f"features[{s!r}]", columns=self.n_features,
+                         what="(n_trs, n_features) like the training features", subject=s)
         x = pad_stack([np.asarray(features[s], np.float32) for s in subjects])
         subj = jnp.asarray([subjects.index(k.subject) for k in self.keys], jnp.int32)
         options = compiler_options(self.best_state, len(self.keys))
@@ -366,4 +382,5 @@ def train_stack(make_model, stack: Stack, config: TrainConfig, *, checkpoint_dir
         final_state=merged_state(carry["params"], carry["rest"]),
         n_traces=counter[0],
         config=dataclasses.replace(cfg),
+        n_features=stack.n_features,
     )

@@ -27,8 +27,9 @@ import numpy as np
 
 from jaxenc.decomp import PCA
 from jaxenc.errors import AlignmentError, ConfigError
-from jaxenc.train.config import ModelKey, NonFiniteError, TrainConfig
+from jaxenc.train.config import ModelKey, TrainConfig
 from jaxenc.train.folds import story_folds
+from jaxenc.validation import check_matrix
 
 __all__ = ["SubjectData", "Stack", "stack_subjects", "pad_stack"]
 
@@ -163,6 +164,8 @@ def _check_subject(subject: str, data: SubjectData) -> list[str]:
         story = sorted(f_stories ^ r_stories)[0]
         has, lacks = ("features", "responses") if story in f_stories else ("responses", "features")
         raise AlignmentError(f"story has {has} but no {lacks}", subject=subject, story=story)
+    if not f_stories:
+        raise AlignmentError("no training stories", subject=subject)
     for story in sorted(f_stories):
         f, r = data.features[story], data.responses[story]
         if np.ndim(f) != 2 or np.ndim(r) != 2:
@@ -173,16 +176,9 @@ def _check_subject(subject: str, data: SubjectData) -> list[str]:
                 "must be on the same TR grid",
                 subject=subject, story=story,
             )
-        for what, a in (("features", f), ("responses", r)):
-            # Checked here, once, rather than in every training step.
-            finite = np.isfinite(a)
-            if not finite.all():
-                row, col = np.argwhere(~finite)[0]
-                raise NonFiniteError(
-                    f"NaN or infinity in the {what} at row (TR) {row}, column {col} "
-                    f"({(~finite).sum()} value(s))",
-                    subject=subject, story=story,
-                )
+        # Checked here, once, rather than in every training step (jaxenc.validation's policy).
+        check_matrix(f, "features", what="(n_trs, n_features)", subject=subject, story=story)
+        check_matrix(r, "responses", what="(n_trs, n_voxels)", subject=subject, story=story)
     return sorted(f_stories)
 
 

@@ -221,7 +221,8 @@ def test_nan_in_data_names_subject_story_row_and_column():
     x = bad.features["story5"].copy()
     x[7, 3] = np.nan
     bad.features["story5"] = x
-    with pytest.raises(NonFiniteError, match=r"subject B, story 'story5': NaN or infinity in the features at row \(TR\) 7, column 3"):
+    with pytest.raises(NonFiniteError,
+                       match=r"subject B, story 'story5': NaN or infinity in features at row 7, column 3"):
         fit_encoders(MAKE, {"A": DATA["A"], "B": bad}, CFG, progress=False)
 
 
