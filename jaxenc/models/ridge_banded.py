@@ -15,10 +15,11 @@ from functools import partial
 import jax
 import numpy as np
 
+from jaxenc import precision as matmul
 from jaxenc.errors import ConfigError
 from jaxenc.models import ridge_lfo as lfo
 from jaxenc.models import ridge_solvers as solvers
-from jaxenc.models.ridge import _best_index, _RidgeBase
+from jaxenc.models.ridge import _best_index, _RidgeBase, at_precision
 
 __all__ = ["BandedRidgeCV"]
 
@@ -67,7 +68,8 @@ class BandedRidgeCV(_RidgeBase):
         Explicit non-negative band weights to try instead of the generated ones.
     random_state : int or None
         Seed of the Dirichlet samples.
-    cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype, lapack_threads
+    cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype, lapack_threads,
+    precision
         As :class:`~jaxenc.models.RidgeCV`. ``alpha_per_target=False`` picks one (gamma,
         alpha) for all voxels.
 
@@ -106,7 +108,8 @@ class BandedRidgeCV(_RidgeBase):
                  random_state: int | None = 0, cv=5, alpha_per_target: bool = True,
                  fit_intercept: bool = True, scoring: str | None = None,
                  voxel_batch: int = 1024, split_batch: int | None = None,
-                 dtype: str = "float32", lapack_threads: int | None = None):
+                 dtype: str = "float32", lapack_threads: int | None = None,
+                 precision: str = matmul.DEFAULTS["ridge"]):
         self.bands = bands
         self.alphas = alphas
         self.n_iter = n_iter
@@ -122,6 +125,7 @@ class BandedRidgeCV(_RidgeBase):
         self.split_batch = split_batch
         self.dtype = dtype
         self.lapack_threads = lapack_threads
+        self.precision = precision
 
     def _band_of_column(self, n_features: int) -> np.ndarray:
         if isinstance(self.bands, (str, bytes)) or not hasattr(self.bands, "__len__"):
@@ -166,6 +170,7 @@ class BandedRidgeCV(_RidgeBase):
                  for i in range(n_iter)]
         return np.concatenate(rows)
 
+    @at_precision
     def fit(self, X, Y, groups=None) -> "BandedRidgeCV":
         """Search the band weights and penalties by cross-validation, refit on all rows.
 

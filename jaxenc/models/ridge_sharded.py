@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxenc import precision as matmul
 from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, to_host
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.models import ridge_solvers as solvers
-from jaxenc.models.ridge import RidgeCV, _check_X
+from jaxenc.models.ridge import RidgeCV, _check_X, at_precision
 
 __all__ = ["ShardedRidgeCV"]
 
@@ -101,7 +102,7 @@ class ShardedRidgeCV(RidgeCV):
         See :func:`jaxenc.distributed.make_mesh`.
     axis : str
         Mesh axis the voxels are split along.
-    alphas, cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype
+    alphas, cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype, precision
         As :class:`~jaxenc.models.RidgeCV`; ``voxel_batch`` counts voxels per device.
 
     Attributes
@@ -129,10 +130,11 @@ class ShardedRidgeCV(RidgeCV):
     def __init__(self, mesh: Mesh, axis: str = "data", alphas=np.logspace(-1, 5, 13), cv=5,
                  alpha_per_target: bool = True, fit_intercept: bool = True,
                  scoring: str | None = None, voxel_batch: int = 1024,
-                 split_batch: int | None = None, dtype: str = "float32"):
+                 split_batch: int | None = None, dtype: str = "float32",
+                 precision: str = matmul.DEFAULTS["ridge"]):
         super().__init__(alphas=alphas, cv=cv, alpha_per_target=alpha_per_target,
                          fit_intercept=fit_intercept, scoring=scoring, voxel_batch=voxel_batch,
-                         split_batch=split_batch, dtype=dtype)
+                         split_batch=split_batch, dtype=dtype, precision=precision)
         self.mesh = mesh
         self.axis = axis
 
@@ -140,6 +142,7 @@ class ShardedRidgeCV(RidgeCV):
         return jax.jit(jax.shard_map(kernel, mesh=self.mesh, in_specs=in_specs,
                                      out_specs=out_specs, check_vma=False))
 
+    @at_precision
     def fit(self, X, Y, groups=None) -> "ShardedRidgeCV":
         """Choose the penalties by cross-validation and refit on all rows, voxels sharded.
 
@@ -203,6 +206,7 @@ class ShardedRidgeCV(RidgeCV):
         self.intercept_ = intercept
         return self
 
+    @at_precision
     def predict(self, X) -> jax.Array:
         """Predicted responses ``X @ coef_ + intercept_``, voxel-sharded.
 
