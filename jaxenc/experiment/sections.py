@@ -268,6 +268,10 @@ class TableConfig:
     pca_method: str = TrainConfig.pca_method
     # Power iterations of the randomized solver (sets train.pca_n_iter).
     pca_n_iter: int = TrainConfig.pca_n_iter
+    # Matrix-product precision of every PCA (jaxenc.precision; sets train.pca_precision):
+    # "highest" (full float32, scikit-learn's components on every backend); "high"/"tf32"
+    # and below lose the small eigenvalues the trailing components depend on.
+    pca_precision: str = TrainConfig.pca_precision
 
     def validate(self) -> None:
         for name in self.feature_sets:
@@ -281,6 +285,7 @@ class TableConfig:
         positive(self.n_components, "n_components")
         choice(self.pca_method, PCA_METHODS, "pca_method")
         positive(self.pca_n_iter, "pca_n_iter", zero=True)
+        matmul.check(self.pca_precision, "pca_precision")
 
 
 @dataclass(frozen=True)

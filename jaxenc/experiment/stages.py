@@ -38,7 +38,7 @@ __all__ = ["Experiment"]
 # The matrix-product precision settings each stage runs at, by config key: checked against the
 # backend before the stage starts, so a setting it lacks stops the stage in one line.
 _PRECISIONS = {"extract": ("audio.precision", "semantic.precision"),
-               "fit": ("train.precision", "train.pca_precision", "ridge.precision")}
+               "fit": ("train.precision", "table.pca_precision", "ridge.precision")}
 
 
 def _check_precisions(config: ExperimentConfig, stage: str) -> None:
