@@ -161,7 +161,7 @@ class EncoderFit:
 
 
 @functools.lru_cache(maxsize=16)
-def _predictor(graphdef, options: tuple, matmul_precision: str):
+def _predictor(graphdef, options: tuple, matmul_precision: str = precision.DEFAULTS["training"]):
     """Every model's evaluation-mode output for its subject's rows (float32), compiled once per
     structure, XLA options (:func:`jaxenc.train.program.compiler_options`) and precision."""
 
