@@ -29,10 +29,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import parse_args, write_results
 from flax import nnx
 from jax import lax
-
-from common import parse_args, write_results
 
 from jaxenc.metrics import pearson_r
 from jaxenc.train import fit_encoders
