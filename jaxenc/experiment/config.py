@@ -15,9 +15,10 @@ config key with the library's default:
 The other sections are the experiment's own (:mod:`jaxenc.experiment.sections`). A few fields
 of :class:`~jaxenc.train.TrainConfig` are set from elsewhere so each setting has one key: its
 ``seed`` is the run's ``seed``, its PCA settings the table's (``table.n_components``,
-``table.pca_method``, ``table.pca_n_iter``, ``table.pca_precision``, which ridge reads too) (:data:`BOUND`). Every other
-field has the default of its dataclass; the experiment's defaults are the demo (the synthetic
-twin with the embedded default extractors), so a config file only states what it changes::
+``table.pca_method``, ``table.pca_n_iter``, ``table.pca_precision``, which ridge reads too)
+(:data:`BOUND`). Every other field has the default of its dataclass; the experiment's defaults
+are the demo (the synthetic twin with the embedded default extractors), so a config file only
+states what it changes::
 
     name = "layer-sweep"
     [table]
