@@ -19,7 +19,8 @@ import pytest
 from flax import nnx
 
 import jaxenc.precision as matmul
-from jaxenc.decomp import PCA
+from jaxenc.decomp import PCA, pca_fit_sharded, pca_inverse_sharded, pca_transform_sharded
+from jaxenc.distributed import make_mesh
 from jaxenc.errors import ConfigError
 from jaxenc.models import MLP, RidgeCV, RidgeOptions
 from jaxenc.nn import LlamaConfig, LlamaModel, WhisperEncoder, WhisperEncoderConfig
@@ -87,6 +88,10 @@ def pca_stage(setting, rows=30):
     for method in ("gram", "covariance", "randomized"):
         pca = PCA(3, method=method, n_iter=1, precision=setting).fit(Y)
         pca.inverse_transform(pca.transform(Y))
+    mesh = make_mesh(("data",))
+    for shard in ("voxels", "rows"):
+        state = pca_fit_sharded(Y, 3, mesh, shard=shard, precision=setting)
+        pca_inverse_sharded(state, pca_transform_sharded(state, Y, precision=setting), precision=setting)
 
 
 def training_stage(setting, rows=60):
