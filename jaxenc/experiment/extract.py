@@ -128,7 +128,8 @@ class _Extractor:
 
         cfg = self.config.audio
         directory = self.model_dir("whisper", cfg.model, {}, "default")
-        module, model_config = load_whisper_encoder(directory, dtype=cfg.dtype, mesh=extraction_mesh())
+        module, model_config = load_whisper_encoder(directory, dtype=cfg.dtype, mesh=extraction_mesh(),
+                                                    precision=cfg.precision)
         n_layers = model_config.encoder_layers
         if cfg.layer >= 0:
             layer = cfg.layer
@@ -163,7 +164,8 @@ class _Extractor:
             layer = defaults.DEFAULT_LLAMA_LAYER if default else max(1, round(n_layers * 12 / 32))
         layers = sorted({layer, *extra})
         _check_layers(layers, n_layers, "semantic layers", model)
-        module, _ = load_llama(directory, dtype=cfg.dtype, max_layer=max(layers), mesh=extraction_mesh())
+        module, _ = load_llama(directory, dtype=cfg.dtype, max_layer=max(layers), mesh=extraction_mesh(),
+                               precision=cfg.precision)
         tokenizer = load_tokenizer(directory)
         name = f"jaxenc-default-llama-{label}" if model == "default" else model
         window = {"context_words": cfg.context_words, **(defaults.DEFAULT_LLAMA_WINDOW if model == "default" else {})}

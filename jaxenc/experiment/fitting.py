@@ -128,7 +128,7 @@ def _digest(config, index: dict, job: Job, responses: str) -> str:
         "data": {k: v for k, v in cfg["data"].items() if k != "root"},
         "responses": responses,
         "align": cfg["align"],
-        "pca": {k: cfg["table"][k] for k in ("n_components", "pca_method", "pca_n_iter")}
+        "pca": {k: cfg["table"][k] for k in ("n_components", "pca_method", "pca_n_iter", "pca_precision")}
         if job.target == "pca" else None,
         "fit": fit,
         "features": {s.extraction: {k: v for k, v in index[s.extraction].items() if k != "keys"} | {

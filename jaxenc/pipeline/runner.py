@@ -188,11 +188,12 @@ def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: di
     for subject, arrays in data.items():
         Y, pca = arrays.Y, None
         if target == "pca":
-            key = (subject, train.n_components, train.pca_method, train.pca_n_iter)
+            key = (subject, train.n_components, train.pca_method, train.pca_n_iter, train.pca_precision)
             if key not in pcas:
                 k = _capped_components(train.n_components, min(Y.shape[0] - 1, Y.shape[1]),
                                        f"{Y.shape[0]} training rows - 1 and {Y.shape[1]} voxels", subject)
-                pcas[key] = PCA(n_components=k, method=train.pca_method, n_iter=train.pca_n_iter).fit(Y)
+                pcas[key] = PCA(n_components=k, method=train.pca_method, n_iter=train.pca_n_iter,
+                                precision=train.pca_precision).fit(Y)
             pca = pcas[key]
             Y = np.asarray(pca.transform(Y))
         model = options.estimator(arrays.bands, seed=train.seed)

@@ -202,10 +202,11 @@ def _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache):
             f"n_components={cfg.n_components} exceeds min(training TRs {n_train}, voxels {n_voxels}) of a fold",
             subject=subject,
         )
-    key = (subject, tuple(stories), tuple(train), n_voxels, cfg.n_components, cfg.pca_method, cfg.pca_n_iter)
+    key = (subject, tuple(stories), tuple(train), n_voxels, cfg.n_components, cfg.pca_method, cfg.pca_n_iter,
+           cfg.pca_precision)
     if pca_cache is not None and key in pca_cache:
         return pca_cache[key]
-    pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter)
+    pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter, precision=cfg.pca_precision)
     pca.fit([_float32(sd.responses[s]) for s in train])
     # Scores story by story: the responses are never concatenated into a copy.
     z = np.concatenate([np.asarray(pca.transform(_float32(sd.responses[s]))) for s in stories])
