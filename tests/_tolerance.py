@@ -1,0 +1,182 @@
+"""Float32 tolerances derived from rounding and conditioning, for the tests' comparisons.
+
+A float32 result differs from the exact one (or from another float32 computation of it) by
+rounding, and how the rounding adds up depends on the summation order, which changes with the
+CPU's vector width (AVX2 or AVX-512), XLA's kernels, BLAS and its thread count. So a tolerance
+read off one machine can fail on another; these functions bound the difference instead.
+
+The model (Higham & Mary, "A new approach to probabilistic rounding error analysis", SISC 2019):
+every floating-point operation errs by a relative ``delta`` with ``|delta| <= u``, the errors
+independent with mean zero; ``u = 2^-24`` is float32's unit roundoff. A sum or dot product of
+``n`` terms then errs by at most ``LAMBDA * sqrt(n) * u`` relative to the scale of its terms
+(the worst case being ``n * u``), and independent error sources add in quadrature: a value
+reached through reductions of ``n_1, n_2, ...`` terms, in one or more float32 computations,
+errs by ``LAMBDA * u * sqrt(n_1 + n_2 + ...)`` relative to its scale. Elementwise operations
+(a product, ``exp``, ``rsqrt``) count as reductions of one term each and are negligible next to
+the reductions. A solve or any map with condition number ``kappa`` multiplies the relative error
+of its input by up to ``kappa``. A float64 reference adds nothing at this scale.
+
+A real bug (a wrong index, fold, scale, centring, ddof, missing term) moves results by 1e-3 or
+much more; each test states the size of the bug it guards against next to its bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+#: Unit roundoff of float32 (half the machine epsilon).
+U32 = float(np.finfo(np.float32).eps) / 2
+#: Standard deviations of the rounding error allowed: a Gaussian exceeds 5 sigma with
+#: probability 6e-7, so none of the up to ~1e5 entries one assertion compares should.
+LAMBDA = 5.0
+
+
+def rounding_bound(lengths: Iterable[int], scale: float = 1.0, kappa: float = 1.0) -> float:
+    """Bound on the rounding error of a float32 value reached through reductions of ``lengths`` terms.
+
+    Parameters
+    ----------
+    lengths : iterable of int
+        Number of terms of every float32 sum or dot product on the path from the inputs to the
+        compared value, over all the float32 computations compared (list a reduction once per
+        computation that performs it: twice when two float32 implementations are compared).
+    scale : float
+        Scale of the terms (of the compared value, when the terms are of its size), in the
+        compared value's units; ``1`` gives a relative bound.
+    kappa : float
+        Condition number of the map from the reductions to the compared value.
+
+    Returns
+    -------
+    float
+        ``LAMBDA * u * kappa * scale * sqrt(sum(lengths))``.
+    """
+    return LAMBDA * U32 * kappa * scale * math.sqrt(sum(lengths))
+
+
+def dot_rtol(n: int, kappa: float = 1.0, computations: int = 1) -> float:
+    """Relative bound for a float32 sum or dot product of ``n`` terms (``rounding_bound``).
+
+    Parameters
+    ----------
+    n : int
+        Number of terms.
+    kappa : float
+        Condition number amplifying the error (``sum |x_i y_i| / |sum x_i y_i|`` for a sum that
+        cancels; that of a linear system for a solve).
+    computations : int
+        Float32 computations compared (2 for float32 against float32, 1 against float64).
+    """
+    return rounding_bound([n] * computations, kappa=kappa)
+
+
+def correlation_atol(n: int, rms_over_std: float = 1.0, computations: int = 1) -> float:
+    """Absolute bound for a Pearson correlation of ``n`` float32 rows, centred before the products.
+
+    ``r = <a_c, b_c> / (|a_c| |b_c|)`` takes three dot products of ``n`` terms, each erring by
+    ``sqrt(n) u`` relative to ``|a_c| |b_c|`` (so absolutely in ``r``); the means' errors shift a
+    centred column by a constant, which changes ``r`` only to second order. Rounding ``x - mean``
+    errs by ``u |x|`` per row, which moves ``r`` by up to ``u * rms(x) / std(x)``: an offset far
+    from zero costs accuracy linearly, where the uncentred one-pass formula would cost
+    ``u * (rms / std)^2``.
+
+    Parameters
+    ----------
+    n : int
+        Rows.
+    rms_over_std : float
+        Largest root-mean-square over standard deviation of the columns (1 for centred data).
+    computations : int
+        Float32 computations compared.
+    """
+    return LAMBDA * U32 * math.sqrt(computations * (3 * n + 2 * rms_over_std**2))
+
+
+def network_atol(scale: float, lengths: Iterable[int], computations: int = 2) -> float:
+    """Absolute bound for a float32 forward pass, e.g. a transformer's against transformers'.
+
+    Every layer's output carries the rounding of its reductions (the contractions of the
+    projections, of the attention scores and of the weighted sum over keys, the softmax's and the
+    norms' sums, the feed-forward layers), and the residual stream passes the earlier layers'
+    errors on; with weights of gain about 1 (random init at the tests' shapes) no layer amplifies
+    them much, and independent layers add in quadrature: ``rounding_bound`` of all the path's
+    reductions, once per implementation.
+
+    Parameters
+    ----------
+    scale : float
+        Largest magnitude of the compared layer output.
+    lengths : iterable of int
+        Contraction length of every reduction from the input to the compared output (none for
+        an embedding lookup, which is exact: the bound is then 0).
+    computations : int
+        Float32 implementations compared (2: jaxenc and PyTorch).
+    """
+    return rounding_bound(list(lengths) * computations, scale=scale)
+
+
+def llama_lengths(hidden: int, intermediate: int, head_dim: int, seq: int) -> list[int]:
+    """Reductions of one LLaMA decoder layer: RMSNorm, q/k/v, scores, softmax, weights x values,
+    output projection, RMSNorm, gate/up, down (each over its contraction length)."""
+    return [hidden, hidden, hidden, hidden, head_dim, seq, seq, hidden, hidden, hidden, hidden, intermediate]
+
+
+def whisper_lengths(d_model: int, ffn: int, heads: int, frames: int) -> list[int]:
+    """Reductions of one Whisper encoder layer: LayerNorm (mean, variance), q/k/v, scores, softmax,
+    weights x values, output projection, LayerNorm, fc1, fc2."""
+    return [2 * d_model, d_model, d_model, d_model, d_model // heads, frames, frames, d_model, 2 * d_model,
+            d_model, ffn]
+
+
+def whisper_frontend_lengths(mel_bins: int, d_model: int) -> list[int]:
+    """Reductions of Whisper's two width-3 convolutions, before the first layer."""
+    return [3 * mel_bins, 3 * d_model]
+
+
+def llama_layer_atol(config, seq: int, depth: int, state, final_norm: bool = False) -> float:
+    """``network_atol`` of a LLaMA hidden state after ``depth`` layers (0: the embeddings, exact).
+
+    Parameters
+    ----------
+    config : jaxenc or transformers LlamaConfig
+        The model's shape (``hidden_size``, ``intermediate_size``, ``head_dim``).
+    seq : int
+        Tokens attended over (the longest sequence of the comparison).
+    depth : int
+        Layers on the path.
+    state : array
+        The reference state (its largest magnitude is the scale).
+    final_norm : bool
+        Whether the state has the final RMSNorm applied.
+    """
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    lengths = llama_lengths(config.hidden_size, config.intermediate_size, head_dim, seq) * depth
+    return network_atol(float(np.abs(state).max()), lengths + ([config.hidden_size] if final_norm else []))
+
+
+def llama_state_atols(config, seq: int, states, final_norm: bool = True) -> list[float]:
+    """``llama_layer_atol`` of each of transformers' ``hidden_states`` (entry ``l``: after ``l``
+    layers; the last one after the final RMSNorm if ``final_norm``, as a model cut at
+    ``max_layer`` has not)."""
+    return [llama_layer_atol(config, seq, depth, state, final_norm and depth == len(states) - 1)
+            for depth, state in enumerate(states)]
+
+
+def whisper_layer_atol(config, frames: int, depth: int, state, final_norm: bool = False) -> float:
+    """``network_atol`` of a Whisper encoder state after the convolutions and ``depth`` layers
+    (``config``: ``num_mel_bins``, ``d_model``, ``encoder_ffn_dim``, ``encoder_attention_heads``;
+    ``frames``: encoder positions attended over; ``final_norm``: after the final LayerNorm)."""
+    front = whisper_frontend_lengths(config.num_mel_bins, config.d_model)
+    layer = whisper_lengths(config.d_model, config.encoder_ffn_dim, config.encoder_attention_heads, frames)
+    lengths = front + layer * depth + ([2 * config.d_model] if final_norm else [])
+    return network_atol(float(np.abs(state).max()), lengths)
+
+
+def whisper_state_atols(config, frames: int, states, final_norm: bool = True) -> list[float]:
+    """``whisper_layer_atol`` of each hidden state of a Whisper encoder (entry ``l``: after ``l``
+    layers; the last one after the final LayerNorm if ``final_norm``)."""
+    return [whisper_layer_atol(config, frames, depth, state, final_norm and depth == len(states) - 1)
+            for depth, state in enumerate(states)]
