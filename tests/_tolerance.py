@@ -180,3 +180,73 @@ def whisper_state_atols(config, frames: int, states, final_norm: bool = True) ->
     layers; the last one after the final LayerNorm if ``final_norm``)."""
     return [whisper_layer_atol(config, frames, depth, state, final_norm and depth == len(states) - 1)
             for depth, state in enumerate(states)]
+
+
+def noise_ceiling_rtol(repeats):
+    """Relative bound for Schoppe's ``cc_max`` of float32 ``repeats`` against a float64 reference.
+
+    The variances over ``n_trs`` rows (``Var(sum_i r_i)`` and each ``Var(r_i)``, after sums over
+    the ``N`` repeats) err by ``rounding_bound([n_trs, N])`` relative to themselves, and the
+    signal power ``SP ~ Var(sum) - sum Var`` cancels: its condition number is
+    ``(Var(sum) + sum Var) / |Var(sum) - sum Var|``, large for a voxel with little signal.
+    ``cc_max = (1 + (TP / SP - 1) / N)^(-1/2)`` then changes by ``s = (TP / SP) / (2 N) / (1 +
+    (TP / SP - 1) / N)`` times the relative error of ``SP`` (and of ``TP``, well conditioned).
+
+    Parameters
+    ----------
+    repeats : array of shape (n_repeats, n_trs, n_voxels)
+
+    Returns
+    -------
+    array of shape (n_voxels,)
+        The bound per voxel; 0 where the ceiling is undefined (``SP <= 0``: NaN on both sides).
+    """
+    rep = np.asarray(repeats, np.float64)
+    n, n_trs = rep.shape[:2]
+    var_sum, sum_var = rep.sum(axis=0).var(axis=0), rep.var(axis=1).sum(axis=0)
+    defined = var_sum > sum_var
+    gap = np.where(defined, var_sum - sum_var, 1.0)
+    kappa = (var_sum + sum_var) / gap
+    ratio = sum_var * (n - 1) / gap  # TP / SP
+    sensitivity = ratio / (2 * n) / (1 + (ratio - 1) / n)
+    return np.where(defined, sensitivity * (kappa + 1), 0.0) * rounding_bound([n_trs, n])
+
+
+def assert_within(actual, desired, rtol=0.0, atol=0.0, err_msg: str = "") -> None:
+    """``numpy.testing.assert_allclose`` with per-element ``rtol`` and ``atol`` (arrays broadcast
+    against ``desired``); NaNs must match."""
+    actual, desired = np.asarray(actual, np.float64), np.asarray(desired, np.float64)
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(desired), err_msg=err_msg)
+    bound = np.broadcast_to(atol + rtol * np.abs(desired), desired.shape)
+    error = np.where(np.isnan(desired), 0.0, np.abs(actual - desired))
+    bad = np.flatnonzero(error > bound)
+    assert bad.size == 0, (f"{err_msg}: {bad.size} entries beyond their bound, e.g. entry {bad[0]}: "
+                           f"{actual.flat[bad[0]]} vs {desired.flat[bad[0]]}, bound {bound.flat[bad[0]]:.3g}")
+
+
+def score_tolerances(prediction, repeats, trim: int, floor: float, computations: int = 1) -> dict:
+    """(rtol, atol) per voxel score (``jaxenc.metrics.VOXEL_SCORES``) of float32 scores.
+
+    r: ``correlation_atol`` of the rows kept, with the columns' offsets; r2 = r |r| doubles it;
+    r2_cod = 1 - SS_res / SS_tot carries the same relative errors, scaled by
+    ``|1 - r2_cod| <= 1 + |r2_cod|``; cc_max: ``noise_ceiling_rtol``; cc_norm = r / cc_max: both
+    errors, r's divided by the floor of the ceiling. The rtols are per voxel: compare with
+    ``assert_within``.
+
+    Parameters
+    ----------
+    prediction : array of shape (n_trs, n_voxels)
+    repeats : array of shape (n_repeats, n_trs, n_voxels)
+    trim : int
+        Rows dropped from the start.
+    floor : float
+        Smallest ceiling cc_norm divides by.
+    computations : int
+        Float32 computations compared (2 for two jaxenc paths).
+    """
+    kept = np.concatenate([prediction[trim:], repeats.mean(axis=0)[trim:]], axis=1).astype(np.float64)
+    rms_over_std = float(np.max(np.sqrt((kept**2).mean(axis=0)) / kept.std(axis=0)))
+    r_atol = correlation_atol(len(kept), rms_over_std, computations)
+    c_rtol = noise_ceiling_rtol(repeats[:, trim:]) * math.sqrt(computations)
+    return {"r": (0, r_atol), "r2": (0, 2 * r_atol), "r2_cod": (r_atol, r_atol), "cc_max": (c_rtol, 0),
+            "cc_norm": (c_rtol, r_atol / floor)}
