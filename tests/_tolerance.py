@@ -250,3 +250,54 @@ def score_tolerances(prediction, repeats, trim: int, floor: float, computations:
     c_rtol = noise_ceiling_rtol(repeats[:, trim:]) * math.sqrt(computations)
     return {"r": (0, r_atol), "r2": (0, 2 * r_atol), "r2_cod": (r_atol, r_atol), "cc_max": (c_rtol, 0),
             "cc_norm": (c_rtol, r_atol / floor)}
+
+
+def pca_bounds(y, k: int, computations: int = 1) -> dict:
+    """Bounds for a float32 PCA of ``y`` (top ``k`` components) against a float64 one.
+
+    The scatter (or Gram) matrix of the centred data ``Y_c`` sums ``L = max(n, p)`` products per
+    entry, and the float32 eigensolver adds a backward error of about ``sqrt(m) u`` of the matrix
+    (``m = min(n, p)``, its size): ``rounding_bound([L, m]) ||Y_c||_F^2``; the centring rounds
+    each value by up to ``u |y|`` (offsets cost accuracy), which adds ``2 u ||Y||_F ||Y_c||_F``.
+    That bounds the norm of the matrix's error ``E``. Then (Weyl, Davis-Kahan): each eigenvalue
+    ``s_i^2`` moves by at most ``||E||``, and the top-``k`` subspace turns by at most
+    ``||E|| / (s_k^2 - s_{k+1}^2)``.
+
+    Parameters
+    ----------
+    y : array of shape (n, p)
+    k : int
+    computations : int
+        Float32 PCAs compared (2 for two float32 fits).
+
+    Returns
+    -------
+    dict
+        ``norm_error`` (``||E||``), ``variance_rtol`` (per component, shape (k,)),
+        ``singular_rtol`` (half of it), ``angle`` (radians; also bounds each component's
+        entries and the change of the projection of a unit vector), ``gap_kappa``
+        (``s_1^2 / (s_k^2 - s_{k+1}^2)``), and ``variances`` (the float64 ``s_i^2``).
+    """
+    y = np.asarray(y, np.float64)
+    n, p = y.shape
+    s2 = np.linalg.svd(y - y.mean(axis=0), compute_uv=False) ** 2
+    centred_norm2 = float(s2.sum())
+    norm_error = (rounding_bound([max(n, p), min(n, p)] * computations, scale=centred_norm2)
+                  + 2 * computations * U32 * np.sqrt(float(np.sum(y**2)) * centred_norm2))
+    gap = s2[k - 1] - (s2[k] if k < len(s2) else 0.0)
+    variance_rtol = norm_error / s2[:k]
+    return {"norm_error": norm_error, "variance_rtol": variance_rtol, "singular_rtol": variance_rtol / 2,
+            "angle": norm_error / gap, "gap_kappa": s2[0] / gap, "variances": s2}
+
+
+def column_mean_atol(y) -> float:
+    """Float32 column means of ``y`` (n, p): sums of n terms, within ``rounding_bound`` of the
+    largest value."""
+    return rounding_bound([len(y), 1], scale=float(np.abs(y).max()))
+
+
+def projection_atol(bounds: dict, rows, width: int) -> float:
+    """Float32 projections of ``rows`` onto (or back from) float32 PCA components: the
+    components' ``angle`` (from ``pca_bounds``) times the rows' largest norm, plus the rounding of
+    the ``width``-term dot products."""
+    return (bounds["angle"] + rounding_bound([width, 1])) * float(np.linalg.norm(rows, axis=1).max())
