@@ -301,3 +301,75 @@ def projection_atol(bounds: dict, rows, width: int) -> float:
     components' ``angle`` (from ``pca_bounds``) times the rows' largest norm, plus the rounding of
     the ``width``-term dot products."""
     return (bounds["angle"] + rounding_bound([width, 1])) * float(np.linalg.norm(rows, axis=1).max())
+
+
+def ridge_rtol(X, alpha: float, fit_intercept: bool = True, computations: int = 1) -> float:
+    """Relative bound (in norm, per voxel) for a float32 ridge solution of ``X`` at ``alpha``.
+
+    The products with the voxels (``X^T Y``, the projections back to coefficients) are float32
+    dot products of up to ``n`` terms, and the solve amplifies their relative error by the
+    condition number ``kappa = (s_max^2 + alpha) / (s_min^2 + alpha)`` of ``X_c^T X_c + alpha I``
+    (``s_min = 0`` when there are more features than rows: the kernel form). The same bound as
+    tests/models/test_ridge.py's ``float32_tolerance``, with ``LAMBDA``.
+
+    Parameters
+    ----------
+    X : array of shape (n, p)
+    alpha : float
+    fit_intercept : bool
+        Whether the features are centred first.
+    computations : int
+        Float32 solutions compared (2 for two float32 solvers).
+    """
+    X = np.asarray(X, np.float64)
+    Xc = X - X.mean(axis=0) if fit_intercept else X
+    s2 = np.linalg.svd(Xc, compute_uv=False) ** 2
+    s2_min = s2.min() if X.shape[1] <= X.shape[0] else 0.0
+    kappa = (s2.max() + alpha) / (s2_min + alpha)
+    return rounding_bound([len(X)] * computations, kappa=kappa)
+
+
+def ridge_atols(X, Y, coef, alphas, fit_intercept: bool = True, computations: int = 1) -> dict:
+    """Per-voxel absolute bounds for float32 ridge coefficients, intercepts and predictions.
+
+    Coefficients: ``ridge_rtol`` times the voxel's coefficient norm. Predictions are better
+    conditioned than coefficients: the rounding ``d`` of ``X_c^T y`` (within
+    ``rounding_bound([n]) ||X_c||_F ||y||``) reaches them through ``X_c (X_c^T X_c + alpha I)^-1``,
+    of norm ``max_i s_i / (s_i^2 + alpha)``; that bounds the 2-norm over the rows of the
+    prediction error (``predict_norm``), and so each entry, plus the ``p``-term products'
+    rounding and the intercept's error. Intercepts ``mean(Y) - mean(X) c``: the mean row's norm
+    times the coefficients' error, plus the means' rounding.
+
+    Parameters
+    ----------
+    X : array of shape (n, p)
+    Y : array of shape (n, v)
+    coef : array of shape (p, v)
+        Reference coefficients.
+    alphas : array of shape (v,)
+        Each voxel's penalty.
+    fit_intercept : bool
+    computations : int
+
+    Returns
+    -------
+    dict
+        ``coef``, ``intercept``, ``predict``, ``predict_norm``: arrays of shape (v,).
+    """
+    X, Y, coef = (np.asarray(a, np.float64) for a in (X, Y, coef))
+    n, p = X.shape
+    alphas = np.asarray(alphas, np.float64)
+    Xc = X - X.mean(axis=0) if fit_intercept else X
+    Yc = Y - Y.mean(axis=0) if fit_intercept else Y
+    s = np.linalg.svd(Xc, compute_uv=False)
+    gain = np.array([np.max(s / (s**2 + a)) for a in alphas])
+    coef_norm = np.linalg.norm(coef, axis=0)
+    coef_atol = np.array([ridge_rtol(X, a, fit_intercept, computations) for a in alphas]) * coef_norm
+    predict_norm = rounding_bound([n] * computations) * np.linalg.norm(Xc) * np.linalg.norm(Yc, axis=0) * gain
+    intercept = np.zeros_like(coef_norm)
+    if fit_intercept:
+        means = rounding_bound([n, p] * computations) * np.abs(Y).max(axis=0)
+        intercept = np.linalg.norm(X.mean(axis=0)) * coef_atol + means
+    rows = float(np.linalg.norm(X, axis=1).max())
+    predict = predict_norm + rounding_bound([p, 1] * computations) * rows * coef_norm + intercept
+    return {"coef": coef_atol, "intercept": intercept, "predict": predict, "predict_norm": predict_norm}
