@@ -329,7 +329,7 @@ def ridge_rtol(X, alpha: float, fit_intercept: bool = True, computations: int = 
     return rounding_bound([len(X)] * computations, kappa=kappa)
 
 
-def ridge_atols(X, Y, coef, alphas, fit_intercept: bool = True, computations: int = 1) -> dict:
+def ridge_atols(X, Y, coef, alphas, fit_intercept: bool = True, computations: int = 1, X_test=None) -> dict:
     """Per-voxel absolute bounds for float32 ridge coefficients, intercepts and predictions.
 
     Coefficients: ``ridge_rtol`` times the voxel's coefficient norm. Predictions are better
@@ -338,7 +338,8 @@ def ridge_atols(X, Y, coef, alphas, fit_intercept: bool = True, computations: in
     of norm ``max_i s_i / (s_i^2 + alpha)``; that bounds the 2-norm over the rows of the
     prediction error (``predict_norm``), and so each entry, plus the ``p``-term products'
     rounding and the intercept's error. Intercepts ``mean(Y) - mean(X) c``: the mean row's norm
-    times the coefficients' error, plus the means' rounding.
+    times the coefficients' error, plus the means' rounding. Predictions for new rows
+    ``X_test`` take the coefficients' error times the rows' norm instead.
 
     Parameters
     ----------
@@ -350,6 +351,8 @@ def ridge_atols(X, Y, coef, alphas, fit_intercept: bool = True, computations: in
         Each voxel's penalty.
     fit_intercept : bool
     computations : int
+    X_test : array of shape (n_test, p), optional
+        New rows whose predictions are compared.
 
     Returns
     -------
@@ -370,6 +373,7 @@ def ridge_atols(X, Y, coef, alphas, fit_intercept: bool = True, computations: in
     if fit_intercept:
         means = rounding_bound([n, p] * computations) * np.abs(Y).max(axis=0)
         intercept = np.linalg.norm(X.mean(axis=0)) * coef_atol + means
-    rows = float(np.linalg.norm(X, axis=1).max())
-    predict = predict_norm + rounding_bound([p, 1] * computations) * rows * coef_norm + intercept
+    rows = float(np.linalg.norm(X if X_test is None else X_test, axis=1).max())
+    propagated = predict_norm if X_test is None else rows * coef_atol
+    predict = propagated + rounding_bound([p, 1] * computations) * rows * coef_norm + intercept
     return {"coef": coef_atol, "intercept": intercept, "predict": predict, "predict_norm": predict_norm}
