@@ -377,3 +377,40 @@ def ridge_atols(X, Y, coef, alphas, fit_intercept: bool = True, computations: in
     propagated = predict_norm if X_test is None else rows * coef_atol
     predict = propagated + rounding_bound([p, 1] * computations) * rows * coef_norm + intercept
     return {"coef": coef_atol, "intercept": intercept, "predict": predict, "predict_norm": predict_norm}
+
+
+def lanczos_atol(data, old_times, new_times, window: float = 3, computations: int = 1):
+    """Per-entry bound for float32 Lanczos interpolation (jaxenc.align) against float64.
+
+    Two sources: the float32 times and their differences ``new - old`` round by up to
+    ``u * max|t|`` each, which moves the kernel weights by that times their slope ``|L'|``;
+    and the weighted sum over the old times rounds within ``rounding_bound`` of ``|W| @ |data|``.
+
+    Parameters
+    ----------
+    data : array of shape (n_old, n_features)
+    old_times, new_times : arrays of seconds
+    window : float
+        Lobes of the kernel.
+    computations : int
+        Float32 computations compared (2 for two float32 paths, which round the times alike but
+        may sum in another order).
+
+    Returns
+    -------
+    array of shape (n_new, n_features)
+    """
+    data = np.abs(np.asarray(data, np.float64)).reshape(len(old_times), -1)
+    old_times, new_times = np.asarray(old_times, np.float64), np.asarray(new_times, np.float64)
+    spacing = np.mean(np.diff(new_times))
+
+    def weights(shift):
+        t = (new_times[:, None] - old_times[None, :] - shift) / spacing
+        return np.where(np.abs(t) > window, 0.0, np.sinc(t) * np.sinc(t / window))
+
+    h = 1e-4 * spacing  # central differences for the slope, exact to O(h^2)
+    slope = np.abs(weights(h) - weights(-h)) / (2 * h)
+    time_error = 2 * U32 * max(np.abs(old_times).max(), np.abs(new_times).max())
+    terms = np.abs(weights(0.0)) @ data
+    time_part = time_error * (slope @ data) if computations == 1 else 0.0
+    return time_part + rounding_bound([len(old_times)] * computations) * terms
