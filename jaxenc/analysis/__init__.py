@@ -10,6 +10,9 @@
 - :mod:`~jaxenc.analysis.interactions`: the share of each voxel's predicted variance that a
   multimodal network owes to audio x semantic interaction, by a functional-ANOVA decomposition
   over the test rows (:func:`interaction_shares`, :func:`fit_interaction_shares`).
+- :mod:`~jaxenc.analysis.stability`: agreement of best-model labellings across folds, seeds,
+  settings or block-bootstrap resamples of the test rows, by the adjusted Rand index
+  (:func:`adjusted_rand_index`, :func:`label_agreement`, :func:`best_model_stability`).
 - :mod:`~jaxenc.analysis.masks`: per-model Benjamini-Hochberg masks
   (:func:`significance_masks`), their union and intersection, and the shares of voxels each
   model predicts best (:func:`best_model_shares`, :func:`joint_best_share`).
@@ -27,6 +30,7 @@ from jaxenc.analysis.masks import (
     significance_masks,
 )
 from jaxenc.analysis.partition import SetPartition, by_feature_set, partition_rows, partition_sets, preferred_model
+from jaxenc.analysis.stability import StabilityResult, adjusted_rand_index, best_model_stability, label_agreement
 from jaxenc.analysis.sweeps import sweep_curves
 
 __all__ = [
@@ -43,6 +47,10 @@ __all__ = [
     "InteractionShares",
     "interaction_shares",
     "fit_interaction_shares",
+    "adjusted_rand_index",
+    "label_agreement",
+    "StabilityResult",
+    "best_model_stability",
     "significance_masks",
     "any_significant",
     "all_significant",
