@@ -33,7 +33,7 @@ from sklearn.metrics import roc_auc_score
 
 from jaxenc.analysis import fit_interaction_shares, interaction_shares
 from jaxenc.errors import AlignmentError, ConfigError
-from jaxenc.models import MLP
+from jaxenc.models import MLP, NetworkOptions
 from jaxenc.train import fit_encoders
 from tests.train.test_planted import SUBJECT, planted_twin, train_config
 
@@ -182,3 +182,43 @@ def test_planted_interaction_voxels_have_the_largest_shares(planted_mlp):
     assert roc_auc_score(labels, np.r_[inter, linear]) >= 0.9, (inter, linear)
     assert np.median(linear) <= 0.05 and linear.max() <= 0.1, linear
     assert np.median(inter) >= 0.3, inter
+
+
+def test_modality_ranges_follow_the_encoders_column_order():
+    from jaxenc.models import encoder
+    from jaxenc.pipeline.runner import modality_ranges
+
+    bands = [(0, 4), (4, 10)]  # [audio d1 d2 | semantic d1 d2], 2 + 3 columns per delay
+    assert modality_ranges(encoder("mlp"), bands, 2, 10) == [[(0, 4)], [(4, 10)]]
+    # Regrouped by delay: [d1: audio semantic | d2: audio semantic].
+    for name in ("gru", "transformer"):
+        assert modality_ranges(encoder(name), bands, 2, 10) == [[(0, 2), (5, 7)], [(2, 5), (7, 10)]]
+
+
+@pytest.mark.parametrize("model", ["mlp", pytest.param("transformer", marks=pytest.mark.slow)])
+def test_fit_predict_reports_the_shares(planted_mlp, model):
+    """The runner's path: the twin's design regrouped as a run builds it ([audio d1..d4 |
+    semantic d1..d4]) and fitted by fit_predict; the transformer reads the columns regrouped
+    by delay. Both find the planted voxels at the margins of the test above (the transformer,
+    about 40 s of training, is marked slow)."""
+    from jaxenc.pipeline import SubjectArrays, fit_predict
+
+    twin, _ = planted_mlp
+    audio, semantic = twin["modalities"]
+    order = np.concatenate([np.arange(*r) for r in (*audio, *semantic)])
+    n_audio = sum(b - a for a, b in audio)
+    data = twin["data"]
+    stories = list(data.features)
+    arrays = SubjectArrays(
+        X=np.concatenate([data.features[s][:, order] for s in stories]),
+        Y=np.concatenate([data.responses[s] for s in stories]),
+        groups=np.concatenate([np.full(len(data.features[s]), i) for i, s in enumerate(stories)]),
+        X_test=twin["x_test"][:, order], bands=((0, n_audio), (n_audio, order.size)), n_delays=len(audio),
+    )
+    result = fit_predict(model, {SUBJECT: arrays}, networks=NetworkOptions(hidden=64, dropout=0.1),
+                         train=train_config(0), interactions=True)
+    share = result.interactions[SUBJECT]
+    inter, linear = share[twin["interaction"]], share[twin["linear"]]
+    labels = np.r_[np.ones(inter.size), np.zeros(linear.size)]
+    assert roc_auc_score(labels, np.r_[inter, linear]) >= 0.9, (inter, linear)
+    assert np.median(linear) <= 0.05 and np.median(inter) >= 0.3, (inter, linear)
