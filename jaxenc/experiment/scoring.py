@@ -4,7 +4,8 @@ Every prediction is scored against the test story's repeats by :func:`jaxenc.met
 with the config's ``[evaluate]`` settings, the one scoring function of every path. On top of
 the scores: the variance partition audio / semantic / joint for every model and target fitted
 on all three feature sets (:func:`jaxenc.analysis.partition_rows`), the clustering of voxels
-by best-predicting feature set, the sweep curves (:func:`jaxenc.analysis.sweep_curves`), and
+by best-predicting feature set, the networks' interaction shares (stored by the fit stage), the
+sweep curves (:func:`jaxenc.analysis.sweep_curves`), and
 on the synthetic twin the planted checks (:func:`jaxenc.experiment.planted.planted_checks`).
 """
 
@@ -17,8 +18,8 @@ import numpy as np
 
 from jaxenc.analysis import best_model_clusters, by_feature_set, partition_rows, preferred_model, sweep_curves
 from jaxenc.errors import ConfigError
+from jaxenc.experiment.fitting import interactions_file, job_name, table_jobs
 from jaxenc.experiment.planted import planted_checks
-from jaxenc.experiment.fitting import job_name, table_jobs
 from jaxenc.featuresets import FEATURE_SETS, JOINT
 from jaxenc.metrics import ScoreConfig, drop_first_rows, score, scored_ceiling
 from jaxenc.report.results import ModelResult, RunResults
@@ -79,10 +80,23 @@ def evaluate(config, data, store: RunStore, *, bar: Callable = lambda items, **k
         results.partition = partition_rows(results.models)
     if config.analyses.clustering:
         results.clustering = _clustering(config, results, repeats)
+    if config.analyses.interactions:
+        results.interactions = _interactions(config, store)
     results.sweeps = sweep_curves(results.models)
     if data.truth is not None:
         results.planted = planted_checks(config.planted, data.truth, results, config.table.targets[0])
     return results
+
+
+def _interactions(config, store: RunStore) -> dict:
+    """Subject -> ``"<model>/<target>"`` -> interaction share per voxel, as the fit stage stored them."""
+    out = {}
+    for job in table_jobs(config):
+        rel = interactions_file(job_name(job))
+        if store.path(rel).is_file():
+            for subject, share in store.read_arrays(rel).items():
+                out.setdefault(subject, {})[f"{job.model}/{job.target}"] = np.asarray(share)
+    return out
 
 
 def _clustering(config, results: RunResults, repeats: dict) -> dict:

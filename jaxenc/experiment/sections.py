@@ -325,6 +325,11 @@ class AnalysesConfig:
     layer_sweep: tuple[int, ...] = ()
     # Semantic models of the model-size sweep (ridge on voxels, same layer rule).
     size_sweep: tuple[ModelSpec, ...] = ()
+    # Interaction attribution of every network on audio+semantic features: per voxel, the share
+    # of its test-story prediction's variance due to audio x semantic interaction
+    # (jaxenc.analysis.fit_interaction_shares, averaged over the fold models), shown beside the
+    # MLP - DIMLP gain. Costs n_test**2 evaluations of each fold model.
+    interactions: bool = False
 
     def validate(self) -> None:
         positive(self.cluster_k, "cluster_k")
@@ -370,6 +375,13 @@ class PlantedConfig:
     interaction_nonlinearity: float | None = None
     # Mean r of the audio (semantic) ridge on audio (semantic) voxels minus on noise voxels.
     selectivity: float = 0.4
+    # With analyses.interactions: AUC of the audio+semantic MLP's interaction shares, planted
+    # interaction voxels against the linear ones (audio, semantic, joint), at least this;
+    # unset: not checked.
+    interaction_share_auc: float | None = None
+    # With analyses.interactions: median interaction share of the MLP on the planted linear
+    # voxels, at most this; unset: not checked.
+    interaction_share_linear: float | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ Planted twin. The twin of ``tests/train/test_planted.py`` (24 stories of 110 row
 features) plants interaction voxels driven only by audio x semantic products and linear
 voxels (audio, semantic, joint). An MLP trained on it (3 folds, seed 0; shares over the 95
 test rows, averaged over the fold models) gives the 24 interaction voxels shares 0.49-0.85
-(median 0.60) and the 18 linear voxels 0.004-0.020 (median 0.009): AUC 1.0. Asserted: AUC at
+(median 0.60) and the 30 linear voxels 0.004-0.020 (median 0.009): AUC 1.0. Asserted: AUC at
 least 0.9, the linear voxels at most 0.1 (median at most 0.05), the interaction voxels' median
 at least 0.3.
 """
