@@ -16,11 +16,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxenc.analysis import best_model_clusters, by_feature_set, partition_rows, preferred_model, sweep_curves
+from jaxenc.analysis import (
+    best_model_clusters,
+    best_model_stability,
+    by_feature_set,
+    partition_rows,
+    preferred_model,
+    sweep_curves,
+)
 from jaxenc.errors import ConfigError
-from jaxenc.experiment.fitting import interactions_file, job_name, table_jobs
+from jaxenc.experiment.fitting import Job, interactions_file, job_name, table_jobs
 from jaxenc.experiment.planted import planted_checks
-from jaxenc.featuresets import FEATURE_SETS, JOINT
+from jaxenc.featuresets import FEATURE_SETS, JOINT, FeatureSource, modalities
 from jaxenc.metrics import ScoreConfig, drop_first_rows, score, scored_ceiling
 from jaxenc.report.results import ModelResult, RunResults
 from jaxenc.store import RunStore
@@ -79,7 +86,7 @@ def evaluate(config, data, store: RunStore, *, bar: Callable = lambda items, **k
     if config.analyses.partition:
         results.partition = partition_rows(results.models)
     if config.analyses.clustering:
-        results.clustering = _clustering(config, results, repeats)
+        results.clustering = _clustering(config, results, repeats, store)
     if config.analyses.interactions:
         results.interactions = _interactions(config, store)
     results.sweeps = sweep_curves(results.models)
@@ -99,8 +106,9 @@ def _interactions(config, store: RunStore) -> dict:
     return out
 
 
-def _clustering(config, results: RunResults, repeats: dict) -> dict:
-    """Voxels clustered by best-predicting feature set, with the preferred joint model."""
+def _clustering(config, results: RunResults, repeats: dict, store: RunStore) -> dict:
+    """Voxels clustered by best-predicting feature set, with the preferred joint model, and the
+    stability of the labels under a block bootstrap of the scored test rows."""
     target = config.table.targets[0]
     out = {}
     for subject in results.subjects:
@@ -111,14 +119,27 @@ def _clustering(config, results: RunResults, repeats: dict) -> dict:
         significant = np.asarray(sets[JOINT].significant)
         if significant.sum() < 2 * config.analyses.cluster_k:
             continue
-        # [voxel, test TR] on the rows scored.
-        profiles = drop_first_rows(repeats[subject], config.evaluate.test_trim, axis=1,
-                                   what="test repeats").mean(axis=0).T
-        result = best_model_clusters({n: sets[n].r2 for n in FEATURE_SETS}, significant, profiles,
+        # [test TR, voxel] on the rows scored.
+        measured = drop_first_rows(repeats[subject], config.evaluate.test_trim, axis=1,
+                                   what="test repeats").mean(axis=0)
+        result = best_model_clusters({n: sets[n].r2 for n in FEATURE_SETS}, significant, measured.T,
                                      k=config.analyses.cluster_k, seed=config.seed)
         out[subject] = {
             "labels": np.asarray(result.labels), "label_names": list(result.label_names),
             "modularity": float(result.modularity), "null_mean": float(result.null_mean),
             "null_std": float(result.null_std), "model": model, "target": target,
         }
+        if config.analyses.cluster_resamples:
+            predictions = {n: drop_first_rows(store.load_prediction(_name(n, model, target))[0][subject],
+                                              config.evaluate.test_trim, what="test predictions")
+                           for n in FEATURE_SETS}
+            stability = best_model_stability(predictions, measured, significant,
+                                             n_resamples=config.analyses.cluster_resamples,
+                                             block_size=config.evaluate.block_size, seed=config.seed)
+            out[subject].update(stability.summary())
     return out
+
+
+def _name(features: str, model: str, target: str) -> str:
+    """The stored predictions of an encoder on a feature set of the table."""
+    return job_name(Job(tuple(FeatureSource(m) for m in modalities(features)), model, target))

@@ -321,6 +321,11 @@ class AnalysesConfig:
     clustering: bool = True
     # Neighbours per voxel in the clustering graph (test-story response similarity).
     cluster_k: int = 10
+    # Block-bootstrap resamples of the scored test rows (blocks of evaluate.block_size) on which
+    # the best-model labels are recomputed; their adjusted Rand index against the labels of
+    # all the rows says how stable the clusters are (jaxenc.analysis.best_model_stability).
+    # 0: not computed.
+    cluster_resamples: int = 100
     # Semantic layers swept with ridge on voxels (features of all extracted in one pass).
     layer_sweep: tuple[int, ...] = ()
     # Semantic models of the model-size sweep (ridge on voxels, same layer rule).
@@ -333,6 +338,9 @@ class AnalysesConfig:
 
     def validate(self) -> None:
         positive(self.cluster_k, "cluster_k")
+        if isinstance(self.cluster_resamples, bool) or not isinstance(self.cluster_resamples, int) \
+                or self.cluster_resamples < 0:
+            raise ConfigError(f"cluster_resamples must be a non-negative integer, got {self.cluster_resamples!r}")
         labels = [spec.label for spec in self.size_sweep]
         if any(not label for label in labels) or len(set(labels)) != len(labels):
             raise ConfigError("size_sweep entries need distinct non-empty labels")

@@ -396,12 +396,19 @@ def _clustering_section(results: RunResults) -> _Section:
         )
         q, mu, sd = (entry.get(k, math.nan) for k in ("modularity", "null_mean", "null_std"))
         z = (q - mu) / sd if not any(map(_isnan, (q, mu, sd))) and sd > 0 else math.nan
+        ari = (f"{fmt_r(entry['ari_mean'])} ± {fmt_r(entry['ari_std'])} (5%: {fmt_r(entry['ari_p05'])})"
+               if "ari_mean" in entry else NA)
         rows.append([subject, fmt_count(n_sig), shares or NA, fmt_r(q),
-                     f"{fmt_r(mu)} ± {fmt_r(sd)}", NA if _isnan(z) else f"{z:.1f}"])
+                     f"{fmt_r(mu)} ± {fmt_r(sd)}", NA if _isnan(z) else f"{z:.1f}", ari])
     section.blocks.append(_Table(
         ["subject", "n significant", "cluster shares (%)", "modularity Q", "null Q (mean ± std)",
-         "z"], rows, ["l", "r", "l", "r", "r", "r"],
+         "z", "label ARI, test-row bootstrap (mean ± std)"], rows, ["l", "r", "l", "r", "r", "r", "r"],
     ))
+    section.blocks.append(
+        "Stability: the best-model labels recomputed on block-bootstrap resamples of the scored "
+        "test rows, against the labels of all the rows (adjusted Rand index: 1 the same clusters, "
+        "0 chance agreement)."
+    )
     section.blocks.append(_Figure(
         "clustering", figures.to_png(figures.clustering_bars(results.clustering)),
         "Significant voxels per cluster of best-predicting model (%), and the partition's "
