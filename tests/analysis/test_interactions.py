@@ -222,3 +222,16 @@ def test_fit_predict_reports_the_shares(planted_mlp, model):
     labels = np.r_[np.ones(inter.size), np.zeros(linear.size)]
     assert roc_auc_score(labels, np.r_[inter, linear]) >= 0.9, (inter, linear)
     assert np.median(linear) <= 0.05 and np.median(inter) >= 0.3, (inter, linear)
+
+
+def test_the_readme_snippet_runs():
+    from tests.test_readme import _python_blocks
+
+    (snippet,) = _python_blocks("Interactions and cluster stability from Python")
+    ns: dict = {}
+    exec(compile(snippet, "README interactions snippet", "exec"), ns)
+    share = ns["shares"].interaction
+    # The additive output has no interaction (float32 rounding of order-1 outputs, squared).
+    assert share[0] < 1e-10 and share[-1] > 0.3
+    assert ns["ari"].shape == (3, 3) and np.abs(ns["ari"][0, 1]) < 0.05   # independent labels
+    assert ns["stability"].summary()["n_resamples"] == 20
