@@ -45,8 +45,9 @@ from jaxenc.errors import AlignmentError, ConfigError
 
 __all__ = ["InteractionShares", "interaction_shares", "fit_interaction_shares"]
 
-# Bytes of model outputs one chunk of audio rows may hold, [chunk, n_rows, n_outputs] float32,
-# when chunk_size is not given (the model's own activations come on top).
+# Bytes one chunk of audio rows may hold in its pairs' inputs and outputs,
+# [chunk, n_rows, n_audio + n_semantic + n_outputs] float32, when chunk_size is not given (the
+# model's hidden activations come on top).
 _CHUNK_BYTES = 2**27
 
 
@@ -117,7 +118,8 @@ def _decompose(apply, params, audio, semantic, chunk_size, project) -> Interacti
         raise AlignmentError(f"the model returned shape {f.shape} for {n_rows} rows; expected "
                              f"({n_rows}, n_outputs)")
     if chunk_size is None:
-        chunk_size = max(1, min(n_rows, _CHUNK_BYTES // (4 * n_rows * f.shape[1])))
+        width = audio.shape[1] + semantic.shape[1] + f.shape[1]
+        chunk_size = max(1, min(n_rows, _CHUNK_BYTES // (4 * n_rows * width)))
     pd_audio = np.empty_like(f)
     semantic_sum = np.zeros_like(f)
     for start in range(0, n_rows, chunk_size):
@@ -191,9 +193,10 @@ def interaction_shares(f: Callable, audio, semantic, *, chunk_size: int | None =
         The semantic block of the same rows.
     chunk_size : int, optional
         Audio rows whose ``n_rows`` pairings are evaluated at once; memory
-        ``4 * chunk_size * n_rows * n_outputs`` bytes of outputs plus the model's activations.
-        By default the largest within 128 MiB of outputs. The result does not depend on it
-        beyond float rounding.
+        ``4 * chunk_size * n_rows * (n_audio + n_semantic + n_outputs)`` bytes of inputs and
+        outputs plus the model's activations. By default the largest within 128 MiB (e.g. 5
+        audio rows of 291 test rows with 4 delays of 1280 audio and 4096 semantic features and
+        512 components). The result does not depend on it beyond float rounding.
     project : callable, optional
         An affine map from outputs to voxels, e.g. a PCA's ``inverse_transform`` for a model
         of components: the parts are computed on the outputs and projected (their offset

@@ -24,6 +24,7 @@ at least 0.3.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax.numpy as jnp
@@ -235,3 +236,27 @@ def test_the_readme_snippet_runs():
     assert share[0] < 1e-10 and share[-1] > 0.3
     assert ns["ari"].shape == (3, 3) and np.abs(ns["ari"][0, 1]) < 0.05   # independent labels
     assert ns["stability"].summary()["n_resamples"] == 20
+
+
+def test_pca_models_are_decomposed_per_voxel():
+    """A stack trained on PCA components: the shares through each fold's PCA equal those of the
+    fold model's voxel prediction decomposed directly (a few epochs suffice: any function)."""
+    from tests.train.test_fit import _subject
+
+    data = {"S": _subject(2, 5, 12)}  # 5 stories, 10 features, 12 voxels
+    cfg = dataclasses.replace(train_config(0), n_components=4, max_epochs=2, epochs_per_call=1, checkpoint_every=1)
+    fit = fit_encoders(functools.partial(MLP, hidden=8), data, cfg, progress=False)
+    x = data["S"].features["story0"][:15]
+    shares = fit_interaction_shares(fit, "S", x, [(0, 4)], [(4, 10)])
+    assert shares.interaction.shape == (3, 12)
+    for row, i in enumerate(k for k, key in enumerate(fit.keys) if key.subject == "S"):
+        model, pca = fit.model(i), fit.pcas[i]
+        assert pca is not None
+
+        def voxels(a, s, model=model, pca=pca):
+            return pca.inverse_transform(model(jnp.concatenate([a, s], axis=1), train=False))
+
+        direct = interaction_shares(voxels, x[:, :4], x[:, 4:])
+        # float32 in both routes, outputs of order 1: the shares agree to rounding.
+        np.testing.assert_allclose(shares.interaction[row], direct.interaction, atol=1e-4)
+        np.testing.assert_allclose(shares.audio[row], direct.audio, atol=1e-4)
