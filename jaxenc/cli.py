@@ -6,13 +6,18 @@ extractors; ``jaxenc run CONFIG`` does the same for any experiment config (see e
 run left; ``synth`` writes a synthetic twin. Errors that jaxenc raises on purpose (a wrong path,
 an unknown model id, a config typo, an ``--out`` that is a file or not writable, a folder in
 use by another run) and those of the file system are printed as one line, without a traceback.
+Ctrl-C and SIGTERM end any stage with one line saying what was interrupted: the lock is
+released and the run folder resumes with the same command.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,12 +25,30 @@ import numpy as np
 
 from jaxenc.errors import ConfigError, JaxencError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "command", "build_parser"]
 
 _CONFIG_HELP = ("experiment config: a .toml file (see experiments/) or a run folder holding the "
                 "config.json an earlier stage wrote")
 _SET_HELP = ("override a config value, e.g. --set train.max_epochs=20 --set 'table.models=[\"ridge\"]' "
              "(TOML values; repeatable)")
+
+
+# The stages of `jaxenc run` in order, with the title each prints as it starts.
+_RUN_STEPS = (("extract", "features"), ("fit", "encoders"), ("evaluate", "test-story scores and analyses"),
+              ("report", "report"))
+# What a stage is doing, as an interruption names it.
+_DOING = {"check": "the checks before the stages", "extract": "feature extraction", "fit": "the fits",
+          "evaluate": "the scoring", "report": "the report"}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (what SLURM and other schedulers send before killing), raised in the main thread
+    like Ctrl-C's KeyboardInterrupt so that every ``finally`` runs: the run folder's lock is
+    released and no file is left half-written under its final name."""
+
+
+def _terminate(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
 
 
 def _experiment(args, config_path):
@@ -62,6 +85,7 @@ def _stage(name: str):
         exp = _experiment(args, args.config)
         started = time.perf_counter()
         print(f"jaxenc {name}: {exp.config.name} -> {exp.out}")
+        args.doing = _DOING[name]
         getattr(exp, name)()
         if name == "evaluate":
             _print_summary(exp)
@@ -75,14 +99,14 @@ def _run(args, config_path) -> int:
     exp = _experiment(args, config_path)
     started = time.perf_counter()
     print(f"jaxenc: {exp.config.name} -> {exp.out}")
+    args.doing = _DOING["check"]
     exp.check()
-    print("[1/4] features")
-    exp.extract()
-    print("[2/4] encoders")
-    exp.fit()
-    print("[3/4] test-story scores and analyses")
-    exp.evaluate()
-    print("[4/4] report")
+    for step, (name, title) in enumerate(_RUN_STEPS[:-1], 1):
+        print(f"[{step}/{len(_RUN_STEPS)}] {title}")
+        args.doing = _DOING[name]
+        getattr(exp, name)()
+    print(f"[{len(_RUN_STEPS)}/{len(_RUN_STEPS)}] {_RUN_STEPS[-1][1]}")
+    args.doing = _DOING["report"]
     paths = exp.report()
     _print_summary(exp)
     print(f"done in {time.perf_counter() - started:.0f} s; report: " + ", ".join(str(p) for p in paths.values()))
@@ -104,6 +128,10 @@ def _print_summary(exp) -> None:
               f"{100 * row['mean_r2']:>7.2f}{100 * row['mean_r2_cod']:>10.2f}{row['mean_cc_norm']:>9.3f}"
               f"{row['n_significant']:>13.0f}")
     print("r2: the paper's mean of r·|r| over voxels; r2_cod: coefficient of determination")
+    nonfinite = [f"{r['subject']} {r['features']} {r['model']} {r['target']} {r['n_nonfinite']} of {r['n_voxels']}"
+                 for r in results.table() if r["n_nonfinite"]]
+    if nonfinite:
+        print("voxels without a finite score, left out of the means: " + "; ".join(nonfinite))
     step = results.nonlinearity
     if step:
         means = {}
@@ -202,16 +230,47 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "out_default", None) and not args.out:
         args.out = args.out_default
+    args.doing = "the start"
+    # Signal handlers belong to the main thread; main() called from another keeps the default.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return args.func(args)
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C or SIGTERM: the stages' `finally` blocks have released the lock; every file is
+        # written to a temporary name and moved into place, so the folder resumes where it stopped.
+        name = str(interrupt) if isinstance(interrupt, Interrupted) else "Ctrl-C (SIGINT)"
+        print(f"jaxenc: interrupted by {name} during {args.doing}; what was finished is kept: run the same "
+              "command again to resume", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(interrupt, Interrupted) else signal.SIGINT)
     except JaxencError as error:
         print(f"jaxenc: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
         # The file system refused (a folder made read-only, a full disk): one line naming the file.
-        print(f"jaxenc: error: {error.strerror or error}: {error.filename}", file=sys.stderr)
+        where = error.filename if error.filename is not None else f"a file of {args.out or 'the run folder'}"
+        print(f"jaxenc: error: {error.strerror or error}: {where}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def command() -> None:
+    """The ``jaxenc`` executable: :func:`main`, then exit with its status.
+
+    After Ctrl-C or SIGTERM (everything already cleaned up by :func:`main`) the process ends
+    without the interpreter's teardown, which can crash with SIGSEGV when an XLA or tensorstore
+    worker thread was stopped in the middle of an operation (seen in 1 of 3 interrupted
+    extractions).
+    """
+    code = main()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

@@ -15,6 +15,7 @@ __all__ = [
     "AlignmentError",
     "ConfigError",
     "CheckpointError",
+    "NonFiniteError",
     "DataWarning",
 ]
 
@@ -67,6 +68,11 @@ class ConfigError(JaxencError, ValueError):
 
 class CheckpointError(JaxencError):
     """A model checkpoint whose keys, shapes or files do not match the model."""
+
+
+class NonFiniteError(JaxencError, FloatingPointError, ValueError):
+    """NaN or infinity in an argument, the training data or a loss; names the argument, the
+    subject and where. A :class:`ValueError` when the cause is a value given."""
 
 
 class DataWarning(UserWarning):

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
+import shutil
 import socket
 import tempfile
 import warnings
@@ -43,7 +45,7 @@ import numpy as np
 
 from jaxenc.errors import ConfigError, DataError, DataWarning
 
-__all__ = ["RunStore", "atomic_write", "process_gone"]
+__all__ = ["RunStore", "atomic_write", "named_os_errors", "process_gone"]
 
 
 def process_gone(host: str, pid: int) -> bool:
@@ -70,17 +72,40 @@ def atomic_write(path: Path, write: Callable) -> None:
         Writes the content to the binary file object it is given.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with named_os_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+            # mkstemp creates the file private (0600); run files are meant to be shared and read.
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextlib.contextmanager
+def named_os_errors(path, writer_errors: tuple = ()):
+    """Name ``path`` in the write errors of the block, so that they can be reported in one line.
+
+    An :class:`OSError` without a file name (``write`` on a full disk names none) gets
+    ``path``'s; an error of ``writer_errors`` (libraries that report a refused write in their
+    own type, e.g. safetensors' or libsndfile's) becomes an :class:`OSError` naming ``path``,
+    the first line of its message and the free space left on the disk.
+    """
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        # mkstemp creates the file private (0600); run files are meant to be shared and read.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise type(err)(err.errno, err.strerror or os.strerror(err.errno), os.fspath(path)) from err
+    except writer_errors as err:
+        folder = next(p for p in Path(path).absolute().parents if p.exists())
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        raise OSError(errno.EIO, f"cannot write the file ({lines[0]}; {shutil.disk_usage(folder).free} bytes free "
+                                 "on its disk)", os.fspath(path)) from err
 
 
 @contextlib.contextmanager

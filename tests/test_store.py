@@ -70,3 +70,28 @@ def test_timings_merge_and_nested_runs(tmp_path):
     assert store.merge_timings({"fit": 10.06}) == {"extract": 1.2, "fit": 10.1}
     assert store.child("nonlinearity").root == tmp_path / "nonlinearity"
     assert store.checkpoint_dir("x-1") == tmp_path / "checkpoints" / "x-1"
+
+
+def test_a_refused_write_names_its_file(tmp_path):
+    """write() on a full disk raises an OSError without a file name; the run's writes name it."""
+    import errno
+
+    from jaxenc.store import named_os_errors
+
+    def full(fh):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "run" / "report.html"
+    with pytest.raises(OSError) as err:
+        atomic_write(target, full)
+    assert (err.value.errno, err.value.filename) == (errno.ENOSPC, str(target))
+    assert list((tmp_path / "run").iterdir()) == []  # no temporary left behind
+
+    class WriterError(Exception):
+        pass
+
+    with pytest.raises(OSError, match=r"cannot write the file \(Error while serializing: I/O error; \d+ bytes free "
+                                      r"on its disk\)") as err:
+        with named_os_errors(target, (WriterError,)):
+            raise WriterError("Error while serializing: I/O error\nmore detail")
+    assert err.value.filename == str(target)

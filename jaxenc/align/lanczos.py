@@ -335,7 +335,8 @@ def rows(data, old_times, new_times, cutoff, *, window, chunk_size):
     def block(times):
         # [chunk] new times -> [chunk, n_old] weights -> [chunk, ...features]
         weights = lanczos_kernel(cutoff * (times[:, None] - old_times[None, :]), window)
-        return jnp.tensordot(weights, data, axes=1)
+        # Full float32 on every backend: accelerators would otherwise round the operands (TF32, bf16).
+        return jnp.tensordot(weights, data, axes=1, precision=jax.lax.Precision.HIGHEST)
 
     if chunk_size is None:
         return block(new_times)

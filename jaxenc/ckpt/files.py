@@ -20,7 +20,8 @@ import numpy as np
 from jaxenc.errors import CheckpointError
 
 __all__ = [
-    "resolve_checkpoint", "read_hf_config", "checkpoint_shards", "tensor_names", "iter_tensor_names", "Shard",
+    "resolve_checkpoint", "read_hf_config", "load_tokenizer", "refuse_remote_code", "checkpoint_shards",
+    "tensor_names", "iter_tensor_names", "Shard",
     "stored_dtype", "resolve_dtype",
 ]
 
@@ -35,6 +36,9 @@ _DTYPE_NAMES = {
 }
 # Float dtypes a checkpoint may store its weights in; "auto" computes in bfloat16 for the 16-bit ones.
 _HALF_DTYPES = ("float16", "bfloat16")
+# The files of a checkpoint folder through which transformers would import the folder's own
+# Python code (their "auto_map" names classes in .py files beside them).
+_CODE_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
 # A Hub id is "name" or "owner/name"; anything else that does not exist is a wrong local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -102,13 +106,82 @@ def read_hf_config(directory: Path, model_type: str):
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError("missing config.json", path=directory)
+    refuse_remote_code(directory)
     try:
-        config = AutoConfig.from_pretrained(directory)
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
     except (OSError, ValueError, TypeError) as err:
-        raise CheckpointError(f"unreadable config: {err}", path=path) from None
+        raise CheckpointError(f"unreadable config: {_first_line(err)}", path=path) from None
     if config.model_type != model_type:
         raise CheckpointError(f"model_type is {config.model_type!r}, expected {model_type!r}", path=path)
     return config
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message (transformers' and torch's run to several)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def refuse_remote_code(directory: Path) -> None:
+    """Refuse a checkpoint folder that asks transformers to import its own Python code.
+
+    jaxenc never runs code from a checkpoint folder: every transformers loader it calls passes
+    ``trust_remote_code=False``. A folder whose configuration carries an ``auto_map`` (classes
+    defined in ``.py`` files of the folder) would make transformers ask, or fail; it is refused
+    here first, naming the file.
+
+    Parameters
+    ----------
+    directory : Path
+        A local checkpoint folder.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file that holds the ``auto_map``.
+    """
+    for name in _CODE_FILES:
+        path = Path(directory) / name
+        if not path.is_file():
+            continue
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"unreadable JSON ({_first_line(err)})", path=path) from None
+        if isinstance(content, dict) and "auto_map" in content:
+            raise CheckpointError(
+                f"the checkpoint folder {directory} asks to run its own Python code (\"auto_map\" in {name}); "
+                "jaxenc never runs code from a checkpoint folder: use a checkpoint of a standard "
+                "transformers architecture without auto_map", path=path)
+
+
+def load_tokenizer(path_or_hub_id):
+    """The tokenizer of a checkpoint, without running code from its folder or downloading.
+
+    Parameters
+    ----------
+    path_or_hub_id : str or os.PathLike
+        A local checkpoint folder, or a Hub id in the local Hugging Face cache
+        (:func:`resolve_checkpoint`).
+
+    Returns
+    -------
+    transformers.PreTrainedTokenizerBase
+
+    Raises
+    ------
+    CheckpointError
+        A folder that asks for its own code (:func:`refuse_remote_code`) or whose tokenizer
+        cannot be read, naming the folder.
+    """
+    from transformers import AutoTokenizer
+
+    directory = resolve_checkpoint(path_or_hub_id)
+    refuse_remote_code(directory)
+    try:
+        return AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"unreadable tokenizer: {_first_line(err)}", path=directory) from None
 
 
 class Shard:
@@ -139,7 +212,16 @@ class Shard:
 
                 self._handle = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as err:  # safetensors and torch raise assorted types for corrupt files
-            raise CheckpointError(f"unreadable tensor file: {err}", path=self.path) from None
+            if type(err).__name__ == "UnpicklingError":
+                # torch's weights_only refusal spans several lines of advice on trusting the file;
+                # the line of its unpickler says what the file holds.
+                found = re.search(r"WeightsUnpickler error: (.+?)\.(?:\s|$)", str(err))
+                what = found.group(1) if found else _first_line(err)
+                raise CheckpointError(
+                    f"the pickle holds more than tensors, which jaxenc never unpickles (torch.load with "
+                    f"weights_only=True: {what}); convert the checkpoint to safetensors where it can be trusted",
+                    path=self.path) from None
+            raise CheckpointError(f"unreadable tensor file: {_first_line(err)}", path=self.path) from None
         if self.path.suffix != ".safetensors" and not isinstance(self._handle, dict):
             raise CheckpointError("expected a state dict of tensors", path=self.path)
         return self

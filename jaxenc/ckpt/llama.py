@@ -66,6 +66,8 @@ def load_llama(
     mesh=None,
     axis: str = "data",
     fsdp: bool | None = None,
+    precision: str = "auto",
+    attention: str = "auto",
 ) -> tuple[LlamaModel, LlamaConfig]:
     """Load a LLaMA-family (``model_type="llama"``) Hugging Face checkpoint.
 
@@ -97,6 +99,12 @@ def load_llama(
     fsdp : bool, optional
         Shard the weights over ``axis``; default: only when they take more than half of one
         device's memory.
+    precision : str
+        Matrix-product precision of the forward pass (:mod:`jaxenc.precision`); ``"auto"``:
+        full float32 for a float32 compute dtype, the operands' own for a 16-bit one.
+    attention : str
+        Attention implementation (:data:`jaxenc.nn.layers.ATTENTION_ROUTES`); ``"auto"`` by
+        platform.
 
     Returns
     -------
@@ -131,7 +139,8 @@ def load_llama(
     dtype = resolve_dtype(dtype, directory)
     param_dtype = dtype if param_dtype is None else param_dtype
     model = nnx.eval_shape(lambda: LlamaModel(
-        config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0), max_layer=max_layer))
+        config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0), max_layer=max_layer, precision=precision,
+        attention=attention))
     load_into(
         model, key_map, shards, source, weight_map, prefix=prefix,
         ignore=tuple(re.compile(p) for p in ignored),

@@ -71,6 +71,8 @@ def load_whisper_encoder(
     mesh=None,
     axis: str = "data",
     fsdp: bool | None = None,
+    precision: str = "auto",
+    attention: str = "auto",
 ) -> tuple[WhisperEncoder, WhisperEncoderConfig]:
     """Load the encoder of a Hugging Face Whisper checkpoint.
 
@@ -93,6 +95,12 @@ def load_whisper_encoder(
         Whether a Hub id absent from the local cache may be downloaded (default: cache only).
     mesh, axis, fsdp
         Place the parameters on a mesh as they are read; see :func:`jaxenc.ckpt.load_llama`.
+    precision : str
+        Matrix-product precision of the forward pass (:mod:`jaxenc.precision`); ``"auto"``:
+        full float32 for a float32 compute dtype, the operands' own for a 16-bit one.
+    attention : str
+        Attention implementation (:data:`jaxenc.nn.layers.ATTENTION_ROUTES`); ``"auto"`` by
+        platform.
 
     Returns
     -------
@@ -120,7 +128,8 @@ def load_whisper_encoder(
     prefix, ignored = layout
     dtype = resolve_dtype(dtype, directory)
     param_dtype = dtype if param_dtype is None else param_dtype
-    model = nnx.eval_shape(lambda: WhisperEncoder(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: WhisperEncoder(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0),
+                                                  precision=precision, attention=attention))
     load_into(
         model, whisper_key_map(config), shards, source, weight_map, prefix=prefix,
         ignore=tuple(re.compile(p) for p in ignored), skip=frozenset(), param_dtype=param_dtype,

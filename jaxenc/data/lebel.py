@@ -101,11 +101,26 @@ class LeBelDataset:
 
     @property
     def subjects(self) -> list[str]:
-        """Sorted subject folders under ``derivative/preprocessed_data`` (e.g. UTS01..UTS09)."""
+        """Sorted subjects: the folders under ``derivative/preprocessed_data`` that hold response
+        files (``*.hf5``, e.g. UTS01..UTS09); other folders are :attr:`ignored_folders`."""
+        return self._folders()[0]
+
+    @property
+    def ignored_folders(self) -> list[str]:
+        """Sorted folders under ``derivative/preprocessed_data`` that hold no response file
+        (e.g. a stray ``notes/``): not subjects."""
+        return self._folders()[1]
+
+    def _folders(self) -> tuple[list[str], list[str]]:
         folder = self.root / "derivative" / "preprocessed_data"
         if not folder.is_dir():
-            return []
-        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            return [], []
+        subjects, ignored = [], []
+        for path in sorted(folder.iterdir()):
+            if path.is_dir() and not path.name.startswith("."):
+                held = any(not p.name.startswith(".") for p in path.glob("*.hf5"))
+                (subjects if held else ignored).append(path.name)
+        return subjects, ignored
 
     def stories(self, subject: str) -> list[str]:
         """Sorted training stories that have an hf5 file for ``subject`` (test story excluded).
@@ -387,10 +402,11 @@ class LeBelDataset:
         )
 
     def _subject_dir(self, subject: str) -> Path:
-        subjects = self.subjects
+        subjects, ignored = self._folders()
         if subject not in subjects:
+            held = " (its folder holds no .hf5 response file)" if subject in ignored else ""
             raise DataError(
-                f"unknown subject; subjects present: {subjects}",
+                f"unknown subject{held}; subjects present: {subjects}",
                 path=self.root / "derivative" / "preprocessed_data",
                 subject=subject,
             )

@@ -35,8 +35,9 @@ Conventions
   is at most ``n_samples - 1``), components beyond the rank carry (numerically) zero variance
   and are arbitrary unit directions, as in scikit-learn; with the Gram solver a direction whose
   variance is zero to working precision is returned as a zero vector.
-- Matrix products run at ``jax.lax.Precision.HIGHEST``: a Gram or scatter matrix computed in
-  TF32 would lose the small eigenvalues the trailing components depend on.
+- Matrix products run at the ``precision`` setting of :mod:`jaxenc.precision`, ``"highest"``
+  by default: a Gram or scatter matrix computed in TF32 would lose the small eigenvalues the
+  trailing components depend on.
 
 (Over 450 lines: the three solvers share the chunked reductions, the padding of ragged blocks
 and the sign convention above; split apart, each would import the others' private helpers.)
@@ -52,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxenc import precision as _precision
 from jaxenc.errors import AlignmentError, ConfigError, DataError
 
 __all__ = [
@@ -76,7 +78,9 @@ _CHUNK_ELEMENTS = 2**27
 # first product finishes: a second copy of the data, 9.7 GB for a full-size subject.
 _IN_FLIGHT = 2
 
-_dot = partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+# Products take their precision from the scope the public functions open (jaxenc.precision).
+_dot = jnp.matmul
+_KEY = "PCA precision"
 
 
 class PCAState(NamedTuple):
@@ -312,7 +316,8 @@ def column_mean(Y, *, dtype=jnp.float32, chunk_elements: int = _CHUNK_ELEMENTS):
     return total / n_samples, n_samples
 
 
-def scatter_matrix(Y, mean, *, dtype=jnp.float32, chunk_elements: int = _CHUNK_ELEMENTS):
+def scatter_matrix(Y, mean, *, dtype=jnp.float32, chunk_elements: int = _CHUNK_ELEMENTS,
+                   precision: str = _precision.DEFAULTS["pca"]):
     """Voxel-by-voxel scatter matrix ``Yc.T @ Yc`` of the centred data, summed over row chunks.
 
     Parameters
@@ -325,6 +330,8 @@ def scatter_matrix(Y, mean, *, dtype=jnp.float32, chunk_elements: int = _CHUNK_E
         Computation dtype.
     chunk_elements : int
         Elements per row chunk.
+    precision : str
+        Matrix-product precision (:mod:`jaxenc.precision`).
 
     Returns
     -------
@@ -336,13 +343,15 @@ def scatter_matrix(Y, mean, *, dtype=jnp.float32, chunk_elements: int = _CHUNK_E
     mean = jnp.asarray(mean, dtype)
     p = blocks[0].shape[1]
     acc, pending = jnp.zeros((p, p), dtype), deque()
-    for x, n_valid, _ in _row_chunks(blocks, dtype, chunk_elements):
-        acc = _scatter_term(acc, x, mean, n_valid)
-        _pace(pending, acc)
+    with _precision.scope(precision, key=_KEY):
+        for x, n_valid, _ in _row_chunks(blocks, dtype, chunk_elements):
+            acc = _scatter_term(acc, x, mean, n_valid)
+            _pace(pending, acc)
     return acc
 
 
-def gram_matrix(Y, mean, *, dtype=jnp.float32, chunk_elements: int = _CHUNK_ELEMENTS):
+def gram_matrix(Y, mean, *, dtype=jnp.float32, chunk_elements: int = _CHUNK_ELEMENTS,
+                precision: str = _precision.DEFAULTS["pca"]):
     """Row-by-row Gram matrix ``Yc @ Yc.T`` of the centred data, summed over voxel chunks.
 
     Parameters
@@ -356,6 +365,8 @@ def gram_matrix(Y, mean, *, dtype=jnp.float32, chunk_elements: int = _CHUNK_ELEM
         Computation dtype.
     chunk_elements : int
         Elements per voxel chunk (``n_samples * chunk_width``).
+    precision : str
+        Matrix-product precision (:mod:`jaxenc.precision`).
 
     Returns
     -------
@@ -366,9 +377,10 @@ def gram_matrix(Y, mean, *, dtype=jnp.float32, chunk_elements: int = _CHUNK_ELEM
     mean = jnp.asarray(mean, dtype)
     n = sum(b.shape[0] for b in blocks)
     acc, pending = jnp.zeros((n, n), dtype), deque()
-    for x, c0, c1 in _voxel_chunks(blocks, dtype, chunk_elements):
-        acc = _gram_term(acc, x, _chunk_mean(mean, c0, c1, x.shape[1]))
-        _pace(pending, acc)
+    with _precision.scope(precision, key=_KEY):
+        for x, c0, c1 in _voxel_chunks(blocks, dtype, chunk_elements):
+            acc = _gram_term(acc, x, _chunk_mean(mean, c0, c1, x.shape[1]))
+            _pace(pending, acc)
     return acc
 
 
@@ -392,8 +404,8 @@ def _flip_signs(components):
     return components * jnp.where(signs == 0, 1, signs)[:, None]
 
 
-def _fit_gram(blocks, mean, k, dtype, chunk_elements):
-    gram = gram_matrix(blocks, mean, dtype=dtype, chunk_elements=chunk_elements)
+def _fit_gram(blocks, mean, k, dtype, chunk_elements, precision):
+    gram = gram_matrix(blocks, mean, dtype=dtype, chunk_elements=chunk_elements, precision=precision)
     total_ss = jnp.trace(gram)
     w, u = _top_eigh(gram, k)
     s = jnp.sqrt(w)
@@ -413,8 +425,8 @@ def _fit_gram(blocks, mean, k, dtype, chunk_elements):
     return components, jnp.where(keep, s, 0), total_ss
 
 
-def _fit_covariance(blocks, mean, k, dtype, chunk_elements):
-    scatter = scatter_matrix(blocks, mean, dtype=dtype, chunk_elements=chunk_elements)
+def _fit_covariance(blocks, mean, k, dtype, chunk_elements, precision):
+    scatter = scatter_matrix(blocks, mean, dtype=dtype, chunk_elements=chunk_elements, precision=precision)
     total_ss = jnp.trace(scatter)
     w, v = _top_eigh(scatter, k)
     return v.T, jnp.sqrt(w), total_ss
@@ -468,6 +480,7 @@ def pca_fit(
     dtype=jnp.float32,
     chunk_elements: int = _CHUNK_ELEMENTS,
     check_finite: bool = True,
+    precision: str = _precision.DEFAULTS["pca"],
 ) -> PCAState:
     """Fit a PCA to training responses.
 
@@ -494,6 +507,9 @@ def pca_fit(
         Elements of the data on the device at once, per chunk.
     check_finite : bool
         Refuse data holding NaN or inf (one extra pass over the data).
+    precision : str
+        Matrix-product precision (:mod:`jaxenc.precision`); ``"highest"`` matches scikit-learn
+        to float32 rounding on every backend.
 
     Returns
     -------
@@ -512,6 +528,7 @@ def pca_fit(
     dtype = _compute_dtype(dtype)
     if method not in METHODS:
         raise ConfigError(f"unknown PCA method {method!r}; expected one of {METHODS}")
+    _precision.check(precision, _KEY, on=_precision.platform())
     n = sum(b.shape[0] for b in blocks)
     p = blocks[0].shape[1]
     if n < 2:
@@ -530,14 +547,15 @@ def pca_fit(
         method = "gram" if p > n else "covariance"
 
     mean, _ = column_mean(blocks, dtype=dtype, chunk_elements=chunk_elements)
-    if method == "gram":
-        components, s, total_ss = _fit_gram(blocks, mean, k, dtype, chunk_elements)
-    elif method == "covariance":
-        components, s, total_ss = _fit_covariance(blocks, mean, k, dtype, chunk_elements)
-    else:
-        components, s, total_ss = _fit_randomized(
-            blocks, mean, k, dtype, chunk_elements, n_oversamples, n_iter, seed
-        )
+    with _precision.scope(precision, key=_KEY):
+        if method == "gram":
+            components, s, total_ss = _fit_gram(blocks, mean, k, dtype, chunk_elements, precision)
+        elif method == "covariance":
+            components, s, total_ss = _fit_covariance(blocks, mean, k, dtype, chunk_elements, precision)
+        else:
+            components, s, total_ss = _fit_randomized(
+                blocks, mean, k, dtype, chunk_elements, n_oversamples, n_iter, seed
+            )
     explained = s**2 / (n - 1)
     total = total_ss / (n - 1)
     ratio = jnp.where(total > 0, explained / jnp.where(total > 0, total, 1), 0)
@@ -567,7 +585,8 @@ def _inverse(mean, components, explained_variance, Z, whiten):
     return _dot(Z, components) + mean  # [n, k] @ [k, p] -> [n, p]
 
 
-def pca_transform(state: PCAState, Y, *, whiten: bool = False) -> jax.Array:
+def pca_transform(state: PCAState, Y, *, whiten: bool = False,
+                  precision: str = _precision.DEFAULTS["pca"]) -> jax.Array:
     """Project responses onto the fitted components.
 
     Parameters
@@ -579,6 +598,8 @@ def pca_transform(state: PCAState, Y, *, whiten: bool = False) -> jax.Array:
     whiten : bool
         Divide each score by the square root of its explained variance (zero-variance
         components give 0).
+    precision : str
+        Matrix-product precision (:mod:`jaxenc.precision`).
 
     Returns
     -------
@@ -596,10 +617,12 @@ def pca_transform(state: PCAState, Y, *, whiten: bool = False) -> jax.Array:
             f"expected (n_trs, {p})"
         )
     Y = jnp.asarray(Y, state.components.dtype)
-    return _transform(state.mean, state.components, state.explained_variance, Y, whiten)
+    with _precision.scope(precision, key=_KEY):
+        return _transform(state.mean, state.components, state.explained_variance, Y, whiten)
 
 
-def pca_inverse(state: PCAState, Z, *, whiten: bool = False) -> jax.Array:
+def pca_inverse(state: PCAState, Z, *, whiten: bool = False,
+                precision: str = _precision.DEFAULTS["pca"]) -> jax.Array:
     """Map component scores (e.g. an encoder's predictions) back to voxels.
 
     Parameters
@@ -610,6 +633,8 @@ def pca_inverse(state: PCAState, Z, *, whiten: bool = False) -> jax.Array:
         Scores, as returned by :func:`pca_transform` with the same ``whiten``.
     whiten : bool
         Whether ``Z`` is whitened.
+    precision : str
+        Matrix-product precision (:mod:`jaxenc.precision`).
 
     Returns
     -------
@@ -628,7 +653,8 @@ def pca_inverse(state: PCAState, Z, *, whiten: bool = False) -> jax.Array:
             f"expected (n_trs, {k})"
         )
     Z = jnp.asarray(Z, state.components.dtype)
-    return _inverse(state.mean, state.components, state.explained_variance, Z, whiten)
+    with _precision.scope(precision, key=_KEY):
+        return _inverse(state.mean, state.components, state.explained_variance, Z, whiten)
 
 
 class PCA:
@@ -652,6 +678,8 @@ class PCA:
         Settings of the randomized solver.
     chunk_elements : int
         Elements of the data on the device at once, per chunk.
+    precision : str
+        Matrix-product precision of fit, transform and inverse (:mod:`jaxenc.precision`).
 
     Attributes
     ----------
@@ -681,6 +709,7 @@ class PCA:
         n_iter: int = 7,
         seed: int = 0,
         chunk_elements: int = _CHUNK_ELEMENTS,
+        precision: str = _precision.DEFAULTS["pca"],
     ):
         if method not in METHODS:
             raise ConfigError(f"unknown PCA method {method!r}; expected one of {METHODS}")
@@ -692,6 +721,7 @@ class PCA:
         self.n_iter = n_iter
         self.seed = seed
         self.chunk_elements = chunk_elements
+        self.precision = _precision.check(precision, _KEY)
         self.state_: PCAState | None = None
 
     def fit(self, Y) -> "PCA":
@@ -716,6 +746,7 @@ class PCA:
             seed=self.seed,
             dtype=self.dtype,
             chunk_elements=self.chunk_elements,
+            precision=self.precision,
         )
         return self
 
@@ -738,8 +769,8 @@ class PCA:
         """
         state = self._fitted()
         if isinstance(Y, (list, tuple)):
-            return jnp.concatenate([pca_transform(state, y, whiten=self.whiten) for y in Y])
-        return pca_transform(state, Y, whiten=self.whiten)
+            return jnp.concatenate([pca_transform(state, y, whiten=self.whiten, precision=self.precision) for y in Y])
+        return pca_transform(state, Y, whiten=self.whiten, precision=self.precision)
 
     def fit_transform(self, Y) -> jax.Array:
         """Fit on ``Y`` and return its scores; see :meth:`fit` and :meth:`transform`."""
@@ -756,7 +787,7 @@ class PCA:
         -------
         jax.Array of shape (n, n_voxels)
         """
-        return pca_inverse(self._fitted(), Z, whiten=self.whiten)
+        return pca_inverse(self._fitted(), Z, whiten=self.whiten, precision=self.precision)
 
     @property
     def components_(self) -> jax.Array:

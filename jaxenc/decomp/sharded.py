@@ -32,7 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
+from jaxenc import precision as _precision
 from jaxenc.decomp.pca import (
+    _KEY,
     PCAState,
     _as_blocks,
     _check_finite,
@@ -169,7 +171,7 @@ def _check_k(n_components, n: int, p: int) -> int:
 
 def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
                     shard: str = "voxels", dtype=jnp.float32,
-                    check_finite: bool = True) -> ShardedPCAState:
+                    check_finite: bool = True, precision: str = _precision.DEFAULTS["pca"]) -> ShardedPCAState:
     """Fit a PCA with the training responses split over a mesh axis.
 
     Parameters
@@ -191,6 +193,8 @@ def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
         Computation dtype; float64 needs ``jax_enable_x64``.
     check_finite : bool
         Refuse data holding NaN or inf.
+    precision : str
+        Matrix-product precision (:mod:`jaxenc.precision`), as :func:`~jaxenc.decomp.pca_fit`.
 
     Returns
     -------
@@ -226,7 +230,9 @@ def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
         data, in_spec = shard_rows(Y, mesh, axis, dtype=dtype), P(axis, None)
     fit = jax.jit(jax.shard_map(kernel, mesh=mesh, in_specs=in_spec,
                                 out_specs=(P(axis), P(None, axis), P(), P())))
-    mean, components, s, total_ss = fit(data)
+    _precision.check(precision, _KEY, on=_precision.platform())
+    with _precision.scope(precision, key=_KEY):
+        mean, components, s, total_ss = fit(data)
     explained = s**2 / (n - 1)
     total = total_ss / (n - 1)
     ratio = jnp.where(total > 0, explained / jnp.where(total > 0, total, 1), 0)
@@ -246,7 +252,8 @@ def _project_kernel(y, mean, components, scale, *, axis: str):
     return jnp.where(scale > 0, z / jnp.where(scale > 0, scale, 1), 0)
 
 
-def pca_transform_sharded(state: ShardedPCAState, Y, *, whiten: bool = False) -> jax.Array:
+def pca_transform_sharded(state: ShardedPCAState, Y, *, whiten: bool = False,
+                          precision: str = _precision.DEFAULTS["pca"]) -> jax.Array:
     """Scores of responses on voxel-sharded components.
 
     Parameters
@@ -258,6 +265,8 @@ def pca_transform_sharded(state: ShardedPCAState, Y, *, whiten: bool = False) ->
     whiten : bool
         Divide each score by the square root of its explained variance (zero-variance
         components give 0).
+    precision : str
+        Matrix-product precision (:mod:`jaxenc.precision`).
 
     Returns
     -------
@@ -277,14 +286,16 @@ def pca_transform_sharded(state: ShardedPCAState, Y, *, whiten: bool = False) ->
     project = jax.jit(jax.shard_map(partial(_project_kernel, axis=axis), mesh=mesh,
                                     in_specs=(P(None, axis), P(axis), P(None, axis), P()),
                                     out_specs=P()))
-    return project(Y, state.mean, state.components, scale)
+    with _precision.scope(precision, key=_KEY):
+        return project(Y, state.mean, state.components, scale)
 
 
 def _inverse_kernel(z, mean, components, scale):
     return _dot(z * scale, components) + mean  # [n, k] @ [k, w] -> [n, w]
 
 
-def pca_inverse_sharded(state: ShardedPCAState, Z, *, whiten: bool = False) -> jax.Array:
+def pca_inverse_sharded(state: ShardedPCAState, Z, *, whiten: bool = False,
+                        precision: str = _precision.DEFAULTS["pca"]) -> jax.Array:
     """Map component scores back to voxels, the output split over voxels.
 
     Parameters
@@ -294,6 +305,8 @@ def pca_inverse_sharded(state: ShardedPCAState, Z, *, whiten: bool = False) -> j
         Scores, as returned by :func:`pca_transform_sharded` with the same ``whiten``.
     whiten : bool
         Whether ``Z`` is whitened.
+    precision : str
+        Matrix-product precision (:mod:`jaxenc.precision`).
 
     Returns
     -------
@@ -317,4 +330,5 @@ def pca_inverse_sharded(state: ShardedPCAState, Z, *, whiten: bool = False) -> j
     inverse = jax.jit(jax.shard_map(_inverse_kernel, mesh=mesh,
                                     in_specs=(P(), P(axis), P(None, axis), P()),
                                     out_specs=P(None, axis)))
-    return inverse(Z, state.mean, state.components, scale)
+    with _precision.scope(precision, key=_KEY):
+        return inverse(Z, state.mean, state.components, scale)

@@ -11,11 +11,19 @@ has training stories, naming the setting to change.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from jaxenc.errors import ConfigError, DataError
 
-__all__ = ["check_inputs", "check_folds"]
+__all__ = ["check_inputs", "check_folds", "check_memory", "device_memory", "MIN_FOLDS"]
+
+# The fewest cross-validation folds over training stories that ridge.folds and train.n_folds accept.
+MIN_FOLDS = 2
+
+
+def _toml_list(names) -> str:
+    return "[" + ", ".join(f'"{name}"' for name in names) + "]"
 
 
 def check_inputs(data, log: Callable = print) -> None:
@@ -87,8 +95,91 @@ def check_folds(config, data, jobs) -> None:
     subject = min(counts, key=counts.get)
     n_stories = counts[subject]
     bad = [(key, folds) for key, folds in settings if folds > n_stories]
+    if bad and n_stories < MIN_FOLDS:
+        # No fold count is accepted below 2: the fix is to leave the subject out.
+        kept = [s for s in data.subjects if counts[s] >= MIN_FOLDS]
+        fix = (f"leave it out (e.g. --set 'data.subjects={_toml_list(kept)}')" if kept
+               else "add training stories")
+        raise ConfigError(
+            f"subject {subject} has {n_stories} training stories, too few for cross-validation (at least "
+            f"{MIN_FOLDS} folds over training stories): {fix}", path=data.root)
     if bad:
         raise ConfigError(
             f"{' and '.join(f'{key} = {folds}' for key, folds in bad)} folds over training stories, but "
             f"subject {subject} has {n_stories} training stories: set {' and '.join(k for k, _ in bad)} to at "
             f"most {n_stories} (e.g. {' '.join(f'--set {k}={n_stories}' for k, _ in bad)})", path=data.root)
+
+
+# Bytes per trained weight: its float32 value, gradient and the two Adam moments.
+_BYTES_PER_WEIGHT = 4 * 4
+# Bytes per epoch and model of the training history (training and validation loss, float32).
+_BYTES_PER_EPOCH = 2 * 4
+# Bytes per permutation of the significance test: its PRNG key data (2 x uint32), held twice
+# (the keys and their padding to whole batches).
+_BYTES_PER_PERMUTATION = 2 * 2 * 4
+
+
+def device_memory() -> tuple[int, str]:
+    """Bytes of memory of the first local device, and its name.
+
+    An accelerator reports its own limit; on CPU, the host's physical memory.
+    """
+    import jax
+
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"]), f"{device.device_kind} {device.id}"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "the host (CPU)"
+
+
+def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None) -> None:
+    """Refuse settings whose compiled programs cannot fit the device, before any work.
+
+    Two programs grow with settings alone. The networks' training program holds, for every
+    model trained side by side (folds x grid points of a subject), at least its last layer's
+    ``networks.hidden x n_outputs`` float32 weights with their gradients and Adam moments
+    (``n_outputs``: ``table.n_components`` on PCA targets, else the subject's voxels) and its
+    loss history of ``train.max_epochs`` rows; the feature side and the activations only add to
+    it, so this is a lower bound. The
+    significance test draws all ``evaluate.permutations`` PRNG keys at once.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    data : RunData
+    jobs : sequence of jaxenc.experiment.fitting.Job
+    memory : (int, str), optional
+        Bytes available and the device's name; default :func:`device_memory`.
+
+    Raises
+    ------
+    ConfigError
+        Naming the setting, the estimate and the device's memory.
+    """
+    from jaxenc.models.registry import encoder
+
+    available, device = device_memory() if memory is None else memory
+    gb = 1e9
+    networks = [job for job in jobs if not encoder(job.model).is_ridge]
+    if networks:
+        voxels = max(data.dataset.n_voxels(subject) for subject in data.subjects)
+        outputs = max(config.table.n_components if job.target == "pca" else voxels for job in networks)
+        models = config.train.n_folds * max(len(config.fit.grid), 1)
+        hidden, epochs = config.networks.hidden, config.train.max_epochs
+        weights = models * hidden * outputs * _BYTES_PER_WEIGHT
+        history = models * epochs * _BYTES_PER_EPOCH
+        if weights + history > available:
+            setting, value, what = (
+                ("networks.hidden", hidden, f"{hidden} hidden units x {outputs} outputs x {_BYTES_PER_WEIGHT} bytes, "
+                 "the last layer's weights, gradients and Adam moments") if weights >= history else
+                ("train.max_epochs", epochs, f"{epochs} epochs x {_BYTES_PER_EPOCH} bytes of loss history"))
+            raise ConfigError(
+                f"{setting} = {value}: the fits' compiled program needs at least {(weights + history) / gb:.1f} GB "
+                f"({models} models x {what}), more than the {available / gb:.1f} GB of {device}: lower {setting}")
+    need = config.evaluate.permutations * _BYTES_PER_PERMUTATION
+    if need > available:
+        raise ConfigError(
+            f"evaluate.permutations = {config.evaluate.permutations}: the significance test needs at least "
+            f"{need / gb:.1f} GB for its permutations' keys, more than the {available / gb:.1f} GB of {device}: "
+            "lower evaluate.permutations")

@@ -15,9 +15,10 @@ config key with the library's default:
 The other sections are the experiment's own (:mod:`jaxenc.experiment.sections`). A few fields
 of :class:`~jaxenc.train.TrainConfig` are set from elsewhere so each setting has one key: its
 ``seed`` is the run's ``seed``, its PCA settings the table's (``table.n_components``,
-``table.pca_method``, ``table.pca_n_iter``, which ridge reads too) (:data:`BOUND`). Every other
-field has the default of its dataclass; the experiment's defaults are the demo (the synthetic
-twin with the embedded default extractors), so a config file only states what it changes::
+``table.pca_method``, ``table.pca_n_iter``, ``table.pca_precision``, which ridge reads too)
+(:data:`BOUND`). Every other field has the default of its dataclass; the experiment's defaults
+are the demo (the synthetic twin with the embedded default extractors), so a config file only
+states what it changes::
 
     name = "layer-sweep"
     [table]
@@ -67,7 +68,11 @@ __all__ = ["ExperimentConfig", "BOUND", "load_config", "apply_overrides"]
 
 # Fields of the trainer's config that other keys set (field -> the key that sets it).
 BOUND = {"seed": "seed", "n_components": "table.n_components", "pca_method": "table.pca_method",
-         "pca_n_iter": "table.pca_n_iter"}
+         "pca_n_iter": "table.pca_n_iter", "pca_precision": "table.pca_precision"}
+
+
+# The range of an integer setting: the compiled programs count in int32.
+_INT32 = (-(2**31), 2**31 - 1)
 
 
 def _check_train(train: TrainConfig) -> None:
@@ -109,7 +114,8 @@ class ExperimentConfig:
         # The trainer's bound fields follow the keys that set them (see BOUND).
         object.__setattr__(self, "train", dataclasses.replace(
             self.train, seed=self.seed, n_components=self.table.n_components,
-            pca_method=self.table.pca_method, pca_n_iter=self.table.pca_n_iter))
+            pca_method=self.table.pca_method, pca_n_iter=self.table.pca_n_iter,
+            pca_precision=self.table.pca_precision))
 
     def validate(self, where=None) -> ExperimentConfig:
         """Check every section's values; return self.
@@ -265,7 +271,7 @@ def _convert(hint, value, key: str, where, default=None):
             return tuple(_convert(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{key} must have {len(args)} entries, got {list(value)}", path=where)
-        return tuple(_convert(a, v, f"{key}[{i}]", where) for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_convert(a, v, f"{key}[{i}]", where) for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if hint is dict or origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a table, got {value!r}", path=where)
@@ -278,6 +284,10 @@ def _convert(hint, value, key: str, where, default=None):
         ok, what = checks[hint]
         if not ok(value):
             raise ConfigError(f"{key} must be {what}, got {value!r}", path=where)
+        if hint is int and not _INT32[0] <= value <= _INT32[1]:
+            # Counts become int32 in the compiled programs (epochs, steps, permutations, seeds).
+            raise ConfigError(f"{key} = {value} does not fit a 32-bit integer; expected at most {_INT32[1]}",
+                              path=where)
         return float(value) if hint is float else value
     if isinstance(hint, types.UnionType):
         # Only "X | None": None (a config.json null) keeps a setting off.

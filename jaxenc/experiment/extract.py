@@ -128,7 +128,8 @@ class _Extractor:
 
         cfg = self.config.audio
         directory = self.model_dir("whisper", cfg.model, {}, "default")
-        module, model_config = load_whisper_encoder(directory, dtype=cfg.dtype, mesh=extraction_mesh())
+        module, model_config = load_whisper_encoder(directory, dtype=cfg.dtype, mesh=extraction_mesh(),
+                                                    precision=cfg.precision)
         n_layers = model_config.encoder_layers
         if cfg.layer >= 0:
             layer = cfg.layer
@@ -150,10 +151,8 @@ class _Extractor:
         return {"kind": "whisper", "model": name, "layer": layer, "window_s": window, "keys": _keys_json(keys)}
 
     def llama(self, label: str, model: str, sizes: dict, layer: int, extra: tuple) -> dict:
-        from transformers import AutoTokenizer
-
         from jaxenc.ckpt import load_llama
-        from jaxenc.ckpt.files import read_hf_config
+        from jaxenc.ckpt.files import load_tokenizer, read_hf_config
         from jaxenc.features import checkpoint_revision, defaults, llama_story_features
         from jaxenc.nn import LlamaConfig
 
@@ -161,11 +160,13 @@ class _Extractor:
         directory = self.model_dir("llama", model, sizes, "default" if label == SEMANTIC else label)
         n_layers = LlamaConfig.from_hf(read_hf_config(directory, "llama")).num_hidden_layers
         if layer < 0:
-            layer = defaults.DEFAULT_LLAMA_LAYER if model == "default" and not sizes else max(1, round(n_layers * 12 / 32))
+            default = model == "default" and not sizes
+            layer = defaults.DEFAULT_LLAMA_LAYER if default else max(1, round(n_layers * 12 / 32))
         layers = sorted({layer, *extra})
         _check_layers(layers, n_layers, "semantic layers", model)
-        module, _ = load_llama(directory, dtype=cfg.dtype, max_layer=max(layers), mesh=extraction_mesh())
-        tokenizer = AutoTokenizer.from_pretrained(directory)
+        module, _ = load_llama(directory, dtype=cfg.dtype, max_layer=max(layers), mesh=extraction_mesh(),
+                               precision=cfg.precision)
+        tokenizer = load_tokenizer(directory)
         name = f"jaxenc-default-llama-{label}" if model == "default" else model
         window = {"context_words": cfg.context_words, **(defaults.DEFAULT_LLAMA_WINDOW if model == "default" else {})}
         self.log(f"semantic features: {name}, layers {layers} of {n_layers}, {np.dtype(module.dtype).name}, "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from jaxenc.analysis.sweeps import LAYER_SWEEP, MODEL_SWEEP
 from jaxenc.errors import DataError
-from jaxenc.experiment.checks import check_folds
+from jaxenc.experiment.checks import check_folds, check_memory
 from jaxenc.featuresets import JOINT, SEMANTIC, FeatureSource, modalities
 from jaxenc.models.registry import encoder
 from jaxenc.pipeline.designs import GRID_TRIM, align_stories, stack_design, training_responses
@@ -128,7 +128,7 @@ def _digest(config, index: dict, job: Job, responses: str) -> str:
         "data": {k: v for k, v in cfg["data"].items() if k != "root"},
         "responses": responses,
         "align": cfg["align"],
-        "pca": {k: cfg["table"][k] for k in ("n_components", "pca_method", "pca_n_iter")}
+        "pca": {k: cfg["table"][k] for k in ("n_components", "pca_method", "pca_n_iter", "pca_precision")}
         if job.target == "pca" else None,
         "fit": fit,
         "features": {s.extraction: {k: v for k, v in index[s.extraction].items() if k != "keys"} | {
@@ -171,6 +171,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
     """
     jobs = table_jobs(config)
     check_folds(config, data, jobs)
+    check_memory(config, data, jobs)
     digests = InputDigests(store)
     responses = digests.responses(data)
     stale = digests.stale_features(features.index, data)

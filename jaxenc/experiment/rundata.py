@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jaxenc.errors import ConfigError, DataError
-from jaxenc.synthetic import load_truth, write_synthetic
 from jaxenc.experiment.sections import DataConfig
 from jaxenc.store import RunStore
+from jaxenc.synthetic import load_truth, write_synthetic
 
 __all__ = ["RunData"]
 
@@ -66,11 +66,25 @@ class RunData:
     @functools.cached_property
     def subjects(self) -> list[str]:
         """Subjects of the run (``data.subjects`` or all of the dataset's)."""
+        from jaxenc.report.results import check_subject_name
+
         available = self.dataset.subjects
+        ignored = self.dataset.ignored_folders
+        if ignored:
+            self.log(f"subjects: {', '.join(available)}; ignored (no .hf5 response files): "
+                     + ", ".join(f"{name}/" for name in ignored))
         wanted = list(self.config.subjects) or available
         unknown = [s for s in wanted if s not in available]
         if unknown:
-            raise ConfigError(f"data.subjects {unknown} not in the dataset (it has {available})", path=self.root)
+            raise ConfigError(f"data.subjects {unknown} not in the dataset (it has {available}; a subject is a "
+                              "folder holding .hf5 response files)",
+                              path=self.root / "derivative" / "preprocessed_data")
+        if not wanted:
+            raise ConfigError("no subject: no folder holds .hf5 response files",
+                              path=self.root / "derivative" / "preprocessed_data")
+        for subject in wanted:
+            # Subjects name folders of the run's scores: refused here, before any work.
+            check_subject_name(subject, path=self.root / "derivative" / "preprocessed_data" / subject)
         return wanted
 
     @property

@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from jaxenc import precision as matmul
 from jaxenc.decomp.pca import METHODS as PCA_METHODS
 from jaxenc.errors import ConfigError, JaxencError
 from jaxenc.featuresets import FEATURE_SETS, JOINT
@@ -155,10 +156,15 @@ class AudioConfig:
     dtype: str = "auto"
     # Windows per encoder call (memory only; rounded up to a multiple of the devices).
     batch_size: int = 32
+    # Matrix-product precision of the encoder (jaxenc.precision): "auto" (full float32 for a
+    # float32 dtype, the 16-bit operands' own otherwise), "highest", "high"/"tf32" (GPU TF32,
+    # ~7x the float32 rate; features move by ~1e-3 of their scale), "default", "bf16".
+    precision: str = matmul.DEFAULTS["extraction"]
 
     def validate(self) -> None:
         choice(self.source, ("whisper", "planted"), "source")
         choice(self.dtype, COMPUTE_DTYPES, "dtype")
+        matmul.check(self.precision, "precision", auto=True)
         positive(self.batch_size, "batch_size")
         for key in ("context_s", "input_s"):
             if getattr(self, key) < 0:
@@ -216,6 +222,8 @@ class SemanticConfig:
     # Windows (contexts sharing a first word) per forward pass (memory only; rounded up to a
     # multiple of the devices).
     batch_size: int = 16
+    # Matrix-product precision of the language model (see audio.precision).
+    precision: str = matmul.DEFAULTS["extraction"]
 
     def __post_init__(self):
         # TOML and config.json give a list; the pair is kept as a tuple.
@@ -227,6 +235,7 @@ class SemanticConfig:
 
         choice(self.source, ("llama", "planted"), "source")
         choice(self.dtype, COMPUTE_DTYPES, "dtype")
+        matmul.check(self.precision, "precision", auto=True)
         check_context_words(self.context_words, name="context_words")
         positive(self.batch_size, "batch_size")
 
@@ -259,6 +268,10 @@ class TableConfig:
     pca_method: str = TrainConfig.pca_method
     # Power iterations of the randomized solver (sets train.pca_n_iter).
     pca_n_iter: int = TrainConfig.pca_n_iter
+    # Matrix-product precision of every PCA (jaxenc.precision; sets train.pca_precision):
+    # "highest" (full float32, scikit-learn's components on every backend); "high"/"tf32"
+    # and below lose the small eigenvalues the trailing components depend on.
+    pca_precision: str = TrainConfig.pca_precision
 
     def validate(self) -> None:
         for name in self.feature_sets:
@@ -272,6 +285,7 @@ class TableConfig:
         positive(self.n_components, "n_components")
         choice(self.pca_method, PCA_METHODS, "pca_method")
         positive(self.pca_n_iter, "pca_n_iter", zero=True)
+        matmul.check(self.pca_precision, "pca_precision")
 
 
 @dataclass(frozen=True)

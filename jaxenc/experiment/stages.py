@@ -27,12 +27,24 @@ from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
+from jaxenc import precision as matmul
 from jaxenc.errors import DataError, DataWarning
 from jaxenc.experiment.config import ExperimentConfig
 from jaxenc.experiment.rundata import RunData
 from jaxenc.store import RunStore
 
 __all__ = ["Experiment"]
+
+# The matrix-product precision settings each stage runs at, by config key: checked against the
+# backend before the stage starts, so a setting it lacks stops the stage in one line.
+_PRECISIONS = {"extract": ("audio.precision", "semantic.precision"),
+               "fit": ("train.precision", "table.pca_precision", "ridge.precision")}
+
+
+def _check_precisions(config: ExperimentConfig, stage: str) -> None:
+    for key in _PRECISIONS[stage]:
+        section, name = key.split(".")
+        matmul.check(getattr(getattr(config, section), name), key, auto=True, on=matmul.platform())
 
 
 def _locked(stage: Callable) -> Callable:
@@ -92,6 +104,7 @@ class Experiment:
         """Extract (or read from the cache) every feature source the config uses; return the index."""
         from jaxenc.experiment.extract import extract
 
+        _check_precisions(self.config, "extract")
         started = self._start()
         index = extract(self.config, self.data, self.store, progress=self.progress, log=self.log)
         self.timings["extract"] = time.perf_counter() - started
@@ -110,6 +123,7 @@ class Experiment:
         from jaxenc.experiment import fitting, nonlinearity
         from jaxenc.experiment.extract import FeatureReader
 
+        _check_precisions(self.config, "fit")
         started = self._start()
         features = FeatureReader(self.store, self.data)
         names = fitting.fit(self.config, self.data, self.store, features, progress=self.progress, log=self.log,
@@ -134,7 +148,11 @@ class Experiment:
         jaxenc.report.RunResults
         """
         from jaxenc.experiment import nonlinearity, scoring
+        from jaxenc.experiment.checks import check_memory
+        from jaxenc.experiment.fitting import table_jobs
 
+        # `jaxenc evaluate --set evaluate.permutations=...` is checked before the scoring too.
+        check_memory(self.config, self.data, table_jobs(self.config))
         started = self._start()
         results = scoring.evaluate(self.config, self.data, self.store, bar=self._bar)
         step = nonlinearity.step_experiment(self)
@@ -186,8 +204,9 @@ class Experiment:
 
     @_locked
     def check(self) -> None:
-        """Check the settings that depend on the data (fold counts against the stories) before
-        any stage runs, so that a run stops before minutes of extraction; the stages that read
+        """Check the settings that depend on the data (fold counts against the stories, the
+        memory of the compiled programs against the device's, subject names) before any stage
+        runs, so that a run stops before minutes of extraction; the stages that read
         them check them too.
 
         Raises
@@ -195,10 +214,12 @@ class Experiment:
         ConfigError
             Naming the setting to change.
         """
-        from jaxenc.experiment.checks import check_folds
+        from jaxenc.experiment.checks import check_folds, check_memory
         from jaxenc.experiment.fitting import table_jobs
 
-        check_folds(self.config, self.data, table_jobs(self.config))
+        jobs = table_jobs(self.config)
+        check_folds(self.config, self.data, jobs)
+        check_memory(self.config, self.data, jobs)
 
     @_locked
     def run(self) -> dict:

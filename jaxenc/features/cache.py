@@ -49,7 +49,7 @@ import tensorstore as ts
 from jaxenc import __version__
 from jaxenc.errors import ConfigError, DataError, DataWarning
 from jaxenc.provenance import combined, file_sha256
-from jaxenc.store import process_gone
+from jaxenc.store import named_os_errors, process_gone
 
 __all__ = ["FeatureKey", "FeatureCache", "checkpoint_revision"]
 
@@ -337,8 +337,10 @@ class FeatureCache:
             "dtype": array.dtype.name,
         }
         try:
-            self._create(tmp / "features", array, attributes)
-            self._create(tmp / "times", times, {"units": "seconds from sound onset"})
+            # tensorstore reports a refused write (a full disk) as a ValueError.
+            with named_os_errors(final, (ValueError,)):
+                self._create(tmp / "features", array, attributes)
+                self._create(tmp / "times", times, {"units": "seconds from sound onset"})
             marker = {
                 "features_sha256": _sha256(array),
                 "times_sha256": _sha256(times),
@@ -347,7 +349,7 @@ class FeatureCache:
                 "n_times": int(times.shape[0]),
                 "created": created,
             }
-            with open(tmp / _MARKER, "w") as f:
+            with named_os_errors(tmp / _MARKER), open(tmp / _MARKER, "w") as f:
                 json.dump(marker, f)
                 f.flush()
                 os.fsync(f.fileno())

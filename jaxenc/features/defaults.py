@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxenc.errors import ConfigError
+from jaxenc.store import named_os_errors
 
 __all__ = [
     "DEFAULT_WHISPER_SIZES",
@@ -149,9 +150,12 @@ def _write_atomically(directory, marker: dict, files: tuple[str, ...], write: Ca
             )
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    from safetensors import SafetensorError
+
     try:
-        write(tmp)
-        (tmp / _MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        with named_os_errors(directory, (SafetensorError,)):
+            write(tmp)
+            (tmp / _MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
         if directory.exists():
             shutil.rmtree(directory)
         os.rename(tmp, directory)
@@ -328,7 +332,7 @@ def write_default_llama(directory, words: Iterable[str], *, seed: int = 0, **siz
     ``model.safetensors`` (the tensors of a bare ``LlamaModel``: ``embed_tokens.weight``,
     ``layers.*``, ``norm.weight``; float32), the tokenizer files of a transformers fast tokenizer
     (``tokenizer.json``, ``tokenizer_config.json``) and ``jaxenc_default.json``. Load with
-    :func:`jaxenc.ckpt.load_llama` and ``transformers.AutoTokenizer.from_pretrained(directory)``.
+    :func:`jaxenc.ckpt.load_llama` and :func:`jaxenc.ckpt.load_tokenizer`.
 
     The tokenizer is a BPE of the sentencepiece/Metaspace design (``▁`` marks the start of a
     word, ``<s>`` opens every text) whose merges make every distinct word of ``words`` a single

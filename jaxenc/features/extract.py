@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jaxenc import precision as matmul
 from jaxenc.errors import DataError
 from jaxenc.features.audio import whisper_features
 from jaxenc.features.cache import FeatureCache, FeatureKey
@@ -83,8 +84,10 @@ def _with_input(params: dict, inputs: Mapping[str, str] | None, story: str) -> d
 
 
 def _dtype_names(module) -> dict:
+    """The module's compute and parameter dtypes and the matrix-product precision it runs at."""
     params = jax.tree.leaves(nnx.state(module, nnx.Param))
-    return {"compute_dtype": np.dtype(module.dtype).name, "param_dtype": np.dtype(params[0].dtype).name}
+    return {"compute_dtype": np.dtype(module.dtype).name, "param_dtype": np.dtype(params[0].dtype).name,
+            "precision": matmul.resolve(module.precision, module.dtype, "extraction precision")}
 
 
 def whisper_story_features(

@@ -91,13 +91,14 @@ class ScoreConfig:
 
 
 def _mean(values: np.ndarray) -> float:
-    # nanmean warns on all-NaN input; an absent statistic is simply NaN here.
-    finite = values[~np.isnan(values)]
+    # nanmean warns on all-NaN input; an absent statistic is simply NaN here. The voxels left
+    # out are counted by Scores.n_nonfinite.
+    finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else math.nan
 
 
 def _median(values: np.ndarray) -> float:
-    finite = values[~np.isnan(values)]
+    finite = values[np.isfinite(values)]
     return float(np.median(finite)) if finite.size else math.nan
 
 
@@ -162,12 +163,20 @@ class Scores:
         """Number of voxels scored."""
         return int(self.r.shape[0])
 
+    @property
+    def n_nonfinite(self) -> int:
+        """Voxels whose ``r`` is NaN or infinite, which every mean and median leaves out: a
+        prediction holding NaN or infinity, or a prediction or target constant over the rows
+        scored (``r`` undefined; then r2, r2_cod and cc_norm are not finite either)."""
+        return int((~np.isfinite(self.r)).sum())
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The per-voxel arrays by name, in the order of :data:`SCORE_ARRAYS`."""
         return {name: getattr(self, name) for name in SCORE_ARRAYS}
 
     def summary(self, top_k: int = 1000) -> dict:
-        """Scalar summaries over voxels, NaN ignored: the one summary every table shows.
+        """Scalar summaries over voxels, NaN and infinity left out and counted: the one summary
+        every table shows.
 
         Parameters
         ----------
@@ -180,9 +189,10 @@ class Scores:
         dict
             ``mean_r``, ``median_r``, ``mean_r2``, ``median_r2`` (the paper's r·|r|),
             ``mean_r2_cod``, ``median_r2_cod`` (coefficient of determination),
-            ``mean_cc_norm``, ``median_cc_norm``, ``top_k``, ``top_k_mean_r`` (floats, NaN
-            when no finite value), ``n_significant`` and ``n_voxels`` (ints). r2, r2_cod and
-            cc_norm are fractions, not %.
+            ``mean_cc_norm``, ``median_cc_norm``, ``top_k``, ``top_k_mean_r`` (floats over
+            the finite values, NaN when there is none), ``n_significant``, ``n_voxels`` and
+            ``n_nonfinite`` (ints: the voxels left out of the means, :attr:`n_nonfinite`). r2,
+            r2_cod and cc_norm are fractions, not %.
         """
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
@@ -191,11 +201,12 @@ class Scores:
             values = np.asarray(getattr(self, name))
             out[f"mean_{name}"] = _mean(values)
             out[f"median_{name}"] = _median(values)
-        finite_r = np.sort(self.r[~np.isnan(self.r)])
+        finite_r = np.sort(self.r[np.isfinite(self.r)])
         out["top_k"] = int(top_k)
         out["top_k_mean_r"] = _mean(finite_r[-top_k:])
         out["n_significant"] = int(self.significant.sum())
         out["n_voxels"] = self.n_voxels
+        out["n_nonfinite"] = self.n_nonfinite
         return out
 
 

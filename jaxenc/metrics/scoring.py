@@ -84,6 +84,8 @@ def _repeats(repeats, subject) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise AlignmentError(f"test repeats have shape {shape}; expected (n_repeats, n_trs, n_voxels)",
                              subject=subject)
+    if shape[2] == 0:
+        raise AlignmentError(f"test repeats have shape {shape}: no voxel to score", subject=subject)
     return shape
 
 
@@ -126,7 +128,7 @@ def score(prediction, repeats, config: ScoreConfig = ScoreConfig(), *, seed: int
     Raises
     ------
     AlignmentError
-        Repeats that are not 3-D, or predictions that do not match them.
+        Repeats that are not 3-D or have no voxel, or predictions that do not match them.
     ConfigError
         Settings :meth:`ScoreConfig.validate` refuses, or a trim leaving fewer than 2 rows.
     """

@@ -20,6 +20,11 @@ All models take ``train`` (dropout on, BatchNorm from the batch and updating its
 statistics) and ``mask`` (rows of a partial minibatch that must not enter BatchNorm
 statistics), so the trainer can call any of them the same way.
 
+All take ``dtype``, the compute dtype (``TrainConfig.compute_dtype``): with bfloat16 the dense
+products, activations and dropout run in bfloat16 while the parameters stay float32 (each
+layer casts them at the call, so gradients and AdamW updates reach float32 master weights)
+and BatchNorm computes its statistics in float32; outputs come back in ``dtype``.
+
 Dense layers start as PyTorch's ``nn.Linear`` does (the paper's framework): kernel and bias
 uniform in ``+-1/sqrt(fan_in)``. Flax's default (LeCun normal kernel, zero bias) starts the
 kernel sqrt(3) times larger, which before BatchNorm divides the effective step size by 3 and
@@ -79,7 +84,7 @@ def delayed_columns(start: int, stop: int, n_block_features: int, n_delays: int)
     return tuple((start + d * n_block_features, stop + d * n_block_features) for d in range(n_delays))
 
 
-def torch_linear(n_in: int, n_out: int, *, use_bias: bool = True, rngs: nnx.Rngs) -> nnx.Linear:
+def torch_linear(n_in: int, n_out: int, *, use_bias: bool = True, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.Linear:
     """A dense layer initialised like PyTorch's ``nn.Linear``.
 
     Kernel and bias are uniform in ``[-1/sqrt(n_in), 1/sqrt(n_in)]`` (``kaiming_uniform`` with
@@ -93,6 +98,8 @@ def torch_linear(n_in: int, n_out: int, *, use_bias: bool = True, rngs: nnx.Rngs
         Whether the layer has a bias.
     rngs : nnx.Rngs
         Stream ``params``.
+    dtype : jnp.dtype
+        Compute dtype; the parameters are float32 whatever it is.
 
     Returns
     -------
@@ -103,7 +110,8 @@ def torch_linear(n_in: int, n_out: int, *, use_bias: bool = True, rngs: nnx.Rngs
     def uniform(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-    return nnx.Linear(n_in, n_out, use_bias=use_bias, kernel_init=uniform, bias_init=uniform, rngs=rngs)
+    return nnx.Linear(n_in, n_out, use_bias=use_bias, kernel_init=uniform, bias_init=uniform, dtype=dtype,
+                      param_dtype=jnp.float32, rngs=rngs)
 
 
 def _as_ranges(columns) -> tuple[tuple[int, int], ...]:
@@ -129,11 +137,12 @@ def _take(x, ranges):
 class _HiddenBlock(nnx.Module):
     """Linear -> BatchNorm -> activation -> Dropout, the hidden layer shared by the MLPs."""
 
-    def __init__(self, n_in, n_out, *, activation, dropout, batch_norm, rngs):
+    def __init__(self, n_in, n_out, *, activation, dropout, batch_norm, rngs, dtype=jnp.float32):
         # No bias before BatchNorm: the normalisation removes it, so its gradient is rounding
         # noise that Adam would turn into steps of the full learning rate.
-        self.linear = torch_linear(n_in, n_out, use_bias=not batch_norm, rngs=rngs)
-        self.norm = nnx.BatchNorm(n_out, momentum=_BN_MOMENTUM, rngs=rngs) if batch_norm else None
+        self.linear = torch_linear(n_in, n_out, use_bias=not batch_norm, rngs=rngs, dtype=dtype)
+        # flax computes the statistics in float32 whatever the compute dtype.
+        self.norm = nnx.BatchNorm(n_out, momentum=_BN_MOMENTUM, dtype=dtype, rngs=rngs) if batch_norm else None
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.activation = activation
 
@@ -164,11 +173,13 @@ class MLLinear(nnx.Module):
         Width of the bottleneck (256 in the paper).
     rngs : nnx.Rngs
         Parameter initialisation.
+    dtype : jnp.dtype
+        Compute dtype (parameters are float32).
     """
 
-    def __init__(self, n_features: int, n_outputs: int, *, hidden: int = 256, rngs: nnx.Rngs):
-        self.encode = torch_linear(n_features, hidden, rngs=rngs)
-        self.decode = torch_linear(hidden, n_outputs, rngs=rngs)
+    def __init__(self, n_features: int, n_outputs: int, *, hidden: int = 256, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.encode = torch_linear(n_features, hidden, rngs=rngs, dtype=dtype)
+        self.decode = torch_linear(hidden, n_outputs, rngs=rngs, dtype=dtype)
 
     def __call__(self, x, *, train: bool = False, mask=None):
         """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``train`` and ``mask`` are unused."""
@@ -194,6 +205,8 @@ class MLP(nnx.Module):
         Normalise the hidden pre-activations over the minibatch.
     rngs : nnx.Rngs
         Streams ``params`` (initialisation) and ``dropout``.
+    dtype : jnp.dtype
+        Compute dtype (parameters are float32).
     """
 
     def __init__(
@@ -206,11 +219,12 @@ class MLP(nnx.Module):
         activation: Callable = jnp.tanh,
         batch_norm: bool = True,
         rngs: nnx.Rngs,
+        dtype=jnp.float32,
     ):
         self.hidden = _HiddenBlock(
-            n_features, hidden, activation=activation, dropout=dropout, batch_norm=batch_norm, rngs=rngs
+            n_features, hidden, activation=activation, dropout=dropout, batch_norm=batch_norm, rngs=rngs, dtype=dtype
         )
-        self.readout = torch_linear(hidden, n_outputs, rngs=rngs)
+        self.readout = torch_linear(hidden, n_outputs, rngs=rngs, dtype=dtype)
 
     def __call__(self, x, *, train: bool = False, mask=None):
         """Map ``x`` of shape (batch, n_features) to (batch, n_outputs).
@@ -244,6 +258,8 @@ class DIMLP(nnx.Module):
         Normalise each hidden layer over the minibatch.
     rngs : nnx.Rngs
         Streams ``params`` and ``dropout``.
+    dtype : jnp.dtype
+        Compute dtype (parameters are float32).
     """
 
     def __init__(
@@ -256,6 +272,7 @@ class DIMLP(nnx.Module):
         activation: Callable = jnp.tanh,
         batch_norm: bool = True,
         rngs: nnx.Rngs,
+        dtype=jnp.float32,
     ):
         ranges = tuple(_as_ranges(m) for m in modalities)
         if len(ranges) < 2:
@@ -268,12 +285,12 @@ class DIMLP(nnx.Module):
             [
                 _HiddenBlock(
                     sum(b - a for a, b in r), w, activation=activation, dropout=dropout,
-                    batch_norm=batch_norm, rngs=rngs,
+                    batch_norm=batch_norm, rngs=rngs, dtype=dtype,
                 )
                 for r, w in zip(ranges, widths)
             ]
         )
-        self.fusion = torch_linear(sum(widths), n_outputs, rngs=rngs)
+        self.fusion = torch_linear(sum(widths), n_outputs, rngs=rngs, dtype=dtype)
 
     def __call__(self, x, *, train: bool = False, mask=None):
         """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``mask`` as in :class:`MLP`."""
@@ -304,6 +321,8 @@ class DeepMLP(nnx.Module):
         Normalise each hidden layer over the minibatch.
     rngs : nnx.Rngs
         Streams ``params`` and ``dropout``.
+    dtype : jnp.dtype
+        Compute dtype (parameters are float32).
     """
 
     def __init__(
@@ -317,17 +336,19 @@ class DeepMLP(nnx.Module):
         activation: Callable = jnp.tanh,
         batch_norm: bool = True,
         rngs: nnx.Rngs,
+        dtype=jnp.float32,
     ):
         if depth < 1:
             raise ConfigError(f"DeepMLP depth must be at least 1, found {depth}")
         sizes = [n_features] + [hidden] * depth
         self.layers = nnx.List(
             [
-                _HiddenBlock(a, b, activation=activation, dropout=dropout, batch_norm=batch_norm, rngs=rngs)
+                _HiddenBlock(a, b, activation=activation, dropout=dropout, batch_norm=batch_norm, rngs=rngs,
+                             dtype=dtype)
                 for a, b in zip(sizes[:-1], sizes[1:])
             ]
         )
-        self.readout = torch_linear(hidden, n_outputs, rngs=rngs)
+        self.readout = torch_linear(hidden, n_outputs, rngs=rngs, dtype=dtype)
 
     def __call__(self, x, *, train: bool = False, mask=None):
         """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``mask`` as in :class:`MLP`."""
@@ -358,6 +379,8 @@ class DelayGRU(nnx.Module):
         Dropout rate on the final state during training.
     rngs : nnx.Rngs
         Streams ``params`` and ``dropout``.
+    dtype : jnp.dtype
+        Compute dtype (parameters are float32).
     """
 
     def __init__(
@@ -369,20 +392,22 @@ class DelayGRU(nnx.Module):
         hidden: int = 256,
         dropout: float = 0.2,
         rngs: nnx.Rngs,
+        dtype=jnp.float32,
     ):
         if n_delays < 1 or n_features % n_delays:
             raise ConfigError(f"{n_features} delayed features do not split into {n_delays} equal delay blocks")
         self.n_delays = n_delays
-        self.cell = nnx.GRUCell(n_features // n_delays, hidden, rngs=rngs)
+        self.cell = nnx.GRUCell(n_features // n_delays, hidden, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.readout = torch_linear(hidden, n_outputs, rngs=rngs)
+        self.readout = torch_linear(hidden, n_outputs, rngs=rngs, dtype=dtype)
         self.hidden_size = hidden
+        self.dtype = dtype
 
     def __call__(self, x, *, train: bool = False, mask=None):
         """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``mask`` is unused."""
         # [batch, n_delays * f] -> [batch, n_delays, f], block 0 is the most recent TR.
         seq = x.reshape(x.shape[0], self.n_delays, -1)
-        h = jnp.zeros((x.shape[0], self.hidden_size), x.dtype)
+        h = jnp.zeros((x.shape[0], self.hidden_size), self.dtype)
         for d in reversed(range(self.n_delays)):
             h, _ = self.cell(h, seq[:, d])
         return self.readout(self.dropout(h, deterministic=not train))
@@ -392,22 +417,27 @@ class DelayGRU(nnx.Module):
 _LN_EPSILON = 1e-5
 
 
+def _layer_norm(width: int, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # flax computes the statistics in float32 whatever the compute dtype; parameters float32.
+    return nnx.LayerNorm(width, epsilon=_LN_EPSILON, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
 class _TransformerBlock(nnx.Module):
     """Pre-norm self-attention and feed-forward, each a residual branch with dropout."""
 
-    def __init__(self, hidden: int, heads: int, dropout: float, *, rngs: nnx.Rngs):
+    def __init__(self, hidden: int, heads: int, dropout: float, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.heads = heads
-        self.norm1 = nnx.LayerNorm(hidden, epsilon=_LN_EPSILON, rngs=rngs)
-        self.query = torch_linear(hidden, hidden, rngs=rngs)
+        self.norm1 = _layer_norm(hidden, dtype, rngs)
+        self.query = torch_linear(hidden, hidden, rngs=rngs, dtype=dtype)
         # No key bias: it adds the same q . b to every logit of a query, which the softmax
         # removes, so its gradient is rounding noise that Adam would turn into steps of the
         # full learning rate (as Whisper's k_proj).
-        self.key = torch_linear(hidden, hidden, use_bias=False, rngs=rngs)
-        self.value = torch_linear(hidden, hidden, rngs=rngs)
-        self.out = torch_linear(hidden, hidden, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(hidden, epsilon=_LN_EPSILON, rngs=rngs)
-        self.up = torch_linear(hidden, 2 * hidden, rngs=rngs)
-        self.down = torch_linear(2 * hidden, hidden, rngs=rngs)
+        self.key = torch_linear(hidden, hidden, use_bias=False, rngs=rngs, dtype=dtype)
+        self.value = torch_linear(hidden, hidden, rngs=rngs, dtype=dtype)
+        self.out = torch_linear(hidden, hidden, rngs=rngs, dtype=dtype)
+        self.norm2 = _layer_norm(hidden, dtype, rngs)
+        self.up = torch_linear(hidden, 2 * hidden, rngs=rngs, dtype=dtype)
+        self.down = torch_linear(2 * hidden, hidden, rngs=rngs, dtype=dtype)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, h, *, train: bool):
@@ -419,7 +449,9 @@ class _TransformerBlock(nnx.Module):
                 projection(x).reshape(batch, n_tokens, self.heads, -1).transpose(0, 2, 1, 3)
                 for projection in (self.query, self.key, self.value)
             )
-            weights = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1]), axis=-1)
+            # The softmax in float32 whatever the compute dtype.
+            logits = (q @ k.transpose(0, 1, 3, 2)).astype(jnp.float32) / math.sqrt(q.shape[-1])
+            weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
             attended = (weights @ v).transpose(0, 2, 1, 3).reshape(batch, n_tokens, hidden)
             h = h + self.dropout(self.out(attended), deterministic=not train)
         with jax.named_scope("feed_forward"):
@@ -456,6 +488,9 @@ class DelayTransformer(nnx.Module):
         Dropout rate on each block's residual branches and before the readout during training.
     rngs : nnx.Rngs
         Streams ``params`` and ``dropout``.
+    dtype : jnp.dtype
+        Compute dtype (parameters are float32; the softmax and LayerNorm statistics run in
+        float32).
     """
 
     def __init__(
@@ -469,6 +504,7 @@ class DelayTransformer(nnx.Module):
         depth: int = 1,
         dropout: float = 0.2,
         rngs: nnx.Rngs,
+        dtype=jnp.float32,
     ):
         if n_delays < 1 or n_features % n_delays:
             raise ConfigError(f"{n_features} delayed features do not split into {n_delays} equal delay blocks")
@@ -477,19 +513,21 @@ class DelayTransformer(nnx.Module):
         if depth < 1:
             raise ConfigError(f"DelayTransformer depth must be at least 1, found {depth}")
         self.n_delays, self.heads = n_delays, heads
-        self.embed = torch_linear(n_features // n_delays, hidden, rngs=rngs)
+        self.dtype = dtype
+        self.embed = torch_linear(n_features // n_delays, hidden, rngs=rngs, dtype=dtype)
         # [n_delays, hidden]: token i is delay n_delays - i (oldest first), as in DelayGRU.
-        self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (n_delays, hidden)))
-        self.blocks = nnx.List([_TransformerBlock(hidden, heads, dropout, rngs=rngs) for _ in range(depth)])
-        self.norm = nnx.LayerNorm(hidden, epsilon=_LN_EPSILON, rngs=rngs)
+        self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (n_delays, hidden), jnp.float32))
+        self.blocks = nnx.List([_TransformerBlock(hidden, heads, dropout, rngs=rngs, dtype=dtype)
+                                for _ in range(depth)])
+        self.norm = _layer_norm(hidden, dtype, rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.readout = torch_linear(hidden, n_outputs, rngs=rngs)
+        self.readout = torch_linear(hidden, n_outputs, rngs=rngs, dtype=dtype)
 
     def __call__(self, x, *, train: bool = False, mask=None):
         """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``mask`` is unused."""
         # [batch, n_delays * f] -> [batch, n_delays, f], reversed so that token 0 is the oldest TR.
         tokens = x.reshape(x.shape[0], self.n_delays, -1)[:, ::-1]
-        h = self.embed(tokens) + self.position[...]  # [batch, token, hidden]
+        h = self.embed(tokens) + self.position[...].astype(self.dtype)  # [batch, token, hidden]
         for block in self.blocks:
             h = block(h, train=train)
         pooled = self.norm(h).mean(axis=1)  # [batch, hidden]

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxenc import precision as matmul
 from jaxenc.errors import ConfigError
 from jaxenc.models.nonlinear import DIMLP, MLP, DeepMLP, DelayGRU, DelayTransformer, MLLinear
 from jaxenc.models.ridge import RidgeCV
@@ -103,6 +104,9 @@ class RidgeOptions:
     # Dtype of the decompositions of the features: "float64" (eigendecompositions), "float32"
     # (SVDs, no float64 op: for TPUs) or "auto" (float64 on CPU and GPU, float32 on TPU).
     solver_dtype: str = _default(RidgeCV, "solver_dtype")
+    # Matrix-product precision of the fits and predictions (jaxenc.precision: "highest",
+    # "high"/"tf32", "default", "bf16"); "highest" is full float32 on every backend.
+    precision: str = matmul.DEFAULTS["ridge"]
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that cannot be used."""
@@ -114,6 +118,7 @@ class RidgeOptions:
             raise ConfigError(f"folds must be at least 2, got {self.folds}")
         if self.band_candidates < 1:
             raise ConfigError(f"band_candidates must be positive, got {self.band_candidates}")
+        matmul.check(self.precision, "precision", stage="ridge")
 
     def alphas(self) -> np.ndarray:
         """The penalties searched, shape (n,)."""
@@ -133,8 +138,9 @@ class RidgeOptions:
         if self.banded and len(bands) > 1:
             return BandedRidgeCV(bands=[slice(a, b) for a, b in bands], alphas=self.alphas(),
                                  cv=self.folds, n_iter=self.band_candidates, random_state=seed,
-                                 solver_dtype=self.solver_dtype)
-        return RidgeCV(alphas=self.alphas(), cv=self.folds, solver_dtype=self.solver_dtype)
+                                 solver_dtype=self.solver_dtype, precision=self.precision)
+        return RidgeCV(alphas=self.alphas(), cv=self.folds, solver_dtype=self.solver_dtype,
+                       precision=self.precision)
 
 
 def _mllinear(spec, options: NetworkOptions, bands, n_delays):
@@ -161,8 +167,9 @@ def _dimlp(spec, options: NetworkOptions, bands, n_delays):
     if len(bands) < 2:
         raise ConfigError("dimlp needs several modalities (the audio+semantic feature set)")
 
-    def dimlp(n_features, n_outputs, *, rngs):
-        return DIMLP(list(bands), n_outputs, hidden=options.hidden, rngs=rngs, **options.layer())
+    def dimlp(n_features, n_outputs, *, rngs, **kwargs):
+        # kwargs: the trainer's compute dtype (``dtype``), as for the other networks.
+        return DIMLP(list(bands), n_outputs, hidden=options.hidden, rngs=rngs, **options.layer(), **kwargs)
 
     return dimlp
 

@@ -19,16 +19,19 @@ the second always when the splits' training and validation rows do not partition
 
 from __future__ import annotations
 
+import functools
 import numbers
 import warnings
 
 import jax
 import numpy as np
 
+from jaxenc import precision as matmul
 from jaxenc.errors import AlignmentError, ConfigError, DataWarning
 from jaxenc.models import ridge_lfo as lfo
 from jaxenc.models import ridge_solvers as solvers
 from jaxenc.models.ridge_splits import BootstrapChunks, resolve_splits
+from jaxenc.validation import check_dtype
 
 __all__ = ["RidgeCV"]
 
@@ -81,8 +84,9 @@ def _check_X(X) -> np.ndarray:
     X = np.asarray(X)
     if X.ndim != 2:
         raise AlignmentError(f"X must be 2-D (n_trs, n_features), got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
-        raise ConfigError(f"X must hold real numbers, got dtype {X.dtype}")
+    check_dtype(X, "X")
+    if 0 in X.shape:
+        raise AlignmentError(f"X has shape {X.shape}: at least one row (TR) and one feature are needed")
     _scan_columns(X, "X", "column")
     return X
 
@@ -98,8 +102,9 @@ def _check_Y(Y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
         raise AlignmentError(
             f"X has {n_samples} rows (TRs) but Y has {Y.shape[0]}; they must be aligned row "
             f"for row")
-    if not np.issubdtype(Y.dtype, np.number) or np.iscomplexobj(Y):
-        raise ConfigError(f"Y must hold real numbers, got dtype {Y.dtype}")
+    check_dtype(Y, "Y")
+    if Y.shape[1] == 0:
+        raise AlignmentError(f"Y has shape {Y.shape}: at least one voxel (column) is needed")
     return Y, _scan_columns(Y, "Y", "voxel (column)")
 
 
@@ -130,8 +135,25 @@ def _best_index(scores: np.ndarray, alpha_per_target: bool, valid: np.ndarray) -
     return np.full(scores.shape[1], n_alphas - 1 - np.argmax(mean[::-1]))
 
 
+def at_precision(method):
+    """Run an estimator method's compiled programs at the estimator's ``precision``
+    (:mod:`jaxenc.precision`), checked against the backend first."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        matmul.check(self.precision, "ridge.precision", on=matmul.platform(), stage="ridge")
+        with matmul.scope(self.precision, key="ridge.precision"):
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
+
 class _RidgeBase:
     """Input checks, prediction and scoring shared by the ridge estimators."""
+
+    # Matrix-product precision of every compiled program (jaxenc.precision); "highest" gives
+    # the float32 products the tests compare with himalaya and scikit-learn on every backend.
+    precision: str = matmul.DEFAULTS["ridge"]
 
     def _platform(self) -> str:
         """JAX platform the fit runs on, which decides ``solver_dtype="auto"``."""
@@ -213,6 +235,7 @@ class _RidgeBase:
                     dtype=self._dtype, solver_dtype=self._solver_dtype,
                     lapack_threads=self._lapack_threads)
 
+    @at_precision
     def predict(self, X) -> np.ndarray:
         """Predicted responses, ``X @ coef_ + intercept_``.
 
@@ -328,6 +351,10 @@ class RidgeCV(_RidgeBase):
         library's default. Set 1 on a CPU shared with other jobs (or running several fits in
         parallel): OpenBLAS's threaded eigensolver then stalls, measured 4-5x slower than one
         thread on a loaded 2-core machine. Needs ``threadpoolctl``. No effect on GPU.
+    precision : str
+        Matrix-product precision of the compiled programs of :meth:`fit` and :meth:`predict`
+        (:mod:`jaxenc.precision`); ``"highest"`` (full float32 on every backend) is what the
+        penalties chosen from small eigenvalues need and what himalaya computes.
 
     Attributes
     ----------
@@ -362,7 +389,7 @@ class RidgeCV(_RidgeBase):
                  fit_intercept: bool = True, scoring: str | None = None,
                  voxel_batch: int = 1024, split_batch: int | None = None,
                  dtype: str = "float32", lapack_threads: int | None = None,
-                 solver_dtype: str = "auto"):
+                 solver_dtype: str = "auto", precision: str = matmul.DEFAULTS["ridge"]):
         self.alphas = alphas
         self.cv = cv
         self.alpha_per_target = alpha_per_target
@@ -373,7 +400,9 @@ class RidgeCV(_RidgeBase):
         self.dtype = dtype
         self.lapack_threads = lapack_threads
         self.solver_dtype = solver_dtype
+        self.precision = precision
 
+    @at_precision
     def fit(self, X, Y, groups=None) -> RidgeCV:
         """Choose the penalties by cross-validation and refit on all rows.
 

@@ -14,10 +14,11 @@ from functools import partial
 
 import numpy as np
 
+from jaxenc import precision as matmul
 from jaxenc.errors import ConfigError
 from jaxenc.models import ridge_lfo as lfo
 from jaxenc.models import ridge_solvers as solvers
-from jaxenc.models.ridge import DEFAULT_ALPHAS, _best_index, _RidgeBase
+from jaxenc.models.ridge import DEFAULT_ALPHAS, _best_index, _RidgeBase, at_precision
 
 __all__ = ["BandedRidgeCV"]
 
@@ -66,7 +67,8 @@ class BandedRidgeCV(_RidgeBase):
         Explicit non-negative band weights to try instead of the generated ones.
     random_state : int or None
         Seed of the Dirichlet samples.
-    cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype, lapack_threads, solver_dtype
+    cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype, lapack_threads,
+    solver_dtype, precision
         As :class:`~jaxenc.models.RidgeCV`. ``alpha_per_target=False`` picks one (gamma,
         alpha) for all voxels.
 
@@ -107,7 +109,7 @@ class BandedRidgeCV(_RidgeBase):
                  fit_intercept: bool = True, scoring: str | None = None,
                  voxel_batch: int = 1024, split_batch: int | None = None,
                  dtype: str = "float32", lapack_threads: int | None = None,
-                 solver_dtype: str = "auto"):
+                 solver_dtype: str = "auto", precision: str = matmul.DEFAULTS["ridge"]):
         self.bands = bands
         self.alphas = alphas
         self.n_iter = n_iter
@@ -124,6 +126,7 @@ class BandedRidgeCV(_RidgeBase):
         self.dtype = dtype
         self.lapack_threads = lapack_threads
         self.solver_dtype = solver_dtype
+        self.precision = precision
 
     def _band_of_column(self, n_features: int) -> np.ndarray:
         if isinstance(self.bands, (str, bytes)) or not hasattr(self.bands, "__len__"):
@@ -168,6 +171,7 @@ class BandedRidgeCV(_RidgeBase):
                  for i in range(n_iter)]
         return np.concatenate(rows)
 
+    @at_precision
     def fit(self, X, Y, groups=None) -> BandedRidgeCV:
         """Search the band weights and penalties by cross-validation, refit on all rows.
 

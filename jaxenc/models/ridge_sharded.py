@@ -19,10 +19,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxenc import precision as matmul
 from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, to_host
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.models import ridge_solvers as solvers
-from jaxenc.models.ridge import DEFAULT_ALPHAS, RidgeCV, _check_X
+from jaxenc.models.ridge import DEFAULT_ALPHAS, RidgeCV, _check_X, at_precision
 
 __all__ = ["ShardedRidgeCV"]
 
@@ -102,7 +103,7 @@ class ShardedRidgeCV(RidgeCV):
         See :func:`jaxenc.distributed.make_mesh`.
     axis : str
         Mesh axis the voxels are split along.
-    alphas, cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype, solver_dtype
+    alphas, cv, alpha_per_target, fit_intercept, scoring, voxel_batch, split_batch, dtype, solver_dtype, precision
         As :class:`~jaxenc.models.RidgeCV`; ``voxel_batch`` counts voxels per device, and
         ``solver_dtype="auto"`` follows the platform of the mesh's devices.
 
@@ -132,10 +133,11 @@ class ShardedRidgeCV(RidgeCV):
                  alpha_per_target: bool = True, fit_intercept: bool = True,
                  scoring: str | None = None, voxel_batch: int = 1024,
                  split_batch: int | None = None, dtype: str = "float32",
-                 solver_dtype: str = "auto"):
+                 solver_dtype: str = "auto", precision: str = matmul.DEFAULTS["ridge"]):
         super().__init__(alphas=alphas, cv=cv, alpha_per_target=alpha_per_target,
                          fit_intercept=fit_intercept, scoring=scoring, voxel_batch=voxel_batch,
-                         split_batch=split_batch, dtype=dtype, solver_dtype=solver_dtype)
+                         split_batch=split_batch, dtype=dtype, solver_dtype=solver_dtype,
+                         precision=precision)
         self.mesh = mesh
         self.axis = axis
 
@@ -146,6 +148,7 @@ class ShardedRidgeCV(RidgeCV):
         return jax.jit(jax.shard_map(kernel, mesh=self.mesh, in_specs=in_specs,
                                      out_specs=out_specs, check_vma=False))
 
+    @at_precision
     def fit(self, X, Y, groups=None) -> ShardedRidgeCV:
         """Choose the penalties by cross-validation and refit on all rows, voxels sharded.
 
@@ -210,6 +213,7 @@ class ShardedRidgeCV(RidgeCV):
         self.intercept_ = intercept
         return self
 
+    @at_precision
     def predict(self, X) -> jax.Array:
         """Predicted responses ``X @ coef_ + intercept_``, voxel-sharded.
 

@@ -10,6 +10,11 @@ Axis letters used in the shape comments of this subpackage::
 Every function computes what the Hugging Face PyTorch module of the same role computes, in the
 same order of operations where the order changes float rounding (softmax in float32, RMS
 statistics in float32), so that float32 outputs agree with transformers to about 1e-6.
+
+Attention takes one of :data:`ATTENTION_ROUTES`; ``"auto"`` is decided at trace time by
+:func:`attention_route` from the platform the program is traced for: the blocked einsum on
+CPUs, ``jax.nn.dot_product_attention`` on GPUs (cuDNN's fused flash attention for bfloat16 and
+float16, which cuDNN requires; XLA's implementation for float32) and TPUs (XLA's).
 """
 
 from __future__ import annotations
@@ -19,7 +24,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["RMSNorm", "layer_norm", "attention", "rotary_cos_sin", "apply_rotary"]
+from jaxenc.errors import ConfigError
+from jaxenc.precision import platform
+
+__all__ = ["RMSNorm", "layer_norm", "attention", "attention_route", "ATTENTION_ROUTES", "rotary_cos_sin",
+           "apply_rotary"]
+
+# "auto" (by platform, attention_route), "blocked" (the hand-written blocked einsum),
+# "xla" / "cudnn" (jax.nn.dot_product_attention with that implementation).
+ATTENTION_ROUTES = ("auto", "blocked", "xla", "cudnn")
+# Head widths cuDNN's flash attention takes.
+_CUDNN_HEAD_DIMS = range(8, 257, 8)
 
 
 class RMSNorm(nnx.Module):
@@ -89,6 +104,40 @@ _SCORE_BLOCK_ELEMENTS_DEFAULT = 1 << 28
 _MIN_BLOCK_QUERIES = 64
 
 
+def attention_route(route: str, dtype, head_dim: int) -> str:
+    """The implementation :func:`attention` takes: ``route`` itself unless it is ``"auto"``.
+
+    The one place the choice is made, at trace time, from :func:`jaxenc.precision.platform`:
+    ``"blocked"`` on CPUs (the blocked einsum keeps each block's scores in cache, several
+    times faster there than a whole score tensor); on GPUs ``"cudnn"`` (fused flash attention,
+    never writing the scores to memory) for 16-bit operands with a head width cuDNN takes, else
+    ``"xla"``; ``"xla"`` on TPUs, whose compiler fuses the attention itself.
+
+    Parameters
+    ----------
+    route : str
+        One of :data:`ATTENTION_ROUTES`.
+    dtype : jnp.dtype
+        Dtype of the queries, keys and values.
+    head_dim : int
+
+    Returns
+    -------
+    str
+        ``"blocked"``, ``"xla"`` or ``"cudnn"``.
+    """
+    if route not in ATTENTION_ROUTES:
+        raise ConfigError(f"attention must be one of {list(ATTENTION_ROUTES)}, got {route!r}")
+    if route != "auto":
+        return route
+    where = platform()
+    if where == "cpu":
+        return "blocked"
+    if where == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim in _CUDNN_HEAD_DIMS:
+        return "cudnn"
+    return "xla"
+
+
 def attention(
     q: jax.Array,
     k: jax.Array,
@@ -97,13 +146,16 @@ def attention(
     scale: float,
     causal: bool = False,
     key_mask: jax.Array | None = None,
+    route: str = "auto",
 ) -> jax.Array:
     """Scaled dot-product attention with grouped key/value heads and a float32 softmax.
 
-    Queries are processed in blocks (of at least 64 queries, for groups of rows when the batch
-    is large) sized so that one block's scores fit a fixed budget (a few MB on CPU), which
-    bounds memory and keeps CPU work in cache; the result does not depend on the blocks beyond
-    float rounding.
+    On the ``"blocked"`` route queries are processed in blocks (of at least 64 queries, for
+    groups of rows when the batch is large) sized so that one block's scores fit a fixed
+    budget (a few MB on CPU), which bounds memory and keeps CPU work in cache; the result does
+    not depend on the blocks beyond float rounding. The ``"xla"`` and ``"cudnn"`` routes call
+    ``jax.nn.dot_product_attention``; every route computes the same function (equal to
+    float32 rounding, tests/nn/test_layers.py).
 
     Parameters
     ----------
@@ -120,6 +172,8 @@ def attention(
     key_mask : jax.Array of bool, optional
         Shape (batch, seq_k); False marks keys no query may attend to (padding). A query left
         with no key attends uniformly: finite garbage, never NaN.
+    route : str
+        One of :data:`ATTENTION_ROUTES` (see :func:`attention_route`).
 
     Returns
     -------
@@ -128,6 +182,15 @@ def attention(
     """
     b, s, h, d = q.shape
     t = k.shape[1]
+    route = attention_route(route, q.dtype, d)
+    if route != "blocked":
+        mask = None
+        if key_mask is not None:
+            # cuDNN takes a mask as a bias of full (query, key) extent; XLA broadcasts either way.
+            mask = jnp.broadcast_to(key_mask[:, None, None, :], (b, 1, s, t))  # [b, 1, s, t]
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
+                                           implementation=route)  # [b, s, h, d]
+        return out.reshape(b, s, h * d)
     budget = _SCORE_BLOCK_ELEMENTS.get(jax.default_backend(), _SCORE_BLOCK_ELEMENTS_DEFAULT)
     # Rows are taken a group at a time when even the fewest queries per block of every row
     # would exceed the budget; the group size divides the batch, so nothing is padded.

@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxenc import precision as matmul
 from jaxenc.errors import ConfigError
-from jaxenc.nn.layers import RMSNorm, apply_rotary, attention, rotary_cos_sin
+from jaxenc.nn.layers import RMSNorm, apply_rotary, attention, attention_route, rotary_cos_sin
 
 __all__ = ["RopeParameters", "LlamaConfig", "LlamaModel"]
 
@@ -134,9 +135,10 @@ class LlamaConfig:
 class LlamaAttention(nnx.Module):
     """Causal self-attention with rotary positions and grouped key/value heads."""
 
-    def __init__(self, config: LlamaConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, config: LlamaConfig, *, dtype, param_dtype, rngs: nnx.Rngs, route: str = "auto"):
         m, d = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, d
+        self.route = route
         kw = dict(use_bias=config.attention_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q_proj = nnx.Linear(m, self.num_heads * d, **kw)
         self.k_proj = nnx.Linear(m, self.num_kv_heads * d, **kw)
@@ -150,7 +152,8 @@ class LlamaAttention(nnx.Module):
         k = self.k_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim)  # [b, t, k, d]
         v = self.v_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim)  # [b, t, k, d]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        return self.o_proj(attention(q, k, v, scale=self.head_dim**-0.5, causal=True, key_mask=key_mask))
+        out = attention(q, k, v, scale=self.head_dim**-0.5, causal=True, key_mask=key_mask, route=self.route)
+        return self.o_proj(out)
 
 
 class LlamaMLP(nnx.Module):
@@ -171,9 +174,9 @@ class LlamaMLP(nnx.Module):
 class LlamaDecoderLayer(nnx.Module):
     """Pre-RMSNorm decoder layer: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, config: LlamaConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, config: LlamaConfig, *, dtype, param_dtype, rngs: nnx.Rngs, route: str = "auto"):
         kw = dict(dtype=dtype, param_dtype=param_dtype)
-        self.self_attn = LlamaAttention(config, rngs=rngs, **kw)
+        self.self_attn = LlamaAttention(config, rngs=rngs, route=route, **kw)
         self.mlp = LlamaMLP(config, rngs=rngs, **kw)
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, **kw)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, **kw)
@@ -200,6 +203,12 @@ class LlamaModel(nnx.Module):
     max_layer : int, optional
         Build and run only the first ``max_layer`` decoder layers (0 .. num_hidden_layers).
         When smaller than ``num_hidden_layers`` the final ``norm`` is not built either.
+    precision : str
+        Matrix-product precision of the forward pass (:mod:`jaxenc.precision`); ``"auto"``:
+        full float32 for a float32 model, the operands' own for a 16-bit one.
+    attention : str
+        Attention implementation (:data:`jaxenc.nn.layers.ATTENTION_ROUTES`); ``"auto"`` by
+        platform.
     """
 
     def __init__(
@@ -210,6 +219,8 @@ class LlamaModel(nnx.Module):
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
         max_layer: int | None = None,
+        precision: str = matmul.DEFAULTS["extraction"],
+        attention: str = "auto",
     ):
         n = config.num_hidden_layers
         if max_layer is None:
@@ -219,10 +230,12 @@ class LlamaModel(nnx.Module):
         self.config = config
         self.max_layer = max_layer
         self.dtype = dtype
+        self.precision = matmul.check(precision, "precision", auto=True)
+        attention_route(attention, dtype, config.head_dim)  # checks the name
         self.inv_freq = tuple(config.rope_parameters.inv_freq(config.head_dim).tolist())
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.embed_tokens = nnx.Embed(config.vocab_size, config.hidden_size, rngs=rngs, **kw)
-        self.layers = nnx.List([LlamaDecoderLayer(config, rngs=rngs, **kw) for _ in range(max_layer)])
+        self.layers = nnx.List([LlamaDecoderLayer(config, rngs=rngs, route=attention, **kw) for _ in range(max_layer)])
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, **kw) if max_layer == n else None
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> tuple[jax.Array, ...]:
@@ -248,6 +261,10 @@ class LlamaModel(nnx.Module):
             ``max_layer``'s raw output (HF's ``hidden_states[max_layer]``). Values at padded
             positions are finite but meaningless.
         """
+        with matmul.scope(self.precision, self.dtype, key="extraction precision"):
+            return self._forward(input_ids, attention_mask)
+
+    def _forward(self, input_ids, attention_mask):
         if input_ids.ndim != 2:
             raise ConfigError(f"input_ids has shape {input_ids.shape}, expected (batch, seq)")
         if attention_mask is None:

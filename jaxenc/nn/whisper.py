@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxenc import precision as matmul
 from jaxenc.errors import ConfigError
-from jaxenc.nn.layers import attention, layer_norm
+from jaxenc.nn.layers import attention, attention_route, layer_norm
 
 __all__ = ["WhisperEncoderConfig", "WhisperEncoder"]
 
@@ -73,9 +74,10 @@ def _gelu(x: jax.Array) -> jax.Array:
 class WhisperAttention(nnx.Module):
     """Bidirectional multi-head self-attention; ``k_proj`` has no bias, as in OpenAI's model."""
 
-    def __init__(self, config: WhisperEncoderConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, config: WhisperEncoderConfig, *, dtype, param_dtype, rngs: nnx.Rngs, route: str = "auto"):
         m, self.num_heads = config.d_model, config.encoder_attention_heads
         self.head_dim = m // self.num_heads
+        self.route = route
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q_proj = nnx.Linear(m, m, **kw)
         self.k_proj = nnx.Linear(m, m, use_bias=False, **kw)
@@ -92,16 +94,16 @@ class WhisperAttention(nnx.Module):
         q = (self.q_proj(x) * self.head_dim**-0.5).reshape(b, s, self.num_heads, self.head_dim)  # [b, s, h, d]
         k = self.k_proj(context).reshape(b, t, self.num_heads, self.head_dim)  # [b, t, h, d]
         v = self.v_proj(context).reshape(b, t, self.num_heads, self.head_dim)  # [b, t, h, d]
-        return self.out_proj(attention(q, k, v, scale=1.0))
+        return self.out_proj(attention(q, k, v, scale=1.0, route=self.route))
 
 
 class WhisperEncoderLayer(nnx.Module):
     """Pre-LayerNorm transformer layer: x + attn(ln(x)), then x + fc2(gelu(fc1(ln(x))))."""
 
-    def __init__(self, config: WhisperEncoderConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, config: WhisperEncoderConfig, *, dtype, param_dtype, rngs: nnx.Rngs, route: str = "auto"):
         m, f = config.d_model, config.encoder_ffn_dim
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.self_attn = WhisperAttention(config, **kw)
+        self.self_attn = WhisperAttention(config, route=route, **kw)
         self.self_attn_layer_norm = layer_norm(_LAYER_NORM_EPS, m, **kw)
         self.fc1 = nnx.Linear(m, f, **kw)
         self.fc2 = nnx.Linear(f, m, **kw)
@@ -138,19 +140,29 @@ class WhisperEncoder(nnx.Module):
         Parameter dtype.
     rngs : nnx.Rngs
         Random initialisation (overwritten when loading a checkpoint with :mod:`jaxenc.ckpt`).
+    precision : str
+        Matrix-product precision of the forward pass (:mod:`jaxenc.precision`); ``"auto"``:
+        full float32 for a float32 model, the operands' own for a 16-bit one.
+    attention : str
+        Attention implementation (:data:`jaxenc.nn.layers.ATTENTION_ROUTES`); ``"auto"`` by
+        platform.
     """
 
     def __init__(
-        self, config: WhisperEncoderConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs
+        self, config: WhisperEncoderConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs,
+        precision: str = matmul.DEFAULTS["extraction"], attention: str = "auto",
     ):
         self.config = config
         self.dtype = dtype
+        self.precision = matmul.check(precision, "precision", auto=True)
+        attention_route(attention, dtype, config.d_model // config.encoder_attention_heads)  # checks the name
         m = config.d_model
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.conv1 = nnx.Conv(config.num_mel_bins, m, kernel_size=(3,), padding=((1, 1),), **kw)
         self.conv2 = nnx.Conv(m, m, kernel_size=(3,), strides=(2,), padding=((1, 1),), **kw)
         self.embed_positions = nnx.Embed(config.max_source_positions, m, **kw)
-        self.layers = nnx.List([WhisperEncoderLayer(config, **kw) for _ in range(config.encoder_layers)])
+        self.layers = nnx.List([WhisperEncoderLayer(config, route=attention, **kw)
+                                for _ in range(config.encoder_layers)])
         self.layer_norm = layer_norm(_LAYER_NORM_EPS, m, **kw)
 
     def __call__(self, input_features: jax.Array) -> tuple[jax.Array, ...]:
@@ -170,13 +182,14 @@ class WhisperEncoder(nnx.Module):
             the output of layer ``i``, except that the last entry has the final ``layer_norm``
             applied, exactly as transformers' ``output_hidden_states=True`` reports them.
         """
-        x = self._embed(input_features)
-        hidden = [x]
-        for layer in self.layers:
-            x = layer(x)
-            hidden.append(x)
-        hidden[-1] = self.layer_norm(x)
-        return tuple(hidden)
+        with matmul.scope(self.precision, self.dtype, key="extraction precision"):
+            x = self._embed(input_features)
+            hidden = [x]
+            for layer in self.layers:
+                x = layer(x)
+                hidden.append(x)
+            hidden[-1] = self.layer_norm(x)
+            return tuple(hidden)
 
     def frames_at(self, input_features: jax.Array, frame: jax.Array, layers: tuple[int, ...]) -> tuple[jax.Array, ...]:
         """Hidden states at one encoder frame per input, computing only what they need.
@@ -203,6 +216,11 @@ class WhisperEncoder(nnx.Module):
         n_layers = self.config.encoder_layers
         if not layers or any(not 0 <= layer <= n_layers for layer in layers):
             raise ConfigError(f"layers={layers}, expected a non-empty subset of 0..{n_layers}")
+        with matmul.scope(self.precision, self.dtype, key="extraction precision"):
+            return self._frames_at(input_features, frame, layers)
+
+    def _frames_at(self, input_features, frame, layers):
+        n_layers = self.config.encoder_layers
         top = max(layers)
         rows = jnp.arange(input_features.shape[0])
         x = self._embed(input_features)

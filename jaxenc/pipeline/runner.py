@@ -17,6 +17,7 @@ its sweeps), :func:`jaxenc.pipeline.fit_linear_baseline` and your own arrays.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from jaxenc.decomp import PCA
-from jaxenc.errors import AlignmentError, ConfigError
+from jaxenc.errors import AlignmentError, ConfigError, DataWarning
 from jaxenc.models.registry import EncoderSpec, NetworkOptions, RidgeOptions, encoder
 from jaxenc.train import SubjectData, TrainConfig, fit_encoders, story_folds
+from jaxenc.validation import check_matrix
 
 __all__ = ["TARGETS", "SubjectArrays", "JobResult", "fit_predict"]
 
@@ -123,7 +125,8 @@ def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, 
         Per subject.
     target : {"voxels", "pca"}
         Predict every voxel, or ``train.n_components`` principal components of the training
-        responses (capped at what the training rows allow), projected back to voxels.
+        responses (lowered, with a warning, to what the training rows and voxels allow),
+        projected back to voxels.
     ridge : RidgeOptions
         Penalties, folds and banding of ridge.
     networks : NetworkOptions
@@ -154,13 +157,30 @@ def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, 
     Raises
     ------
     ConfigError
-        An unknown model or target, or DIMLP on one modality.
+        An unknown model or target, DIMLP on one modality, or arrays that do not hold real
+        numbers (:mod:`jaxenc.validation`).
+    AlignmentError
+        ``X``, ``Y`` or ``X_test`` without rows or columns, or an ``X_test`` of another width.
+    NonFiniteError
+        NaN or infinity in ``X``, ``Y`` or ``X_test``, naming which, the subject, row and column.
+
+    Warns
+    -----
+    DataWarning
+        PCA targets with more components asked (``train.n_components``) than the training
+        rows and voxels allow: the count is lowered to that limit, named in the warning.
     """
     spec = encoder(model) if isinstance(model, str) else model
     if target not in TARGETS:
         raise ConfigError(f"target must be one of {list(TARGETS)}, got {target!r}")
     if not data:
         raise ConfigError("no subjects to fit")
+    for subject, arrays in data.items():
+        # Checked here, naming the argument: a NaN in X_test is not "X has NaN" further down.
+        n_features = np.shape(arrays.X)[1] if np.ndim(arrays.X) == 2 else None
+        check_matrix(arrays.X, "X", what="(n_trs, n_features)", subject=subject)
+        check_matrix(arrays.Y, "Y", what="(n_trs, n_voxels)", subject=subject)
+        check_matrix(arrays.X_test, "X_test", columns=n_features, what="(n_test, n_features) like X", subject=subject)
     cache = {} if cache is None else cache
     modality_counts = {max(len(arrays.bands), 1) for arrays in data.values()}
     if min(modality_counts) < spec.min_modalities:
@@ -177,10 +197,12 @@ def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: di
     for subject, arrays in data.items():
         Y, pca = arrays.Y, None
         if target == "pca":
-            key = (subject, train.n_components, train.pca_method, train.pca_n_iter)
+            key = (subject, train.n_components, train.pca_method, train.pca_n_iter, train.pca_precision)
             if key not in pcas:
-                k = min(train.n_components, Y.shape[0] - 1, Y.shape[1])
-                pcas[key] = PCA(n_components=k, method=train.pca_method, n_iter=train.pca_n_iter).fit(Y)
+                k = _capped_components(train.n_components, min(Y.shape[0] - 1, Y.shape[1]),
+                                       f"{Y.shape[0]} training rows - 1 and {Y.shape[1]} voxels", subject)
+                pcas[key] = PCA(n_components=k, method=train.pca_method, n_iter=train.pca_n_iter,
+                                precision=train.pca_precision).fit(Y)
             pca = pcas[key]
             Y = np.asarray(pca.transform(Y))
         model = options.estimator(arrays.bands, seed=train.seed)
@@ -194,15 +216,27 @@ def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: di
     return JobResult(predictions, {"n_features": n_features, "median_alpha": alphas})
 
 
+def _capped_components(asked: int, limit: int, why: str, subject) -> int:
+    """``asked`` components, or ``limit`` with a warning naming both when it is lower."""
+    if asked > limit:
+        warnings.warn(f"subject {subject}: train.n_components = {asked} principal components asked, but the "
+                      f"responses allow at most {limit} (the fewest of {why}); fitting {limit}", DataWarning,
+                      stacklevel=4)
+        return limit
+    return asked
+
+
 def _n_components_cap(data: Mapping[str, SubjectArrays], train: TrainConfig) -> int:
-    """The largest component count every fold of every subject can fit (<= ``n_components``)."""
+    """The largest component count every fold of every subject can fit (<= ``n_components``),
+    with a warning when it is lower."""
     cap = train.n_components
     for subject, arrays in data.items():
         counts = {story: len(range(arrays.X.shape[0])[rows]) if isinstance(rows, slice) else len(rows)
                   for story, rows in arrays.stories().items()}
-        for fold_train, _ in story_folds(list(counts), train.n_folds, seed=train.seed, subject=subject):
-            cap = min(cap, sum(counts[s] for s in fold_train))
-        cap = min(cap, arrays.Y.shape[1])
+        rows = min(sum(counts[s] for s in fold_train)
+                   for fold_train, _ in story_folds(list(counts), train.n_folds, seed=train.seed, subject=subject))
+        cap = _capped_components(cap, min(rows, arrays.Y.shape[1]),
+                                 f"a fold's {rows} training rows and {arrays.Y.shape[1]} voxels", subject)
     return cap
 
 

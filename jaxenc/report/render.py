@@ -262,6 +262,11 @@ def _models_section(results: RunResults, top_k: int) -> list[_Section]:
          for r in results.table(top_k)],
         ["l"] * 4 + ["r"] * 7,
     ))
+    nonfinite = [f"{r['subject']} {r['features']} | {r['model']} | {r['target']}: {r['n_nonfinite']} of {r['n_voxels']}"
+                 for r in results.table(top_k) if r["n_nonfinite"]]
+    if nonfinite:
+        per.blocks.append("Voxels without a finite score (a constant or non-finite prediction or response), left "
+                          "out of every mean: " + "; ".join(nonfinite) + ".")
     bars = _Section("Model comparison")
     bars.blocks.append(_Figure(
         "models", figures.to_png(figures.model_bars(results.table(top_k), rows)),
@@ -611,8 +616,14 @@ def _html(results: RunResults, sections: list[_Section]) -> str:
     return "\n".join(out)
 
 
+def _md_text(text: str) -> str:
+    # Markdown viewers render inline HTML: a subject, story or config name holding "<script>"
+    # must show as text, as in the HTML report.
+    return html.escape(text, quote=False)
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def _md_table(table: _Table) -> str:
@@ -631,14 +642,14 @@ def _md_table(table: _Table) -> str:
 
 
 def _markdown(results: RunResults, sections: list[_Section], figure_paths: dict) -> str:
-    out = [f"# jaxenc report: {results.name}", ""]
+    out = [f"# jaxenc report: {_md_text(results.name)}", ""]
     for section in sections:
-        out += [f"## {section.title}", ""]
+        out += [f"## {_md_text(section.title)}", ""]
         if section.note:
-            out += [f"*{section.note}*", ""]
+            out += [f"*{_md_text(section.note)}*", ""]
         for block in section.blocks:
             if isinstance(block, str):
-                out += [block, ""]
+                out += [_md_text(block), ""]
             elif isinstance(block, _Code):
                 # A fence longer than any backtick run inside keeps the block closed.
                 longest = max((len(run) for run in re.findall("`+", block.text)), default=0)
@@ -649,7 +660,7 @@ def _markdown(results: RunResults, sections: list[_Section], figure_paths: dict)
                 out += [_md_table(block), ""]
             else:
                 out += [f"![{_md_cell(block.caption)}]({figure_paths[block.name]})", "",
-                        f"*{block.caption}*", ""]
+                        f"*{_md_text(block.caption)}*", ""]
     return "\n".join(out)
 
 

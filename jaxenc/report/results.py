@@ -27,7 +27,7 @@ from jaxenc.errors import ConfigError, DataError
 from jaxenc.metrics.scores import SCORE_ARRAYS, Scores
 from jaxenc.store import RunStore
 
-__all__ = ["ModelResult", "RunResults", "slug", "FORMAT_VERSION"]
+__all__ = ["ModelResult", "RunResults", "slug", "check_subject_name", "FORMAT_VERSION"]
 
 # Version of the on-disk layout; load refuses other versions rather than misreading them.
 # Version 2: "r2" is the paper's r·|r| and "r2_cod" the coefficient of determination (version
@@ -117,14 +117,28 @@ def _jsonable(value, where: str):
     raise ConfigError(f"{where}: {type(value).__name__} is not JSON-able ({value!r})")
 
 
-def _safe_dirname(subject: str) -> str:
-    name = slug(subject)
-    if name != subject.lower():
-        # Subjects become folder names; refuse rather than silently rename one onto another.
+def check_subject_name(subject: str, *, path=None) -> str:
+    """Refuse a subject name that is not file-name safe; return it.
+
+    Subjects become folder names of the run's scores: a name that :func:`slug` would change is
+    refused rather than silently renamed onto another.
+
+    Parameters
+    ----------
+    subject : str
+    path : str or Path, optional
+        Where the name comes from (e.g. the subject's folder), named in the error.
+
+    Raises
+    ------
+    ConfigError
+        Naming the subject and the characters allowed.
+    """
+    if slug(subject) != subject.lower():
         raise ConfigError(
             f"subject names must be file-name safe (letters, digits, '.', '+', '_'), "
             f"got {subject!r}",
-            subject=subject,
+            subject=subject, path=path,
         )
     return subject
 
@@ -281,7 +295,7 @@ class RunResults:
         store = RunStore(folder)
         index_scores, used = [], set()
         for m in self.models:
-            subject_dir = _safe_dirname(m.subject)
+            subject_dir = check_subject_name(m.subject)
             stem = slug(m.name)
             # Distinct labels can share a slug ("a/b" and "a-b"): number the later ones.
             candidate, n = stem, 2
@@ -295,7 +309,7 @@ class RunResults:
                                  "info": _jsonable(m.info, f"{m.name}.info")})
         index_cc_max = {}
         for subject, ceiling in self.cc_max.items():
-            rel = f"scores/{_safe_dirname(subject)}/cc_max.npy"
+            rel = f"scores/{check_subject_name(subject)}/cc_max.npy"
             store.write_array(rel, ceiling)
             index_cc_max[subject] = {"file": rel, "n_voxels": int(np.shape(ceiling)[0])}
         index_clustering = _save_entries(store, "clustering", self.clustering)
@@ -380,7 +394,7 @@ def _save_entries(store: RunStore, folder: str, entries: dict) -> dict:
         stored = {"arrays": {}, "values": {}}
         for key, value in entry.items():
             if isinstance(value, np.ndarray):
-                rel = f"{folder}/{_safe_dirname(subject)}/{slug(key)}.npy"
+                rel = f"{folder}/{check_subject_name(subject)}/{slug(key)}.npy"
                 store.write_array(rel, value)
                 stored["arrays"][key] = rel
             else:

@@ -13,8 +13,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import soundfile
 
 from jaxenc.errors import DataError
+from jaxenc.store import named_os_errors
 
 __all__ = ["atomic_path", "write_json", "write_npz", "read_json", "read_npz"]
 
@@ -26,11 +28,14 @@ def atomic_path(path: Path):
     """Yield a temporary name beside ``path``, renamed to ``path`` once the block completes.
 
     The folder is created if needed. An interrupted write leaves ``<name>.partial`` (replaced
-    by the next attempt), never a truncated ``path``.
+    by the next attempt), never a truncated ``path``. A write the system refuses (a full disk)
+    raises an :class:`OSError` naming ``path``, also where the writer named no file (libsndfile's
+    "System error.", ``write`` on a full disk).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    yield partial
+    with named_os_errors(path, (soundfile.SoundFileRuntimeError,)):
+        yield partial
     os.replace(partial, path)
 
 

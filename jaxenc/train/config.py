@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from jaxenc import precision as matmul
 from jaxenc.decomp.pca import METHODS as PCA_METHODS
-from jaxenc.errors import ConfigError, JaxencError
+from jaxenc.errors import ConfigError, NonFiniteError
 
 __all__ = ["TrainConfig", "ModelKey", "NonFiniteError", "resolve_grid"]
 
 LOSSES = ("mae", "mse")
+# Compute dtypes of the networks: parameters and AdamW state stay float32 with either.
+COMPUTE_DTYPES = ("float32", "bfloat16")
 GRID_KEYS = ("learning_rate", "weight_decay")
-
-
-class NonFiniteError(JaxencError, FloatingPointError):
-    """NaN or infinity in the training data or a loss; names the subject and where."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,17 @@ class TrainConfig:
     pca_method: str = "auto"
     # Power iterations of the randomized PCA solver.
     pca_n_iter: int = 7
+    # Matrix-product precision of the training and prediction programs (jaxenc.precision:
+    # "highest", "high"/"tf32", "default", "bf16"); "highest" reproduces a CPU's float32.
+    precision: str = matmul.DEFAULTS["training"]
+    # Precision of the per-fold PCAs (jaxenc.precision); "highest" matches scikit-learn.
+    pca_precision: str = matmul.DEFAULTS["pca"]
+    # "float32", or "bfloat16": mixed precision, the networks' products, activations and
+    # gradients in bfloat16 (half the bytes of activations, the bfloat16 tensor-core rate),
+    # parameters, AdamW moments, losses and BatchNorm statistics in float32. On the planted
+    # twin within 0.015 of float32's test r (margin 0.05, tests/train/test_planted.py); no faster
+    # on CPUs.
+    compute_dtype: str = "float32"
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on settings the trainer cannot use."""
@@ -66,6 +76,10 @@ class TrainConfig:
                 f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
                 f"epochs_per_call ({self.epochs_per_call})"
             )
+        matmul.check(self.precision, "precision")
+        matmul.check(self.pca_precision, "pca_precision")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ConfigError(f"compute_dtype must be one of {list(COMPUTE_DTYPES)}, found {self.compute_dtype!r}")
         if self.pca_method not in PCA_METHODS:
             raise ConfigError(f"pca_method must be one of {PCA_METHODS}, found {self.pca_method!r}")
         if self.pca_n_iter < 0:

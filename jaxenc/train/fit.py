@@ -29,6 +29,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from jaxenc import precision
 from jaxenc.distributed import axis_size
 from jaxenc.errors import ConfigError
 from jaxenc.train import _checkpoint
@@ -37,6 +38,7 @@ from jaxenc.train.config import ModelKey, TrainConfig, resolve_grid
 from jaxenc.train.loop import run_chunks, run_one_by_one, stack_sizes
 from jaxenc.train.program import ProgramSpec, compiled_program, compiler_options, merged_state, stack_initializer
 from jaxenc.train.stack import Stack, SubjectData, pad_stack, stack_subjects
+from jaxenc.validation import check_matrix
 
 __all__ = ["EncoderFit", "fit_encoders", "fit_encoders_arrays", "train_stack"]
 
@@ -74,6 +76,8 @@ class EncoderFit:
         (runs of the same structure share it): one per stack size it ran at, so 1 when no
         model stopped early and everything compiled once.
     config : TrainConfig
+    n_features : int
+        Columns of the features the models were trained on (what :meth:`predict` expects).
     """
 
     keys: tuple[ModelKey, ...]
@@ -89,6 +93,7 @@ class EncoderFit:
     final_state: object
     n_traces: int
     config: TrainConfig
+    n_features: int
 
     def model(self, i: int) -> nnx.Module:
         """The ``i``-th model of the stack, at its best epoch, in evaluation mode."""
@@ -116,15 +121,28 @@ class EncoderFit:
         -------
         ndarray of shape (n_models, max n_trs, n_outputs)
             Rows past a subject's ``n_trs`` are padding.
+
+        Raises
+        ------
+        ConfigError
+            A subject without features, or features that are not real numbers.
+        AlignmentError
+            Features that are not 2-D, have no rows, or another width than the training's.
+        NonFiniteError
+            NaN or infinity in the features, naming the subject, row and column.
         """
         subjects = _subjects_of(self.keys)
         missing = [s for s in subjects if s not in features]
         if missing:
             raise ConfigError(f"no features given for subjects {missing}")
+        for s in subjects:
+            check_matrix(features[s], f"features[{s!r}]", columns=self.n_features,
+                         what="(n_trs, n_features) like the training features", subject=s)
         x = pad_stack([np.asarray(features[s], np.float32) for s in subjects])
         subj = jnp.asarray([subjects.index(k.subject) for k in self.keys], jnp.int32)
         options = compiler_options(self.best_state, len(self.keys))
-        return np.asarray(_predictor(self.graphdef, options)(self.best_state, jnp.asarray(x), subj))
+        predictor = _predictor(self.graphdef, options, self.config.precision)
+        return np.asarray(predictor(self.best_state, jnp.asarray(x), subj), np.float32)
 
     def predict(self, features: Mapping[str, np.ndarray], *, grid: int | None = None) -> dict[str, np.ndarray]:
         """Voxel predictions per subject: the average of its fold models' predictions.
@@ -159,14 +177,33 @@ class EncoderFit:
 
 
 @functools.lru_cache(maxsize=16)
-def _predictor(graphdef, options: tuple):
-    """Every model's evaluation-mode output for its subject's rows, compiled once per structure
-    and XLA options (:func:`jaxenc.train.program.compiler_options`)."""
+def _predictor(graphdef, options: tuple, matmul_precision: str = precision.DEFAULTS["training"]):
+    """Every model's evaluation-mode output for its subject's rows (float32), compiled once per
+    structure, XLA options (:func:`jaxenc.train.program.compiler_options`) and precision."""
 
     def one(state, x_all, s):
-        return nnx.merge(graphdef, state)(x_all[s], train=False)
+        with precision.scope(matmul_precision, key="train.precision"):
+            return nnx.merge(graphdef, state)(x_all[s], train=False).astype(jnp.float32)
 
     return jax.jit(jax.vmap(one, in_axes=(0, None, 0)), compiler_options=dict(options) or None)
+
+
+def _with_dtype(make_model, compute_dtype: str):
+    """``make_model`` building its models in ``compute_dtype`` (passed as ``dtype=`` unless float32,
+    so factories without a ``dtype`` argument keep working at float32)."""
+    if compute_dtype == "float32":
+        return make_model
+
+    def make(n_features, n_outputs, *, rngs):
+        try:
+            return make_model(n_features, n_outputs, rngs=rngs, dtype=jnp.dtype(compute_dtype))
+        except TypeError as err:
+            if "dtype" not in str(err):
+                raise
+            raise ConfigError(f"train.compute_dtype = {compute_dtype!r} needs a make_model that takes dtype=, "
+                              f"as jaxenc's networks do ({err})") from None
+
+    return make
 
 
 def _subjects_of(keys) -> list[str]:
@@ -325,7 +362,9 @@ def train_stack(make_model, stack: Stack, config: TrainConfig, *, checkpoint_dir
     EncoderFit
     """
     cfg, n_models = config, len(stack.keys)
-    create, graphs = stack_initializer(make_model, stack.n_features, stack.n_outputs, cfg.max_epochs)
+    precision.check(cfg.precision, "train.precision", on=precision.platform())
+    create, graphs = stack_initializer(_with_dtype(make_model, cfg.compute_dtype), stack.n_features,
+                                       stack.n_outputs, cfg.max_epochs)
     data, carry = place(create, stack, mesh, axis)
     graphdef = graphs[-1]
     spec = ProgramSpec.of(cfg, stack)
@@ -366,4 +405,5 @@ def train_stack(make_model, stack: Stack, config: TrainConfig, *, checkpoint_dir
         final_state=merged_state(carry["params"], carry["rest"]),
         n_traces=counter[0],
         config=dataclasses.replace(cfg),
+        n_features=stack.n_features,
     )

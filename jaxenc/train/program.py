@@ -43,6 +43,7 @@ from flax import nnx
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from jaxenc import precision as matmul
 from jaxenc.train import _adamw
 
 __all__ = ["ProgramSpec", "stack_initializer", "compiled_program", "compiler_options", "shuffled_batches",
@@ -79,12 +80,14 @@ class ProgramSpec:
     # Training and validation rows per model, padded to multiples of batch_size and val_chunk.
     n_train_max: int
     n_val_max: int
+    # Matrix-product precision the program is traced at (jaxenc.precision).
+    precision: str = matmul.DEFAULTS["training"]
 
     @classmethod
     def of(cls, cfg, stack) -> ProgramSpec:
         """The spec of training ``stack`` (:class:`jaxenc.train.stack.Stack`) with ``cfg``."""
         return cls(cfg.batch_size, stack.val_chunk, cfg.loss, cfg.max_epochs, cfg.patience, cfg.min_delta,
-                   stack.n_train_max, stack.n_val_max)
+                   stack.n_train_max, stack.n_val_max, cfg.precision)
 
 
 def compiler_options(params, n_models: int) -> tuple:
@@ -124,8 +127,12 @@ def _select(pred, new, old):
 
 
 def _masked_loss_sum(pred, y, mask, loss: str):
-    """Sum over real rows and outputs of the elementwise loss; padded rows contribute 0."""
-    diff = pred - y
+    """Sum over real rows and outputs of the elementwise loss; padded rows contribute 0.
+
+    In float32 whatever the model's compute dtype (a bfloat16 sum over a batch would round
+    away the loss's last digits, and its gradient flows back through the cast).
+    """
+    diff = pred.astype(jnp.float32) - y
     per = jnp.abs(diff) if loss == "mae" else jnp.square(diff)
     return jnp.sum(jnp.where(mask[:, None], per, 0.0))
 
@@ -355,6 +362,10 @@ def compiled_program(graphdef, spec: ProgramSpec, vectorized: bool, mesh: Mesh |
     def chunk(carry, data, epochs):
         counter[0] += 1  # runs at trace time only: counts compilations of the program
 
+        with matmul.scope(spec.precision, key="train.precision"):
+            return _chunk(carry, data, epochs)
+
+    def _chunk(carry, data, epochs):
         def body(c, epoch):
             # Epochs where every model of the stack has stopped are skipped (a real branch: the
             # predicate is one value for the whole stack).

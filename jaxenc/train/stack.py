@@ -27,8 +27,9 @@ import numpy as np
 
 from jaxenc.decomp import PCA
 from jaxenc.errors import AlignmentError, ConfigError
-from jaxenc.train.config import ModelKey, NonFiniteError, TrainConfig
+from jaxenc.train.config import ModelKey, TrainConfig
 from jaxenc.train.folds import story_folds
+from jaxenc.validation import check_matrix
 
 __all__ = ["SubjectData", "Stack", "stack_subjects", "pad_stack"]
 
@@ -163,6 +164,8 @@ def _check_subject(subject: str, data: SubjectData) -> list[str]:
         story = sorted(f_stories ^ r_stories)[0]
         has, lacks = ("features", "responses") if story in f_stories else ("responses", "features")
         raise AlignmentError(f"story has {has} but no {lacks}", subject=subject, story=story)
+    if not f_stories:
+        raise AlignmentError("no training stories", subject=subject)
     for story in sorted(f_stories):
         f, r = data.features[story], data.responses[story]
         if np.ndim(f) != 2 or np.ndim(r) != 2:
@@ -173,16 +176,9 @@ def _check_subject(subject: str, data: SubjectData) -> list[str]:
                 "must be on the same TR grid",
                 subject=subject, story=story,
             )
-        for what, a in (("features", f), ("responses", r)):
-            # Checked here, once, rather than in every training step.
-            finite = np.isfinite(a)
-            if not finite.all():
-                row, col = np.argwhere(~finite)[0]
-                raise NonFiniteError(
-                    f"NaN or infinity in the {what} at row (TR) {row}, column {col} "
-                    f"({(~finite).sum()} value(s))",
-                    subject=subject, story=story,
-                )
+        # Checked here, once, rather than in every training step (jaxenc.validation's policy).
+        check_matrix(f, "features", what="(n_trs, n_features)", subject=subject, story=story)
+        check_matrix(r, "responses", what="(n_trs, n_voxels)", subject=subject, story=story)
     return sorted(f_stories)
 
 
@@ -206,10 +202,11 @@ def _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache):
             f"n_components={cfg.n_components} exceeds min(training TRs {n_train}, voxels {n_voxels}) of a fold",
             subject=subject,
         )
-    key = (subject, tuple(stories), tuple(train), n_voxels, cfg.n_components, cfg.pca_method, cfg.pca_n_iter)
+    key = (subject, tuple(stories), tuple(train), n_voxels, cfg.n_components, cfg.pca_method, cfg.pca_n_iter,
+           cfg.pca_precision)
     if pca_cache is not None and key in pca_cache:
         return pca_cache[key]
-    pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter)
+    pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter, precision=cfg.pca_precision)
     pca.fit([_float32(sd.responses[s]) for s in train])
     # Scores story by story: the responses are never concatenated into a copy.
     z = np.concatenate([np.asarray(pca.transform(_float32(sd.responses[s]))) for s in stories])

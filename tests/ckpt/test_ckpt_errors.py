@@ -114,3 +114,62 @@ def test_bad_paths_and_ids(llama_dirs, tmp_path):
     shutil.copy(dirs["single"] / "config.json", tmp_path / "empty")
     with pytest.raises(CheckpointError, match="no weights found"):
         load_llama(tmp_path / "empty")
+
+
+class _NotATensor:
+    """A pickled object that torch.load(weights_only=True) must refuse."""
+
+
+def _code_that_must_not_run(folder, marker):
+    """Python beside the checkpoint that leaves ``marker`` behind if it is ever imported."""
+    (folder / "tokenization_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (folder / "configuration_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+
+
+def test_a_checkpoint_folder_asking_to_run_its_code_is_refused_naming_the_file(llama_dirs, tmp_path):
+    from jaxenc.ckpt import load_tokenizer
+    from jaxenc.features.defaults import write_default_llama
+
+    folder = write_default_llama(tmp_path / "llama", "once upon a time".split(), hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2, intermediate_size=32)
+    assert load_tokenizer(folder)("once upon").input_ids  # the plain folder loads
+    marker = tmp_path / "code-ran"
+    _code_that_must_not_run(folder, marker)
+    tokenizer_config = folder / "tokenizer_config.json"
+    content = json.loads(tokenizer_config.read_text())
+    content["auto_map"] = {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}
+    tokenizer_config.write_text(json.dumps(content))
+    with pytest.raises(CheckpointError) as err:
+        load_tokenizer(folder)
+    message = str(err.value)
+    assert "\n" not in message and err.value.path == str(tokenizer_config)
+    assert f"the checkpoint folder {folder} asks to run its own Python code" in message
+    assert '"auto_map" in tokenizer_config.json' in message
+
+    # The same in config.json stops the model loaders before transformers reads it.
+    _, dirs = llama_dirs
+    model = tmp_path / "model"
+    shutil.copytree(dirs["single"], model)
+    _code_that_must_not_run(model, marker)
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig"}
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r'asks to run its own Python code \("auto_map" in config.json\)'):
+        load_llama(model)
+    assert not marker.exists()
+
+
+def test_a_pickle_holding_more_than_tensors_is_refused_in_one_line(llama_dirs, tmp_path):
+    _, dirs = llama_dirs
+    path = tmp_path / "llama"
+    shutil.copytree(dirs["bin"], path)
+    state = torch.load(path / "pytorch_model.bin", weights_only=True)
+    state["extra"] = _NotATensor()
+    torch.save(state, path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError) as err:
+        load_llama(path)
+    message = str(err.value)
+    assert "\n" not in message and err.value.path == str(path / "pytorch_model.bin")
+    assert "the pickle holds more than tensors, which jaxenc never unpickles (torch.load with weights_only=True: " \
+           "Unsupported global: GLOBAL tests.ckpt.test_ckpt_errors._NotATensor was not an allowed global by " \
+           "default)" in message

@@ -153,6 +153,13 @@ def test_missing_files_and_malformed_overrides_are_config_errors(tmp_path):
     ("nonlinearity.networks.activation=step", "nonlinearity.networks.activation must be one of"),
     ("nonlinearity.synthetic={n_semantc = 4}", "did you mean 'nonlinearity.synthetic.n_semantic'?"),
     ("nonlinearity.synthetic={n_semantic = 0}", "nonlinearity.synthetic: SyntheticConfig: n_semantic must be"),
+    ("train.precision=fp8", "train.precision must be one of"),
+    ("train.compute_dtype=float16", "train.compute_dtype must be one of"),
+    ("train.pca_precision=high", "train.pca_precision is set by 'table.pca_precision'"),
+    ("table.pca_precision=half", "table.pca_precision must be one of"),
+    ("ridge.precision=bf16", "ridge.precision = 'bf16' is not supported"),
+    ("audio.precision=float64", "audio.precision must be one of"),
+    ("semantic.precision=tf31", "semantic.precision must be one of"),
 ])
 def test_every_setting_gives_a_one_line_error(tmp_path, override, message):
     path = write(tmp_path, 'name = "x"\n')
@@ -194,6 +201,8 @@ def test_every_library_setting_is_reachable_from_the_config():
         "loss": ("train.loss=mse", "mse"), "epochs_per_call": ("train.epochs_per_call=2", 2),
         "checkpoint_every": ("train.checkpoint_every=4", 4), "n_components": ("table.n_components=16", 16),
         "pca_method": ("table.pca_method=randomized", "randomized"), "pca_n_iter": ("table.pca_n_iter=3", 3),
+        "pca_precision": ("table.pca_precision=default", "default"), "precision": ("train.precision=high", "high"),
+        "compute_dtype": ("train.compute_dtype=bfloat16", "bfloat16"),
     }
     assert set(changes) == {f.name for f in dataclasses.fields(TrainConfig)}
     train = load_config(None, [override for override, _ in changes.values()]).train

@@ -6,6 +6,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, trainers
 
+from jaxenc.ckpt import load_llama
 from jaxenc.errors import ConfigError, DataError
 from jaxenc.features import context_starts, llama_word_features, word_tokens
 from jaxenc.features.semantic import WordTokens, _batches, _Windows
@@ -135,6 +136,19 @@ def test_a_fixed_look_back_equals_per_word_forwards_of_transformers(llama_checkp
     expected = per_word_reference(reference, tokenizer, story_words, context_starts(len(story_words), 5), layers)
     for layer in layers:
         np.testing.assert_allclose(features[layer], expected[layer], **TOL)
+
+
+def test_the_dot_product_attention_route_gives_the_same_windowed_features(llama_checkpoint, story_words):
+    """The GPU/TPU attention route (jax.nn.dot_product_attention, XLA's implementation) through
+    the windowed path: right-padded windows, padding rows, causal GQA. Tolerance 1e-5, as the
+    port against transformers (two implementations of the same float32 function)."""
+    directory, module, _, tokenizer = llama_checkpoint
+    xla, _ = load_llama(directory, attention="xla")
+    kw = dict(layers=(1, 3), context_words=(4, 8), batch_size=4, pad_multiple=16)
+    want = llama_word_features(module, tokenizer, story_words, **kw)
+    got = llama_word_features(xla, tokenizer, story_words, **kw)
+    for layer in kw["layers"]:
+        np.testing.assert_allclose(got[layer], want[layer], **TOL)
 
 
 def test_a_long_story_compiles_for_few_shapes():

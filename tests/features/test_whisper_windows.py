@@ -8,6 +8,7 @@ import pytest
 import torch
 from flax import nnx
 
+from jaxenc.ckpt import load_whisper_encoder
 from jaxenc.errors import ConfigError, DataError
 from jaxenc.features import LogMelFrontend, story_log_mel, whisper_features, window_log_mel, window_times
 
@@ -152,6 +153,20 @@ def test_short_input_equals_the_module_on_each_extracted_window(whisper_checkpoi
             np.testing.assert_allclose(
                 features[layer][k], np.asarray(hidden[layer][0, frame]), atol=1e-5, rtol=1e-5
             )
+
+
+def test_the_dot_product_attention_route_gives_the_same_features(whisper_checkpoint, waveform):
+    """The GPU/TPU attention route (jax.nn.dot_product_attention, XLA's implementation) through
+    the window path: bidirectional layers, then one query at the window's last frame.
+    Tolerance 1e-5 relative to the features' scale, as the port against transformers."""
+    directory, module, _, fe = whisper_checkpoint
+    xla, _ = load_whisper_encoder(directory, attention="xla")
+    kw = dict(layers=(1, 2), batch_size=4, context_s=1.0, chunk_s=0.1, stride_s=0.3)
+    wave = waveform(1.5)
+    _, want = whisper_features(module, fe, wave, SR, **kw)
+    _, got = whisper_features(xla, fe, wave, SR, **kw)
+    for layer in kw["layers"]:
+        np.testing.assert_allclose(got[layer], want[layer], rtol=1e-5, atol=1e-5 * np.abs(want[layer]).max())
 
 
 def test_bad_audio_and_options_raise_naming_the_story(whisper_checkpoint, waveform):

@@ -1,13 +1,26 @@
 """The blocked attention kernel against torch's scaled_dot_product_attention (fp32, tolerance 1e-5)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
+import jaxenc.precision as matmul
+from jaxenc.errors import ConfigError
 from jaxenc.nn import layers
 
 TOL = dict(rtol=1e-5, atol=1e-5)
+# Unit roundoff of float32.
+_U = 2.0**-24
+
+
+@pytest.fixture(autouse=True)
+def full_precision():
+    """The layers are called here directly, outside the models (which set their own precision):
+    at full float32 on every backend, as torch computes them here."""
+    with matmul.scope("highest"):
+        yield
 
 
 @pytest.mark.parametrize("heads, kv_heads, causal, block_elements", [
@@ -37,3 +50,76 @@ def test_attention_matches_torch_sdpa(monkeypatch, heads, kv_heads, causal, bloc
     ).transpose(1, 2).reshape(b, s, heads * d)
     assert got.shape == (b, s, heads * d)
     np.testing.assert_allclose(np.asarray(got), expected.numpy(), **TOL)
+
+
+def _gamma(n: int) -> float:
+    """Higham's bound on the relative rounding error of a float32 sum of n products."""
+    return n * _U / (1 - n * _U)
+
+
+def route_tolerance(q, k, v, scale: float) -> float:
+    """First-order bound on the difference of two float32 attention routes' outputs.
+
+    Each route rounds a logit ``scale * q.k`` to within ``gamma(d + 1) * scale * sum|q||k|``;
+    two routes differ by at most twice that (``dl``). A softmax weight then moves by at most
+    ``2 * p * max dl`` (and a few ``u`` of rounding in exp and the normaliser, summed over the
+    t keys), so an output ``sum_j p_j v_j`` moves by at most
+    ``max|v| * (4 * max dl + 2 * gamma(t) * 2 + 8 u)``.
+    """
+    d, t, heads, kv_heads = q.shape[-1], k.shape[1], q.shape[2], k.shape[2]
+    k_heads = np.repeat(np.abs(k), heads // kv_heads, axis=2)  # query head i reads kv head i // g
+    qk = np.einsum("bshd,bthd->bhst", np.abs(q), k_heads).max()
+    dl = 2 * _gamma(d + 1) * scale * qk
+    return float(np.abs(v).max() * (4 * dl + 4 * _gamma(t) + 8 * _U))
+
+
+def _padded_masks(b: int, t: int) -> np.ndarray:
+    """Key masks of the LLaMA paths: right padding (the windowed features, semantic.py), left
+    padding (positions counted from the first real token), and a padding row holding one
+    unmasked token (semantic.py's rows past the last window)."""
+    mask = np.ones((b, t), bool)
+    mask[0, t - 5:] = False  # a window shorter than the batch's sequence
+    mask[1, :4] = False  # left-padded: its first queries have no key at all (uniform weights)
+    mask[2, 1:] = False  # a padding row
+    return mask
+
+
+@pytest.mark.parametrize("case", ["whisper", "whisper_one_query", "llama_mha", "llama_gqa", "llama_mqa"])
+def test_dot_product_attention_route_equals_the_blocked_route(monkeypatch, case):
+    """jax.nn.dot_product_attention (XLA's implementation, the GPU/TPU route for float32)
+    against the blocked einsum, with several query blocks on the blocked side, within the
+    derived bound (about 2e-4 here; the differences seen are 2-4e-7)."""
+    monkeypatch.setitem(layers._SCORE_BLOCK_ELEMENTS, "cpu", 2000)
+    monkeypatch.setattr(layers, "_MIN_BLOCK_QUERIES", 4)
+    rng = np.random.default_rng(len(case))
+    b, s, d = 3, 24, 16
+    whisper = case.startswith("whisper")
+    heads, kv_heads = {"whisper": (4, 4), "whisper_one_query": (4, 4), "llama_mha": (4, 4), "llama_gqa": (8, 2),
+                       "llama_mqa": (4, 1)}[case]
+    q = rng.standard_normal((b, 1 if case == "whisper_one_query" else s, heads, d)).astype(np.float32)
+    k, v = (rng.standard_normal((b, s, kv_heads, d)).astype(np.float32) for _ in range(2))
+    if whisper:
+        # Whisper scales the queries before the product: scale 1, bidirectional, no mask.
+        q, scale, kw = q * d**-0.5, 1.0, {}
+    else:
+        scale, kw = d**-0.5, {"causal": True, "key_mask": jnp.asarray(_padded_masks(b, s))}
+    routes = {route: jax.jit(lambda q, k, v, route=route: layers.attention(q, k, v, scale=scale, route=route, **kw))
+              for route in ("blocked", "xla")}
+    blocked, xla = (np.asarray(f(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v))) for f in routes.values())
+    assert blocked.shape == xla.shape == (b, q.shape[1], heads * d)
+    tol = route_tolerance(q, k, v, scale)
+    assert tol < 1e-3  # a worst-case bound, still far below the outputs' unit scale
+    np.testing.assert_allclose(xla, blocked, rtol=0, atol=tol)
+
+
+def test_the_route_follows_the_platform(monkeypatch):
+    assert layers.attention_route("auto", jnp.float32, 64) == ("blocked" if matmul.platform() == "cpu" else
+                                                               layers.attention_route("auto", jnp.float32, 64))
+    for where, dtype, head_dim, route in [("cpu", jnp.bfloat16, 64, "blocked"), ("gpu", jnp.bfloat16, 64, "cudnn"),
+                                          ("gpu", jnp.float16, 128, "cudnn"), ("gpu", jnp.float32, 64, "xla"),
+                                          ("gpu", jnp.bfloat16, 12, "xla"), ("tpu", jnp.bfloat16, 128, "xla")]:
+        monkeypatch.setattr(layers, "platform", lambda where=where: where)
+        assert layers.attention_route("auto", dtype, head_dim) == route, (where, dtype, head_dim)
+        assert layers.attention_route("blocked", dtype, head_dim) == "blocked"
+    with pytest.raises(ConfigError, match="attention must be one of"):
+        layers.attention_route("flash", jnp.float32, 64)

@@ -170,6 +170,25 @@ def test_html_escapes_strings(report):
     assert "<script>" not in text
     assert html.escape("<script>alert('x')</script>") in text
     assert "unit &lt;run&gt;" in text
+    # Markdown viewers render inline HTML too: the Markdown report escapes it the same way,
+    # outside code fences (whose content is shown as it is).
+    markdown = re.sub(r"(?ms)^(`{3,})\w*\n.*?^\1$", "", (folder / "report.md").read_text())
+    assert "<script>" not in markdown and "<run>" not in markdown
+    assert "# jaxenc report: unit &lt;run&gt;" in markdown
+
+
+def test_voxels_without_a_finite_score_are_counted_not_hidden(run_results, tmp_path):
+    model = run_results.models[0]
+    r = model.scores.r.copy()
+    r[:3] = np.nan
+    r[3] = np.inf
+    model.scores = type(model.scores)(**{**model.scores.arrays(), "r": r})
+    summary = model.scores.summary()
+    assert summary["n_nonfinite"] == model.scores.n_nonfinite == 4
+    assert summary["mean_r"] == pytest.approx(np.mean(r[4:]), rel=1e-6)
+    text = write_report(run_results, tmp_path, formats=("md",))["md"].read_text()
+    assert (f"left out of every mean: {model.subject} {model.features} | {model.model} | {model.target}: 4 of "
+            f"{model.scores.n_voxels}") in text
 
 
 def test_unknown_format_refused(run_results, tmp_path):

@@ -8,6 +8,7 @@ the MSE loss (smooth) and a stated tolerance; bitwise equality is only expected 
 computation is literally the same (resume, padding of the same vmapped program).
 """
 
+import dataclasses
 import functools
 import re
 
@@ -221,7 +222,8 @@ def test_nan_in_data_names_subject_story_row_and_column():
     x = bad.features["story5"].copy()
     x[7, 3] = np.nan
     bad.features["story5"] = x
-    with pytest.raises(NonFiniteError, match=r"subject B, story 'story5': NaN or infinity in the features at row \(TR\) 7, column 3"):
+    with pytest.raises(NonFiniteError,
+                       match=r"subject B, story 'story5': NaN or infinity in features at row 7, column 3"):
         fit_encoders(MAKE, {"A": DATA["A"], "B": bad}, CFG, progress=False)
 
 
@@ -242,3 +244,22 @@ def test_a_shared_pca_cache_gives_the_same_fit_and_fits_each_pca_once(vmapped):
     assert all(a is b for a, b in zip(again.pcas, cached.pcas))
     assert _max_diff(cached.best_state, vmapped.best_state) == 0.0
     assert _max_diff(again.best_state, vmapped.best_state) == 0.0
+
+
+def test_bfloat16_compute_trains_float32_master_weights_and_tracks_float32(vmapped):
+    """Mixed precision: products and activations in bfloat16, parameters (and the AdamW moments
+    made from them), losses and predictions in float32. Over these 8 epochs each model's best
+    validation loss stays within 1% of float32's (bfloat16 rounds each operand by up to 2^-9 =
+    0.2%; measured 0.03%)."""
+    fit = fit_encoders(MAKE, DATA, dataclasses.replace(CFG, compute_dtype="bfloat16"), progress=False)
+    floats = {leaf.dtype for leaf in jax.tree.leaves(fit.best_state) if jax.dtypes.issubdtype(leaf.dtype, np.floating)}
+    assert floats == {np.dtype(np.float32)}
+    np.testing.assert_allclose(fit.best_val, vmapped.best_val, rtol=0.01)
+    predictions = fit.predict({s: DATA[s].features["story0"] for s in DATA})
+    assert all(p.dtype == np.float32 and np.isfinite(p).all() for p in predictions.values())
+
+
+def test_compute_dtype_needs_a_factory_taking_dtype():
+    with pytest.raises(ConfigError, match="train.compute_dtype = 'bfloat16' needs a make_model that takes dtype="):
+        fit_encoders(lambda n_in, n_out, rngs: MLP(n_in, n_out, hidden=4, rngs=rngs), DATA,
+                     dataclasses.replace(CFG, compute_dtype="bfloat16"), progress=False)

@@ -96,5 +96,5 @@ def test_array_entry_point_refuses_non_finite_responses_naming_the_group():
     X, Y = np.ones((12, 5), np.float32), np.ones((12, 3), np.float32)
     groups = np.array(["a"] * 6 + ["b"] * 6)
     Y[8, 2] = np.inf  # row 2 of group 'b'
-    with pytest.raises(NonFiniteError, match=r"subject S, story 'b': NaN or infinity in the responses at row \(TR\) 2, column 2"):
+    with pytest.raises(NonFiniteError, match=r"subject S, story 'b': NaN or infinity in responses at row 2, column 2"):
         fit_encoders_arrays(functools.partial(MLP, hidden=4), {"S": (X, Y, groups)}, CFG, progress=False)
