@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from jaxenc.analysis import (
+    adjusted_rand_index,
     best_model_clusters,
     best_model_stability,
     by_feature_set,
@@ -28,7 +29,7 @@ from jaxenc.errors import ConfigError
 from jaxenc.experiment.fitting import Job, interactions_file, job_name, table_jobs
 from jaxenc.experiment.planted import planted_checks
 from jaxenc.featuresets import FEATURE_SETS, JOINT, FeatureSource, modalities
-from jaxenc.metrics import ScoreConfig, drop_first_rows, score, scored_ceiling
+from jaxenc.metrics import ScoreConfig, best_model, drop_first_rows, score, scored_ceiling
 from jaxenc.report.results import ModelResult, RunResults
 from jaxenc.store import RunStore
 
@@ -124,10 +125,14 @@ def _clustering(config, results: RunResults, repeats: dict, store: RunStore) -> 
                                    what="test repeats").mean(axis=0)
         result = best_model_clusters({n: sets[n].r2 for n in FEATURE_SETS}, significant, measured.T,
                                      k=config.analyses.cluster_k, seed=config.seed)
+        # Another setting of the clustering: the models ranked by the coefficient of determination
+        # (which counts a prediction's scale and offset) instead of the paper's r2 = r·|r|.
+        by_r2_cod = best_model(np.stack([np.asarray(sets[n].r2_cod) for n in FEATURE_SETS]), significant)
         out[subject] = {
             "labels": np.asarray(result.labels), "label_names": list(result.label_names),
             "modularity": float(result.modularity), "null_mean": float(result.null_mean),
             "null_std": float(result.null_std), "model": model, "target": target,
+            "ari_r2_cod": adjusted_rand_index(np.asarray(result.labels), np.asarray(by_r2_cod)),
         }
         if config.analyses.cluster_resamples:
             predictions = {n: drop_first_rows(store.load_prediction(_name(n, model, target))[0][subject],

@@ -404,15 +404,18 @@ def _clustering_section(results: RunResults) -> _Section:
         ari = (f"{fmt_r(entry['ari_mean'])} ± {fmt_r(entry['ari_std'])} (5%: {fmt_r(entry['ari_p05'])})"
                if "ari_mean" in entry else NA)
         rows.append([subject, fmt_count(n_sig), shares or NA, fmt_r(q),
-                     f"{fmt_r(mu)} ± {fmt_r(sd)}", NA if _isnan(z) else f"{z:.1f}", ari])
+                     f"{fmt_r(mu)} ± {fmt_r(sd)}", NA if _isnan(z) else f"{z:.1f}", ari,
+                     fmt_r(entry.get("ari_r2_cod", math.nan))])
     section.blocks.append(_Table(
         ["subject", "n significant", "cluster shares (%)", "modularity Q", "null Q (mean ± std)",
-         "z", "label ARI, test-row bootstrap (mean ± std)"], rows, ["l", "r", "l", "r", "r", "r", "r"],
+         "z", "label ARI, test-row bootstrap (mean ± std)", "label ARI, ranked by r2_cod"], rows,
+        ["l", "r", "l", "r", "r", "r", "r", "r"],
     ))
     section.blocks.append(
-        "Stability: the best-model labels recomputed on block-bootstrap resamples of the scored "
-        "test rows, against the labels of all the rows (adjusted Rand index: 1 the same clusters, "
-        "0 chance agreement)."
+        "Stability (adjusted Rand index: 1 the same clusters, 0 chance agreement): the best-model "
+        "labels recomputed on block-bootstrap resamples of the scored test rows against the "
+        "labels of all the rows, and the labels with the models ranked by the coefficient of "
+        "determination instead of r² = r·|r|."
     )
     section.blocks.append(_Figure(
         "clustering", figures.to_png(figures.clustering_bars(results.clustering)),
