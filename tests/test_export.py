@@ -206,7 +206,7 @@ def _subject(seed, n_features):
     return SubjectData(f, {k: rng.standard_normal((len(x), 3)).astype(np.float32) for k, x in f.items()})
 
 
-@pytest.mark.parametrize("name", ["mllinear", "mlp", "dimlp", "gru", "deepmlp-2"])
+@pytest.mark.parametrize("name", ["mllinear", "mlp", "dimlp", "gru", "transformer", "deepmlp-2"])
 def test_training_program_and_predictor_export(name):
     from jaxenc.train import TrainConfig
     from jaxenc.train._placement import place

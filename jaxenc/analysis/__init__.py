@@ -7,6 +7,12 @@
 - :mod:`~jaxenc.analysis.clustering`: voxels labelled by their best-predicting model
   (:func:`best_model_clusters`) and the coherence of those groups on a voxel graph
   (:func:`knn_graph`, :func:`modularity`) against a permutation null.
+- :mod:`~jaxenc.analysis.interactions`: the share of each voxel's predicted variance that a
+  multimodal network owes to audio x semantic interaction, by a functional-ANOVA decomposition
+  over the test rows (:func:`interaction_shares`, :func:`fit_interaction_shares`).
+- :mod:`~jaxenc.analysis.stability`: agreement of best-model labellings across folds, seeds,
+  settings or block-bootstrap resamples of the test rows, by the adjusted Rand index
+  (:func:`adjusted_rand_index`, :func:`label_agreement`, :func:`best_model_stability`).
 - :mod:`~jaxenc.analysis.masks`: per-model Benjamini-Hochberg masks
   (:func:`significance_masks`), their union and intersection, and the shares of voxels each
   model predicts best (:func:`best_model_shares`, :func:`joint_best_share`).
@@ -15,6 +21,7 @@ Like align, decomp, models and metrics, nothing here reads files or runs feature
 """
 
 from jaxenc.analysis.clustering import ClusterResult, best_model_clusters, knn_graph, modularity
+from jaxenc.analysis.interactions import InteractionShares, fit_interaction_shares, interaction_shares
 from jaxenc.analysis.masks import (
     all_significant,
     any_significant,
@@ -23,6 +30,7 @@ from jaxenc.analysis.masks import (
     significance_masks,
 )
 from jaxenc.analysis.partition import SetPartition, by_feature_set, partition_rows, partition_sets, preferred_model
+from jaxenc.analysis.stability import StabilityResult, adjusted_rand_index, best_model_stability, label_agreement
 from jaxenc.analysis.sweeps import sweep_curves
 
 __all__ = [
@@ -36,6 +44,13 @@ __all__ = [
     "knn_graph",
     "ClusterResult",
     "best_model_clusters",
+    "InteractionShares",
+    "interaction_shares",
+    "fit_interaction_shares",
+    "adjusted_rand_index",
+    "label_agreement",
+    "StabilityResult",
+    "best_model_stability",
     "significance_masks",
     "any_significant",
     "all_significant",

@@ -25,7 +25,7 @@ from jaxenc.pipeline.runner import SubjectArrays, fit_predict
 from jaxenc.provenance import InputDigests, combined
 from jaxenc.store import RunStore
 
-__all__ = ["Job", "table_jobs", "job_name", "Designs", "fit"]
+__all__ = ["Job", "table_jobs", "job_name", "interactions_file", "Designs", "fit"]
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,20 @@ def _digest(config, index: dict, job: Job, responses: str) -> str:
             "keys": combined(index[s.extraction].get("keys"))}
             for s in job.sources},
     }
+    if _attributes_interactions(config, job):
+        # Only then: the digests of runs without the analysis stay what they were.
+        payload["interactions"] = True
     return combined(payload)
+
+
+def _attributes_interactions(config, job: Job) -> bool:
+    """Whether a job's fit also decomposes its networks' interactions (analyses.interactions)."""
+    return config.analyses.interactions and not encoder(job.model).is_ridge and len(job.sources) > 1
+
+
+def interactions_file(name: str) -> str:
+    """Run-relative path of a job's interaction shares, beside its predictions."""
+    return f"{RunStore.PREDICTIONS}/{name}.interactions.npz"
 
 
 def fit(config, data, store: RunStore, features, *, progress: bool = True, log: Callable = print,
@@ -179,7 +192,8 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
         result = fit_predict(
             job.model, {subject: designs.arrays(job, subject) for subject in data.subjects}, target=job.target,
             ridge=config.ridge, networks=config.networks, train=config.train, grid=config.fit.grid,
-            checkpoint_dir=store.checkpoint_dir(f"{name}-{digest}"), cache=designs.cache, progress=progress)
+            checkpoint_dir=store.checkpoint_dir(f"{name}-{digest}"), cache=designs.cache, progress=progress,
+            interactions=_attributes_interactions(config, job))
         seconds = time.perf_counter() - started
         meta = {"features": job.features, "model": job.model, "target": job.target, "digest": digest,
                 "seconds": round(seconds, 2), **result.info}
@@ -187,6 +201,9 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
             meta.update(sweep=job.sweep, x=job.x, x_label=job.x_label)
         if job.sweep == MODEL_SWEEP:
             meta["x"] = float(features.entry(job.sources[0]).get("n_params", 0))
+        if result.interactions:
+            # Before the predictions' record, which marks the job complete.
+            store.write_arrays(interactions_file(name), result.interactions)
         store.save_prediction(name, result.predictions, meta)
         # Only once the predictions are stored: a fit killed before that still resumes.
         if not config.fit.keep_checkpoints and result.checkpoints:

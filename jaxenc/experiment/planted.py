@@ -9,6 +9,7 @@ scores per planted class. The twin itself (config, writer, truth) is :mod:`jaxen
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
 from jaxenc.analysis.partition import by_feature_set, partition_sets
 from jaxenc.featuresets import AUDIO, JOINT, SEMANTIC
@@ -94,8 +95,34 @@ def planted_checks(margins, truth, results, target: str) -> dict:
                 float(mlp - mllinear), margins.interaction_nonlinearity, True,
                 "mean r on planted interaction voxels: audio+semantic MLP minus MLLinear (same "
                 "network without its activation)")
+        share = results.interactions.get(subject, {}).get(f"mlp/{target}")
+        if share is not None:
+            linear = np.isin(classes, [int(VoxelClass.AUDIO), int(VoxelClass.SEMANTIC),
+                                       int(VoxelClass.AUDIO_SEMANTIC)])
+            if margins.interaction_share_auc is not None:
+                checks["interaction_share_auc"] = _check(
+                    _auc(share[inter], share[linear]), margins.interaction_share_auc, True,
+                    "AUC of the audio+semantic MLP's interaction share per voxel: planted interaction "
+                    "voxels against the linear ones")
+            if margins.interaction_share_linear is not None:
+                checks["interaction_share_linear"] = _check(
+                    float(np.median(share[linear])) if linear.any() else float("nan"),
+                    margins.interaction_share_linear, False,
+                    "median interaction share of the audio+semantic MLP on the planted linear voxels")
         out[subject] = checks
     return out
+
+
+def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Area under the ROC curve of scores separating ``positive`` from ``negative`` (ties 1/2).
+
+    The Mann-Whitney form: the share of (positive, negative) pairs ordered correctly.
+    """
+    if not positive.size or not negative.size:
+        return float("nan")
+    ranks = rankdata(np.concatenate([positive, negative]))
+    n_pos, n_neg = positive.size, negative.size
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def class_means(truth, results) -> list[dict]:

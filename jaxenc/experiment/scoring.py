@@ -4,7 +4,8 @@ Every prediction is scored against the test story's repeats by :func:`jaxenc.met
 with the config's ``[evaluate]`` settings, the one scoring function of every path. On top of
 the scores: the variance partition audio / semantic / joint for every model and target fitted
 on all three feature sets (:func:`jaxenc.analysis.partition_rows`), the clustering of voxels
-by best-predicting feature set, the sweep curves (:func:`jaxenc.analysis.sweep_curves`), and
+by best-predicting feature set, the networks' interaction shares (stored by the fit stage), the
+sweep curves (:func:`jaxenc.analysis.sweep_curves`), and
 on the synthetic twin the planted checks (:func:`jaxenc.experiment.planted.planted_checks`).
 """
 
@@ -15,12 +16,20 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxenc.analysis import best_model_clusters, by_feature_set, partition_rows, preferred_model, sweep_curves
+from jaxenc.analysis import (
+    adjusted_rand_index,
+    best_model_clusters,
+    best_model_stability,
+    by_feature_set,
+    partition_rows,
+    preferred_model,
+    sweep_curves,
+)
 from jaxenc.errors import ConfigError
+from jaxenc.experiment.fitting import Job, interactions_file, job_name, table_jobs
 from jaxenc.experiment.planted import planted_checks
-from jaxenc.experiment.fitting import job_name, table_jobs
-from jaxenc.featuresets import FEATURE_SETS, JOINT
-from jaxenc.metrics import ScoreConfig, drop_first_rows, score, scored_ceiling
+from jaxenc.featuresets import FEATURE_SETS, JOINT, FeatureSource, modalities
+from jaxenc.metrics import ScoreConfig, best_model, drop_first_rows, score, scored_ceiling
 from jaxenc.report.results import ModelResult, RunResults
 from jaxenc.store import RunStore
 
@@ -78,15 +87,29 @@ def evaluate(config, data, store: RunStore, *, bar: Callable = lambda items, **k
     if config.analyses.partition:
         results.partition = partition_rows(results.models)
     if config.analyses.clustering:
-        results.clustering = _clustering(config, results, repeats)
+        results.clustering = _clustering(config, results, repeats, store)
+    if config.analyses.interactions:
+        results.interactions = _interactions(config, store)
     results.sweeps = sweep_curves(results.models)
     if data.truth is not None:
         results.planted = planted_checks(config.planted, data.truth, results, config.table.targets[0])
     return results
 
 
-def _clustering(config, results: RunResults, repeats: dict) -> dict:
-    """Voxels clustered by best-predicting feature set, with the preferred joint model."""
+def _interactions(config, store: RunStore) -> dict:
+    """Subject -> ``"<model>/<target>"`` -> interaction share per voxel, as the fit stage stored them."""
+    out = {}
+    for job in table_jobs(config):
+        rel = interactions_file(job_name(job))
+        if store.path(rel).is_file():
+            for subject, share in store.read_arrays(rel).items():
+                out.setdefault(subject, {})[f"{job.model}/{job.target}"] = np.asarray(share)
+    return out
+
+
+def _clustering(config, results: RunResults, repeats: dict, store: RunStore) -> dict:
+    """Voxels clustered by best-predicting feature set, with the preferred joint model, and the
+    stability of the labels under a block bootstrap of the scored test rows."""
     target = config.table.targets[0]
     out = {}
     for subject in results.subjects:
@@ -97,14 +120,31 @@ def _clustering(config, results: RunResults, repeats: dict) -> dict:
         significant = np.asarray(sets[JOINT].significant)
         if significant.sum() < 2 * config.analyses.cluster_k:
             continue
-        # [voxel, test TR] on the rows scored.
-        profiles = drop_first_rows(repeats[subject], config.evaluate.test_trim, axis=1,
-                                   what="test repeats").mean(axis=0).T
-        result = best_model_clusters({n: sets[n].r2 for n in FEATURE_SETS}, significant, profiles,
+        # [test TR, voxel] on the rows scored.
+        measured = drop_first_rows(repeats[subject], config.evaluate.test_trim, axis=1,
+                                   what="test repeats").mean(axis=0)
+        result = best_model_clusters({n: sets[n].r2 for n in FEATURE_SETS}, significant, measured.T,
                                      k=config.analyses.cluster_k, seed=config.seed)
+        # Another setting of the clustering: the models ranked by the coefficient of determination
+        # (which counts a prediction's scale and offset) instead of the paper's r2 = r·|r|.
+        by_r2_cod = best_model(np.stack([np.asarray(sets[n].r2_cod) for n in FEATURE_SETS]), significant)
         out[subject] = {
             "labels": np.asarray(result.labels), "label_names": list(result.label_names),
             "modularity": float(result.modularity), "null_mean": float(result.null_mean),
             "null_std": float(result.null_std), "model": model, "target": target,
+            "ari_r2_cod": adjusted_rand_index(np.asarray(result.labels), np.asarray(by_r2_cod)),
         }
+        if config.analyses.cluster_resamples:
+            predictions = {n: drop_first_rows(store.load_prediction(_name(n, model, target))[0][subject],
+                                              config.evaluate.test_trim, what="test predictions")
+                           for n in FEATURE_SETS}
+            stability = best_model_stability(predictions, measured, significant,
+                                             n_resamples=config.analyses.cluster_resamples,
+                                             block_size=config.evaluate.block_size, seed=config.seed)
+            out[subject].update(stability.summary())
     return out
+
+
+def _name(features: str, model: str, target: str) -> str:
+    """The stored predictions of an encoder on a feature set of the table."""
+    return job_name(Job(tuple(FeatureSource(m) for m in modalities(features)), model, target))

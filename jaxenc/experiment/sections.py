@@ -335,13 +335,26 @@ class AnalysesConfig:
     clustering: bool = True
     # Neighbours per voxel in the clustering graph (test-story response similarity).
     cluster_k: int = 10
+    # Block-bootstrap resamples of the scored test rows (blocks of evaluate.block_size) on which
+    # the best-model labels are recomputed; their adjusted Rand index against the labels of
+    # all the rows says how stable the clusters are (jaxenc.analysis.best_model_stability).
+    # 0: not computed.
+    cluster_resamples: int = 100
     # Semantic layers swept with ridge on voxels (features of all extracted in one pass).
     layer_sweep: tuple[int, ...] = ()
     # Semantic models of the model-size sweep (ridge on voxels, same layer rule).
     size_sweep: tuple[ModelSpec, ...] = ()
+    # Interaction attribution of every network on audio+semantic features: per voxel, the share
+    # of its test-story prediction's variance due to audio x semantic interaction
+    # (jaxenc.analysis.fit_interaction_shares, averaged over the fold models), shown beside the
+    # MLP - DIMLP gain. Costs n_test**2 evaluations of each fold model.
+    interactions: bool = False
 
     def validate(self) -> None:
         positive(self.cluster_k, "cluster_k")
+        if isinstance(self.cluster_resamples, bool) or not isinstance(self.cluster_resamples, int) \
+                or self.cluster_resamples < 0:
+            raise ConfigError(f"cluster_resamples must be a non-negative integer, got {self.cluster_resamples!r}")
         labels = [spec.label for spec in self.size_sweep]
         if any(not label for label in labels) or len(set(labels)) != len(labels):
             raise ConfigError("size_sweep entries need distinct non-empty labels")
@@ -384,6 +397,13 @@ class PlantedConfig:
     interaction_nonlinearity: float | None = None
     # Mean r of the audio (semantic) ridge on audio (semantic) voxels minus on noise voxels.
     selectivity: float = 0.4
+    # With analyses.interactions: AUC of the audio+semantic MLP's interaction shares, planted
+    # interaction voxels against the linear ones (audio, semantic, joint), at least this;
+    # unset: not checked.
+    interaction_share_auc: float | None = None
+    # With analyses.interactions: median interaction share of the MLP on the planted linear
+    # voxels, at most this; unset: not checked.
+    interaction_share_linear: float | None = None
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from flax import nnx
 
 from jaxenc.errors import ConfigError
 
-__all__ = ["MLLinear", "MLP", "DIMLP", "DeepMLP", "DelayGRU", "delayed_columns", "torch_linear"]
+__all__ = ["MLLinear", "MLP", "DIMLP", "DeepMLP", "DelayGRU", "DelayTransformer", "delayed_columns", "torch_linear"]
 
 # BatchNorm running-average decay. 0.9 is PyTorch's momentum=0.1, the paper's framework.
 _BN_MOMENTUM = 0.9
@@ -411,3 +411,124 @@ class DelayGRU(nnx.Module):
         for d in reversed(range(self.n_delays)):
             h, _ = self.cell(h, seq[:, d])
         return self.readout(self.dropout(h, deterministic=not train))
+
+
+# LayerNorm epsilon of the transformer (PyTorch's default).
+_LN_EPSILON = 1e-5
+
+
+def _layer_norm(width: int, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # flax computes the statistics in float32 whatever the compute dtype; parameters float32.
+    return nnx.LayerNorm(width, epsilon=_LN_EPSILON, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
+class _TransformerBlock(nnx.Module):
+    """Pre-norm self-attention and feed-forward, each a residual branch with dropout."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.heads = heads
+        self.norm1 = _layer_norm(hidden, dtype, rngs)
+        self.query = torch_linear(hidden, hidden, rngs=rngs, dtype=dtype)
+        # No key bias: it adds the same q . b to every logit of a query, which the softmax
+        # removes, so its gradient is rounding noise that Adam would turn into steps of the
+        # full learning rate (as Whisper's k_proj).
+        self.key = torch_linear(hidden, hidden, use_bias=False, rngs=rngs, dtype=dtype)
+        self.value = torch_linear(hidden, hidden, rngs=rngs, dtype=dtype)
+        self.out = torch_linear(hidden, hidden, rngs=rngs, dtype=dtype)
+        self.norm2 = _layer_norm(hidden, dtype, rngs)
+        self.up = torch_linear(hidden, 2 * hidden, rngs=rngs, dtype=dtype)
+        self.down = torch_linear(2 * hidden, hidden, rngs=rngs, dtype=dtype)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, h, *, train: bool):
+        batch, n_tokens, hidden = h.shape
+        with jax.named_scope("attention"):
+            x = self.norm1(h)
+            # [batch, token, hidden] -> [batch, head, token, head_dim]
+            q, k, v = (
+                projection(x).reshape(batch, n_tokens, self.heads, -1).transpose(0, 2, 1, 3)
+                for projection in (self.query, self.key, self.value)
+            )
+            # The softmax in float32 whatever the compute dtype.
+            logits = (q @ k.transpose(0, 1, 3, 2)).astype(jnp.float32) / math.sqrt(q.shape[-1])
+            weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+            attended = (weights @ v).transpose(0, 2, 1, 3).reshape(batch, n_tokens, hidden)
+            h = h + self.dropout(self.out(attended), deterministic=not train)
+        with jax.named_scope("feed_forward"):
+            return h + self.dropout(self.down(jax.nn.gelu(self.up(self.norm2(h)), approximate=False)),
+                                    deterministic=not train)
+
+
+class DelayTransformer(nnx.Module):
+    """A small transformer encoder over the window of delayed TRs, read out from its mean token.
+
+    Each delay block (the stimulus at one of ``t-1, ..., t-n_delays``) is one token: a linear
+    embedding of its features plus a learned position embedding per delay, then ``depth``
+    pre-norm blocks of multi-head self-attention and a GELU feed-forward layer (twice as wide),
+    each added back to its input, a final LayerNorm, the mean over the tokens, dropout and a
+    linear readout. Attention is not masked: every token is a past stimulus, so any of them may
+    look at any other. Like :class:`DelayGRU` it keeps the per-TR minibatch training of the
+    other models.
+
+    Parameters
+    ----------
+    n_features : int
+        Columns of the delayed input, ``n_delays * n_block_features``.
+    n_outputs : int
+        Targets (PCA components or voxels).
+    n_delays : int
+        Delay blocks in the input, ordered from the most recent to the oldest.
+    hidden : int
+        Width of the tokens (``d_model``), a multiple of ``heads``.
+    heads : int
+        Attention heads.
+    depth : int
+        Transformer blocks.
+    dropout : float
+        Dropout rate on each block's residual branches and before the readout during training.
+    rngs : nnx.Rngs
+        Streams ``params`` and ``dropout``.
+    dtype : jnp.dtype
+        Compute dtype (parameters are float32; the softmax and LayerNorm statistics run in
+        float32).
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_outputs: int,
+        *,
+        n_delays: int = 4,
+        hidden: int = 256,
+        heads: int = 4,
+        depth: int = 1,
+        dropout: float = 0.2,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+    ):
+        if n_delays < 1 or n_features % n_delays:
+            raise ConfigError(f"{n_features} delayed features do not split into {n_delays} equal delay blocks")
+        if heads < 1 or hidden % heads:
+            raise ConfigError(f"hidden ({hidden}) must be a positive multiple of heads ({heads})")
+        if depth < 1:
+            raise ConfigError(f"DelayTransformer depth must be at least 1, found {depth}")
+        self.n_delays, self.heads = n_delays, heads
+        self.dtype = dtype
+        self.embed = torch_linear(n_features // n_delays, hidden, rngs=rngs, dtype=dtype)
+        # [n_delays, hidden]: token i is delay n_delays - i (oldest first), as in DelayGRU.
+        self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (n_delays, hidden), jnp.float32))
+        self.blocks = nnx.List([_TransformerBlock(hidden, heads, dropout, rngs=rngs, dtype=dtype)
+                                for _ in range(depth)])
+        self.norm = _layer_norm(hidden, dtype, rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.readout = torch_linear(hidden, n_outputs, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``mask`` is unused."""
+        # [batch, n_delays * f] -> [batch, n_delays, f], reversed so that token 0 is the oldest TR.
+        tokens = x.reshape(x.shape[0], self.n_delays, -1)[:, ::-1]
+        h = self.embed(tokens) + self.position[...].astype(self.dtype)  # [batch, token, hidden]
+        for block in self.blocks:
+            h = block(h, train=train)
+        pooled = self.norm(h).mean(axis=1)  # [batch, hidden]
+        return self.readout(self.dropout(pooled, deterministic=not train))

@@ -28,7 +28,7 @@ import numpy as np
 
 from jaxenc import precision as matmul
 from jaxenc.errors import ConfigError
-from jaxenc.models.nonlinear import DIMLP, MLP, DeepMLP, DelayGRU, MLLinear
+from jaxenc.models.nonlinear import DIMLP, MLP, DeepMLP, DelayGRU, DelayTransformer, MLLinear
 from jaxenc.models.ridge import RidgeCV
 from jaxenc.models.ridge_banded import BandedRidgeCV
 from jaxenc.models.ridge_solvers import resolve_solver_dtype
@@ -59,7 +59,8 @@ def _log10_grid(alphas) -> tuple[float, float, int]:
 class NetworkOptions:
     """How the networks are built (the experiment config's ``[networks]``)."""
 
-    # Hidden units of MLLinear, MLP, DIMLP (per modality), DeepMLP and the GRU.
+    # Hidden units of MLLinear, MLP, DIMLP (per modality), DeepMLP and the GRU; the width of the
+    # transformer's tokens.
     hidden: int = _default(MLP, "hidden")
     # Dropout after each hidden layer (the paper: 0.1-0.3).
     dropout: float = _default(MLP, "dropout")
@@ -158,6 +159,10 @@ def _gru(spec, options: NetworkOptions, bands, n_delays):
     return functools.partial(DelayGRU, n_delays=n_delays, hidden=options.hidden, dropout=options.dropout)
 
 
+def _transformer(spec, options: NetworkOptions, bands, n_delays):
+    return functools.partial(DelayTransformer, n_delays=n_delays, hidden=options.hidden, dropout=options.dropout)
+
+
 def _dimlp(spec, options: NetworkOptions, bands, n_delays):
     if len(bands) < 2:
         raise ConfigError("dimlp needs several modalities (the audio+semantic feature set)")
@@ -177,6 +182,9 @@ class _Entry:
     description: str
     # Modalities it needs at least (DIMLP gives each its own hidden layer).
     min_modalities: int = 1
+    # Reads the design as a sequence of delay blocks, each holding every modality's columns of
+    # that delay (see EncoderSpec.prepare).
+    delay_sequence: bool = False
 
 
 # Every encoder by name; "deepmlp-N" stands for the family deepmlp-1, deepmlp-2, ...
@@ -185,7 +193,9 @@ ENCODERS: dict[str, _Entry] = {
     "mllinear": _Entry(_mllinear, "the MLP without activation, BatchNorm or dropout (reduced-rank linear)"),
     "mlp": _Entry(_mlp, "one hidden layer: Linear, BatchNorm, activation, dropout"),
     "dimlp": _Entry(_dimlp, "a hidden layer per modality, fused linearly", min_modalities=2),
-    "gru": _Entry(_gru, "a GRU over the delay blocks"),
+    "gru": _Entry(_gru, "a GRU over the delay blocks", delay_sequence=True),
+    "transformer": _Entry(_transformer, "a small transformer encoder over the delay blocks (one token each)",
+                          delay_sequence=True),
     f"{_DEEP_PREFIX}N": _Entry(_deepmlp, "the MLP with N hidden layers"),
 }
 
@@ -228,7 +238,7 @@ class EncoderSpec:
         bands : sequence of (int, int)
             Column range of each modality in the design (DIMLP's branches).
         n_delays : int
-            Delay blocks of the design (the GRU's steps).
+            Delay blocks of the design (the GRU's steps, the transformer's tokens).
         """
         build = ENCODERS[self.family].build
         if build is None:
@@ -236,11 +246,13 @@ class EncoderSpec:
         return build(self, options, tuple(bands), n_delays)
 
     def prepare(self, X: np.ndarray, bands: Sequence[tuple[int, int]], n_delays: int) -> np.ndarray:
-        """The design as this encoder reads it (the GRU reads one delay block per step).
+        """The design as this encoder reads it (the GRU and the transformer read one delay block
+        per step or token).
 
         A design of several modalities holds each modality's delays side by side
-        (``[audio d1..dk | semantic d1..dk]``); the GRU needs each delay's columns together
-        (``[d1: audio, semantic | d2: ...]``). Other encoders read the design as it is.
+        (``[audio d1..dk | semantic d1..dk]``); the GRU and the transformer need each delay's
+        columns together (``[d1: audio, semantic | d2: ...]``). Other encoders read the design
+        as it is.
 
         Parameters
         ----------
@@ -253,7 +265,7 @@ class EncoderSpec:
         -------
         ndarray of shape (n_rows, n_features)
         """
-        if self.family != "gru" or len(bands) < 2:
+        if not ENCODERS[self.family].delay_sequence or len(bands) < 2:
             return X
         blocks = []
         for d in range(n_delays):

@@ -97,18 +97,23 @@ class JobResult:
         networks: ``best_epoch`` and ``stop_epoch`` per subject and fold, ``n_components``.
     checkpoints : list of Path
         The networks' checkpoint folders (removable once the predictions are stored).
+    interactions : dict of str to ndarray of shape (n_voxels,), float32
+        Per subject, the audio x semantic interaction share of each voxel's test-story
+        prediction (:func:`jaxenc.analysis.fit_interaction_shares`, averaged over the fold
+        models); empty unless asked for (networks on two modalities).
     """
 
     predictions: dict
     info: dict
     checkpoints: list = field(default_factory=list)
+    interactions: dict = field(default_factory=dict)
 
 
 def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, target: str = "voxels",
                 ridge: RidgeOptions = RidgeOptions(), networks: NetworkOptions = NetworkOptions(),
                 train: TrainConfig = TrainConfig(), grid: Sequence[Mapping] = (),
                 checkpoint_dir: str | Path | None = None, cache: dict | None = None,
-                progress: bool = False) -> JobResult:
+                progress: bool = False, interactions: bool = False) -> JobResult:
     """Fit one encoder for every subject and predict the test story's voxels.
 
     Parameters
@@ -140,6 +145,10 @@ def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, 
         every call): the subjects' PCAs are fitted once.
     progress : bool
         Progress bars of the networks' training.
+    interactions : bool
+        Also decompose each network on two modalities (audio, semantic) over the test rows
+        into main effects and their interaction (:attr:`JobResult.interactions`); ignored for
+        ridge (linear: no interaction) and one modality.
 
     Returns
     -------
@@ -180,7 +189,7 @@ def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, 
     if spec.is_ridge:
         return _fit_ridge(data, target, ridge, train, cache.setdefault("ridge_pca", {}))
     return _fit_networks(spec, data, target, networks, train, grid, checkpoint_dir,
-                         cache.setdefault("fold_pca", {}), progress)
+                         cache.setdefault("fold_pca", {}), progress, interactions)
 
 
 def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: dict) -> JobResult:
@@ -232,12 +241,12 @@ def _n_components_cap(data: Mapping[str, SubjectArrays], train: TrainConfig) -> 
 
 
 def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, train: TrainConfig, grid,
-                  checkpoint_dir, fold_pcas: dict, progress: bool) -> JobResult:
+                  checkpoint_dir, fold_pcas: dict, progress: bool, interactions: bool) -> JobResult:
     groups: dict[int | None, list[str]] = {}
     for subject, arrays in data.items():
         # PCA targets share one output size; voxel targets train together only when equal.
         groups.setdefault(None if target == "pca" else arrays.Y.shape[1], []).append(subject)
-    predictions, info, folders = {}, {"best_epoch": {}, "stop_epoch": {}}, []
+    predictions, info, folders, shares = {}, {"best_epoch": {}, "stop_epoch": {}}, [], {}
     for subjects in groups.values():
         fits, tests = {}, {}
         for subject in subjects:
@@ -260,9 +269,48 @@ def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, trai
                            grid=[dict(p) for p in grid] or None, checkpoint_dir=folder, progress=progress,
                            pca_cache=fold_pcas)
         predictions.update({s: np.asarray(p, np.float32) for s, p in fit.predict(tests).items()})
+        if interactions:
+            shares.update({s: _interaction_shares(spec, fit, s, data[s], tests[s]) for s in subjects
+                           if len(data[s].bands) == 2})
         for i, key in enumerate(fit.keys):
             info["best_epoch"].setdefault(key.subject, []).append(int(fit.best_epoch[i]))
             info["stop_epoch"].setdefault(key.subject, []).append(int(fit.stop_epoch[i]))
         info["n_components"] = n_components
         info["n_features"] = int(next(iter(tests.values())).shape[1])
-    return JobResult(predictions, info, folders)
+    return JobResult(predictions, info, folders, shares)
+
+
+def _interaction_shares(spec: EncoderSpec, fit, subject: str, arrays: SubjectArrays, X_test) -> np.ndarray:
+    """Per voxel, the interaction share of a subject's fold models, averaged (float32)."""
+    from jaxenc.analysis.interactions import fit_interaction_shares
+
+    audio, semantic = modality_ranges(spec, arrays.bands, arrays.n_delays, X_test.shape[1])
+    shares = fit_interaction_shares(fit, subject, X_test, audio, semantic)
+    return np.asarray(shares.mean_over_models().interaction, np.float32)
+
+
+def modality_ranges(spec: EncoderSpec, bands, n_delays: int, n_features: int) -> list[list[tuple[int, int]]]:
+    """Each modality's columns in the design as ``spec`` reads it (:meth:`EncoderSpec.prepare`).
+
+    Parameters
+    ----------
+    spec : EncoderSpec
+    bands : sequence of (int, int)
+        Column range of each modality in the design as built.
+    n_delays : int
+    n_features : int
+
+    Returns
+    -------
+    list of list of (int, int)
+        Per modality, its maximal runs of columns ``(start, stop)`` in the prepared design
+        (one run, or one per delay where the GRU and the transformer regroup by delay).
+    """
+    order = spec.prepare(np.arange(n_features)[None], bands, n_delays)[0]
+    position = np.argsort(order)  # where column c of the design went
+    out = []
+    for start, stop in bands:
+        columns = np.sort(position[start:stop])
+        runs = np.split(columns, np.flatnonzero(np.diff(columns) != 1) + 1)
+        out.append([(int(run[0]), int(run[-1]) + 1) for run in runs])
+    return out

@@ -28,6 +28,7 @@ __all__ = [
     "sweep_lines",
     "clustering_bars",
     "nonlinearity_bars",
+    "interaction_scatter",
 ]
 
 # Paul Tol's "muted" colours: distinguishable with colour-vision deficiencies.
@@ -166,7 +167,7 @@ def linear_vs_mlp_scatter(pairs: Sequence[tuple]) -> Figure:
     n_rows = math.ceil(len(pairs) / n_cols)
     figure = _new_figure(3.3 * n_cols, 3.3 * n_rows)
     axes = np.atleast_1d(figure.subplots(n_rows, n_cols, squeeze=False)).ravel()
-    for ax, (title, linear, mlp) in zip(axes, pairs):
+    for ax, (title, linear, mlp) in zip(axes, pairs, strict=False):
         a, b = linear.scores, mlp.scores
         either = a.significant | b.significant
         finite = np.isfinite(a.r) & np.isfinite(b.r)
@@ -266,7 +267,7 @@ def noise_ceiling_hist(cc_max: dict) -> Figure:
     finite = [v[np.isfinite(v)] for v in values]
     lo = min([0.0] + [float(v.min()) for v in finite if v.size])
     bins = np.linspace(lo, 1.0, int(round((1.0 - lo) / 0.025)) + 1)
-    for i, (subject, v, f) in enumerate(zip(cc_max, values, finite)):
+    for i, (subject, v, f) in enumerate(zip(cc_max, values, finite, strict=False)):
         style = _style(i)
         median = float(np.median(f)) if f.size else math.nan
         n_nan = v.size - f.size
@@ -306,14 +307,14 @@ def sweep_lines(sweep: dict) -> Figure:
     figure = _new_figure(4.6 * len(models), 3.6)
     axes = np.atleast_1d(figure.subplots(1, len(models), squeeze=False)).ravel()
     positions, order = _positions([row["x"] for row in rows])
-    for ax, model in zip(axes, models):
+    for ax, model in zip(axes, models, strict=False):
         subset = [row for row in rows if row["model"] == model]
         for i, subject in enumerate(_unique(row["subject"] for row in subset)):
             points = sorted(
                 (positions[row["x"]], row["mean_r"]) for row in subset if row["subject"] == subject
             )
             style = _style(i)
-            ax.plot(*zip(*points), color=style["color"], marker=style["marker"],
+            ax.plot(*zip(*points, strict=False), color=style["color"], marker=style["marker"],
                     linestyle=style["linestyle"], linewidth=1.0, markersize=4, label=subject)
         xs = sorted({positions[row["x"]] for row in subset})
         means = [
@@ -422,4 +423,42 @@ def nonlinearity_bars(rows: Sequence[dict]) -> Figure:
     axes.set_ylabel("mean test r")
     axes.legend(fontsize="small", frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0),
                 ncols=max(1, len(models)))
+    return figure
+
+
+def interaction_scatter(panels: Sequence[tuple]) -> Figure:
+    """Per voxel, a network's interaction share against the MLP - DIMLP gain in r, one panel each.
+
+    Parameters
+    ----------
+    panels : sequence of (title, share, gain, significant)
+        ``share`` (n_voxels,) the interaction share of each voxel's prediction, ``gain``
+        (n_voxels,) the MLP's test r minus DIMLP's, ``significant`` (n_voxels,) bool, the
+        voxels significant for either.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Significant voxels dark and filled, the rest light and hollow; the dashed line is no
+        gain.
+    """
+    n_cols = min(3, len(panels))
+    n_rows = math.ceil(len(panels) / n_cols)
+    figure = _new_figure(3.6 * n_cols, 3.3 * n_rows)
+    axes = np.atleast_1d(figure.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    for ax, (title, share, gain, significant) in zip(axes, panels, strict=False):
+        finite = np.isfinite(share) & np.isfinite(gain)
+        rest, sig = finite & ~significant, finite & significant
+        ax.axhline(0, color="black", linestyle="--", linewidth=0.8)
+        ax.scatter(share[rest], gain[rest], s=6, facecolor="none", edgecolor="#999999", linewidth=0.5,
+                   label=f"n.s. ({int(rest.sum())})", rasterized=True)
+        ax.scatter(share[sig], gain[sig], s=8, color=COLORS[0], linewidth=0,
+                   label=f"significant for either ({int(sig.sum())})", rasterized=True)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xlabel("interaction share of the prediction")
+        ax.set_ylabel("r, MLP minus DIMLP")
+        ax.set_title(title, fontsize="small")
+        ax.legend(fontsize="x-small", loc="upper left", framealpha=0.9, edgecolor="none")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     return figure

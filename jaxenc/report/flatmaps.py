@@ -102,7 +102,7 @@ def flatmap_models(results, subject: str, entry: dict) -> list:
 
 def render_flatmaps(results, flatmaps: dict | None, *,
                     height: int = HEIGHT) -> tuple[list[tuple[str, str, bytes]], str | None]:
-    """Flatmaps of each model's test-story r per subject, as PNG bytes.
+    """Flatmaps of each model's test-story r per subject, and of its interaction shares, as PNG bytes.
 
     Parameters
     ----------
@@ -118,8 +118,9 @@ def render_flatmaps(results, flatmaps: dict | None, *,
     Returns
     -------
     images : list of (name, caption, bytes)
-        One PNG per subject and model drawn, in the order of ``flatmaps`` then the models;
-        ``name`` is file-name safe and distinct (``slug`` of the subject and the model label).
+        One PNG per subject and model drawn, in the order of ``flatmaps`` then the models,
+        then one per entry of the subject's ``results.interactions`` (shares 0 to 1); ``name``
+        is file-name safe and distinct (``slug`` of the subject and the model label).
     note : str or None
         Why nothing (or not every subject) was drawn; ``None`` when all were.
 
@@ -153,28 +154,40 @@ def render_flatmaps(results, flatmaps: dict | None, *,
         # One colour scale per subject, so that its maps compare at a glance.
         vmax = max(0.1, float(np.percentile(np.concatenate(rs), 99)))
         outlines = [_roi_outline(pycortex_subject, roi, height) for roi in entry.get("rois", ())]
-        for model, r in zip(models, rs, strict=True):
-            try:
-                volume = cortex.Volume(r, pycortex_subject, xfm, vmin=0.0, vmax=vmax, cmap="inferno")
-            except ValueError as err:
-                raise ConfigError(f"flatmaps: the {r.size} voxels of {model.name!r} do not fit a cortical mask "
-                                  f"of {pycortex_subject}/{xfm} ({err})", subject=subject) from None
-            figure = cortex.quickflat.make_figure(
-                volume, pixelwise=False, height=height, with_curvature=True, with_colorbar=True,
-                with_rois=False, with_labels=False, with_sulci=False)
-            axes = figure.axes[0]
-            for image, extents in outlines:
-                axes.contour(image, levels=[0.5], extent=extents, origin="upper", colors=_OUTLINE,
-                             linewidths=1.2)
-            buffer = io.BytesIO()
-            figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-            # quickflat draws through pyplot; close it so the caller's figure registry stays clean.
-            matplotlib.pyplot.close(figure)
-            rois = f"; outlined: {', '.join(entry['rois'])}" if entry.get("rois") else ""
-            images.append((slug(f"{subject} {model.name}"),
-                           f"{subject}: test-story r of {model.name} (0 to {vmax:.2f}{rois})", buffer.getvalue()))
+        rois = f"; outlined: {', '.join(entry['rois'])}" if entry.get("rois") else ""
+        # (file name, caption, values, top of the colour scale, what an error names)
+        maps = [(slug(f"{subject} {m.name}"), f"test-story r of {m.name}", r, vmax, repr(m.name))
+                for m, r in zip(models, rs, strict=True)]
+        # The interaction shares (analyses.interactions) on their own scale, 0 to 1.
+        maps += [(slug(f"{subject} interactions {key}"), f"audio x semantic interaction share of {key}",
+                  np.nan_to_num(np.asarray(share, np.float32)), 1.0, f"the interaction shares {key!r}")
+                 for key, share in results.interactions.get(subject, {}).items()]
+        for name, caption, values, top, what in maps:
+            png = _flatmap_png(cortex, matplotlib.pyplot, values, pycortex_subject, xfm, top, outlines, height,
+                               what, subject)
+            images.append((name, f"{subject}: {caption} (0 to {top:.2f}{rois})", png))
     note = f"skipped for {', '.join(missing)}: no scores" if missing else None
     return images, note
+
+
+def _flatmap_png(cortex, pyplot, values, pycortex_subject, xfm, vmax, outlines, height, what, subject) -> bytes:
+    """One flatmap of per-voxel ``values`` (0 to ``vmax``) with ROI outlines, as PNG bytes."""
+    try:
+        volume = cortex.Volume(values, pycortex_subject, xfm, vmin=0.0, vmax=vmax, cmap="inferno")
+    except ValueError as err:
+        raise ConfigError(f"flatmaps: the {values.size} voxels of {what} do not fit a cortical mask "
+                          f"of {pycortex_subject}/{xfm} ({err})", subject=subject) from None
+    figure = cortex.quickflat.make_figure(
+        volume, pixelwise=False, height=height, with_curvature=True, with_colorbar=True,
+        with_rois=False, with_labels=False, with_sulci=False)
+    axes = figure.axes[0]
+    for image, extents in outlines:
+        axes.contour(image, levels=[0.5], extent=extents, origin="upper", colors=_OUTLINE, linewidths=1.2)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    # quickflat draws through pyplot; close it so the caller's figure registry stays clean.
+    pyplot.close(figure)
+    return buffer.getvalue()
 
 
 @functools.cache

@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from jaxenc.errors import ConfigError
+from jaxenc.featuresets import JOINT
 from jaxenc.report import figures
 from jaxenc.report.flatmaps import render_flatmaps
 from jaxenc.report.results import RunResults, slug
@@ -399,12 +401,22 @@ def _clustering_section(results: RunResults) -> _Section:
         )
         q, mu, sd = (entry.get(k, math.nan) for k in ("modularity", "null_mean", "null_std"))
         z = (q - mu) / sd if not any(map(_isnan, (q, mu, sd))) and sd > 0 else math.nan
+        ari = (f"{fmt_r(entry['ari_mean'])} ± {fmt_r(entry['ari_std'])} (5%: {fmt_r(entry['ari_p05'])})"
+               if "ari_mean" in entry else NA)
         rows.append([subject, fmt_count(n_sig), shares or NA, fmt_r(q),
-                     f"{fmt_r(mu)} ± {fmt_r(sd)}", NA if _isnan(z) else f"{z:.1f}"])
+                     f"{fmt_r(mu)} ± {fmt_r(sd)}", NA if _isnan(z) else f"{z:.1f}", ari,
+                     fmt_r(entry.get("ari_r2_cod", math.nan))])
     section.blocks.append(_Table(
         ["subject", "n significant", "cluster shares (%)", "modularity Q", "null Q (mean ± std)",
-         "z"], rows, ["l", "r", "l", "r", "r", "r"],
+         "z", "label ARI, test-row bootstrap (mean ± std)", "label ARI, ranked by r2_cod"], rows,
+        ["l", "r", "l", "r", "r", "r", "r", "r"],
     ))
+    section.blocks.append(
+        "Stability (adjusted Rand index: 1 the same clusters, 0 chance agreement): the best-model "
+        "labels recomputed on block-bootstrap resamples of the scored test rows against the "
+        "labels of all the rows, and the labels with the models ranked by the coefficient of "
+        "determination instead of r² = r·|r|."
+    )
     section.blocks.append(_Figure(
         "clustering", figures.to_png(figures.clustering_bars(results.clustering)),
         "Significant voxels per cluster of best-predicting model (%), and the partition's "
@@ -468,6 +480,62 @@ def _nonlinearity_section(results: RunResults) -> _Section:
     return section
 
 
+def _interaction_section(results: RunResults) -> _Section:
+    section = _Section("Audio x semantic interactions")
+    if not results.interactions:
+        section.note = "skipped: no interaction attribution in this run (analyses.interactions)"
+        return section
+    section.blocks.append(
+        "How much of each voxel's test-story prediction a network owes to audio x semantic "
+        "interaction: the variance of f(a, s) - PD_audio(a) - PD_semantic(s) + mean over the "
+        "test rows (partial dependences over every pairing of an audio row with a semantic row) "
+        "divided by the prediction's variance, averaged over the fold models: 0 for a network "
+        "additive across modalities, 1 for a pure product. Beside it the MLP's test r minus "
+        "DIMLP's (nonlinear within each modality, additive across them) on the same voxels."
+    )
+    rows, panels = [], []
+    for subject, entry in results.interactions.items():
+        for key, share in entry.items():
+            model, target = key.split("/", 1)
+            share = np.asarray(share, np.float64)
+            found = results.find(subject=subject, features=JOINT, model=model, target=target)
+            significant = np.asarray(found[0].scores.significant, bool) if found else np.zeros(share.shape, bool)
+            mlp = results.find(subject=subject, features=JOINT, model="mlp", target=target)
+            dimlp = results.find(subject=subject, features=JOINT, model="dimlp", target=target)
+            gain, rho = None, math.nan
+            if mlp and dimlp:
+                gain = np.asarray(mlp[0].scores.r, np.float64) - np.asarray(dimlp[0].scores.r, np.float64)
+                either = significant | np.asarray(dimlp[0].scores.significant, bool)
+                finite = np.isfinite(share) & np.isfinite(gain) & either
+                # A constant side (DIMLP's zero shares) has no rank correlation.
+                if finite.sum() > 2 and np.ptp(share[finite]) > 0 and np.ptp(gain[finite]) > 0:
+                    rho = float(spearmanr(share[finite], gain[finite]).statistic)
+                panels.append((f"{subject}, {model} ({target})", share, gain, either))
+            rows.append([subject, model, target, fmt_r(_nanmedian(share)),
+                         fmt_r(_nanmedian(share[significant])) if significant.any() else NA,
+                         fmt_count(int(significant.sum())),
+                         fmt_r(_nanmedian(gain[significant])) if gain is not None and significant.any() else NA,
+                         fmt_r(rho)])
+    section.blocks.append(_Table(
+        ["subject", "model", "target", "median share (all voxels)", "median share (significant)",
+         "n significant", "median r gain MLP - DIMLP (significant)", "Spearman share vs gain"],
+        rows, ["l", "l", "l", "r", "r", "r", "r", "r"],
+    ))
+    if panels:
+        section.blocks.append(_Figure(
+            "interactions", figures.to_png(figures.interaction_scatter(panels)),
+            "Per voxel: the network's interaction share against the MLP's test r minus DIMLP's; "
+            "voxels significant for either drawn dark.",
+        ))
+    return section
+
+
+def _nanmedian(values) -> float:
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else math.nan
+
+
 def _flatmap_section(results: RunResults, flatmaps: dict | None) -> _Section:
     section = _Section("Flatmaps")
     images, note = render_flatmaps(results, flatmaps)
@@ -495,6 +563,7 @@ def _sections(results: RunResults, flatmaps: dict | None, top_k: int) -> list[_S
         _sweeps_section(results),
         _clustering_section(results),
         _nonlinearity_section(results),
+        _interaction_section(results),
         _planted_section(results),
         _flatmap_section(results, flatmaps),
     ]

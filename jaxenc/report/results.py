@@ -6,6 +6,7 @@ A run folder holds everything a report or a later analysis needs, with no recomp
     <folder>/scores/<subject>/<slug>.npz         r, r2, r2_cod, cc_norm, p, significant of one model
     <folder>/scores/<subject>/cc_max.npy         the subject's noise ceiling per voxel
     <folder>/clustering/<subject>/<key>.npy      array entries of the clustering (labels, ...)
+    <folder>/interactions/<subject>/<key>.npy    interaction share per voxel of a network
 
 Each model's scores are the :class:`jaxenc.metrics.Scores` that :func:`jaxenc.metrics.score`
 returned, stored as they are. ``metrics.json`` keeps NaN as the literal ``NaN`` (as Python,
@@ -171,6 +172,10 @@ class RunResults:
         Subject -> ``{"labels": int array (n_voxels,) with -1 for non-significant voxels,
         "label_names": [...], "modularity", "null_mean", "null_std"}``. Array values are stored
         as ``.npy`` files, the rest in ``metrics.json``.
+    interactions : dict, optional
+        Subject -> ``"<model>/<target>"`` -> float array (n_voxels,): the audio x semantic
+        interaction share of each voxel's test-story prediction
+        (:func:`jaxenc.analysis.fit_interaction_shares`, averaged over the fold models).
     planted : dict, optional
         Synthetic runs only: subject -> check -> ``{"value", "margin", "passed", "what"}``;
         the nonlinearity step's subjects as ``"nonlinearity/<subject>"``.
@@ -189,6 +194,7 @@ class RunResults:
     partition: list[dict] = field(default_factory=list)
     sweeps: list[dict] = field(default_factory=list)
     clustering: dict = field(default_factory=dict)
+    interactions: dict = field(default_factory=dict)
     planted: dict = field(default_factory=dict)
     nonlinearity: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
@@ -230,6 +236,11 @@ class RunResults:
             if labels is not None and subject in n_voxels and np.shape(labels) != (n_voxels[subject],):
                 raise DataError(f"clustering labels have shape {np.shape(labels)}, expected "
                                 f"({n_voxels[subject]},)", subject=subject)
+        for subject, entry in self.interactions.items():
+            for key, share in entry.items():
+                if subject in n_voxels and np.shape(share) != (n_voxels[subject],):
+                    raise DataError(f"interaction shares {key} have shape {np.shape(share)}, expected "
+                                    f"({n_voxels[subject]},)", subject=subject)
 
     def table(self, top_k: int = 1000) -> list[dict]:
         """One row per model: its labels and :meth:`jaxenc.metrics.Scores.summary`.
@@ -301,17 +312,8 @@ class RunResults:
             rel = f"scores/{check_subject_name(subject)}/cc_max.npy"
             store.write_array(rel, ceiling)
             index_cc_max[subject] = {"file": rel, "n_voxels": int(np.shape(ceiling)[0])}
-        index_clustering = {}
-        for subject, entry in self.clustering.items():
-            stored = {"arrays": {}, "values": {}}
-            for key, value in entry.items():
-                if isinstance(value, np.ndarray):
-                    rel = f"clustering/{check_subject_name(subject)}/{slug(key)}.npy"
-                    store.write_array(rel, value)
-                    stored["arrays"][key] = rel
-                else:
-                    stored["values"][key] = _jsonable(value, f"clustering.{subject}.{key}")
-            index_clustering[subject] = stored
+        index_clustering = _save_entries(store, "clustering", self.clustering)
+        index_interactions = _save_entries(store, "interactions", self.interactions)
         store.write_json(METRICS_FILE, {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -324,6 +326,7 @@ class RunResults:
             "partition": _jsonable(self.partition, "partition"),
             "sweeps": _jsonable(self.sweeps, "sweeps"),
             "clustering": index_clustering,
+            "interactions": index_interactions,
             "planted": _jsonable(self.planted, "planted"),
             "nonlinearity": _jsonable(self.nonlinearity, "nonlinearity"),
         }, indent=1)
@@ -370,20 +373,45 @@ class RunResults:
                 models.append(ModelResult(subject=entry["subject"], features=entry["features"],
                                           model=entry["model"], target=entry["target"],
                                           scores=Scores(**arrays), info=entry["info"]))
-            clustering = {}
-            for subject, stored in metrics["clustering"].items():
-                entry = dict(stored["values"])
-                for key, rel in stored["arrays"].items():
-                    entry[key] = store.read_array(rel, subject=subject)
-                clustering[subject] = entry
             results = cls(name=metrics["name"], config=metrics["config"], cc_max=cc_max, models=models,
-                          partition=metrics["partition"], sweeps=metrics["sweeps"], clustering=clustering,
+                          partition=metrics["partition"], sweeps=metrics["sweeps"],
+                          clustering=_load_entries(store, metrics["clustering"]),
+                          # Run folders written before the interaction analysis have no entry.
+                          interactions=_load_entries(store, metrics.get("interactions", {})),
                           planted=metrics["planted"], nonlinearity=metrics["nonlinearity"],
                           timings=metrics["timings"])
         except (KeyError, TypeError, AttributeError) as err:
             raise DataError(f"run index lacks or mangles an entry ({err!r})", path=path) from None
         results.validate()
         return results
+
+
+def _save_entries(store: RunStore, folder: str, entries: dict) -> dict:
+    """Write per-subject entries: arrays as ``<folder>/<subject>/<key>.npy``, the rest as JSON
+    values; return their index for ``metrics.json``."""
+    index = {}
+    for subject, entry in entries.items():
+        stored = {"arrays": {}, "values": {}}
+        for key, value in entry.items():
+            if isinstance(value, np.ndarray):
+                rel = f"{folder}/{check_subject_name(subject)}/{slug(key)}.npy"
+                store.write_array(rel, value)
+                stored["arrays"][key] = rel
+            else:
+                stored["values"][key] = _jsonable(value, f"{folder}.{subject}.{key}")
+        index[subject] = stored
+    return index
+
+
+def _load_entries(store: RunStore, index: dict) -> dict:
+    """The per-subject entries :func:`_save_entries` wrote."""
+    entries = {}
+    for subject, stored in index.items():
+        entry = dict(stored["values"])
+        for key, rel in stored["arrays"].items():
+            entry[key] = store.read_array(rel, subject=subject)
+        entries[subject] = entry
+    return entries
 
 
 def _checked(store: RunStore, array: np.ndarray, rel: str, n_voxels, subject: str) -> np.ndarray:

@@ -73,7 +73,7 @@ def test_an_optional_margin_is_off_until_given_a_number(tmp_path):
     ("[trian]\n", "unknown key 'trian'; did you mean 'train'?"),
     ("[train]\nmax_epochs = 2.5\n", "train.max_epochs must be an integer"),
     ("[train]\nmax_epochs = 0\n", "train.max_epochs must be at least 1"),
-    ("[table]\nmodels = [\"ridge\", \"transformer\"]\n", "unknown model 'transformer'"),
+    ("[table]\nmodels = [\"ridge\", \"lstm\"]\n", "unknown model 'lstm'"),
     ("[table]\nfeature_sets = [\"audio\"]\n", "needs the 'audio+semantic' feature set"),
     ("[table]\ntargets = \"pca\"\n", "table.targets must be a list"),
     ("[data]\npreset = \"huge\"\n", "data.preset must be one of"),

@@ -258,8 +258,8 @@ def test_the_gru_reads_one_delay_block_per_step():
 def test_bad_jobs_name_what_is_wrong():
     designs, Y, groups, tests, _ = _ridge_problem()
     arrays = SubjectArrays(designs["layer0"], Y, groups, tests["layer0"])
-    with pytest.raises(ConfigError, match="unknown model 'transformer'"):
-        fit_predict("transformer", {"S": arrays})
+    with pytest.raises(ConfigError, match="unknown model 'lstm'"):
+        fit_predict("lstm", {"S": arrays})
     with pytest.raises(ConfigError, match="target must be one of"):
         fit_predict("ridge", {"S": arrays}, target="voxel")
     with pytest.raises(ConfigError, match="dimlp needs 2 modalities"):

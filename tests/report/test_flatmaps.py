@@ -106,3 +106,20 @@ def test_flatmap_refuses_a_bad_entry(audio_results):
         render_flatmaps(audio_results, {SUBJECT: {**ENTRY, "models": ["semantic | ridge | voxels"]}})
     with pytest.raises(ConfigError, match="has no ROI 'XX'"):
         render_flatmaps(audio_results, {SUBJECT: {**ENTRY, "rois": ["XX"]}})
+
+
+def test_interaction_shares_get_a_flatmap_of_their_own(audio_results):
+    from dataclasses import replace
+
+    from PIL import Image
+
+    # Shares planted in the ROI only: the map must light the ROI (the colour scale is 0 to 1).
+    share = np.where(audio_results.models[0].scores.r > 0.5, 0.9, 0.0).astype(np.float32)
+    results = replace(audio_results, interactions={SUBJECT: {"mlp/voxels": share}})
+    images, note = render_flatmaps(results, {SUBJECT: ENTRY})
+    assert note is None and [name for name, _, _ in images] == ["uts01-audio-ridge-voxels",
+                                                                "uts01-interactions-mlp-voxels"]
+    name, caption, png = images[1]
+    assert caption == "UTS01: audio x semantic interaction share of mlp/voxels (0 to 1.00; outlined: AC)"
+    picture = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert picture.shape[0] == HEIGHT
