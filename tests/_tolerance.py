@@ -309,8 +309,7 @@ def ridge_rtol(X, alpha: float, fit_intercept: bool = True, computations: int = 
     The products with the voxels (``X^T Y``, the projections back to coefficients) are float32
     dot products of up to ``n`` terms, and the solve amplifies their relative error by the
     condition number ``kappa = (s_max^2 + alpha) / (s_min^2 + alpha)`` of ``X_c^T X_c + alpha I``
-    (``s_min = 0`` when there are more features than rows: the kernel form). The same bound as
-    tests/models/test_ridge.py's ``float32_tolerance``, with ``LAMBDA``.
+    (``s_min = 0`` when there are more features than rows: the kernel form).
 
     Parameters
     ----------
