@@ -258,7 +258,8 @@ def loop_same_step(subjects, test_x, *, make, cfg, pca_cache=None):
         epochs_run.append(epochs)
     fit = EncoderFit(keys=stack.keys, folds=stack.folds, grid=stack.grid, pcas=stack.pcas, graphdef=graphs[-1],
                      best_state=jax.tree.map(lambda *a: jnp.stack(a), *best_states), best_val=np.asarray(best_vals),
-                     best_epoch=None, stop_epoch=None, history=None, final_state=None, n_traces=0, config=cfg)
+                     best_epoch=None, stop_epoch=None, history=None, final_state=None, n_traces=0, config=cfg,
+                     n_features=stack.n_features)
     return fit.predict(test_x), epochs_run
 
 
