@@ -44,7 +44,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import RESULTS_DIR, machine_info, write_results
 
 GIB = 2**30
@@ -182,7 +181,7 @@ def rerun_features(args):
     previous = doc["stages"]["features"]
     doc["stages"]["features"] = stages.records["features"]
     doc.setdefault("rerun", {})["features"] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_commit": machine_info().get("git_commit"),
         "load_average": {"start": load_start, "end": os.getloadavg()},
         "rss_gb_before_stage": round(rss_before, 3),
@@ -227,9 +226,9 @@ def main():
     from jaxenc import conventions
     from jaxenc.data import LeBelDataset
     from jaxenc.decomp import PCA
+    from jaxenc.metrics import ScoreConfig, score
     from jaxenc.models import RidgeCV
     from jaxenc.models.nonlinear import MLP
-    from jaxenc.metrics import ScoreConfig, score
     from jaxenc.stream import fit_chunk_predictor, pca_chunk_predictor, stack_story_rows, story_views
     from jaxenc.train import SubjectData, TrainConfig, fit_encoders
 

@@ -35,7 +35,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from common import machine_info, time_call, write_results
 
 SIZES = {
@@ -78,8 +77,8 @@ def _subjects(n_subjects: int, n_rows: int = 1500, n_features: int = 32, n_voxel
         x = rng.standard_normal((n_rows, n_features)).astype(np.float32)
         y = np.tanh(x) @ rng.standard_normal((n_features, n_voxels)).astype(np.float32)
         y += rng.standard_normal(y.shape).astype(np.float32)
-        feats = {f"st{i:02d}": x[a:b] for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))}
-        resps = {f"st{i:02d}": y[a:b] for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))}
+        feats = {f"st{i:02d}": x[a:b] for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))}
+        resps = {f"st{i:02d}": y[a:b] for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))}
         data[f"S{s}"] = SubjectData(feats, resps)
     return data
 
@@ -112,7 +111,7 @@ def child(workload: str, size: tuple, repeats: int, save: Path) -> dict:
         y = planted(*size)
         bounds = np.linspace(0, size[0], N_STORIES + 1).astype(int)
         stories = [f"st{i:02d}" for i in range(N_STORIES)]
-        blocks = {s: y[a:b] for s, a, b in zip(stories, bounds[:-1], bounds[1:])}
+        blocks = {s: y[a:b] for s, a, b in zip(stories, bounds[:-1], bounds[1:], strict=True)}
         rows = {s: b.shape[0] for s, b in blocks.items()}
         run = lambda: stack_story_rows(blocks.__getitem__, stories, rows, size[1], mesh=mesh)[0]  # noqa: E731
         t = time_call(run, repeats=repeats, warmup=0)

@@ -64,11 +64,12 @@ of the above on every process of a job and checks that the results equal one pro
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxenc.errors import ConfigError
 
@@ -149,9 +150,9 @@ def _padded_reader(A, shape):
     def read(idx):
         starts = [s.start or 0 for s in idx]
         stops = [shape[d] if s.stop is None else s.stop for d, s in enumerate(idx)]
-        inside = tuple(slice(min(a, n), min(b, n)) for a, b, n in zip(starts, stops, A.shape))
+        inside = tuple(slice(min(a, n), min(b, n)) for a, b, n in zip(starts, stops, A.shape, strict=True))
         block = np.asarray(A[inside])
-        pad = [(0, (b - a) - k) for a, b, k in zip(starts, stops, block.shape)]
+        pad = [(0, (b - a) - k) for a, b, k in zip(starts, stops, block.shape, strict=True)]
         return np.pad(block, pad) if any(p for _, p in pad) else block
 
     return read

@@ -122,8 +122,7 @@ def _digest(*arrays) -> str:
 
 def _check_pca(mesh, shard: str) -> dict:
     from jaxenc.decomp import pca_fit, pca_inverse, pca_transform
-    from jaxenc.decomp.sharded import (pca_fit_sharded, pca_inverse_sharded,
-                                       pca_transform_sharded)
+    from jaxenc.decomp.sharded import pca_fit_sharded, pca_inverse_sharded, pca_transform_sharded
     from jaxenc.distributed import to_host
 
     # Wide data (TRs < voxels) for the Gram solver, tall for the covariance solver; 163 and 40
@@ -192,7 +191,7 @@ def _check_fit(mesh) -> dict:
     if fit.keys != ref.keys:
         raise AssertionError(f"model keys differ: {fit.keys} and {ref.keys}")
     params = [_max_diff(a, b) for a, b in zip(_leaves(fit.best_state) + _leaves(fit.final_state),
-                                              _leaves(ref.best_state) + _leaves(ref.final_state))]
+                                              _leaves(ref.best_state) + _leaves(ref.final_state), strict=True)]
     losses = max(_max_diff(fit.history, ref.history, float(np.nanmax(np.abs(ref.history)))),
                  _max_diff(fit.best_val, ref.best_val, float(np.max(np.abs(ref.best_val)))))
     return {
@@ -221,7 +220,7 @@ def run_checks(mesh) -> tuple[dict, list[str]]:
     """
     checks = dict(zip(CHECKS, (functools.partial(_check_pca, shard="voxels"),
                                functools.partial(_check_pca, shard="rows"), _check_ridge,
-                               _check_fit)))
+                               _check_fit), strict=True))
     results, failures = {}, []
     for name, check in checks.items():
         started = time.perf_counter()

@@ -26,7 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxenc.distributed import padded_size
 from jaxenc.errors import AlignmentError, ConfigError, DataError
@@ -124,7 +125,7 @@ def stack_story_rows(read_story: Callable[[str], object], stories: Sequence[str]
     n_rows = int(starts[-1])
     if mesh is None:
         out = np.empty((n_rows, n_voxels), dtype)
-        for story, n in zip(stories, counts):
+        for story, n in zip(stories, counts, strict=True):
             block = _open_story(read_story, story, n, n_voxels, subject)
             out[slices[story]] = np.asarray(block[:, :])
         return out, slices
@@ -139,7 +140,7 @@ def stack_story_rows(read_story: Callable[[str], object], stories: Sequence[str]
         c0, c1 = idx[1].start or 0, shape[1] if idx[1].stop is None else idx[1].stop
         buf = np.zeros((r1 - r0, c1 - c0), dtype)
         cols = slice(min(c0, n_voxels), min(c1, n_voxels))
-        for story, n in zip(stories, counts):
+        for story, n in zip(stories, counts, strict=True):
             s0, s1 = slices[story].start, slices[story].stop
             lo, hi = max(s0, r0), min(s1, r1)
             if lo >= hi or cols.start >= cols.stop:
@@ -204,13 +205,13 @@ def pca_chunk_predictor(pcas: Sequence, scores: Sequence) -> Callable[[int, int]
         raise ConfigError(f"{len(pcas)} PCAs for {len(scores)} score arrays; need one each, at least one")
     parts = [_pca_parts(p) for p in pcas]
     z = [jnp.asarray(s, jnp.float32) for s in scores]
-    for (_, comps, _, _), zi in zip(parts, z):
+    for (_, comps, _, _), zi in zip(parts, z, strict=True):
         if zi.ndim != 2 or zi.shape[1] != comps.shape[0]:
             raise AlignmentError(f"scores of shape {zi.shape} for a PCA of {comps.shape[0]} components")
 
     def predict(c0: int, c1: int) -> np.ndarray:
         total = 0.0
-        for (mean, comps, var, whiten), zi in zip(parts, z):
+        for (mean, comps, var, whiten), zi in zip(parts, z, strict=True):
             scale = jnp.sqrt(var) if whiten else jnp.ones_like(var)
             total = total + _inverse_columns(zi, mean[c0:c1], comps[:, c0:c1], scale)
         return np.asarray(total / len(parts))

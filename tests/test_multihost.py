@@ -93,7 +93,7 @@ def test_readme_multihost_command_equals_one_process(tmp_path):
             break
     elapsed = time.monotonic() - started
     shown = "\n".join(f"--- process {i}, exit {c} ---\n{text[-6000:]}"
-                      for i, (c, text) in enumerate(zip(codes, outputs)))
+                      for i, (c, text) in enumerate(zip(codes, outputs, strict=True)))
     assert codes == [0] * N_PROCESSES, (
         f"multi-host run failed after {elapsed:.0f} s (limit {TIMEOUT:.0f} s; a -9 was killed "
         f"after the other failed or at the limit):\n{shown}")

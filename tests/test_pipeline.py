@@ -14,11 +14,11 @@ import pytest
 from jaxenc import pipeline
 from jaxenc.analysis import partition_sets
 from jaxenc.data import LeBelDataset
-from jaxenc.synthetic import VoxelClass
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.featuresets import AUDIO, FEATURE_SETS, JOINT
 from jaxenc.metrics import UNIQUE_A, UNIQUE_B, ScoreConfig, cc_max, protocol_trim, variance_partition
 from jaxenc.models import RidgeOptions
+from jaxenc.synthetic import VoxelClass
 
 SUBJECT = "UTS01"
 JOINT_INDEX = FEATURE_SETS.index(JOINT)

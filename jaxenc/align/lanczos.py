@@ -17,11 +17,9 @@ has static shapes already and runs the same rows unpadded.
 
 from __future__ import annotations
 
-
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxenc.align._arrays import is_concrete, on_device
 from jaxenc.conventions import LANCZOS_WINDOW

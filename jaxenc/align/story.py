@@ -19,10 +19,9 @@ import operator
 from collections.abc import Mapping, Sequence
 from functools import partial
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxenc.align import lanczos
 from jaxenc.align._arrays import is_concrete, on_device
@@ -386,7 +385,7 @@ def stack_stories(features: Mapping, stories: Sequence[str], delays=DELAYS, boun
     stacked = jnp.concatenate(arrays, axis=0)
     x = make_delayed(stacked, delays, groups if boundary == "story" else None)
     stops = np.cumsum(rows)
-    slices = {s: slice(int(stop - n), int(stop)) for s, n, stop in zip(stories, rows, stops)}
+    slices = {s: slice(int(stop - n), int(stop)) for s, n, stop in zip(stories, rows, stops, strict=True)}
     return x, groups, slices
 
 
@@ -423,7 +422,7 @@ def stack_responses(responses: Mapping, stories: Sequence[str], *, feature_rows=
     arrays = _per_story(responses, stories, "responses")
     rows = [a.shape[0] for a in arrays]
     if feature_rows is not None:
-        for story, n in zip(stories, rows):
+        for story, n in zip(stories, rows, strict=True):
             expected = _get(feature_rows, story, "feature row count")
             if isinstance(expected, slice):
                 expected = expected.stop - expected.start

@@ -254,7 +254,7 @@ class ClusterResult:
     def summary(self) -> dict:
         """JSON-ready numbers: voxel counts per model, Q, its null and z."""
         return {
-            "counts": {name: int(c) for name, c in zip(self.label_names, self.counts)},
+            "counts": {name: int(c) for name, c in zip(self.label_names, self.counts, strict=True)},
             "modularity": self.modularity,
             "null_mean": self.null_mean,
             "null_std": self.null_std,
@@ -322,7 +322,7 @@ def best_model_clusters(
     if not scores:
         raise ConfigError("best_model_clusters: no scores given")
     names = tuple(str(name) for name in scores)
-    shapes = {name: np.shape(s) for name, s in zip(names, scores.values())}
+    shapes = {name: np.shape(s) for name, s in zip(names, scores.values(), strict=True)}
     if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1:
         raise AlignmentError(
             f"best_model_clusters: scores must share one shape (n_voxels,), got {shapes}"

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jaxenc.metrics import SHARED, UNIQUE_A, UNIQUE_B, VariancePartition, best_model, variance_partition
 from jaxenc.featuresets import AUDIO, FEATURE_SETS, JOINT, SEMANTIC
+from jaxenc.metrics import SHARED, UNIQUE_A, UNIQUE_B, VariancePartition, best_model, variance_partition
 
 __all__ = ["SetPartition", "by_feature_set", "partition_sets", "partition_rows", "preferred_model"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jaxenc.models.registry import encoder
 from jaxenc.featuresets import JOINT
+from jaxenc.models.registry import encoder
 
 __all__ = ["LAYER_SWEEP", "MODEL_SWEEP", "DEPTH_SWEEP", "sweep_curves"]
 

@@ -273,7 +273,7 @@ def _check_agreement(first, second, path, story) -> None:
     if [name for name, _ in first] != [name for name, _ in second]:
         problem = f"tiers {[n for n, _ in first]} against {[n for n, _ in second]}"
     else:
-        for (name, a), (_, b) in zip(first, second):
+        for (name, a), (_, b) in zip(first, second, strict=True):
             if len(a) != len(b):
                 problem = f"tier {name!r} has {len(a)} against {len(b)} intervals"
             elif not (

@@ -724,7 +724,7 @@ class PCA:
         self.precision = _precision.check(precision, _KEY)
         self.state_: PCAState | None = None
 
-    def fit(self, Y) -> "PCA":
+    def fit(self, Y) -> PCA:
         """Fit on training responses.
 
         Parameters

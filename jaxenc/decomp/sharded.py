@@ -30,7 +30,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxenc import precision as _precision
 from jaxenc.decomp.pca import (
@@ -43,8 +44,7 @@ from jaxenc.decomp.pca import (
     _flip_signs,
     _top_eigh,
 )
-from jaxenc.distributed import (axis_size, padded_size, replicate, shard_columns, shard_rows,
-                                to_host)
+from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, shard_rows, to_host
 from jaxenc.errors import AlignmentError, ConfigError
 
 __all__ = ["ShardedPCAState", "pca_fit_sharded", "pca_transform_sharded", "pca_inverse_sharded"]

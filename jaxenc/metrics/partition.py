@@ -83,7 +83,7 @@ class VariancePartition(NamedTuple):
 def _check_same_shape(arrays, names, what):
     shapes = [np.shape(a) for a in arrays]
     if any(s != shapes[0] for s in shapes) or len(shapes[0]) != 1:
-        listed = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
+        listed = ", ".join(f"{n} {s}" for n, s in zip(names, shapes, strict=True))
         raise AlignmentError(f"{what}: expected arrays of one shape (n_voxels,), got {listed}")
 
 

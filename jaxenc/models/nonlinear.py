@@ -287,14 +287,14 @@ class DIMLP(nnx.Module):
                     sum(b - a for a, b in r), w, activation=activation, dropout=dropout,
                     batch_norm=batch_norm, rngs=rngs, dtype=dtype,
                 )
-                for r, w in zip(ranges, widths)
+                for r, w in zip(ranges, widths, strict=True)
             ]
         )
         self.fusion = torch_linear(sum(widths), n_outputs, rngs=rngs, dtype=dtype)
 
     def __call__(self, x, *, train: bool = False, mask=None):
         """Map ``x`` of shape (batch, n_features) to (batch, n_outputs); ``mask`` as in :class:`MLP`."""
-        hs = [branch(_take(x, r), train=train, mask=mask) for r, branch in zip(self.ranges, self.branches)]
+        hs = [branch(_take(x, r), train=train, mask=mask) for r, branch in zip(self.ranges, self.branches, strict=True)]
         # [batch, sum(hidden)]: the modalities meet only in this linear layer.
         return self.fusion(jnp.concatenate(hs, axis=-1))
 
@@ -345,7 +345,7 @@ class DeepMLP(nnx.Module):
             [
                 _HiddenBlock(a, b, activation=activation, dropout=dropout, batch_norm=batch_norm, rngs=rngs,
                              dtype=dtype)
-                for a, b in zip(sizes[:-1], sizes[1:])
+                for a, b in zip(sizes[:-1], sizes[1:], strict=True)
             ]
         )
         self.readout = torch_linear(hidden, n_outputs, rngs=rngs, dtype=dtype)

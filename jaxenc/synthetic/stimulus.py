@@ -187,7 +187,7 @@ def make_story(
 
     word_ids, word_start, word_end = word_ids[:n_words], word_start[:n_words], word_end[:n_words]
     phrase = np.concatenate([[0], np.cumsum(phrase_final[: n_words - 1])])
-    labels = tuple(phone_label(int(p), bool(s)) for p, s in zip(phone_ids, phone_stressed))
+    labels = tuple(phone_label(int(p), bool(s)) for p, s in zip(phone_ids, phone_stressed, strict=True))
     story = Story(
         name=name,
         n_frames=n_frames,
@@ -285,7 +285,7 @@ def write_textgrid(path, story: Story, vocabulary: Vocabulary) -> None:
     def seconds(starts, ends, labels):
         return [
             (s / CONTROL_RATE, e / CONTROL_RATE, label)
-            for s, e, label in zip(starts.tolist(), ends.tolist(), labels)
+            for s, e, label in zip(starts.tolist(), ends.tolist(), labels, strict=True)
             if label
         ]
 

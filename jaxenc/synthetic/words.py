@@ -119,7 +119,7 @@ class Vocabulary:
         """TextGrid labels of the phones of word ``index``, e.g. ``("B", "AA1", "T")``."""
         ids = self.phones[index]
         stress = self.stressed[index]
-        return tuple(phone_label(int(p), bool(s)) for p, s in zip(ids, stress) if p >= 0)
+        return tuple(phone_label(int(p), bool(s)) for p, s in zip(ids, stress, strict=True) if p >= 0)
 
 
 def phone_label(phone: int, stressed: bool) -> str:

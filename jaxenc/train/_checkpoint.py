@@ -96,7 +96,7 @@ def restore_latest(manager: ocp.CheckpointManager, carry, meta: dict):
         try:
             saved = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         # orbax reports a damaged file as a bare Exception whose cause is tensorstore's.
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             _drop(manager, step, path, err)
             continue
         for part in ("models", "shapes", "config", "grid"):
@@ -108,10 +108,10 @@ def restore_latest(manager: ocp.CheckpointManager, carry, meta: dict):
                 )
         try:
             state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             _drop(manager, step, path, err)
             continue
-        restored = [_like(state[name], old) for name, old in zip(target, leaves)]
+        restored = [_like(state[name], old) for name, old in zip(target, leaves, strict=True)]
         return int(step), jax.tree.unflatten(treedef, restored)
     return None
 

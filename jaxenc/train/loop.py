@@ -69,12 +69,12 @@ def raise_nonfinite(nan_epoch: np.ndarray, keys) -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jit_take(sharding):
     return jax.jit(lambda tree, idx: jax.tree.map(lambda a: a[idx], tree), out_shardings=sharding)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jit_put(sharding):
     return jax.jit(lambda full, idx, part: jax.tree.map(lambda a, b: a.at[idx].set(b), full, part),
                    out_shardings=sharding, donate_argnums=0)
@@ -176,7 +176,7 @@ def run_one_by_one(program, carry: dict, data: dict, cfg: TrainConfig, keys, *, 
     """
     results = []
     for m in range(len(keys)):
-        c = jax.tree.map(lambda a: a[m], carry)
+        c = jax.tree.map(lambda a, m=m: a[m], carry)
         d = {name: (v if name in SHARED else v[m]) for name, v in data.items()}
         epoch = 0
         while epoch < cfg.max_epochs and not bool(c["stopped"]):

@@ -84,7 +84,7 @@ class SubjectData:
         if len(set(names)) != len(names):
             raise ConfigError(f"story labels {list(labels)} are not distinct as names", subject=subject)
         features, responses = {}, {}
-        for name, label in zip(names, labels[np.argsort(first)]):
+        for name, label in zip(names, labels[np.argsort(first)], strict=True):
             rows = np.flatnonzero(groups == label)
             if rows[-1] - rows[0] + 1 == rows.size:
                 rows = slice(int(rows[0]), int(rows[-1]) + 1)

@@ -1,9 +1,8 @@
 """Tests of jaxenc.align.make_delayed against a numpy loop over rows and delays."""
 
+import jax
 import numpy as np
 import pytest
-
-import jax
 
 from jaxenc.align import make_delayed
 from jaxenc.conventions import DELAYS

@@ -15,8 +15,7 @@ import pytest
 import soundfile
 
 from jaxenc.data import LeBelDataset
-from jaxenc.data.consistency import (DURATION_TOLERANCE, check_audio_timing, format_story_report,
-                                     sound_end, story_report)
+from jaxenc.data.consistency import DURATION_TOLERANCE, check_audio_timing, format_story_report, sound_end, story_report
 from jaxenc.errors import DataError
 
 LAYOUT = Path("/work/shared/ds003020/layout.tsv")

@@ -13,8 +13,7 @@ import pytest
 import soundfile
 from scipy import signal
 
-from jaxenc.data import LeBelDataset
-from jaxenc.data import lebel
+from jaxenc.data import LeBelDataset, lebel
 from jaxenc.errors import ConfigError, DataError, DataWarning
 
 

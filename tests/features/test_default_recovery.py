@@ -13,9 +13,9 @@ import pytest
 import transformers
 
 from jaxenc import pipeline
+from jaxenc.analysis import by_feature_set, partition_sets
 from jaxenc.ckpt import load_llama, load_whisper_encoder
 from jaxenc.data import LeBelDataset
-from jaxenc.synthetic import SyntheticConfig, VoxelClass, load_truth, write_synthetic
 from jaxenc.features import (
     FeatureCache,
     LogMelFrontend,
@@ -24,10 +24,10 @@ from jaxenc.features import (
     llama_story_features,
     whisper_story_features,
 )
-from jaxenc.analysis import by_feature_set, partition_sets
 from jaxenc.featuresets import FEATURE_SETS, JOINT
 from jaxenc.metrics import UNIQUE_A, UNIQUE_B, ScoreConfig
 from jaxenc.models import RidgeOptions
+from jaxenc.synthetic import SyntheticConfig, VoxelClass, load_truth, write_synthetic
 
 SUBJECT = "UTS01"
 # Six training stories give ridge about 350 rows; one subject keeps the fits short.

@@ -18,8 +18,7 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 
 from jaxenc.errors import AlignmentError, ConfigError, DataWarning
-from jaxenc.models import BandedRidgeCV, BootstrapChunks, RidgeCV
-from jaxenc.models import ridge_lfo, ridge_solvers
+from jaxenc.models import BandedRidgeCV, BootstrapChunks, RidgeCV, ridge_lfo, ridge_solvers
 from jaxenc.models.ridge_splits import resolve_splits
 from tests._tolerance import ridge_rtol
 
@@ -298,7 +297,7 @@ def test_routes_agree_on_banded_ridge_in_the_dual(scoring, fit_intercept, monkey
     Y = X[:, :40] @ rng.standard_normal((40, 7)) * 0.2 + rng.standard_normal((60, 7))
     fits = {}
     for one_decomposition in (True, False):
-        monkeypatch.setattr(ridge_lfo, "lfo_is_cheaper", lambda *a, **k: one_decomposition)
+        monkeypatch.setattr(ridge_lfo, "lfo_is_cheaper", lambda *a, one=one_decomposition, **k: one)
         fits[one_decomposition] = BandedRidgeCV(
             [slice(0, 40), slice(40, 90)], alphas=ALPHAS, n_iter=6, cv=4, scoring=scoring,
             fit_intercept=fit_intercept, dtype="float64").fit(X, Y)

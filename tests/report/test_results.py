@@ -22,7 +22,7 @@ def _assert_equal_results(a: RunResults, b: RunResults) -> None:
         np.testing.assert_array_equal(a.cc_max[subject], b.cc_max[subject])
         assert a.cc_max[subject].dtype == b.cc_max[subject].dtype
     assert [m.name for m in a.models] == [m.name for m in b.models]
-    for ma, mb in zip(a.models, b.models):
+    for ma, mb in zip(a.models, b.models, strict=True):
         assert (ma.subject, ma.info) == (mb.subject, mb.info)
         assert ma.scores == mb.scores
         for key in SCORE_ARRAYS:

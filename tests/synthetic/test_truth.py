@@ -34,7 +34,7 @@ def test_truth_round_trip_and_voxel_classes(tiny):
         VoxelClass.INTERACTION: [slice(n_audio + 12, None)],
         VoxelClass.NOISE: [],
     }
-    for subject, n_voxels in zip(tiny.subjects, tiny.config.n_voxels):
+    for subject, n_voxels in zip(tiny.subjects, tiny.config.n_voxels, strict=True):
         for key in ("voxel_class", "weights", "snr", "noise_std", "cc_max", "part_variance"):
             saved, returned = getattr(loaded, key)[subject], getattr(tiny, key)[subject]
             np.testing.assert_array_equal(saved, returned)

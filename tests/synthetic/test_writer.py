@@ -32,7 +32,7 @@ def test_files_have_the_real_paths_keys_dtypes_and_row_counts(tiny):
     real = real_respdict()
     assert respdict == {s: max(round(real[s] * 0.22), 70) for s in config.stories}
     assert TEST in respdict and len(respdict) == 4
-    for subject, n_voxels in zip(config.subjects, config.n_voxels):
+    for subject, n_voxels in zip(config.subjects, config.n_voxels, strict=True):
         folder = root / "derivative" / "preprocessed_data" / subject
         expected = set(config.subject_stories(subject)) | {TEST}
         assert {p.stem for p in folder.glob("*.hf5")} == expected
@@ -67,7 +67,7 @@ def test_textgrids_are_long_format_with_phone_and_word_tiers(tiny):
         for name in ("phone", "word"):
             entries = grid.getTier(name).entries
             assert entries[0].start == 0 and entries[-1].end == pytest.approx(duration)
-            assert all(a.end == pytest.approx(b.start) for a, b in zip(entries, entries[1:]))
+            assert all(a.end == pytest.approx(b.start) for a, b in zip(entries, entries[1:], strict=True))
         words = [e.label for e in grid.getTier("word").entries]
         assert {"", "sp", "br"} <= set(words)
         speech = [w for w in words if w not in conventions.NON_SPEECH_LABELS]
@@ -96,7 +96,7 @@ def test_reader_round_trip(tiny, hf5):
     assert dataset.subjects == ["UTS01", "UTS02"]
     assert dataset.stories("UTS01") == ["adollshouse", "adventuresinsayingyes", "afatherscover"]
     assert dataset.stories("UTS02") == ["adollshouse", "adventuresinsayingyes"]
-    for subject, n_voxels in zip(tiny.subjects, tiny.config.n_voxels):
+    for subject, n_voxels in zip(tiny.subjects, tiny.config.n_voxels, strict=True):
         for story in dataset.stories(subject) + [TEST]:
             responses = dataset.responses(subject, story)
             assert responses.dtype == np.float32

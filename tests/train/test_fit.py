@@ -52,7 +52,7 @@ def _leaves(state):
 
 
 def _max_diff(s1, s2):
-    return max(float(np.max(np.abs(a - b))) for a, b in zip(_leaves(s1), _leaves(s2)))
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(_leaves(s1), _leaves(s2), strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,8 @@ def test_row_count_mismatch_names_subject_story_and_counts():
     bad = SubjectData(dict(DATA["A"].features), dict(DATA["A"].responses))
     bad.responses["story2"] = bad.responses["story2"][:-3]
     n = DATA["A"].features["story2"].shape[0]
-    with pytest.raises(AlignmentError, match=rf"subject A, story 'story2': features have {n} rows .* responses have {n - 3}"):
+    expected = rf"subject A, story 'story2': features have {n} rows .* responses have {n - 3}"
+    with pytest.raises(AlignmentError, match=expected):
         fit_encoders(MAKE, {"A": bad}, CFG, progress=False)
 
 
@@ -230,7 +231,8 @@ def test_nan_in_data_names_subject_story_row_and_column():
 def test_diverging_loss_names_subject_fold_epoch():
     # A step of 1e12 sends the MSE to infinity within the first epoch.
     cfg = TrainConfig(**{**CFG.__dict__, "learning_rate": 1e12})
-    with pytest.raises(NonFiniteError, match=r"subject A: NaN or infinity in the training or validation loss at fold 0, epoch 0"):
+    expected = r"subject A: NaN or infinity in the training or validation loss at fold 0, epoch 0"
+    with pytest.raises(NonFiniteError, match=expected):
         fit_encoders(MAKE, {"A": DATA["A"]}, cfg, progress=False)
 
 
@@ -241,7 +243,7 @@ def test_a_shared_pca_cache_gives_the_same_fit_and_fits_each_pca_once(vmapped):
     kept = dict(cache)
     again = fit_encoders(MAKE, DATA, CFG, progress=False, pca_cache=cache)
     assert cache.keys() == kept.keys() and all(cache[k] is kept[k] for k in cache)
-    assert all(a is b for a, b in zip(again.pcas, cached.pcas))
+    assert all(a is b for a, b in zip(again.pcas, cached.pcas, strict=True))
     assert _max_diff(cached.best_state, vmapped.best_state) == 0.0
     assert _max_diff(again.best_state, vmapped.best_state) == 0.0
 

@@ -59,10 +59,10 @@ def _check_models_on_mesh():
     # The sharded program compiled once for all its calls.
     assert fit.n_traces == 1
     assert all(info["val_loss"].shape == (6,) for info in seen)
-    for a, b in zip(_leaves(fit.best_state), _leaves(ref.best_state)):
+    for a, b in zip(_leaves(fit.best_state), _leaves(ref.best_state), strict=True):
         assert a.shape == b.shape and a.shape[0] == 6
         np.testing.assert_allclose(a, b, atol=1e-4)
-    for a, b in zip(_leaves(fit.final_state), _leaves(ref.final_state)):
+    for a, b in zip(_leaves(fit.final_state), _leaves(ref.final_state), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
     np.testing.assert_allclose(fit.history, ref.history, rtol=1e-5)
     np.testing.assert_allclose(fit.best_val, ref.best_val, rtol=1e-5)
@@ -90,13 +90,13 @@ def _check_models_on_mesh():
         except Stop:
             pass
         resumed = fit_encoders(make, data, cfg, progress=False, mesh=mesh, checkpoint_dir=tmp)
-    for a, b in zip(_leaves(resumed.best_state), _leaves(fit.best_state)):
+    for a, b in zip(_leaves(resumed.best_state), _leaves(fit.best_state), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(resumed.history, fit.history)
     # On a 2-D mesh, models split along one axis only (4 slots of 2 devices each).
     mesh2 = make_mesh(("models", "other"), (4, 2))
     fit2 = fit_encoders(make, data, cfg, progress=False, mesh=mesh2)
-    for a, b in zip(_leaves(fit2.best_state), _leaves(ref.best_state)):
+    for a, b in zip(_leaves(fit2.best_state), _leaves(ref.best_state), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
     assert jax.device_count() == 8
 

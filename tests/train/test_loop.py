@@ -40,7 +40,7 @@ def _leaves(state):
 
 def _assert_same(a, b, rtol=0.0):
     # rtol: float32 rounding of the losses, reduced in an order XLA picks by stack size.
-    for x, y in zip(_leaves((a.best_state, a.final_state)), _leaves((b.best_state, b.final_state))):
+    for x, y in zip(_leaves((a.best_state, a.final_state)), _leaves((b.best_state, b.final_state)), strict=True):
         np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(a.history, b.history, rtol=rtol)
     np.testing.assert_array_equal(a.stop_epoch, b.stop_epoch)

@@ -50,10 +50,10 @@ import pytest
 from jaxenc.align import make_delayed, story_features
 from jaxenc.conventions import DELAYS, TEST_STORY
 from jaxenc.data import LeBelDataset
-from jaxenc.synthetic import SyntheticConfig, VoxelClass, load_truth, write_synthetic
 from jaxenc.metrics import pearson_r
 from jaxenc.models import RidgeCV
 from jaxenc.models.nonlinear import DIMLP, MLP, MLLinear, delayed_columns
+from jaxenc.synthetic import SyntheticConfig, VoxelClass, load_truth, write_synthetic
 from jaxenc.train import SubjectData, TrainConfig, fit_encoders
 
 SUBJECT = "UTS01"

@@ -24,7 +24,8 @@ from jaxenc.train.stack import SubjectData, stack_subjects
 
 def test_adamw_equals_optax_and_a_masked_step_changes_nothing():
     rng = np.random.default_rng(0)
-    params = {"w": jnp.asarray(rng.standard_normal((5, 3)), jnp.float32), "b": jnp.asarray(rng.standard_normal(3), jnp.float32)}
+    params = {"w": jnp.asarray(rng.standard_normal((5, 3)), jnp.float32),
+              "b": jnp.asarray(rng.standard_normal(3), jnp.float32)}
     lr, wd = jnp.float32(3e-3), jnp.float32(0.1)
     tx = optax.adamw(lr, weight_decay=wd)
     ref, ref_state = params, tx.init(params)
@@ -38,18 +39,19 @@ def test_adamw_equals_optax_and_a_masked_step_changes_nothing():
             u, ref_state = tx.update(grads, ref_state, ref)
             ref = optax.apply_updates(ref, u)
         else:
-            for a, b in zip(jax.tree.leaves((new, new_state)), jax.tree.leaves((ours, state))):
+            for a, b in zip(jax.tree.leaves((new, new_state)), jax.tree.leaves((ours, state)), strict=True):
                 np.testing.assert_array_equal(a, b)
         ours, state = new, new_state
         # Same operations in the same order as optax: equal to the bit.
-        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref), strict=True):
             np.testing.assert_array_equal(a, b)
     assert int(state["count"]) == int(ref_state[0].count) == 5
 
 
 def _subject(seed, n_stories=5, n_features=6, n_voxels=4):
     rng = np.random.default_rng(seed)
-    f = {f"s{i}": rng.standard_normal((int(rng.integers(25, 45)), n_features)).astype(np.float32) for i in range(n_stories)}
+    f = {f"s{i}": rng.standard_normal((int(rng.integers(25, 45)), n_features)).astype(np.float32)
+         for i in range(n_stories)}
     w = rng.standard_normal((n_features, n_voxels))
     r = {k: (np.tanh(x) @ w + 0.3 * rng.standard_normal((len(x), n_voxels))).astype(np.float32) for k, x in f.items()}
     return SubjectData(f, r)
@@ -73,7 +75,8 @@ def test_one_model_epochs_equal_a_plain_optax_loop():
     got = program(one, d, jnp.arange(cfg.max_epochs, dtype=jnp.int32))
 
     # Reference: the same initial model, trained on the real rows of the same minibatches.
-    model = nnx.merge(graphs[-1], jax.tree.map(lambda a: a[m], carry["params"]), jax.tree.map(lambda a: a[m], carry["rest"]))
+    model = nnx.merge(graphs[-1], jax.tree.map(lambda a: a[m], carry["params"]),
+                      jax.tree.map(lambda a: a[m], carry["rest"]))
     tx = optax.adamw(jnp.float32(cfg.learning_rate), weight_decay=jnp.float32(cfg.weight_decay))
     opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
     X = np.asarray(stack.shared["X"][stack.per_model["subj"][m]])
@@ -91,13 +94,14 @@ def test_one_model_epochs_equal_a_plain_optax_loop():
         rows, masks = map(np.asarray, shuffled_batches(stack.per_model["key"][m], stack.per_model["train_idx"][m],
                                                        stack.per_model["n_train"][m], epoch, cfg.batch_size))
         total = 0.0
-        for r, mask in zip(rows, masks):
+        for r, mask in zip(rows, masks, strict=True):
             if mask.any():
                 total += float(step(model, opt, jnp.asarray(X[r[mask]]), jnp.asarray(Y[r[mask]]))) * mask.sum()
         val = float(np.mean(np.abs(np.asarray(model(jnp.asarray(X[val_rows]))) - Y[val_rows])))
         history.append((total / stack.per_model["n_train"][m], val))
     np.testing.assert_allclose(np.asarray(got["history"]), np.asarray(history), rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(got["params"]), jax.tree.leaves(nnx.state(model, nnx.Param))):
+    for a, b in zip(jax.tree.leaves(got["params"]), jax.tree.leaves(nnx.state(model, nnx.Param)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.BatchStat)), jax.tree.leaves(got["rest"]["hidden"]["norm"])):
+    stats = jax.tree.leaves(nnx.state(model, nnx.BatchStat))
+    for a, b in zip(stats, jax.tree.leaves(got["rest"]["hidden"]["norm"]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
