@@ -191,7 +191,9 @@ def step_command(name: str, step: Step, dry_run: bool, results: Path) -> list[st
     """The command line of a step."""
     if step.pytest is not None:
         targets = step.dry_pytest if dry_run else step.pytest
-        return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=15",
+        # pyproject's addopts without its -n (the device machine has no pytest-xdist): one process.
+        return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                "-o", "addopts=-m 'not slow' -ra --import-mode=importlib", "--durations=15",
                 f"--junitxml={results}/{name}.xml", *targets]
     return [sys.executable, str(Path(__file__).resolve()), "--step", name, "--results", str(results),
             *(["--dry-run"] if dry_run else [])]

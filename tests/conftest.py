@@ -18,7 +18,7 @@ COMPILATION_CACHE = {
     "jax_compilation_cache_dir": str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax"),
     # Every program, not only those over jax's default 1 s of compile time: most of the
     # suite's programs are small and compiled again in each child process.
-    "jax_persistent_cache_min_compile_time_secs": 0.0,
+    "jax_persistent_cache_min_compile_time_secs": 0.3,
     "jax_persistent_cache_min_entry_size_bytes": 0,
     # Least recently used entries go beyond 2 GiB.
     "jax_compilation_cache_max_size": 2 * 1024**3,

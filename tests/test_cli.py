@@ -30,6 +30,7 @@ def test_every_subcommand_explains_its_options(capsys):
             assert "--set KEY=VALUE" in text and "config" in text
 
 
+@pytest.mark.slow
 def test_stages_one_by_one_then_resumed(tmp_path, capsys):
     config = tmp_path / "quick.toml"
     config.write_text('name = "quick"\n[table]\ntargets = ["voxels"]\n')
@@ -59,6 +60,7 @@ def _one_line_error(*argv):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_wrong_path_unknown_model_and_typo_are_one_line_errors(tmp_path):
     assert "no such config file" in _one_line_error("run", str(tmp_path / "absent.toml"))
     typo = tmp_path / "typo.toml"

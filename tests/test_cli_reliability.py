@@ -41,6 +41,7 @@ def test_a_paper_config_on_the_tiny_twin_names_the_fold_settings_to_change(tmp_p
     assert "--set ridge.folds=2 --set train.n_folds=2" in message
 
 
+@pytest.mark.slow
 def test_settings_out_of_range_and_unusable_output_folders(tmp_path):
     config = str(EXPERIMENTS / "ablations.toml")
     out = str(tmp_path / "run")

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from jaxenc.multihost import CHECKS, TOLERANCES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +82,7 @@ def launch(args: list[str], port: int, out: Path) -> tuple[list[int], list[str]]
     return codes, [(out / f"log{i}.txt").read_text(errors="replace") for i in range(N_PROCESSES)]
 
 
+@pytest.mark.slow
 def test_readme_multihost_command_equals_one_process(tmp_path):
     args = readme_command()
     assert args[:3] == [".venv/bin/python", "-m", "jaxenc.multihost"], args

@@ -42,6 +42,7 @@ def _class(truth, voxel_class):
     return truth.voxel_class[SUBJECT] == int(voxel_class)
 
 
+@pytest.mark.slow
 def test_baseline_rows_match_the_hf5_files(baseline):
     dataset, truth, *_ = baseline
     stories = list(dataset.stories(SUBJECT))
@@ -120,6 +121,7 @@ def test_scores_partition_and_ceiling_use_the_papers_definitions(baseline):
     np.testing.assert_allclose(results.cc_max[SUBJECT], np.asarray(cc_max(repeats[:, trim:])), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_pca_target_scores_in_voxel_space(planted_twin):
     from jaxenc.train import TrainConfig
 

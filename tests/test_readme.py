@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,6 +63,7 @@ def _write_checkpoints(folder: Path) -> None:
     write_tiny_llama(folder / "my-llama")
 
 
+@pytest.mark.slow
 def test_bring_your_own_arrays_snippets_run_and_recover_the_planted_weights(tmp_path, monkeypatch):
     import numpy as np
 
@@ -89,6 +92,7 @@ def test_bring_your_own_arrays_snippets_run_and_recover_the_planted_weights(tmp_
     assert ns["design"].bands == ((0, 128), (128, 256))
 
 
+@pytest.mark.slow
 def test_the_python_api_snippet_runs_on_the_tiny_twin(tmp_path, monkeypatch):
     baseline = _python_blocks("Using jaxenc from Python")[0]
     monkeypatch.chdir(tmp_path)

@@ -119,6 +119,7 @@ def _reference_scores(y, pred, repeats, trim):
     return {"r": r, "r2": r * np.abs(r), "r2_cod": cod, "cc_norm": r_mean / cc_max}
 
 
+@pytest.mark.slow
 def test_chunked_scores_equal_whole_matrix_formulas():
     from jaxenc.metrics import ScoreConfig, score
 
@@ -175,6 +176,7 @@ def test_pca_chunk_predictor_equals_numpy_inverse():
     assert_allclose(got, ref, rtol=0, atol=rounding_bound([5, 2, 2], scale=terms))
 
 
+@pytest.mark.slow
 def test_training_on_streamed_views_equals_separate_arrays():
     from jaxenc.metrics import ScoreConfig, protocol_trim, score
     from jaxenc.models.nonlinear import MLP

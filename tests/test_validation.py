@@ -94,6 +94,7 @@ def test_booleans_are_numbers_for_ridge_and_the_trainer_alike(arrays):
             fit_predict("ridge", {"S1": SubjectArrays(refused, Y, groups, refused[:20])}, ridge=RIDGE)
 
 
+@pytest.mark.slow
 def test_more_components_than_the_data_allows_are_lowered_with_a_warning(arrays):
     """Components beyond min(rows, voxels) have no variance to explain: fit_predict fits the
     most there are and says so; fit_encoders, given an exact count, refuses."""

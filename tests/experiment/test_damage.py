@@ -51,6 +51,7 @@ def test_a_damaged_feature_entry_is_recomputed_with_a_warning(prepared, tmp_path
         np.testing.assert_array_equal(after[name][1], before[name][1])
 
 
+@pytest.mark.slow
 def test_truncated_predictions_and_checkpoints_are_recomputed_and_a_failed_stage_keeps_the_config(tmp_path):
     out = tmp_path / "run"
     overrides = PLANTED + ['table.models=["mlp"]', 'table.targets=["pca"]', "fit.keep_checkpoints=true"]

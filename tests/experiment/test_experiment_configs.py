@@ -18,12 +18,6 @@ from jaxenc.report import RunResults
 from tests.experiment._runs import EXPERIMENTS_DIR, TINY, run_folder
 
 EXPERIMENTS = sorted(EXPERIMENTS_DIR.glob("*.toml"))
-# Configs whose tiny run is slow: flatmaps.toml's twin keeps S1's 37,226 cortical voxels at any
-# preset (138 s at load ~12, about 40 s of CPU: pycortex's ROI, 37k-voxel fits, scores and six
-# flatmaps); tests/report/test_flatmaps.py renders one in the default suite.
-SLOW = {"flatmaps"}
-
-
 def test_there_are_experiment_configs():
     assert len(EXPERIMENTS) >= 6, EXPERIMENTS
 
@@ -36,8 +30,10 @@ def test_every_experiment_config_has_its_header(path):
     assert f"jaxenc run experiments/{path.name}" in header
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW else p
-                                  for p in EXPERIMENTS], ids=lambda p: p.stem)
+# Slow (7-25 s each on 2 cores, flatmaps.toml about 40 s: its twin keeps S1's 37,226 cortical
+# voxels at any preset): CI runs them with -m slow; the default suite checks every header.
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_experiment_config_runs_end_to_end_at_tiny_size(path, prepared, tmp_path):
     out = tmp_path / path.stem
     config = load_config(path, TINY)
@@ -72,6 +68,7 @@ def test_every_experiment_config_runs_end_to_end_at_tiny_size(path, prepared, tm
         assert (out / "checkpoints").is_dir() and not any((out / "checkpoints").iterdir())
 
 
+@pytest.mark.slow
 def test_checkpoints_are_kept_on_request(prepared, tmp_path):
     out = run_folder(tmp_path / "keep", prepared)
     config = load_config(None, TINY + ['table.models=["mlp"]', 'table.feature_sets=["audio"]',
@@ -106,6 +103,7 @@ def test_more_training_trim_drops_the_same_rows_of_features_and_responses(prepar
     np.testing.assert_array_equal(base.X_test, more.X_test)
 
 
+@pytest.mark.slow
 def test_the_nonlinearity_step_recovers_the_planted_product(prepared, tmp_path):
     """The demo's nonlinearity step at its own size, after a one-model main run: the MLP beats
     MLLinear on the interaction voxels by the stated margin, and the checks, the per-class

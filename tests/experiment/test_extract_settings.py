@@ -69,6 +69,7 @@ def keys_of(out, source):
     return {story: described for story, described in index[source]["keys"].items()}
 
 
+@pytest.mark.slow
 def test_the_extract_stage_keys_features_by_every_setting(tmp_path):
     """Non-default settings reach the cache keys; changing one later computes new entries next
     to the old ones, and an unchanged setting reads the cache."""

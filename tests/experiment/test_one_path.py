@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from jaxenc import cli, pipeline
 from jaxenc.experiment import Experiment, load_config
@@ -22,6 +23,7 @@ from jaxenc.report import RunResults
 from tests.experiment._runs import TINY, run_folder
 
 
+@pytest.mark.slow
 def test_the_python_api_the_command_line_and_the_sweeps_give_the_same_scores(prepared, tmp_path):
     out = run_folder(tmp_path / "run", prepared)
     config = tmp_path / "one-path.toml"

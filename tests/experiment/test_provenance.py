@@ -45,6 +45,7 @@ def _run(out):
     return added, fitted, skipped, exp
 
 
+@pytest.mark.slow
 def test_a_changed_input_recomputes_what_depends_on_it_and_nothing_else(prepared, tmp_path):
     out = run_folder(tmp_path / "run", prepared)
     added, fitted, skipped, exp = _run(out)

@@ -93,6 +93,7 @@ def default_features(tmp_path_factory):
     return dataset, load_truth(root), features
 
 
+@pytest.mark.slow
 def test_default_features_recover_planted_classes(default_features):
     """Each planted class is mostly assigned to its own source.
 

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests._sharded import run_sharded
 from tests._tolerance import rounding_bound
@@ -90,6 +91,7 @@ def check_extraction_on_a_mesh():
     check_whisper_on_a_mesh()
 
 
+@pytest.mark.slow
 def test_features_on_eight_devices_equal_one_device():
     """Both extractors in one child process (one interpreter start-up)."""
     run_sharded(__file__, "check_extraction_on_a_mesh")

@@ -13,6 +13,7 @@ differs by 1e-2 or more.
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from jaxenc.experiment import load_config
 from jaxenc.experiment.scoring import evaluate as evaluate_stage
@@ -56,6 +57,7 @@ def _experiment_scores(prediction, repeats, folder):
     return evaluate_stage(config, data, store).models[0].scores
 
 
+@pytest.mark.slow
 def test_every_scoring_path_gives_the_same_scores(tmp_path):
     prediction, repeats = _data()
     ref = score(prediction, repeats, CONFIG)

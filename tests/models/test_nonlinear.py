@@ -74,6 +74,7 @@ def test_mlp_eval_and_train_forward_match_numpy():
     np.testing.assert_allclose(np.asarray(m(X)), want, rtol=0, atol=out_atol(running_std))
 
 
+@pytest.mark.slow
 def test_dimlp_has_no_cross_modal_interaction():
     # Modality a: columns 0-1 and 6-7 (two delay blocks of 6), b: 2-5 and 8-11.
     a, b = delayed_columns(0, 2, 6, 2), delayed_columns(2, 6, 6, 2)

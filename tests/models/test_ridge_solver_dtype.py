@@ -153,6 +153,7 @@ def _check_sharded():
                            ALPHAS[np.abs(np.log(ALPHAS)[:, None] - np.log(best)).argmin(0)])
 
 
+@pytest.mark.slow
 def test_sharded_float32_route_matches_float64_and_scipy():
     run_sharded(__file__, "_check_sharded")
 

@@ -115,6 +115,7 @@ def vmapped():
     return fit_encoders(MAKE, DATA, CFG, progress=False)
 
 
+@pytest.mark.slow
 def test_vmapped_fit_equals_python_loop_and_compiles_once(vmapped):
     data = DATA
     looped = fit_encoders(MAKE, data, CFG, progress=False, vectorize=False)
@@ -130,6 +131,7 @@ def test_vmapped_fit_equals_python_loop_and_compiles_once(vmapped):
         np.testing.assert_allclose(pred, looped.predict(test)[s], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_parameters_and_tracks_float32(vmapped):
     """Mixed precision as for the MLP (tests/train/test_fit.py): parameters float32, best
     validation losses within 2% of float32's over these 6 epochs (bfloat16 rounds each operand

@@ -125,6 +125,7 @@ def _himalaya_prediction(X, Y, X_test, splits):
     return np.asarray(ref.predict(X_test)), np.asarray(ref.best_alphas_)
 
 
+@pytest.mark.slow
 def test_ridge_jobs_match_himalaya_and_numpy_scores():
     designs, Y, groups, tests, repeats = _ridge_problem()
     splits = resolve_splits(3, len(Y), groups)  # one story held out per fold
@@ -144,6 +145,7 @@ def test_ridge_jobs_match_himalaya_and_numpy_scores():
         assert scores.summary()["n_significant"] > 0  # planted signal is found
 
 
+@pytest.mark.slow
 def test_ridge_job_on_pca_targets():
     designs, Y, groups, tests, repeats = _ridge_problem(seed=1)
     cache = {}
@@ -209,6 +211,7 @@ def _network_data(n_voxels=(N_VOXELS, N_VOXELS)):
     return arrays, per_story, repeats
 
 
+@pytest.mark.slow
 def test_network_jobs_equal_direct_fit_encoders_calls(tmp_path):
     arrays, per_story, repeats = _network_data()
     job = fit_predict("mlp", arrays, target="pca", networks=NETWORKS, train=CFG, checkpoint_dir=tmp_path)
@@ -232,6 +235,7 @@ def test_network_jobs_equal_direct_fit_encoders_calls(tmp_path):
         assert_within(scores.r2_cod, sklearn_r2(target, pred, multioutput="raw_values"), *bounds["r2_cod"])
 
 
+@pytest.mark.slow
 def test_subjects_of_other_voxel_counts_train_apart_on_voxel_targets():
     arrays, per_story, _ = _network_data(n_voxels=(N_VOXELS, N_VOXELS + 3))
     job = fit_predict("mllinear", arrays, networks=NETWORKS, train=CFG)

@@ -5,6 +5,7 @@ resuming and the guards of the writer; the command line.
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import os
 import re
@@ -67,7 +68,7 @@ def test_textgrids_are_long_format_with_phone_and_word_tiers(tiny):
         for name in ("phone", "word"):
             entries = grid.getTier(name).entries
             assert entries[0].start == 0 and entries[-1].end == pytest.approx(duration)
-            assert all(a.end == pytest.approx(b.start) for a, b in zip(entries, entries[1:], strict=True))
+            assert all(a.end == pytest.approx(b.start) for a, b in itertools.pairwise(entries))
         words = [e.label for e in grid.getTier("word").entries]
         assert {"", "sp", "br"} <= set(words)
         speech = [w for w in words if w not in conventions.NON_SPEECH_LABELS]

@@ -101,6 +101,7 @@ def _check_models_on_mesh():
     assert jax.device_count() == 8
 
 
+@pytest.mark.slow
 def test_models_on_mesh_equal_unsharded():
     run_sharded(__file__, "_check_models_on_mesh", timeout=240)
 

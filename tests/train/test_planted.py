@@ -190,6 +190,7 @@ def check_ordering(mean: dict) -> None:
     assert mean["mlp"]["linear"] > mean["ridge"]["linear"] - LINEAR_VOXEL_LOSS, mean
 
 
+@pytest.mark.slow
 def test_mlp_wins_on_interaction_voxels(tmp_path):
     check_ordering(planted_scores(tmp_path, seed=0))
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from jaxenc.models.nonlinear import MLP
@@ -57,6 +58,7 @@ def _subject(seed, n_stories=5, n_features=6, n_voxels=4):
     return SubjectData(f, r)
 
 
+@pytest.mark.slow
 def test_one_model_epochs_equal_a_plain_optax_loop():
     # Dropout off, so the model is deterministic given the minibatches; BatchNorm on.
     make = functools.partial(MLP, hidden=8, dropout=0.0)
