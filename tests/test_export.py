@@ -287,14 +287,22 @@ def _split(make):
     return nnx.split(nnx.eval_shape(make))
 
 
+# Attention routes: "blocked" is what a CPU takes, "xla" (jax.nn.dot_product_attention) what a
+# GPU takes for float32 and a TPU for every dtype; both must lower for both platforms. The
+# cuDNN route needs a GPU at trace time, so it is not exported from here.
+ROUTES = ("blocked", "xla")
+
+
+@pytest.mark.parametrize("attention", ROUTES)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
-def test_whisper_forward_and_window_frames_export(dtype):
+def test_whisper_forward_and_window_frames_export(dtype, attention):
     from jaxenc.features.audio import _encode
     from jaxenc.nn import WhisperEncoder, WhisperEncoderConfig
 
     config = WhisperEncoderConfig(num_mel_bins=8, d_model=16, encoder_layers=2, encoder_attention_heads=2,
                                   encoder_ffn_dim=32, max_source_positions=12)
-    graphdef, state = _split(lambda: WhisperEncoder(config, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0)))
+    graphdef, state = _split(lambda: WhisperEncoder(config, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0),
+                                                    attention=attention))
     mel = jax.ShapeDtypeStruct((2, 8, 24), jnp.float32)
     export(jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)), state, mel)
     # What extraction compiles: _encode's function on the merged module.
@@ -302,14 +310,16 @@ def test_whisper_forward_and_window_frames_export(dtype):
     export(frames, state, mel, jax.ShapeDtypeStruct((2,), jnp.int32))
 
 
+@pytest.mark.parametrize("attention", ROUTES)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
-def test_llama_forward_and_word_windows_export(dtype):
+def test_llama_forward_and_word_windows_export(dtype, attention):
     from jaxenc.features.semantic import _hidden_at
     from jaxenc.nn import LlamaConfig, LlamaModel
 
     config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, head_dim=4)
-    graphdef, state = _split(lambda: LlamaModel(config, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0)))
+    graphdef, state = _split(lambda: LlamaModel(config, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0),
+                                                attention=attention))
     ids = jax.ShapeDtypeStruct((2, 16), jnp.int32)
     export(jax.jit(lambda s, i, m: nnx.merge(graphdef, s)(i, m)), state, ids, ids)
     # The windowed path: every window's hidden states gathered at its words' last tokens.
