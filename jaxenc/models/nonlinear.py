@@ -48,6 +48,19 @@ __all__ = ["MLLinear", "MLP", "DIMLP", "DeepMLP", "DelayGRU", "DelayTransformer"
 _BN_MOMENTUM = 0.9
 
 
+def delay_block_width(n_features: int, n_delays: int) -> int:
+    """Columns of one delay block of a delayed feature matrix (the sequence models' token width).
+
+    Raises
+    ------
+    ConfigError
+        If the ``n_features`` columns do not split into ``n_delays`` equal blocks.
+    """
+    if n_delays < 1 or n_features % n_delays:
+        raise ConfigError(f"{n_features} delayed features do not split into {n_delays} equal delay blocks")
+    return n_features // n_delays
+
+
 def delayed_columns(start: int, stop: int, n_block_features: int, n_delays: int) -> tuple:
     """Column ranges of one modality in a delayed feature matrix.
 
@@ -394,10 +407,9 @@ class DelayGRU(nnx.Module):
         rngs: nnx.Rngs,
         dtype=jnp.float32,
     ):
-        if n_delays < 1 or n_features % n_delays:
-            raise ConfigError(f"{n_features} delayed features do not split into {n_delays} equal delay blocks")
         self.n_delays = n_delays
-        self.cell = nnx.GRUCell(n_features // n_delays, hidden, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        self.cell = nnx.GRUCell(delay_block_width(n_features, n_delays), hidden, dtype=dtype,
+                                param_dtype=jnp.float32, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.readout = torch_linear(hidden, n_outputs, rngs=rngs, dtype=dtype)
         self.hidden_size = hidden
@@ -506,15 +518,14 @@ class DelayTransformer(nnx.Module):
         rngs: nnx.Rngs,
         dtype=jnp.float32,
     ):
-        if n_delays < 1 or n_features % n_delays:
-            raise ConfigError(f"{n_features} delayed features do not split into {n_delays} equal delay blocks")
+        width = delay_block_width(n_features, n_delays)
         if heads < 1 or hidden % heads:
             raise ConfigError(f"hidden ({hidden}) must be a positive multiple of heads ({heads})")
         if depth < 1:
             raise ConfigError(f"DelayTransformer depth must be at least 1, found {depth}")
         self.n_delays, self.heads = n_delays, heads
         self.dtype = dtype
-        self.embed = torch_linear(n_features // n_delays, hidden, rngs=rngs, dtype=dtype)
+        self.embed = torch_linear(width, hidden, rngs=rngs, dtype=dtype)
         # [n_delays, hidden]: token i is delay n_delays - i (oldest first), as in DelayGRU.
         self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (n_delays, hidden), jnp.float32))
         self.blocks = nnx.List([_TransformerBlock(hidden, heads, dropout, rngs=rngs, dtype=dtype)
