@@ -96,8 +96,19 @@ def test_two_runs_into_one_folder_at_once(tmp_path):
     assert "planted checks:" in stdout and not (out / "run.lock").exists()
 
 
+@pytest.fixture
+def terminal_ctrl_c():
+    """Python's own Ctrl-C handler, as a command started from a terminal has it: the test
+    process may have inherited another (a library or an earlier test in the same worker can set
+    SIGINT to be ignored), and the command's KeyboardInterrupt path needs this one."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_stage_ends_in_one_line_and_releases_the_lock(tmp_path, monkeypatch, capsys, signum):
+def test_an_interrupted_stage_ends_in_one_line_and_releases_the_lock(tmp_path, monkeypatch, capsys, signum,
+                                                                     terminal_ctrl_c):
     """Ctrl-C or SIGTERM in the middle of a stage: one line naming it, the lock released."""
     from jaxenc.experiment import stages
 
