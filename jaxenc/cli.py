@@ -8,6 +8,12 @@ an unknown model id, a config typo, an ``--out`` that is a file or not writable,
 use by another run) and those of the file system are printed as one line, without a traceback.
 Ctrl-C and SIGTERM end any stage with one line saying what was interrupted: the lock is
 released and the run folder resumes with the same command.
+
+``run``, ``extract``, ``fit`` and ``evaluate`` also run as one job of several processes, one
+per host: ``--coordinator HOST:PORT --num-processes N --process-id I`` (found by JAX on SLURM
+and Cloud TPU), the options of :func:`jaxenc.multihost.add_process_options`. Each process then
+runs under :func:`jaxenc.multihost.supervise`, which turns a process of the job that stops
+answering into one line naming it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxenc import multihost
 from jaxenc.errors import ConfigError, JaxencError
 
 __all__ = ["main", "command", "build_parser"]
@@ -156,12 +163,14 @@ def _synth(args) -> int:
     return main(argv)
 
 
-def _add_common(parser, *, config: bool = True) -> None:
+def _add_common(parser, *, config: bool = True, processes: bool = False) -> None:
     if config:
         parser.add_argument("config", help=_CONFIG_HELP)
     parser.add_argument("--out", help="output folder (default: runs/<config name>, or the run folder given)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    if processes:
+        multihost.add_process_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every stage of an experiment config (extract -> fit -> evaluate -> "
         "report) into one output folder. See experiments/ for the paper's tables and figures.",
     )
-    _add_common(run)
+    _add_common(run, processes=True)
     run.set_defaults(func=lambda args: _run(args, args.config))
 
     stages = {
@@ -210,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name, text in stages.items():
         sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        _add_common(sub)
+        _add_common(sub, processes=name != "report")
         sub.set_defaults(func=_stage(name))
 
     synth = commands.add_parser(
@@ -227,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the ``jaxenc`` command; return its exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if getattr(args, "out_default", None) and not args.out:
         args.out = args.out_default
@@ -235,6 +245,11 @@ def main(argv=None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
+        if hasattr(args, "num_processes"):
+            job = multihost.job_of(args)
+            if job is not None and not multihost.supervised():
+                return multihost.supervise(job, "jaxenc.cli", argv)
+            multihost.join(job, args.cpu_devices)
         return args.func(args)
     except KeyboardInterrupt as interrupt:
         # Ctrl-C or SIGTERM: the stages' `finally` blocks have released the lock; every file is
@@ -265,11 +280,17 @@ def command() -> None:
     extractions).
     """
     code = main()
-    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+    # A failed process of a job of several ends at once, without JAX's shutdown barrier, which
+    # would wait for the others; they stop within the heartbeat timeout and name it.
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM) or (code and _in_job()):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _in_job() -> bool:
+    return multihost.supervised() and multihost.processes().count > 1
 
 
 if __name__ == "__main__":

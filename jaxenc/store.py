@@ -23,6 +23,13 @@ raises a :class:`~jaxenc.errors.DataError` naming the file. One process at a tim
 folder (:meth:`RunStore.lock`); a stored prediction that cannot be read is removed with a
 warning naming it and computed again (:meth:`RunStore.reusable_prediction`).
 
+In a job of several processes (``jaxenc run --num-processes N``, :mod:`jaxenc.multihost`) every
+process opens the same folder, on a file system they all share, with the job's
+:class:`~jaxenc.multihost.Processes`: process 0 alone takes the lock and writes; the writes of
+the others do nothing, :meth:`RunStore.barrier` makes them wait for what process 0 wrote, and
+:meth:`RunStore.agree` gives every process process 0's decision (whether a fit is stored), so
+that all run the same computations in the same order.
+
 This module imports numpy and :mod:`jaxenc.errors` only (orbax when checking checkpoints).
 """
 
@@ -126,6 +133,8 @@ class RunStore:
     ----------
     root : str or Path
         The run folder (created on the first write).
+    processes : jaxenc.multihost.Processes, optional
+        The processes of the job that share the folder (default: this one alone).
     """
 
     CONFIG = "config.json"
@@ -136,8 +145,9 @@ class RunStore:
     CHECKPOINTS = "checkpoints"
     LOCK = "run.lock"
 
-    def __init__(self, root):
+    def __init__(self, root, processes=None):
         self.root = Path(root)
+        self.processes = processes
         self._lock_depth = 0
 
     def __repr__(self) -> str:
@@ -155,12 +165,28 @@ class RunStore:
 
     def child(self, rel: str) -> RunStore:
         """The store of a run nested in this one (e.g. ``"nonlinearity"``)."""
-        return RunStore(self.root / rel)
+        return RunStore(self.root / rel, self.processes)
+
+    # -- the processes sharing the folder --------------------------------------------------------
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes the folder: the only one, or process 0 of a job."""
+        return self.processes is None or self.processes.writer
+
+    def barrier(self, name: str) -> None:
+        """Wait until every process of the job gets here (nothing for one process)."""
+        if self.processes is not None:
+            self.processes.barrier(name)
+
+    def agree(self, value, name: str = "value"):
+        """The writer's ``value`` (JSON-able) on every process of the job."""
+        return value if self.processes is None else self.processes.agree(value, name)
 
     # -- atomic writes and checked reads ---------------------------------------------------------
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Write ``data`` to ``rel`` atomically."""
-        atomic_write(self.root / rel, lambda fh: fh.write(data))
+        """Write ``data`` to ``rel`` atomically (on the writer; nothing on the other processes)."""
+        if self.writer:
+            atomic_write(self.root / rel, lambda fh: fh.write(data))
 
     def write_text(self, rel: str, text: str) -> None:
         """Write UTF-8 ``text`` to ``rel`` atomically."""
@@ -171,12 +197,14 @@ class RunStore:
         self.write_text(rel, json.dumps(data, indent=indent, allow_nan=True) + "\n")
 
     def write_arrays(self, rel: str, arrays: dict) -> None:
-        """Write named arrays to the ``.npz`` file ``rel`` atomically."""
-        atomic_write(self.root / rel, lambda fh: np.savez(fh, **arrays))
+        """Write named arrays to the ``.npz`` file ``rel`` atomically (on the writer)."""
+        if self.writer:
+            atomic_write(self.root / rel, lambda fh: np.savez(fh, **arrays))
 
     def write_array(self, rel: str, array) -> None:
-        """Write one array to the ``.npy`` file ``rel`` atomically (no pickles)."""
-        atomic_write(self.root / rel, lambda fh: np.save(fh, np.asarray(array), allow_pickle=False))
+        """Write one array to the ``.npy`` file ``rel`` atomically, no pickles (on the writer)."""
+        if self.writer:
+            atomic_write(self.root / rel, lambda fh: np.save(fh, np.asarray(array), allow_pickle=False))
 
     def read_json(self, rel: str, what: str = "run file"):
         """The JSON content of ``rel``.
@@ -280,15 +308,18 @@ class RunStore:
 
         A record that cannot be read (a truncated ``.npz``, a damaged ``.json``) is removed
         with a :class:`~jaxenc.errors.DataWarning` naming the file, so that it is recomputed.
+        In a job of several processes the writer decides, for all.
         """
+        if not self.writer:
+            return self.agree(None, f"stored {name}")
         try:
             stored = self.load_prediction(name)
         except DataError as err:
             warnings.warn(f"{err}; removing it, the fit is computed again", DataWarning, stacklevel=2)
             for suffix in (".json", ".npz"):
                 self.path(f"{self.PREDICTIONS}/{name}{suffix}").unlink(missing_ok=True)
-            return False
-        return stored is not None and stored[1].get("digest") == digest
+            return self.agree(False, f"stored {name}")
+        return self.agree(stored is not None and stored[1].get("digest") == digest, f"stored {name}")
 
     def checkpoint_dir(self, name: str) -> Path:
         """Folder of a fit's network checkpoints (not created)."""
@@ -310,7 +341,7 @@ class RunStore:
         (a complete temporary file hard-linked to its name, which fails if the name exists).
         Re-entrant within one store. A lock left by a process of this host that has ended is
         taken over with a :class:`~jaxenc.errors.DataWarning`; a lock of another host cannot be
-        checked and is obeyed.
+        checked and is obeyed. In a job of several processes, the writer holds it for all.
 
         Raises
         ------
@@ -318,14 +349,14 @@ class RunStore:
             One line naming the holder (pid, host, start time) and the lock file, or a run
             folder that cannot be created or written.
         """
-        if self._lock_depth == 0:
+        if self._lock_depth == 0 and self.writer:
             self._acquire()
         self._lock_depth += 1
         try:
             yield self
         finally:
             self._lock_depth -= 1
-            if self._lock_depth == 0:
+            if self._lock_depth == 0 and self.writer:
                 self._release()
 
     def _acquire(self) -> None:

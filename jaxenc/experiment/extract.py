@@ -4,6 +4,11 @@
 words (the table's models and those of the model-size sweep), skipping stories already cached,
 and writes what it produced to ``features/index.json``; :class:`FeatureReader` reads a
 :class:`~jaxenc.featuresets.FeatureSource` back as ``{story: (times, values)}``.
+
+In a job of several processes each process extracts every N-th story (process i: stories i,
+i + N, ...) on its own devices into the one feature cache, which must therefore lie on a file
+system all hosts share (the run folder's ``features/``); process 0 writes the embedded default
+extractors first, and the index once every process is done.
 """
 
 from __future__ import annotations
@@ -91,13 +96,13 @@ class _Extractor:
             return {"kind": "planted"}
         return {"kind": "planted", "inputs": self.inputs("planted")}
 
-    def verified(self, extract_keys: Callable[[], dict]) -> dict:
-        """``extract_keys()``, run again if a cached entry it skipped fails its checksum.
+    def verified(self, extract_keys: Callable[[list], dict], stories: list) -> dict:
+        """``extract_keys(stories)``, run again if a cached entry it skipped fails its checksum.
 
         :meth:`FeatureCache.read` discards a damaged entry with a warning naming it, so the
         second pass recomputes exactly those.
         """
-        keys = extract_keys()
+        keys = extract_keys(stories)
         damaged = []
         for story, key in keys.items():
             try:
@@ -106,8 +111,22 @@ class _Extractor:
                 damaged.append(story)
         if damaged:
             self.log(f"recomputing the damaged cached features of {', '.join(damaged)}")
-            keys = extract_keys()
+            keys = extract_keys(stories)
         return keys
+
+    def shared(self, extract_keys: Callable[[list], dict], what: str) -> dict:
+        """Every story's cache key, each process of the job extracting its share of the stories.
+
+        ``extract_keys(stories)`` extracts the stories not cached yet and returns their keys.
+        Each process extracts (and checks, :meth:`verified`) every N-th story; once all are
+        done, every process reads the keys of all, each story now cached.
+        """
+        processes = self.store.processes
+        if processes is None or processes.count == 1:
+            return self.verified(extract_keys, self.data.stories)
+        self.verified(extract_keys, self.data.stories[processes.index::processes.count])
+        self.store.barrier(f"{what} features")
+        return extract_keys(self.data.stories)
 
     def model_dir(self, kind: str, model: str, sizes: dict, label: str):
         from jaxenc.ckpt.files import resolve_checkpoint
@@ -118,9 +137,15 @@ class _Extractor:
 
         folder = self.store.path(f"models/{kind}-{label}")
         if kind == "whisper":
-            return defaults.write_default_whisper(folder, seed=self.config.seed, **sizes)
-        words = [str(w) for story in self.data.stories for w in self.data.dataset.words(story).label]
-        return defaults.write_default_llama(folder, words, seed=self.config.seed, **sizes)
+            write = functools.partial(defaults.write_default_whisper, folder, seed=self.config.seed, **sizes)
+        else:
+            words = [str(w) for story in self.data.stories for w in self.data.dataset.words(story).label]
+            write = functools.partial(defaults.write_default_llama, folder, words, seed=self.config.seed, **sizes)
+        if self.store.writer:
+            directory = write()
+        self.store.barrier(f"{kind} model {label}")
+        # The other processes find the complete folder the writer wrote, and only read it.
+        return directory if self.store.writer else write()
 
     def whisper(self) -> dict:
         from jaxenc.ckpt import load_whisper_encoder
@@ -140,14 +165,15 @@ class _Extractor:
         window = cfg.window()
         self.log(f"audio features: Whisper encoder {name}, layer {layer} of {n_layers}, "
                  f"{np.dtype(module.dtype).name}, windows {window}")
-        keys = self.verified(functools.partial(
+        extract = functools.partial(
             whisper_story_features,
             self.cache, module, LogMelFrontend.from_pretrained(directory),
-            functools.partial(self.data.dataset.audio, sample_rate=16000), self.data.stories,
+            functools.partial(self.data.dataset.audio, sample_rate=16000),
             model=name, revision=checkpoint_revision(directory), layers=[layer],
             batch_size=cfg.batch_size, progress=self.progress, mesh=extraction_mesh(),
             inputs=self.inputs("whisper"), **window,
-        ))
+        )
+        keys = self.shared(lambda stories: extract(stories=stories), "audio")
         return {"kind": "whisper", "model": name, "layer": layer, "window_s": window, "keys": _keys_json(keys)}
 
     def llama(self, label: str, model: str, sizes: dict, layer: int, extra: tuple) -> dict:
@@ -176,13 +202,14 @@ class _Extractor:
             intervals = self.data.dataset.words(story)
             return intervals.midpoints, [str(w) for w in intervals.label]
 
-        keys = self.verified(functools.partial(
+        extract = functools.partial(
             llama_story_features,
-            self.cache, module, tokenizer, words, self.data.stories, model=name,
+            self.cache, module, tokenizer, words, model=name,
             revision=checkpoint_revision(directory), layers=layers,
             batch_size=cfg.batch_size, progress=self.progress, mesh=extraction_mesh(),
             inputs=self.inputs("llama"), **window,
-        ))
+        )
+        keys = self.shared(lambda stories: extract(stories=stories), label)
         params = sum(int(np.prod(p.shape)) for p in _leaves(module))
         return {"kind": "llama", "model": name, "layer": layer, "layers": layers, "n_params": params,
                 "window": window, "n_layers": n_layers, "keys": _keys_json(keys)}

@@ -180,6 +180,9 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
         raise DataError(f"inputs changed since their features were extracted ({', '.join(stale[:8])}); "
                         "run `jaxenc extract` (or `jaxenc run`) first", path=store.path(RunStore.FEATURES_INDEX))
     designs = Designs(config.align, data, features)
+    # Orbax saves the arrays of a job of several processes only when they span its processes;
+    # a fit that each process makes whole on its own devices is not checkpointed there.
+    checkpoints = store.processes is None or store.processes.count == 1
     names = []
     for job in bar(jobs, desc="fits", unit="fit"):
         name = job_name(job)
@@ -192,7 +195,8 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
         result = fit_predict(
             job.model, {subject: designs.arrays(job, subject) for subject in data.subjects}, target=job.target,
             ridge=config.ridge, networks=config.networks, train=config.train, grid=config.fit.grid,
-            checkpoint_dir=store.checkpoint_dir(f"{name}-{digest}"), cache=designs.cache, progress=progress,
+            checkpoint_dir=store.checkpoint_dir(f"{name}-{digest}") if checkpoints else None, cache=designs.cache,
+            progress=progress,
             interactions=_attributes_interactions(config, job))
         seconds = time.perf_counter() - started
         meta = {"features": job.features, "model": job.model, "target": job.target, "digest": digest,

@@ -48,7 +48,10 @@ class RunData:
         root = self.store.path("data")
         changed = f", changed: {', '.join(sorted(cfg.synthetic))}" if cfg.synthetic else ""
         self.log(f"synthetic twin of ds003020 ({cfg.preset} preset{changed}, seed {cfg.seed}) in {root}")
-        write_synthetic(root, cfg.synthetic_config(), progress=self.progress)
+        # Written by the writer alone; the other processes of a job read it once it is there.
+        if self.store.writer:
+            write_synthetic(root, cfg.synthetic_config(), progress=self.progress)
+        self.store.barrier("synthetic twin")
         return root
 
     @functools.cached_property

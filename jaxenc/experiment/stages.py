@@ -16,6 +16,11 @@ stored for the same settings and the same input contents is skipped (:mod:`jaxen
 a killed network fit resumes from its checkpoint. Damaged stored files are recomputed with a
 warning naming them. Each stage holds the folder's lock (:meth:`RunStore.lock`), so a second
 process stops at once, and only a stage that succeeds rewrites ``config.json``.
+
+In a job of several processes (:mod:`jaxenc.multihost`, found from ``jax.distributed``) every
+process runs every stage, the same computations in the same order; process 0 alone writes the
+folder (:class:`RunStore` with the job's processes) and all wait for each other at the end of
+each stage, so that the next one reads what process 0 wrote.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
+from jaxenc import multihost
 from jaxenc import precision as matmul
 from jaxenc.errors import DataError, DataWarning
 from jaxenc.experiment.config import ExperimentConfig
@@ -48,12 +54,15 @@ def _check_precisions(config: ExperimentConfig, stage: str) -> None:
 
 
 def _locked(stage: Callable) -> Callable:
-    """Run a stage while holding the run folder's lock (:meth:`RunStore.lock`)."""
+    """Run a stage while holding the run folder's lock (:meth:`RunStore.lock`); then wait for
+    every process of the job, so that all read what the writer wrote."""
 
     @functools.wraps(stage)
     def run(self, *args, **kwargs):
         with self.store.lock():
-            return stage(self, *args, **kwargs)
+            result = stage(self, *args, **kwargs)
+        self.store.barrier(stage.__name__)
+        return result
 
     return run
 
@@ -74,7 +83,7 @@ class Experiment:
 
     def __init__(self, config: ExperimentConfig, out, *, progress: bool = True, log: Callable = print):
         self.config = config
-        self.store = RunStore(out)
+        self.store = RunStore(out, multihost.processes())
         self.out = self.store.root
         self.progress = progress
         self.log = log
@@ -164,7 +173,8 @@ class Experiment:
                 results.planted[nonlinearity.planted_key(subject)] = checks
         self.timings["evaluate"] = time.perf_counter() - started
         results.timings.update(self.store.merge_timings(self.timings))
-        results.save(self.out)
+        if self.store.writer:
+            results.save(self.out)
         self._done()
         return results
 
@@ -178,6 +188,7 @@ class Experiment:
         Returns
         -------
         dict of str to Path
+            Empty on the processes of a job other than the writer.
         """
         from jaxenc.report import RunResults, write_report
 
@@ -186,6 +197,8 @@ class Experiment:
         except DataError as err:
             warnings.warn(f"{err}; scoring the stored predictions again", DataWarning, stacklevel=3)
             results = self.evaluate()
+        if not self.store.writer:
+            return {}
         return write_report(results, self.out, formats=tuple(self.config.report.formats),
                             flatmaps=self._flatmaps(results.subjects))
 
