@@ -152,7 +152,7 @@ def interactions_file(name: str) -> str:
 
 
 def fit(config, data, store: RunStore, features, *, progress: bool = True, log: Callable = print,
-        bar: Callable = lambda items, **kwargs: items) -> list[str]:
+        bar: Callable = lambda items, **kwargs: items, mesh=None) -> list[str]:
     """Fit every job of the config that is not stored yet; return all job names of the run.
 
     Parameters
@@ -168,6 +168,8 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
         Receives one line per job.
     bar : callable
         Wraps the job list in a progress bar.
+    mesh : jax.sharding.Mesh, optional
+        The run's mesh (:attr:`jaxenc.experiment.Experiment.mesh`), handed to every job.
     """
     jobs = table_jobs(config)
     check_folds(config, data, jobs)
@@ -193,7 +195,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
             job.model, {subject: designs.arrays(job, subject) for subject in data.subjects}, target=job.target,
             ridge=config.ridge, networks=config.networks, train=config.train, grid=config.fit.grid,
             checkpoint_dir=store.checkpoint_dir(f"{name}-{digest}"), cache=designs.cache, progress=progress,
-            interactions=_attributes_interactions(config, job))
+            interactions=_attributes_interactions(config, job), mesh=mesh)
         seconds = time.perf_counter() - started
         meta = {"features": job.features, "model": job.model, "target": job.target, "digest": digest,
                 "seconds": round(seconds, 2), **result.info}
