@@ -73,8 +73,8 @@ from jax.sharding import PartitionSpec as P
 
 from jaxenc.errors import ConfigError
 
-__all__ = ["make_mesh", "axis_size", "padded_size", "shard_columns", "shard_rows", "replicate",
-           "to_host", "PATIENT_CPU_COLLECTIVES"]
+__all__ = ["RUN_AXIS", "run_mesh", "describe_mesh", "make_mesh", "axis_size", "padded_size", "shard_columns",
+           "shard_rows", "replicate", "to_host", "PATIENT_CPU_COLLECTIVES"]
 
 # XLA_FLAGS for CPU devices that share a machine's cores (host devices of one process, or
 # several processes on one machine): on a loaded machine a device can wait in a collective far
@@ -82,6 +82,49 @@ __all__ = ["make_mesh", "axis_size", "padded_size", "shard_columns", "shard_rows
 # timeout decide. Only read when the backend starts.
 PATIENT_CPU_COLLECTIVES = ("--xla_cpu_collective_call_terminate_timeout_seconds=3600 "
                            "--xla_cpu_collective_timeout_seconds=3600")
+
+
+# The one axis of a run's mesh (run_mesh): models, voxels and PCA columns are all split along it.
+RUN_AXIS = "data"
+
+
+def run_mesh(devices: int = 0) -> Mesh | None:
+    """The one mesh a run's fit and evaluate stages share (the config's ``run.devices``).
+
+    Parameters
+    ----------
+    devices : int
+        0: every device of ``jax.devices()`` (the devices of every process once
+        ``jax.distributed.initialize`` ran); N: the first N of them.
+
+    Returns
+    -------
+    jax.sharding.Mesh or None
+        One axis, :data:`RUN_AXIS`, over the chosen devices; None when that is one device, so a
+        one-device run keeps the unsharded path.
+
+    Raises
+    ------
+    ConfigError
+        A negative count, or more devices asked than there are.
+    """
+    if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)) or devices < 0:
+        raise ConfigError(f"run.devices must be an integer of at least 0 (0: every device), got {devices!r}")
+    available = jax.devices()
+    if devices > len(available):
+        raise ConfigError(f"run.devices = {devices}, but there are {len(available)} devices "
+                          f"({available[0].platform}, {jax.process_count()} process(es))")
+    chosen = available[:devices] if devices else available
+    return make_mesh((RUN_AXIS,), devices=chosen) if len(chosen) > 1 else None
+
+
+def describe_mesh(mesh: Mesh | None) -> str:
+    """``"8 devices (1 process)"``: the devices of ``mesh`` (None: this process's default device)
+    and the processes they belong to."""
+    devices = [jax.devices()[0]] if mesh is None else list(mesh.devices.flat)
+    processes = len({d.process_index for d in devices})
+    return (f"{len(devices)} device{'s' if len(devices) > 1 else ''} "
+            f"({processes} process{'es' if processes > 1 else ''})")
 
 
 def make_mesh(axis_names: Sequence[str] = ("data",), shape: Sequence[int] | None = None, *,

@@ -12,6 +12,9 @@ config key with the library's default:
     [train]     jaxenc.train.TrainConfig          folds, optimiser, early stopping, batches
     [evaluate]  jaxenc.metrics.ScoreConfig        permutations, FDR, noise-ceiling floor, test trim
 
+The ``[run]`` section says where the stages run: ``devices``, the mesh of
+:func:`jaxenc.distributed.run_mesh` (0: every device of every process).
+
 The other sections are the experiment's own (:mod:`jaxenc.experiment.sections`). A few fields
 of :class:`~jaxenc.train.TrainConfig` are set from elsewhere so each setting has one key: its
 ``seed`` is the run's ``seed``, its PCA settings the table's (``table.n_components``,
@@ -55,6 +58,7 @@ from jaxenc.experiment.sections import (
     NonlinearityConfig,
     PlantedConfig,
     ReportConfig,
+    RunConfig,
     SemanticConfig,
     TableConfig,
 )
@@ -109,6 +113,7 @@ class ExperimentConfig:
     planted: PlantedConfig = PlantedConfig()
     nonlinearity: NonlinearityConfig = NonlinearityConfig()
     report: ReportConfig = ReportConfig()
+    run: RunConfig = RunConfig()
 
     def __post_init__(self):
         # The trainer's bound fields follow the keys that set them (see BOUND).

@@ -152,7 +152,7 @@ def interactions_file(name: str) -> str:
 
 
 def fit(config, data, store: RunStore, features, *, progress: bool = True, log: Callable = print,
-        bar: Callable = lambda items, **kwargs: items) -> list[str]:
+        bar: Callable = lambda items, **kwargs: items, mesh=None) -> list[str]:
     """Fit every job of the config that is not stored yet; return all job names of the run.
 
     Parameters
@@ -168,6 +168,8 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
         Receives one line per job.
     bar : callable
         Wraps the job list in a progress bar.
+    mesh : jax.sharding.Mesh, optional
+        The run's mesh (:attr:`jaxenc.experiment.Experiment.mesh`), handed to every job.
     """
     jobs = table_jobs(config)
     check_folds(config, data, jobs)
@@ -180,9 +182,9 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
         raise DataError(f"inputs changed since their features were extracted ({', '.join(stale[:8])}); "
                         "run `jaxenc extract` (or `jaxenc run`) first", path=store.path(RunStore.FEATURES_INDEX))
     designs = Designs(config.align, data, features)
-    # Orbax saves the arrays of a job of several processes only when they span its processes;
-    # a fit that each process makes whole on its own devices is not checkpointed there.
-    checkpoints = store.processes is None or store.processes.count == 1
+    # Orbax saves the arrays of a job of several processes only when they span its processes
+    # (a mesh over all of them); a fit each process makes whole on its own is not checkpointed.
+    checkpoints = mesh is not None or store.processes is None or store.processes.count == 1
     names = []
     for job in bar(jobs, desc="fits", unit="fit"):
         name = job_name(job)
@@ -196,8 +198,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
             job.model, {subject: designs.arrays(job, subject) for subject in data.subjects}, target=job.target,
             ridge=config.ridge, networks=config.networks, train=config.train, grid=config.fit.grid,
             checkpoint_dir=store.checkpoint_dir(f"{name}-{digest}") if checkpoints else None, cache=designs.cache,
-            progress=progress,
-            interactions=_attributes_interactions(config, job))
+            progress=progress, interactions=_attributes_interactions(config, job), mesh=mesh)
         seconds = time.perf_counter() - started
         meta = {"features": job.features, "model": job.model, "target": job.target, "digest": digest,
                 "seconds": round(seconds, 2), **result.info}
@@ -210,7 +211,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
             store.write_arrays(interactions_file(name), result.interactions)
         store.save_prediction(name, result.predictions, meta)
         # Only once the predictions are stored: a fit killed before that still resumes.
-        if not config.fit.keep_checkpoints and result.checkpoints:
+        if not config.fit.keep_checkpoints and result.checkpoints and store.writer:
             shutil.rmtree(store.checkpoint_dir(f"{name}-{digest}"), ignore_errors=True)
         log(f"  {name}: {seconds:.1f} s")
     return names

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from jaxenc import multihost
 from jaxenc import precision as matmul
+from jaxenc.distributed import describe_mesh, run_mesh
 from jaxenc.errors import DataError, DataWarning
 from jaxenc.experiment.config import ExperimentConfig
 from jaxenc.experiment.rundata import RunData
@@ -90,6 +91,12 @@ class Experiment:
         self.timings: dict[str, float] = {}
 
     @functools.cached_property
+    def mesh(self):
+        """The one-axis mesh the fit and evaluate stages shard over (``run.devices``,
+        :func:`jaxenc.distributed.run_mesh`); None on one device."""
+        return run_mesh(self.config.run.devices)
+
+    @functools.cached_property
     def data(self) -> RunData:
         """The dataset side of the run (the synthetic twin is written on first use)."""
         return RunData(self.config.data, self.store, progress=self.progress, log=self.log)
@@ -134,9 +141,10 @@ class Experiment:
 
         _check_precisions(self.config, "fit")
         started = self._start()
+        self.log(f"fit on {describe_mesh(self.mesh)}")
         features = FeatureReader(self.store, self.data)
         names = fitting.fit(self.config, self.data, self.store, features, progress=self.progress, log=self.log,
-                            bar=self._bar)
+                            bar=self._bar, mesh=self.mesh)
         self.timings["fit"] = time.perf_counter() - started
         step = nonlinearity.step_experiment(self)
         if step is not None:
@@ -163,6 +171,7 @@ class Experiment:
         # `jaxenc evaluate --set evaluate.permutations=...` is checked before the scoring too.
         check_memory(self.config, self.data, table_jobs(self.config))
         started = self._start()
+        self.log(f"evaluate on {describe_mesh(self.mesh)}")
         results = scoring.evaluate(self.config, self.data, self.store, bar=self._bar)
         step = nonlinearity.step_experiment(self)
         if step is not None:

@@ -2,8 +2,8 @@
 
 Ridge family (arrays in, sklearn-style estimators): :class:`RidgeCV`, :class:`BandedRidgeCV`,
 :class:`BootstrapChunks` (the Huth lab's bootstrap splits) and the voxel-sharded
-:class:`ShardedRidgeCV`. Nonlinear family (Flax NNX modules trained by :mod:`jaxenc.train`):
-:class:`MLLinear`, :class:`MLP`, :class:`DIMLP`, :class:`DeepMLP`, :class:`DelayGRU`,
+:class:`ShardedRidgeCV` and :class:`ShardedBandedRidgeCV`. Nonlinear family (Flax NNX modules
+trained by :mod:`jaxenc.train`): :class:`MLLinear`, :class:`MLP`, :class:`DIMLP`, :class:`DeepMLP`, :class:`DelayGRU`,
 :class:`DelayTransformer`.
 :mod:`~jaxenc.models.registry` names them: :data:`ENCODERS`, :func:`encoder` (a name to an
 :class:`EncoderSpec`) and their options, :class:`RidgeOptions` and :class:`NetworkOptions`.
@@ -13,7 +13,7 @@ from jaxenc.models.nonlinear import DIMLP, MLP, DeepMLP, DelayGRU, DelayTransfor
 from jaxenc.models.registry import ENCODERS, EncoderSpec, NetworkOptions, RidgeOptions, encoder
 from jaxenc.models.ridge import RidgeCV
 from jaxenc.models.ridge_banded import BandedRidgeCV
-from jaxenc.models.ridge_sharded import ShardedRidgeCV
+from jaxenc.models.ridge_sharded import ShardedBandedRidgeCV, ShardedRidgeCV
 from jaxenc.models.ridge_splits import BootstrapChunks
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "BandedRidgeCV",
     "BootstrapChunks",
     "ShardedRidgeCV",
+    "ShardedBandedRidgeCV",
     "MLLinear",
     "MLP",
     "DIMLP",

@@ -31,6 +31,7 @@ from jaxenc.errors import ConfigError
 from jaxenc.models.nonlinear import DIMLP, MLP, DeepMLP, DelayGRU, DelayTransformer, MLLinear
 from jaxenc.models.ridge import RidgeCV
 from jaxenc.models.ridge_banded import BandedRidgeCV
+from jaxenc.models.ridge_sharded import ShardedBandedRidgeCV, ShardedRidgeCV
 from jaxenc.models.ridge_solvers import resolve_solver_dtype
 
 __all__ = ["ENCODERS", "ACTIVATIONS", "EncoderSpec", "NetworkOptions", "RidgeOptions", "encoder"]
@@ -125,8 +126,9 @@ class RidgeOptions:
         low, high, n = self.log10_alphas
         return np.logspace(low, high, int(n))
 
-    def estimator(self, bands: Sequence[tuple[int, int]] = (), *, seed: int = 0):
-        """An unfitted :class:`RidgeCV`, or :class:`BandedRidgeCV` over ``bands`` when banded.
+    def estimator(self, bands: Sequence[tuple[int, int]] = (), *, seed: int = 0, mesh=None, axis: str = "data"):
+        """An unfitted :class:`RidgeCV`, or :class:`BandedRidgeCV` over ``bands`` when banded;
+        their voxel-sharded forms on a mesh.
 
         Parameters
         ----------
@@ -134,13 +136,17 @@ class RidgeOptions:
             Column range of each modality; banded ridge needs at least two.
         seed : int
             Seed of the banded model's random band-weight candidates.
+        mesh : jax.sharding.Mesh, optional
+            Split the voxels along its ``axis``: :class:`~jaxenc.models.ShardedRidgeCV` or
+            :class:`~jaxenc.models.ShardedBandedRidgeCV` (their arrays stay sharded and padded).
+        axis : str
         """
+        common = dict(alphas=self.alphas(), cv=self.folds, solver_dtype=self.solver_dtype, precision=self.precision)
         if self.banded and len(bands) > 1:
-            return BandedRidgeCV(bands=[slice(a, b) for a, b in bands], alphas=self.alphas(),
-                                 cv=self.folds, n_iter=self.band_candidates, random_state=seed,
-                                 solver_dtype=self.solver_dtype, precision=self.precision)
-        return RidgeCV(alphas=self.alphas(), cv=self.folds, solver_dtype=self.solver_dtype,
-                       precision=self.precision)
+            banded = dict(bands=[slice(a, b) for a, b in bands], n_iter=self.band_candidates, random_state=seed,
+                          **common)
+            return BandedRidgeCV(**banded) if mesh is None else ShardedBandedRidgeCV(mesh, axis=axis, **banded)
+        return RidgeCV(**common) if mesh is None else ShardedRidgeCV(mesh, axis, **common)
 
 
 def _mllinear(spec, options: NetworkOptions, bands, n_delays):

@@ -7,10 +7,17 @@ the coefficients) along the voxel axis of a mesh, and runs the same voxel kernel
 :class:`~jaxenc.models.RidgeCV` (:mod:`jaxenc.models.ridge_solvers`) on each shard,
 ``voxel_batch`` voxels at a time. Alpha selection per voxel is local to its shard; only
 ``alpha_per_target=False`` needs a collective (a ``psum`` of the scores over voxels).
+
+:class:`ShardedBandedRidgeCV` splits banded ridge's voxels the same way: its search over band
+weights and penalties is per voxel too, so each device's block of voxels is fitted by its own
+:class:`~jaxenc.models.BandedRidgeCV` (on that device, with the same candidates) and the
+results are assembled into voxel-sharded arrays; only this process's devices' blocks are fitted
+here, so several processes each fit their own.
 """
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 
 import jax
@@ -21,11 +28,12 @@ from jax.sharding import PartitionSpec as P
 
 from jaxenc import precision as matmul
 from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, to_host
-from jaxenc.errors import AlignmentError, ConfigError
+from jaxenc.errors import AlignmentError, ConfigError, DataWarning
 from jaxenc.models import ridge_solvers as solvers
 from jaxenc.models.ridge import DEFAULT_ALPHAS, RidgeCV, _check_X, at_precision
+from jaxenc.models.ridge_banded import BandedRidgeCV
 
-__all__ = ["ShardedRidgeCV"]
+__all__ = ["ShardedRidgeCV", "ShardedBandedRidgeCV"]
 
 
 def _over_batches(fn, batch: int, *arrays):
@@ -258,3 +266,142 @@ class ShardedRidgeCV(RidgeCV):
         ss_tot = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0)
         ok = ss_tot > 0
         return np.where(ok, 1.0 - ss_res / np.where(ok, ss_tot, 1.0), 0.0)
+
+
+class ShardedBandedRidgeCV(ShardedRidgeCV):
+    """:class:`~jaxenc.models.BandedRidgeCV` with the voxels split along a mesh axis.
+
+    Each device's block of voxels (``n_voxels / shards`` columns, the last block padded) is
+    fitted on that device by a :class:`~jaxenc.models.BandedRidgeCV` with the same band-weight
+    candidates, penalties, splits and options: the choice of (band weights, penalty) is made
+    voxel by voxel, so the blocks together are the full fit. Only the blocks of this
+    process's devices are fitted. Prediction and scoring are those of
+    :class:`ShardedRidgeCV`.
+
+    Parameters
+    ----------
+    mesh : jax.sharding.Mesh
+    bands : sequence of band specifications
+        As :class:`~jaxenc.models.BandedRidgeCV`.
+    axis : str
+        Mesh axis the voxels are split along.
+    alphas, n_iter, concentration, corners, candidates, random_state, cv, fit_intercept, scoring, voxel_batch, \
+split_batch, dtype, lapack_threads, solver_dtype, precision
+        As :class:`~jaxenc.models.BandedRidgeCV` (a penalty per voxel: ``alpha_per_target``
+        is always True here, since a shared choice needs every voxel's scores).
+
+    Attributes
+    ----------
+    n_voxels_ : int
+        Voxels of ``Y``; columns ``n_voxels_:`` of the arrays below are padding.
+    coef_ : jax.Array of shape (n_features, n_voxels_padded)
+        Sharded ``P(None, axis)``; zero on padding.
+    intercept_, best_alphas_, best_candidates_ : jax.Array of shape (n_voxels_padded,)
+        Sharded ``P(axis)``; on padding 0, NaN and -1.
+    deltas_, band_alphas_ : jax.Array of shape (n_bands, n_voxels_padded)
+        Sharded ``P(None, axis)``; NaN on padding.
+    cv_scores_ : jax.Array of shape (n_candidates, n_voxels_padded)
+        Sharded ``P(None, axis)``; 0 on padding.
+    candidates_, alphas_, scoring_, n_splits_, n_features_in_
+        As :class:`~jaxenc.models.BandedRidgeCV`.
+    """
+
+    def __init__(self, mesh: Mesh, bands, axis: str = "data", alphas=DEFAULT_ALPHAS, n_iter: int = 20,
+                 concentration=(0.1, 1.0), corners: bool = True, candidates=None,
+                 random_state: int | None = 0, cv=5, fit_intercept: bool = True,
+                 scoring: str | None = None, voxel_batch: int = 1024, split_batch: int | None = None,
+                 dtype: str = "float32", lapack_threads: int | None = None,
+                 solver_dtype: str = "auto", precision: str = matmul.DEFAULTS["ridge"]):
+        super().__init__(mesh, axis, alphas=alphas, cv=cv, fit_intercept=fit_intercept, scoring=scoring,
+                         voxel_batch=voxel_batch, split_batch=split_batch, dtype=dtype,
+                         solver_dtype=solver_dtype, precision=precision)
+        self.bands = bands
+        self.n_iter = n_iter
+        self.concentration = concentration
+        self.corners = corners
+        self.candidates = candidates
+        self.random_state = random_state
+        self.lapack_threads = lapack_threads
+
+    def _block_model(self, candidates) -> BandedRidgeCV:
+        return BandedRidgeCV(self.bands, alphas=self.alphas, candidates=candidates, cv=self.cv,
+                             fit_intercept=self.fit_intercept, scoring=self.scoring,
+                             voxel_batch=self.voxel_batch, split_batch=self.split_batch, dtype=self.dtype,
+                             lapack_threads=self.lapack_threads, solver_dtype=self.solver_dtype,
+                             precision=self.precision)
+
+    @at_precision
+    def fit(self, X, Y, groups=None) -> ShardedBandedRidgeCV:
+        """Search band weights and penalties per voxel, each device fitting its voxel block.
+
+        Parameters
+        ----------
+        X : array of shape (n_trs, n_features)
+        Y : array of shape (n_trs, n_voxels) or (n_trs,)
+            Host responses; each block reads only its columns.
+        groups : array-like of shape (n_trs,), optional
+            Story label of each row, see :class:`~jaxenc.models.RidgeCV`.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        AlignmentError, ConfigError
+            As :meth:`BandedRidgeCV.fit`; also a mesh without ``axis``.
+        """
+        mesh, axis = self.mesh, self.axis
+        axis_size(mesh, axis)
+        X, Y, _, _ = self._check_common(X, Y, groups)
+        # One draw of the candidates for every block (and every process).
+        searcher = BandedRidgeCV(self.bands, n_iter=self.n_iter, concentration=self.concentration,
+                                 corners=self.corners, candidates=self.candidates,
+                                 random_state=self.random_state)
+        searcher._band_of_column(X.shape[1])
+        self.candidates_ = searcher._make_candidates(len(self.bands))
+        n_voxels, n_features = Y.shape[1], X.shape[1]
+        width = padded_size(n_voxels, mesh, axis)
+        blocks: dict[tuple[int, int], BandedRidgeCV | None] = {}
+        owners = NamedSharding(mesh, P(None, axis)).addressable_devices_indices_map((n_features, width))
+        for device, index in owners.items():
+            start, stop = index[1].start or 0, width if index[1].stop is None else index[1].stop
+            if (start, stop) in blocks:
+                continue
+            model = None
+            if start < n_voxels:
+                model = self._block_model(self.candidates_)
+                # The constant-voxel warning was given once, for all voxels, above.
+                with jax.default_device(device), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DataWarning)
+                    model.fit(X, Y[:, start:min(stop, n_voxels)], groups)
+            blocks[start, stop] = model
+
+        def assemble(name, rows, fill, dtype, vector=False):
+            shape = (width,) if vector else (rows, width)
+
+            def read(index):
+                columns = index[-1]
+                start, stop = columns.start or 0, width if columns.stop is None else columns.stop
+                out = np.full(((stop - start,) if vector else (rows, stop - start)), fill, dtype)
+                model = blocks[start, stop]
+                if model is not None:
+                    values = np.asarray(getattr(model, name), dtype)
+                    out[..., :values.shape[-1]] = values
+                return out
+
+            return jax.make_array_from_callback(shape, NamedSharding(mesh, P(axis) if vector else P(None, axis)),
+                                                read)
+
+        n_bands, n_cand = len(self.bands), len(self.candidates_)
+        solver = np.dtype(self._solver_dtype)
+        with solvers.solver_scope(self._solver_dtype):
+            self.coef_ = assemble("coef_", n_features, 0.0, self._dtype)
+            self.intercept_ = assemble("intercept_", 0, 0.0, self._dtype, vector=True)
+            self.best_alphas_ = assemble("best_alphas_", 0, np.nan, solver, vector=True)
+            self.best_candidates_ = assemble("best_candidates_", 0, -1, np.int32, vector=True)
+            self.deltas_ = assemble("deltas_", n_bands, np.nan, solver)
+            self.band_alphas_ = assemble("band_alphas_", n_bands, np.nan, solver)
+            self.cv_scores_ = assemble("cv_scores_", n_cand, 0.0, solver)
+        self.n_voxels_ = n_voxels
+        return self

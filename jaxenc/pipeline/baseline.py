@@ -28,7 +28,8 @@ __all__ = ["fit_linear_baseline"]
 def fit_linear_baseline(dataset, subjects: str | Sequence[str], features: Mapping[str, FeatureSet], *,
                         feature_sets: Sequence[str] = FEATURE_SETS, target: str = "voxels",
                         align: AlignOptions = AlignOptions(), ridge: RidgeOptions = RidgeOptions(),
-                        train: TrainConfig = TrainConfig(), scoring: ScoreConfig = ScoreConfig()) -> RunResults:
+                        train: TrainConfig = TrainConfig(), scoring: ScoreConfig = ScoreConfig(),
+                        mesh=None) -> RunResults:
     """Fit ridge on each feature set of each subject, score the test story, partition the variance.
 
     Parameters
@@ -53,6 +54,9 @@ def fit_linear_baseline(dataset, subjects: str | Sequence[str], features: Mappin
         targets.
     scoring : ScoreConfig
         Permutations, false discovery rate, noise-ceiling floor and test trim.
+    mesh : jax.sharding.Mesh, optional
+        Split the ridge voxels (and the PCA) over its devices, as ``jaxenc run`` does
+        (:func:`jaxenc.pipeline.fit_predict`; :func:`jaxenc.distributed.run_mesh` builds it).
 
     Returns
     -------
@@ -82,7 +86,8 @@ def fit_linear_baseline(dataset, subjects: str | Sequence[str], features: Mappin
             if Y is None:
                 Y = training_responses(dataset, subject, stories, design.slices, align.train_trim)
             arrays = SubjectArrays(design.X, Y, design.groups, test_design.X, design.bands, design.n_delays)
-            job = fit_predict("ridge", {subject: arrays}, target=target, ridge=ridge, train=train, cache=cache)
+            job = fit_predict("ridge", {subject: arrays}, target=target, ridge=ridge, train=train, cache=cache,
+                              mesh=mesh)
             scores = score(job.predictions[subject], repeats, scoring, seed=train.seed, subject=subject)
             models.append(ModelResult(subject, name, "ridge", target, scores, job.info))
     config = {"target": target, "feature_sets": list(feature_sets),

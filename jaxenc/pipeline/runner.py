@@ -13,6 +13,16 @@ its sweeps), :func:`jaxenc.pipeline.fit_linear_baseline` and your own arrays.
 - Networks train every subject and fold in one compiled program
   (:func:`jaxenc.train.fit_encoders`; on voxel targets, subjects with equal voxel counts share a
   program), each fold fitting its own PCA; the test prediction averages the fold models.
+
+Where the mesh enters: given ``mesh=`` (a one-axis mesh of several devices, e.g.
+:func:`jaxenc.distributed.run_mesh`), ridge splits the voxels over the devices
+(:class:`~jaxenc.models.ShardedRidgeCV`, :class:`~jaxenc.models.ShardedBandedRidgeCV`), its
+PCA targets are fitted and projected back voxel-sharded (:func:`jaxenc.decomp.pca_fit_sharded`,
+:func:`~jaxenc.decomp.pca_inverse_sharded`), and the networks' subject x fold (x grid) stack is
+split over the devices, padded to a multiple of their count (``fit_encoders(..., mesh=)``).
+Every array that leaves a device goes through :func:`jaxenc.distributed.to_host`, so every
+process of a ``jax.distributed`` job runs the same calls and gets the same predictions. The
+numbers equal the one-device run's within float32 rounding.
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxenc.decomp import PCA
+from jaxenc.decomp.sharded import pca_fit_sharded, pca_inverse_sharded, pca_transform_sharded
+from jaxenc.distributed import RUN_AXIS, to_host
 from jaxenc.errors import AlignmentError, ConfigError, DataWarning
 from jaxenc.models.registry import EncoderSpec, NetworkOptions, RidgeOptions, encoder
 from jaxenc.train import SubjectData, TrainConfig, fit_encoders, story_folds
@@ -113,7 +125,7 @@ def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, 
                 ridge: RidgeOptions = RidgeOptions(), networks: NetworkOptions = NetworkOptions(),
                 train: TrainConfig = TrainConfig(), grid: Sequence[Mapping] = (),
                 checkpoint_dir: str | Path | None = None, cache: dict | None = None,
-                progress: bool = False, interactions: bool = False) -> JobResult:
+                progress: bool = False, interactions: bool = False, mesh=None) -> JobResult:
     """Fit one encoder for every subject and predict the test story's voxels.
 
     Parameters
@@ -149,6 +161,11 @@ def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, 
         Also decompose each network on two modalities (audio, semantic) over the test rows
         into main effects and their interaction (:attr:`JobResult.interactions`); ignored for
         ridge (linear: no interaction) and one modality.
+    mesh : jax.sharding.Mesh, optional
+        A mesh with the axis ``"data"`` (:data:`jaxenc.distributed.RUN_AXIS`;
+        :func:`jaxenc.distributed.run_mesh` builds it) to shard the fit over (see the module
+        docstring); None: one device. Under ``jax.distributed`` every process must make the
+        same call.
 
     Returns
     -------
@@ -187,33 +204,61 @@ def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, 
         raise ConfigError(f"{spec.name} needs {spec.min_modalities} modalities, the design has "
                           f"{min(modality_counts)}")
     if spec.is_ridge:
-        return _fit_ridge(data, target, ridge, train, cache.setdefault("ridge_pca", {}))
+        return _fit_ridge(data, target, ridge, train, cache.setdefault("ridge_pca", {}), mesh)
     return _fit_networks(spec, data, target, networks, train, grid, checkpoint_dir,
-                         cache.setdefault("fold_pca", {}), progress, interactions)
+                         cache.setdefault("fold_pca", {}), progress, interactions, mesh)
 
 
-def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: dict) -> JobResult:
+def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: dict, mesh) -> JobResult:
     predictions, alphas = {}, {}
     for subject, arrays in data.items():
         Y, pca = arrays.Y, None
+        n_voxels = Y.shape[1]
         if target == "pca":
-            key = (subject, train.n_components, train.pca_method, train.pca_n_iter, train.pca_precision)
+            key = (subject, train.n_components, train.pca_method, train.pca_n_iter, train.pca_precision,
+                   mesh is not None)
             if key not in pcas:
                 k = _capped_components(train.n_components, min(Y.shape[0] - 1, Y.shape[1]),
                                        f"{Y.shape[0]} training rows - 1 and {Y.shape[1]} voxels", subject)
-                pcas[key] = PCA(n_components=k, method=train.pca_method, n_iter=train.pca_n_iter,
-                                precision=train.pca_precision).fit(Y)
+                pcas[key] = _response_pca(Y, k, train, mesh)
             pca = pcas[key]
-            Y = np.asarray(pca.transform(Y))
-        model = options.estimator(arrays.bands, seed=train.seed)
+            Y = to_host(_pca_transform(pca, Y, train.pca_precision))
+        model = options.estimator(arrays.bands, seed=train.seed, mesh=mesh, axis=RUN_AXIS)
         model.fit(arrays.X, Y, groups=arrays.groups)
-        prediction = model.predict(arrays.X_test)
+        # On a mesh the voxel-sized results are sharded and padded past the real columns.
+        prediction = to_host(model.predict(arrays.X_test))[:, :Y.shape[1]]
         if pca is not None:
-            prediction = pca.inverse_transform(prediction)
-        predictions[subject] = np.asarray(prediction, np.float32)
-        alphas[subject] = float(np.median(np.asarray(model.best_alphas_)))
+            prediction = _pca_inverse(pca, prediction, train.pca_precision)
+        predictions[subject] = to_host(prediction)[:, :n_voxels].astype(np.float32)
+        alphas[subject] = float(np.median(to_host(model.best_alphas_)[:Y.shape[1]]))
     n_features = int(np.shape(next(iter(data.values())).X)[1])
     return JobResult(predictions, {"n_features": n_features, "median_alpha": alphas})
+
+
+def _response_pca(Y, k: int, train: TrainConfig, mesh):
+    """The PCA of a subject's training responses: voxel- or row-sharded on a mesh (the exact
+    solvers; the randomized one has no sharded form and is fitted on the host)."""
+    if mesh is None or train.pca_method == "randomized":
+        return PCA(n_components=k, method=train.pca_method, n_iter=train.pca_n_iter,
+                   precision=train.pca_precision).fit(Y)
+    n, p = Y.shape
+    gram = train.pca_method == "gram" or (train.pca_method == "auto" and p > n)
+    return pca_fit_sharded(Y, k, mesh, axis=RUN_AXIS, shard="voxels" if gram else "rows",
+                           precision=train.pca_precision)
+
+
+def _pca_transform(pca, Y, precision: str):
+    """Scores (n, k) of ``Y`` on a host PCA or a voxel-sharded one (replicated)."""
+    if isinstance(pca, PCA):
+        return pca.transform(Y)
+    return pca_transform_sharded(pca, Y, precision=precision)
+
+
+def _pca_inverse(pca, Z, precision: str):
+    """Voxels of scores ``Z`` (n, k): on the host, or voxel-sharded and padded on a mesh."""
+    if isinstance(pca, PCA):
+        return pca.inverse_transform(Z)
+    return pca_inverse_sharded(pca, Z, precision=precision)
 
 
 def _capped_components(asked: int, limit: int, why: str, subject) -> int:
@@ -241,7 +286,7 @@ def _n_components_cap(data: Mapping[str, SubjectArrays], train: TrainConfig) -> 
 
 
 def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, train: TrainConfig, grid,
-                  checkpoint_dir, fold_pcas: dict, progress: bool, interactions: bool) -> JobResult:
+                  checkpoint_dir, fold_pcas: dict, progress: bool, interactions: bool, mesh) -> JobResult:
     groups: dict[int | None, list[str]] = {}
     for subject, arrays in data.items():
         # PCA targets share one output size; voxel targets train together only when equal.
@@ -267,7 +312,7 @@ def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, trai
             folders.append(folder)
         fit = fit_encoders(make_model, fits, replace(train, n_components=n_components),
                            grid=[dict(p) for p in grid] or None, checkpoint_dir=folder, progress=progress,
-                           pca_cache=fold_pcas)
+                           pca_cache=fold_pcas, mesh=mesh, axis=RUN_AXIS)
         predictions.update({s: np.asarray(p, np.float32) for s, p in fit.predict(tests).items()})
         if interactions:
             shares.update({s: _interaction_shares(spec, fit, s, data[s], tests[s]) for s in subjects
