@@ -124,7 +124,10 @@ class _Extractor:
         processes = self.store.processes
         if processes is None or processes.count == 1:
             return self.verified(extract_keys, self.data.stories)
-        self.verified(extract_keys, self.data.stories[processes.index::processes.count])
+        mine = self.data.stories[processes.index::processes.count]
+        self.log(f"{what} features: process {processes.index} of {processes.count} extracts {len(mine)} of "
+                 f"{len(self.data.stories)} stories ({', '.join(mine) or 'none'})")
+        self.verified(extract_keys, mine)
         self.store.barrier(f"{what} features")
         return extract_keys(self.data.stories)
 
