@@ -1,0 +1,319 @@
+"""``jaxenc run`` as a job of 2 processes x 4 CPU devices: one folder, the one-device numbers, and
+a lost process that ends the other with one line.
+
+The job runs on one machine as the README's "Several hosts" section shows it, each process a
+``jaxenc run ... --coordinator localhost:PORT --num-processes 2 --process-id I --cpu-devices 4``
+(gloo between the processes), with a free port. On failure the other process is killed at once
+and the output of both is shown.
+
+Tolerances of the equality test: the job extracts the Whisper features on 4 devices per process
+(the one-device run on 1) and fits on a mesh of 8 devices over both processes, so its predictions
+differ from one device's by float32 rounding; at most ``PREDICTION_ATOL`` (1e-4, the bound of the
+networks' sharded training that tests/experiment/test_run_mesh.py states for 8 devices of one
+process; measured here 2e-5 for the MLP, 2e-5 for ridge), against O(0.1) for a story extracted
+twice or never, a voxel block or model slot misplaced. The per-voxel scores follow from the
+predictions' difference as in tests/experiment/test_run_mesh.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxenc import multihost
+from jaxenc.errors import ConfigError
+from jaxenc.store import RunStore
+from tests._tolerance import assert_within, correlation_atol
+from tests.experiment.test_run_mesh import PREDICTION_ATOL
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "experiments" / "table1.toml"
+# Whisper (the embedded default) extracts the audio features, split over the processes; planted
+# semantic features; ridge and the MLP on voxels, 3 epochs.
+SETTINGS = ["--quiet", "--set", "data.preset=tiny", "--set", "semantic.source=planted", "--set",
+            'table.feature_sets=["audio"]', "--set", 'table.models=["ridge","mlp"]', "--set",
+            'table.targets=["voxels"]', "--set", "ridge.folds=2", "--set", "train.n_folds=2", "--set",
+            "train.max_epochs=3", "--set", "networks.hidden=8", "--set", "evaluate.permutations=100",
+            "--set", "analyses.partition=false", "--set", "analyses.clustering=false", "--set",
+            "nonlinearity.run=false"]
+# Planted features and ridge only: the lost-process test needs a job that runs, not the models.
+QUICK = ["--quiet", "--set", "data.preset=tiny", "--set", "audio.source=planted", "--set",
+         "semantic.source=planted", "--set", 'table.feature_sets=["audio"]', "--set", 'table.models=["ridge"]',
+         "--set", 'table.targets=["voxels"]', "--set", "ridge.folds=2", "--set", "evaluate.permutations=100",
+         "--set", "analyses.partition=false", "--set", "analyses.clustering=false", "--set",
+         "nonlinearity.run=false"]
+# A whole job, both processes; about 2 minutes on a loaded 2-core machine.
+TIMEOUT = 600.0
+# The heartbeat of the lost-process tests: short, yet long for a heartbeat thread on a busy machine.
+HEARTBEAT_S = 10
+JOIN_S = 5
+# Seconds between a process's end and the other's, beyond the heartbeat: JAX's error propagation
+# and the interpreter's exit, under load.
+MARGIN_S = 30.0
+PORT_TRIES = 3
+LINE = re.compile(r"^jaxenc: error: process (\d) of 2 stopped answering \(.*\); process (\d) of 2 stops too$")
+
+
+def free_port() -> int:
+    """A port free on every interface (the coordinator binds them all)."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def _job_argv(out: Path, port: int, i: int, settings: list[str], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jaxenc.cli", "run", str(CONFIG), "--out", str(out), *settings,
+            "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i),
+            "--cpu-devices", "4", *extra]
+
+
+def _start(argv: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as fh:
+        return subprocess.Popen(argv, cwd=ROOT, env=_env(), stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _end(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            # The supervisor and its worker share the session started for them.
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def _run_job(out: Path, settings: list[str]) -> tuple[list[int], list[str]]:
+    """Both processes of a job into ``out``; a port taken since it was found free is tried again."""
+    for attempt in range(PORT_TRIES):
+        port = free_port()
+        logs = [out.parent / f"{out.name}-try{attempt}-log{i}.txt" for i in range(2)]
+        procs = [_start(_job_argv(out, port, i, settings), logs[i]) for i in range(2)]
+        deadline = time.monotonic() + TIMEOUT
+        try:
+            while any(p.poll() is None for p in procs):
+                if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        finally:
+            _end(procs)
+        texts = [log.read_text(errors="replace") for log in logs]
+        if not any("Failed to add port" in text for text in texts):
+            break
+    return [p.returncode for p in procs], texts
+
+
+def _shown(codes, texts) -> str:
+    return "\n".join(f"--- process {i}, exit {c} ---\n{t[-6000:]}"
+                     for i, (c, t) in enumerate(zip(codes, texts, strict=True)))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multihost-runs")
+    one = root / "one"
+    done = subprocess.run([sys.executable, "-m", "jaxenc.cli", "run", str(CONFIG), "--out", str(one), *SETTINGS],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    started = time.monotonic()
+    codes, texts = _run_job(root / "two", SETTINGS)
+    assert codes == [0, 0], f"job failed after {time.monotonic() - started:.0f} s:\n{_shown(codes, texts)}"
+    return {"one": one, "two": root / "two"}, texts
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_stories_fit_on_8_devices_and_write_one_folder(runs):
+    folders, texts = runs
+    stories = json.loads((folders["one"] / "features" / "index.json").read_text())["audio"]["keys"]
+    shares = []
+    for i, text in enumerate(texts):
+        assert "fit on 8 devices (2 processes)" in text and "evaluate on 8 devices (2 processes)" in text, text
+        share = re.search(rf"audio features: process {i} of 2 extracts (\d+) of (\d+) stories \((.*)\)", text)
+        assert share, text
+        shares.append(share.group(3).split(", "))
+    # Every story extracted by exactly one process, the index listing all.
+    assert sorted(shares[0] + shares[1]) == sorted(stories) and not set(shares[0]) & set(shares[1])
+    index = json.loads((folders["two"] / "features" / "index.json").read_text())
+    assert sorted(index["audio"]["keys"]) == sorted(stories)
+    # Process 0 alone wrote the folder and released its lock; the report is there once.
+    assert not (folders["two"] / RunStore.LOCK).exists()
+    assert (folders["two"] / "report.html").is_file() and (folders["two"] / "metrics.json").is_file()
+    assert "report: " + str(folders["two"] / "report.md") in texts[0]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_one_device_predictions_and_scores(runs):
+    from jaxenc.metrics import protocol_trim
+
+    folders, _ = runs
+    metrics = {k: json.loads((folder / "metrics.json").read_text().replace("NaN", "null"))
+               for k, folder in folders.items()}
+    summary = {k: {(row["subject"], row["features"], row["model"], row["target"]): row for row in m["summary"]}
+               for k, m in metrics.items()}
+    assert set(summary["one"]) == set(summary["two"])
+    assert {key[1:] for key in summary["one"]} == {("audio", "ridge", "voxels"), ("audio", "mlp", "voxels")}
+    for key, row in summary["one"].items():
+        subject, features, model, target = key
+        name = f"{features}__{model}__{target}"
+        p = [np.load(folders[k] / "predictions" / f"{name}.npz")[subject].astype(np.float64) for k in ("one", "two")]
+        assert_within(p[1], p[0], atol=PREDICTION_ATOL, err_msg=f"{name} {subject}")
+        kept = [a[protocol_trim(len(a)):] for a in p]
+        centred = kept[0] - kept[0].mean(0)
+        diff = kept[1] - kept[0]
+        # A voxel's r moves by at most 2 |d_c| / |p_c| (see tests/experiment/test_run_mesh.py).
+        bound = (2 * np.linalg.norm(diff - diff.mean(0), axis=0) / np.linalg.norm(centred, axis=0)
+                 + correlation_atol(len(centred), computations=2))
+        scores = [np.load(folders[k] / "scores" / subject / f"{features}-{model}-{target}.npz")
+                  for k in ("one", "two")]
+        assert_within(scores[1]["r"], scores[0]["r"], atol=bound, err_msg=f"r of {name} {subject}")
+        assert_within(scores[1]["r2"], scores[0]["r2"], atol=2 * bound, err_msg=f"r2 of {name} {subject}")
+        other = summary["two"][key]
+        assert_within(other["mean_r"], row["mean_r"], atol=float(bound.mean()), err_msg=f"mean r of {key}")
+        assert_within(other["mean_r2"], row["mean_r2"], atol=2 * float(bound.mean()), err_msg=f"mean r2 of {key}")
+        assert other["n_voxels"] == row["n_voxels"]
+
+
+def _error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("jaxenc: error:") or "Traceback" in line
+            or line.startswith(("F1", "E1", "*** Check failure"))]
+
+
+def test_a_killed_process_ends_the_other_with_one_line_within_the_heartbeat(tmp_path):
+    """Process 1 is killed (SIGKILL, supervisor and worker) once both are fitting; process 0 must
+    end within HEARTBEAT_S + MARGIN_S with exit 1 and one line naming process 1. About 30 s."""
+    port = free_port()
+    logs = [tmp_path / f"log{i}.txt" for i in range(2)]
+    extra = ("--heartbeat-timeout", str(HEARTBEAT_S))
+    procs = [_start(_job_argv(tmp_path / "run", port, i, QUICK, *extra), logs[i]) for i in range(2)]
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while "[2/4]" not in logs[1].read_text() and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in procs), _shown([p.poll() for p in procs],
+                                                               [log.read_text() for log in logs])
+            time.sleep(0.2)
+        os.killpg(procs[1].pid, signal.SIGKILL)
+        killed = time.monotonic()
+        try:
+            code = procs[0].wait(timeout=HEARTBEAT_S + MARGIN_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"process 0 still runs {HEARTBEAT_S + MARGIN_S:.0f} s after process 1 was killed:\n"
+                        + logs[0].read_text())
+        elapsed = time.monotonic() - killed
+    finally:
+        _end(procs)
+    text = logs[0].read_text()
+    assert code == 1, text
+    assert _error_lines(text) == [text.strip().splitlines()[-1]], text
+    match = LINE.match(text.strip().splitlines()[-1])
+    assert match and match.groups() == ("1", "0"), text
+    assert elapsed < HEARTBEAT_S + MARGIN_S
+
+
+@pytest.mark.parametrize("alone", [0, 1])
+def test_a_process_that_never_joins_ends_the_other_with_one_line(tmp_path, alone):
+    """Only process ``alone`` of 2 starts: it ends after the join timeout (5 s) with exit 1 and one
+    line naming the missing one (the coordinator, for process 1). About 15 s each."""
+    log = tmp_path / "log.txt"
+    proc = _start(_job_argv(tmp_path / "run", free_port(), alone, QUICK, "--join-timeout", str(JOIN_S)), log)
+    started = time.monotonic()
+    try:
+        code = proc.wait(timeout=JOIN_S + MARGIN_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"process {alone} still runs {JOIN_S + MARGIN_S:.0f} s after it started:\n{log.read_text()}")
+    finally:
+        _end([proc])
+    text = log.read_text()
+    assert code == 1 and time.monotonic() - started < JOIN_S + MARGIN_S, text
+    assert _error_lines(text) == [text.strip().splitlines()[-1]], text
+    expected = ("not all 2 processes joined within 5 s (process 0 of 2" if alone == 0
+                else "process 0 of 2 (the coordinator at localhost:")
+    assert text.strip().splitlines()[-1].startswith(f"jaxenc: error: {expected}"), text
+    assert not (tmp_path / "run").exists()
+
+
+class _Processes:
+    """Processes of a job as the run folder sees them, without JAX: index 1 of 2, process 0's
+    decisions given."""
+
+    def __init__(self, decisions):
+        self.writer = False
+        self.decisions = list(decisions)
+        self.barriers = []
+
+    def barrier(self, name):
+        self.barriers.append(name)
+
+    def agree(self, value, name="value"):
+        return self.decisions.pop(0)
+
+
+def test_only_the_writer_writes_and_the_others_take_its_decisions(tmp_path):
+    processes = _Processes([True])
+    store = RunStore(tmp_path / "run", processes)
+    with store.lock():
+        store.write_json("a.json", {"x": 1})
+        store.write_arrays("b.npz", {"y": np.zeros(3)})
+        store.write_array("c.npy", np.zeros(3))
+        store.save_prediction("job", {"S1": np.zeros((2, 3))}, {"digest": "d"})
+        # Process 0 found the fit stored: so does this process, which cannot see it.
+        assert store.reusable_prediction("job", "d") is True
+    assert not (tmp_path / "run").exists()
+    store.barrier("stage")
+    assert processes.barriers == ["stage"]
+    assert store.child("nonlinearity").processes is processes and not store.child("nonlinearity").writer
+    # One process: writes, its own decision.
+    alone = RunStore(tmp_path / "alone")
+    with alone.lock():
+        alone.save_prediction("job", {"S1": np.zeros((2, 3))}, {"digest": "d"})
+    assert alone.reusable_prediction("job", "d") and not alone.reusable_prediction("job", "other")
+
+
+def _args(*argv):
+    parser = argparse.ArgumentParser()
+    multihost.add_process_options(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_process_options_name_a_job_or_refuse_in_one_line():
+    job = multihost.job_of(_args("--coordinator", "h:1234", "--num-processes", "2", "--process-id", "1"))
+    assert job == multihost.Job("h:1234", 2, 1, multihost.HEARTBEAT_TIMEOUT_S, multihost.JOIN_TIMEOUT_S)
+    assert multihost.job_of(_args("--num-processes", "1", "--process-id", "0")) is None
+    for argv, words in [(("--num-processes", "2"), "go together"),
+                        (("--num-processes", "2", "--process-id", "2", "--coordinator", "h:1"), "0 .. "),
+                        (("--num-processes", "2", "--process-id", "0"), "--coordinator HOST:PORT"),
+                        (("--num-processes", "2", "--process-id", "0", "--coordinator", "h"), "HOST:PORT"),
+                        (("--cpu-devices", "0"), "at least 1")]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            multihost.job_of(_args(*argv))
+
+
+# What JAX's coordination service prints when a process is lost (jax 0.10), as supervise() holds it.
+_HEARTBEAT = ("E1205 01:31:56.371451    4640 coordination_service.cc:1549] [44] Use error polling to propagate "
+              "the following error to all tasks: UNAVAILABLE: The following tasks are unhealthy (stopped sending "
+              "heartbeats):\n1\nThe tasks have crashed.\n")
+_LEADER = ("F1205 01:32:54.527767    6098 client.h:80] Terminating process because the JAX distributed service "
+           "detected fatal errors. absl::Status: UNAVAILABLE: Failed to send RPC to coordination service. Either "
+           "the leader task was preempted/died/restarted unexpectedly\n")
+
+
+def test_the_coordination_service_errors_become_one_line_naming_the_process():
+    job = multihost.Job("h:1", 2, 0, 10, 5)
+    assert LINE.match("jaxenc: error: " + multihost._verdict(_HEARTBEAT, job)).groups() == ("1", "0")
+    other = multihost.Job("h:1", 2, 1, 10, 5)
+    assert LINE.match("jaxenc: error: " + multihost._verdict(_LEADER, other)).groups() == ("0", "1")
+    assert multihost._verdict("", job) is None
