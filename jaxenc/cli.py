@@ -116,7 +116,8 @@ def _run(args, config_path) -> int:
     args.doing = _DOING["report"]
     paths = exp.report()
     _print_summary(exp)
-    print(f"done in {time.perf_counter() - started:.0f} s; report: " + ", ".join(str(p) for p in paths.values()))
+    written = ", ".join(str(p) for p in paths.values()) or "written by process 0 of the job"
+    print(f"done in {time.perf_counter() - started:.0f} s; report: {written}")
     return 0
 
 

@@ -1,13 +1,28 @@
-"""Check a multi-process JAX setup: the sharded fits across every process equal one process's.
+"""Jobs of several processes: joining them, who writes, lost processes; and a self-check.
 
-Run the same command on every host (or several times on one machine), each with its own
+The processes of a job
+----------------------
+:func:`add_process_options` gives ``jaxenc run`` (``extract``, ``fit``, ``evaluate``) and the
+self-check below the same options (``--coordinator``, ``--num-processes``, ``--process-id``,
+``--cpu-devices``, ``--heartbeat-timeout``, ``--join-timeout``); :func:`job_of` reads them, or
+finds the job where JAX's cluster detection does (SLURM, Cloud TPU); :func:`supervise` runs the
+command as a worker and turns a process of the job that stops answering or never joins into one
+line naming it; :func:`join` calls :func:`jax.distributed.initialize` with the job's timeouts;
+:class:`Processes` (:func:`processes`) tells the run folder (:class:`jaxenc.store.RunStore`)
+who writes (process 0), where all wait (barriers) and what all agree on, through JAX's
+coordination service.
+
+The self-check
+--------------
+``python -m jaxenc.multihost`` checks a multi-process JAX setup: the sharded fits across every
+process equal one process's. Run the same command on every host (or several times on one machine), each with its own
 ``--process-id``::
 
     python -m jaxenc.multihost --coordinator host0:1234 --num-processes 2 --process-id 0
     python -m jaxenc.multihost --coordinator host0:1234 --num-processes 2 --process-id 1
 
 The processes join through :func:`jax.distributed.initialize` (on SLURM or Cloud TPU the three
-options can be left out: JAX finds them itself) and build one mesh over the devices of all of
+options can be left out: JAX finds them) and build one mesh over the devices of all of
 them. On a small planted problem, the same on every process, each process then runs
 
 - the voxel-sharded PCA (:func:`jaxenc.decomp.pca_fit_sharded`, Gram and covariance solvers)
@@ -539,7 +554,9 @@ def supervise(job: Job, module: str, argv: list[str]) -> int:
         jaxenc: error: process 1 of 2 stopped answering (no heartbeat for 60 s: it ended, or its
         host is unreachable); process 0 stops too
 
-    and returns 1. Standard output is the worker's own; SIGINT and SIGTERM are passed on to it.
+    and returns 1. Standard output is the worker's own. The worker runs in a process group of its
+    own, so that Ctrl-C reaches it once, passed on by the supervisor (as SIGTERM is); it ends
+    when the supervisor does.
 
     Returns
     -------
@@ -548,7 +565,7 @@ def supervise(job: Job, module: str, argv: list[str]) -> int:
     """
     env = {**os.environ, _SUPERVISED: "1"}
     worker = subprocess.Popen([sys.executable, "-m", module, *argv, *job.options()],
-                              stderr=subprocess.PIPE, env=env)
+                              stderr=subprocess.PIPE, env=env, process_group=0)
 
     def forward(signum, frame):
         worker.send_signal(signum)
