@@ -455,6 +455,10 @@ def join(job: Job | None, cpu_devices: int | None = None) -> Processes:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if supervised():
         _end_with_parent()
+        # Ctrl-C comes from the supervisor, which passes it on: heed it even where the shell
+        # started this job's processes with SIGINT ignored (background jobs of a script).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     if job is not None:
         # A process that never joins or stops answering ends this one inside JAX (an abort,
         # which supervise() turns into one line naming it), after join_s or heartbeat_s.
