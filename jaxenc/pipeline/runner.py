@@ -298,9 +298,8 @@ def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, trai
             arrays = data[subject]
             X = spec.prepare(arrays.X, arrays.bands, arrays.n_delays)
             tests[subject] = spec.prepare(arrays.X_test, arrays.bands, arrays.n_delays)
-            rows = arrays.stories()
-            fits[subject] = SubjectData(features={s: X[r] for s, r in rows.items()},
-                                        responses={s: arrays.Y[r] for s, r in rows.items()})
+            # Views of the one training array per story: the stack copies each once.
+            fits[subject] = SubjectData.from_arrays(X, arrays.Y, arrays.groups, subject=subject)
         n_components = None
         if target == "pca":
             n_components = _n_components_cap({s: data[s] for s in subjects}, train)
