@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from jaxenc.decomp import PCA
+from jaxenc.decomp import PCA, ShardedPCA
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.train.config import ModelKey, TrainConfig
 from jaxenc.train.folds import story_folds
@@ -195,19 +195,24 @@ def model_key_data(seed: int, key: ModelKey, stream: int) -> np.ndarray:
     return np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.fold_in(k, key.fold), stream)))
 
 
-def _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache):
-    """The PCA fitted on a fold's training responses and every story's scores, stacked by row."""
+def _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache, mesh, axis):
+    """The PCA fitted on a fold's training responses and every story's scores, stacked by row
+    (voxel-sharded on a mesh, :class:`jaxenc.decomp.ShardedPCA`, but for the randomized solver)."""
     n_train = sum(np.shape(sd.responses[s])[0] for s in train)
     if cfg.n_components > min(n_train, n_voxels):
         raise ConfigError(
             f"n_components={cfg.n_components} exceeds min(training TRs {n_train}, voxels {n_voxels}) of a fold",
             subject=subject,
         )
+    sharded = mesh is not None and cfg.pca_method != "randomized"
     key = (subject, tuple(stories), tuple(train), n_voxels, cfg.n_components, cfg.pca_method, cfg.pca_n_iter,
-           cfg.pca_precision)
+           cfg.pca_precision, sharded)
     if pca_cache is not None and key in pca_cache:
         return pca_cache[key]
-    pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter, precision=cfg.pca_precision)
+    if sharded:
+        pca = ShardedPCA(cfg.n_components, mesh, axis, method=cfg.pca_method, precision=cfg.pca_precision)
+    else:
+        pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter, precision=cfg.pca_precision)
     pca.fit([_float32(sd.responses[s]) for s in train])
     # Scores story by story: the responses are never concatenated into a copy.
     z = np.concatenate([np.asarray(pca.transform(_float32(sd.responses[s]))) for s in stories])
@@ -217,7 +222,7 @@ def _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache):
 
 
 def stack_subjects(data: Mapping[str, SubjectData], cfg: TrainConfig, points: Sequence[dict],
-                   pca_cache: dict | None = None) -> Stack:
+                   pca_cache: dict | None = None, mesh=None, axis: str = "models") -> Stack:
     """Split each subject's stories into folds, fit the fold PCAs and stack every model's data.
 
     Parameters
@@ -230,6 +235,9 @@ def stack_subjects(data: Mapping[str, SubjectData], cfg: TrainConfig, points: Se
         Hyperparameter points (:func:`jaxenc.train.config.resolve_grid`).
     pca_cache : dict, optional
         Fold PCAs and scores kept across calls (see :func:`jaxenc.train.fit_encoders`).
+    mesh : jax.sharding.Mesh, optional
+        Fit the fold PCAs voxel-sharded along its ``axis`` (:class:`jaxenc.decomp.ShardedPCA`).
+    axis : str
 
     Returns
     -------
@@ -279,7 +287,7 @@ def stack_subjects(data: Mapping[str, SubjectData], cfg: TrainConfig, points: Se
             pcas_by_target.append(None)
         for train, val in folds[subject]:
             if cfg.n_components is not None:
-                pca, z = _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache)
+                pca, z = _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache, mesh, axis)
                 targets.append((z.shape[1], [(0, z)]))
                 pcas_by_target.append(pca)
             per_fold.append((si, len(targets) - 1, np.concatenate([rows_of[s] for s in train]),
