@@ -16,6 +16,7 @@ from jaxenc.decomp.pca import (
     scatter_matrix,
 )
 from jaxenc.decomp.sharded import (
+    ShardedPCA,
     ShardedPCAState,
     pca_fit_sharded,
     pca_inverse_sharded,
@@ -31,6 +32,7 @@ __all__ = [
     "column_mean",
     "gram_matrix",
     "scatter_matrix",
+    "ShardedPCA",
     "ShardedPCAState",
     "pca_fit_sharded",
     "pca_transform_sharded",

@@ -44,10 +44,11 @@ from jaxenc.decomp.pca import (
     _flip_signs,
     _top_eigh,
 )
-from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, shard_rows, to_host
+from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, to_host
 from jaxenc.errors import AlignmentError, ConfigError
+from jaxenc.stream import stack_story_rows
 
-__all__ = ["ShardedPCAState", "pca_fit_sharded", "pca_transform_sharded", "pca_inverse_sharded"]
+__all__ = ["ShardedPCAState", "ShardedPCA", "pca_fit_sharded", "pca_transform_sharded", "pca_inverse_sharded"]
 
 SHARDINGS = ("voxels", "rows")
 
@@ -177,8 +178,9 @@ def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
     Parameters
     ----------
     Y : array of shape (n_samples, n_voxels), or list/tuple of arrays (n_i, n_voxels)
-        Training responses on the host (numpy or memmap); blocks are stacked along rows.
-        Each process reads only the slices its devices hold.
+        Training responses on the host (numpy, memmap, one block per story); blocks are
+        stacked along rows, each read straight into the shards (never concatenated). Each
+        process reads only the slices its devices hold.
     n_components : int
         Components to keep, ``1 <= n_components <= min(n_samples, n_voxels)``.
     mesh : jax.sharding.Mesh
@@ -214,20 +216,24 @@ def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
     """
     if shard not in SHARDINGS:
         raise ConfigError(f"unknown PCA sharding {shard!r}; expected one of {SHARDINGS}")
-    blocks = _as_blocks(Y)
+    blocks = [b for b in _as_blocks(Y) if b.shape[0]]
     dtype = _compute_dtype(dtype)
     if check_finite:
         _check_finite(blocks)
-    Y = blocks[0] if len(blocks) == 1 else np.concatenate([np.asarray(b) for b in blocks])
-    n, p = Y.shape
+    n, p = sum(b.shape[0] for b in blocks), blocks[0].shape[1]
     k = _check_k(n_components, n, p)
     width = padded_size(p, mesh, axis) // axis_size(mesh, axis)
+    # Each device's shard is read block by block from the blocks' own rows: the blocks are
+    # never concatenated on the host (voxel shards hold every row; row shards are zero padded).
+    names = [str(i) for i in range(len(blocks))]
+    data, _ = stack_story_rows(lambda name: blocks[int(name)], names, [b.shape[0] for b in blocks], p,
+                               mesh=mesh, axis=axis, shard=shard, dtype=dtype)
     if shard == "voxels":
         kernel = partial(_gram_kernel, k=k, axis=axis)
-        data, in_spec = shard_columns(Y, mesh, axis, dtype=dtype), P(None, axis)
+        in_spec = P(None, axis)
     else:
         kernel = partial(_covariance_kernel, k=k, axis=axis, n_samples=n, width=width)
-        data, in_spec = shard_rows(Y, mesh, axis, dtype=dtype), P(axis, None)
+        in_spec = P(axis, None)
     fit = jax.jit(jax.shard_map(kernel, mesh=mesh, in_specs=in_spec,
                                 out_specs=(P(axis), P(None, axis), P(), P())))
     _precision.check(precision, _KEY, on=_precision.platform())
@@ -332,3 +338,83 @@ def pca_inverse_sharded(state: ShardedPCAState, Z, *, whiten: bool = False,
                                     out_specs=P(None, axis)))
     with _precision.scope(precision, key=_KEY):
         return inverse(Z, state.mean, state.components, scale)
+
+
+class ShardedPCA:
+    """A PCA fitted and applied voxel-sharded on a mesh, used as :class:`~jaxenc.decomp.PCA` is.
+
+    :meth:`fit` is :func:`pca_fit_sharded` (the exact solvers: ``"gram"`` over voxel shards,
+    ``"covariance"`` over row shards, ``"auto"`` the smaller matrix as :class:`PCA` chooses);
+    :meth:`transform` and :meth:`inverse_transform` take and return host arrays of the real
+    voxels, computing voxel-sharded (:func:`pca_transform_sharded`, :func:`pca_inverse_sharded`)
+    and gathering with :func:`jaxenc.distributed.to_host` (a collective: every process calls
+    them alike).
+
+    Parameters
+    ----------
+    n_components : int
+    mesh : jax.sharding.Mesh
+    axis : str
+        Mesh axis the voxels (or rows) are split along.
+    method : {"auto", "gram", "covariance"}
+    precision : str
+        Matrix-product precision (:mod:`jaxenc.precision`).
+
+    Attributes
+    ----------
+    sharded_ : ShardedPCAState
+        The fitted state, voxel-sharded.
+    whiten : bool
+        False: scores are not whitened.
+    """
+
+    whiten = False
+
+    def __init__(self, n_components: int, mesh: Mesh, axis: str = "data", *, method: str = "auto",
+                 precision: str = _precision.DEFAULTS["pca"]):
+        if method not in ("auto", "gram", "covariance"):
+            raise ConfigError(f"a sharded PCA fits with the exact solvers 'auto', 'gram' or 'covariance', "
+                              f"got {method!r}")
+        self.n_components, self.mesh, self.axis = n_components, mesh, axis
+        self.method, self.precision = method, precision
+        self.sharded_: ShardedPCAState | None = None
+
+    def fit(self, Y) -> ShardedPCA:
+        """Fit on training responses.
+
+        Parameters
+        ----------
+        Y : array of shape (n_samples, n_voxels), or list/tuple of arrays (n_i, n_voxels)
+            Training responses, e.g. one block per story (read into the shards block by block).
+
+        Returns
+        -------
+        ShardedPCA
+            ``self``.
+        """
+        blocks = _as_blocks(Y)
+        n, p = sum(b.shape[0] for b in blocks), blocks[0].shape[1]
+        gram = self.method == "gram" or (self.method == "auto" and p > n)
+        self.sharded_ = pca_fit_sharded(blocks, self.n_components, self.mesh, axis=self.axis,
+                                        shard="voxels" if gram else "rows", precision=self.precision)
+        return self
+
+    def _fitted(self) -> ShardedPCAState:
+        if self.sharded_ is None:
+            raise ConfigError("this PCA is not fitted yet; call fit(Y_train) first")
+        return self.sharded_
+
+    def transform(self, Y) -> np.ndarray:
+        """Scores of host responses (n, n_voxels): ndarray of shape (n, n_components)."""
+        return to_host(pca_transform_sharded(self._fitted(), Y, precision=self.precision))
+
+    def inverse_transform(self, Z) -> np.ndarray:
+        """Voxels of scores (n, n_components): ndarray of shape (n, n_voxels), the padding dropped."""
+        state = self._fitted()
+        return to_host(pca_inverse_sharded(state, to_host(Z), precision=self.precision))[:, :state.n_voxels]
+
+    @property
+    def state_(self) -> PCAState:
+        """The fitted state gathered as a single-device :class:`~jaxenc.decomp.PCAState` (for code
+        that reads the components, e.g. :func:`jaxenc.stream.pca_chunk_predictor`)."""
+        return self._fitted().gather()

@@ -1,11 +1,12 @@
 """The fit stage: every job of the table and the sweeps, run by the one job runner.
 
 A job is one (feature set, encoder, target) for all subjects of the run; the sweeps are jobs
-too (ridge on another layer or model of the semantic source). :class:`Designs` builds each
-job's arrays with :mod:`jaxenc.pipeline.designs` (each source aligned once, stacked per
-subject); :func:`jaxenc.pipeline.fit_predict` fits them; the run store keeps each job's
-predictions under the digest of the settings and the input contents they depend on
-(:mod:`jaxenc.provenance`), so a rerun skips what is done and redoes what changed.
+too (ridge on another layer or model of the semantic source). :class:`jaxenc.pipeline.Designs`
+builds each job's arrays (each source aligned once, each subject's responses read once), as it
+does for :func:`jaxenc.pipeline.fit_linear_baseline`; :func:`jaxenc.pipeline.fit_predict` fits
+them; the run store keeps each job's predictions under the digest of the settings and the input
+contents they depend on (:mod:`jaxenc.provenance`), so a rerun skips what is done and redoes
+what changed.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from jaxenc.errors import DataError
 from jaxenc.experiment.checks import check_folds, check_memory
 from jaxenc.featuresets import JOINT, SEMANTIC, FeatureSource, modalities
 from jaxenc.models.registry import encoder
-from jaxenc.pipeline.designs import GRID_TRIM, align_stories, stack_design, training_responses
-from jaxenc.pipeline.runner import SubjectArrays, fit_predict
+from jaxenc.pipeline.designs import Designs
+from jaxenc.pipeline.runner import fit_predict
 from jaxenc.provenance import InputDigests, combined
 from jaxenc.store import RunStore
 
-__all__ = ["Job", "table_jobs", "job_name", "interactions_file", "Designs", "fit"]
+__all__ = ["Job", "table_jobs", "job_name", "interactions_file", "run_designs", "fit"]
 
 
 @dataclass(frozen=True)
@@ -69,49 +70,10 @@ def table_jobs(config) -> list[Job]:
     return jobs
 
 
-class Designs:
-    """Each job's :class:`~jaxenc.pipeline.SubjectArrays`, every source aligned once for all subjects.
-
-    Parameters
-    ----------
-    align : jaxenc.pipeline.AlignOptions
-    data : RunData
-    features : FeatureReader
-    """
-
-    def __init__(self, align, data, features):
-        self.align, self.data, self.features = align, data, features
-        self._aligned: dict = {}
-        self._responses: dict = {}
-        # PCAs of the responses, shared by every job of the run (jaxenc.pipeline.fit_predict).
-        self.cache: dict = {}
-
-    def aligned(self, source: FeatureSource) -> dict:
-        """Every story's features of ``source`` on its response rows (training stories trimmed
-        by ``align.train_trim``, the test story by the protocol)."""
-        if source not in self._aligned:
-            features = self.features.read(source)
-            test = self.data.test_story
-            train = [s for s in self.data.stories if s != test]
-            aligned = align_stories(features, self.data.respdict, train, trim=self.align.train_trim)
-            aligned.update(align_stories(features, self.data.respdict, [test], trim=GRID_TRIM))
-            self._aligned[source] = aligned
-        return self._aligned[source]
-
-    def responses(self, subject: str, slices: dict):
-        """A subject's training responses on the rows of its designs (equal for every source)."""
-        if subject not in self._responses:
-            self._responses[subject] = training_responses(self.data.dataset, subject, self.data.train_stories(subject),
-                                                          slices, self.align.train_trim)
-        return self._responses[subject]
-
-    def arrays(self, job: Job, subject: str) -> SubjectArrays:
-        """A job's training and test arrays for one subject."""
-        aligned = [self.aligned(source) for source in job.sources]
-        design = stack_design(aligned, self.data.train_stories(subject), self.align)
-        test = stack_design(aligned, [self.data.test_story], self.align)
-        return SubjectArrays(design.X, self.responses(subject, design.slices), design.groups, test.X,
-                             design.bands, design.n_delays)
+def run_designs(config, data, features) -> Designs:
+    """The run's :class:`~jaxenc.pipeline.Designs`: its subjects' training stories, the features
+    of the run's cache (a :class:`~jaxenc.experiment.extract.FeatureReader`), ``[align]``."""
+    return Designs(data.dataset, features.read, {s: data.train_stories(s) for s in data.subjects}, config.align)
 
 
 def _digest(config, index: dict, job: Job, responses: str) -> str:
@@ -181,7 +143,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
     if stale:
         raise DataError(f"inputs changed since their features were extracted ({', '.join(stale[:8])}); "
                         "run `jaxenc extract` (or `jaxenc run`) first", path=store.path(RunStore.FEATURES_INDEX))
-    designs = Designs(config.align, data, features)
+    designs = run_designs(config, data, features)
     # Orbax saves the arrays of a job of several processes only when they span its processes
     # (a mesh over all of them); a fit each process makes whole on its own is not checkpointed.
     checkpoints = mesh is not None or store.processes is None or store.processes.count == 1
@@ -195,7 +157,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
             continue
         started = time.perf_counter()
         result = fit_predict(
-            job.model, {subject: designs.arrays(job, subject) for subject in data.subjects}, target=job.target,
+            job.model, {subject: designs.arrays(job.sources, subject) for subject in data.subjects}, target=job.target,
             ridge=config.ridge, networks=config.networks, train=config.train, grid=config.fit.grid,
             checkpoint_dir=store.checkpoint_dir(f"{name}-{digest}") if checkpoints else None, cache=designs.cache,
             progress=progress, interactions=_attributes_interactions(config, job), mesh=mesh)

@@ -29,7 +29,7 @@ def step_config(cfg):
     ExperimentConfig
         The reshaped tiny twin (seed ``cfg.data.seed``), planted audio and semantic features,
         ``cfg.nonlinearity.models`` on audio+semantic voxel targets, the main run's alignment,
-        evaluation and ridge solver dtype settings, no partition or clustering, the
+        evaluation, ridge solver dtype and device (``run``) settings, no partition or clustering, the
         ``interaction_nonlinearity`` check on, and no step of its own.
     """
     from jaxenc.experiment import sections as s
@@ -57,6 +57,7 @@ def step_config(cfg):
         planted=s.PlantedConfig(interaction_nonlinearity=step.margin),
         nonlinearity=s.NonlinearityConfig(run=False),
         report=cfg.report,
+        run=cfg.run,
     ).validate()
 
 

@@ -17,8 +17,8 @@ from jaxenc.featuresets import FEATURE_SETS, MODALITIES, FeatureSet, modalities
 from jaxenc.metrics.scores import ScoreConfig
 from jaxenc.metrics.scoring import score, scored_ceiling
 from jaxenc.models.registry import RidgeOptions
-from jaxenc.pipeline.designs import GRID_TRIM, AlignOptions, align_stories, stack_design, training_responses
-from jaxenc.pipeline.runner import TARGETS, SubjectArrays, fit_predict
+from jaxenc.pipeline.designs import AlignOptions, Designs
+from jaxenc.pipeline.runner import TARGETS, fit_predict
 from jaxenc.report.results import ModelResult, RunResults
 from jaxenc.train import TrainConfig
 
@@ -71,22 +71,14 @@ def fit_linear_baseline(dataset, subjects: str | Sequence[str], features: Mappin
     missing = [m for m in {m for name in feature_sets for m in modalities(name)} if m not in features]
     if missing:
         raise ConfigError(f"no features given for {sorted(missing)}; expected a subset of {list(MODALITIES)}")
-    test, cache, models, ceilings = dataset.test_story, {}, [], {}
+    designs = Designs(dataset, features.__getitem__, {s: dataset.stories(s) for s in subjects}, align)
+    models, ceilings = [], {}
     for subject in subjects:
-        stories = list(dataset.stories(subject))
         repeats = dataset.test_repeats(subject)
         ceilings[subject] = scored_ceiling(repeats, scoring.test_trim)
-        used = {m for name in feature_sets for m in modalities(name)}
-        aligned = {m: align_stories(features[m], dataset.respdict, stories, trim=align.train_trim) for m in used}
-        aligned_test = {m: align_stories(features[m], dataset.respdict, [test], trim=GRID_TRIM) for m in used}
-        Y = None
         for name in feature_sets:
-            design = stack_design([aligned[m] for m in modalities(name)], stories, align)
-            test_design = stack_design([aligned_test[m] for m in modalities(name)], [test], align)
-            if Y is None:
-                Y = training_responses(dataset, subject, stories, design.slices, align.train_trim)
-            arrays = SubjectArrays(design.X, Y, design.groups, test_design.X, design.bands, design.n_delays)
-            job = fit_predict("ridge", {subject: arrays}, target=target, ridge=ridge, train=train, cache=cache,
+            arrays = designs.arrays(modalities(name), subject)
+            job = fit_predict("ridge", {subject: arrays}, target=target, ridge=ridge, train=train, cache=designs.cache,
                               mesh=mesh)
             scores = score(job.predictions[subject], repeats, scoring, seed=train.seed, subject=subject)
             models.append(ModelResult(subject, name, "ridge", target, scores, job.info))

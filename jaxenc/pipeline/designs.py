@@ -5,20 +5,24 @@ the sweeps) builds its designs here: :func:`align_stories` puts each story's tim
 features on its response rows (Lanczos to the TR centres, trim, z-score), :func:`stack_design`
 delays and stacks stories, the modalities of a feature set side by side, and
 :func:`design_matrix` does both. :func:`training_responses` stacks a subject's responses on the
-rows of a design, checked story by story.
+rows of a design, read story by story into one array. :class:`Designs` chains them into each
+subject's :class:`~jaxenc.pipeline.SubjectArrays` for the job runner, aligning every feature
+source once for all subjects and reading every subject's responses once for all jobs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from jaxenc import conventions
-from jaxenc.align import stack_responses, stack_stories, story_features
-from jaxenc.errors import ConfigError
+from jaxenc.align import stack_stories, story_features
+from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.featuresets import AUDIO, SEMANTIC, FeatureSet
+from jaxenc.pipeline.runner import SubjectArrays
+from jaxenc.stream import stack_story_rows
 
 __all__ = [
     "GRID_TRIM",
@@ -28,6 +32,7 @@ __all__ = [
     "stack_design",
     "design_matrix",
     "training_responses",
+    "Designs",
     "planted_features",
 ]
 
@@ -200,7 +205,11 @@ def design_matrix(features: FeatureSet | Sequence[FeatureSet], respdict: Mapping
 
 def training_responses(dataset, subject: str, stories: Sequence[str], slices,
                        trim: tuple[int, int] = GRID_TRIM) -> np.ndarray:
-    """Stack a subject's responses to ``stories``, checked row by row against the design.
+    """Stack a subject's responses to ``stories`` on the rows of a design, story by story.
+
+    Each story's responses are read and copied into one preallocated float32 array
+    (:func:`jaxenc.stream.stack_story_rows`), checked against the design's rows of that story:
+    no concatenated second copy is made.
 
     Parameters
     ----------
@@ -208,7 +217,7 @@ def training_responses(dataset, subject: str, stories: Sequence[str], slices,
     subject : str
     stories : sequence of str
     slices : dict of str to slice
-        Rows of each story in the design (:attr:`Design.slices`).
+        Rows of each story in the design (:attr:`Design.slices`), in the order of ``stories``.
     trim : (int, int)
         The design's trim (:func:`align_stories`): beyond the protocol's, the same extra rows
         of each response file are dropped.
@@ -216,14 +225,109 @@ def training_responses(dataset, subject: str, stories: Sequence[str], slices,
     Returns
     -------
     ndarray of shape (n_rows, n_voxels), float32
+
+    Raises
+    ------
+    AlignmentError
+        A story whose responses do not have the design's rows, naming the subject and story.
+    DataError
+        A story with another voxel count than the subject's, naming it.
     """
     start, end = trim[0] - GRID_TRIM[0], trim[1] - GRID_TRIM[1]
-    responses = {}
-    for story in stories:
+    missing = [story for story in stories if story not in slices]
+    if missing:
+        raise AlignmentError(f"the design has no rows of stories {missing}", subject=subject)
+    counts = {story: slices[story].stop - slices[story].start for story in stories}
+
+    def read(story):
         rows = dataset.responses(subject, story)
-        responses[story] = rows[start:rows.shape[0] - end]
-    Y, _ = stack_responses(responses, stories, feature_rows=slices)
-    return np.asarray(Y, np.float32)
+        rows = rows[start:rows.shape[0] - end]
+        if rows.shape[0] != counts[story]:
+            raise AlignmentError(f"responses have {rows.shape[0]} rows (TRs) after the trim {list(trim)}, but the "
+                                 f"design has {counts[story]}", subject=subject, story=story)
+        return rows
+
+    Y, stacked = stack_story_rows(read, stories, counts, dataset.n_voxels(subject), subject=subject)
+    if any(stacked[story] != slices[story] for story in stories):
+        raise AlignmentError(f"the design's rows {dict(slices)} are not the stories {list(stories)} one after "
+                             "another", subject=subject)
+    return Y
+
+
+class Designs:
+    """Each subject's :class:`~jaxenc.pipeline.SubjectArrays` for any feature sources: the one
+    place a fitting path (``jaxenc run``'s fit stage, :func:`jaxenc.pipeline.fit_linear_baseline`)
+    assembles its arrays.
+
+    Every source's features are read and aligned once, for every story of every subject and
+    the test story (training stories trimmed by ``align.train_trim``, the test story by the
+    protocol's :data:`GRID_TRIM`); every subject's responses are read once, on the rows of its
+    first design (the rows of a subject's stories do not depend on the source).
+
+    Parameters
+    ----------
+    dataset : jaxenc.data.LeBelDataset
+        Its ``respdict``, ``test_story`` and ``responses(subject, story)``.
+    read : callable
+        ``read(source)`` returns the :data:`~jaxenc.featuresets.FeatureSet` of a source (any
+        hashable key: a modality name, a :class:`~jaxenc.featuresets.FeatureSource`).
+    train_stories : mapping of str to sequence of str
+        Training stories of each subject (the test story excluded), in stacking order.
+    align : AlignOptions
+
+    Attributes
+    ----------
+    cache : dict
+        The job runner's cache shared by every job of these designs (the PCAs of the
+        responses: :func:`jaxenc.pipeline.fit_predict`).
+    """
+
+    def __init__(self, dataset, read: Callable[[Hashable], FeatureSet], train_stories: Mapping[str, Sequence[str]],
+                 align: AlignOptions = AlignOptions()):
+        self.dataset, self.read, self.align = dataset, read, align
+        self.train_stories = {subject: list(stories) for subject, stories in train_stories.items()}
+        self._aligned: dict = {}
+        self._responses: dict = {}
+        self.cache: dict = {}
+
+    def aligned(self, source: Hashable) -> dict[str, np.ndarray]:
+        """Every story's features of ``source`` on its response rows (:func:`align_stories`)."""
+        if source not in self._aligned:
+            features = self.read(source)
+            test = self.dataset.test_story
+            train = sorted({s for stories in self.train_stories.values() for s in stories} - {test})
+            aligned = align_stories(features, self.dataset.respdict, train, trim=self.align.train_trim)
+            aligned.update(align_stories(features, self.dataset.respdict, [test], trim=GRID_TRIM))
+            self._aligned[source] = aligned
+        return self._aligned[source]
+
+    def responses(self, subject: str, slices: Mapping[str, slice]) -> np.ndarray:
+        """A subject's training responses on the rows ``slices`` of its designs (read once)."""
+        if subject not in self._responses:
+            self._responses[subject] = training_responses(self.dataset, subject, self.train_stories[subject], slices,
+                                                          self.align.train_trim)
+        return self._responses[subject]
+
+    def arrays(self, sources: Sequence[Hashable], subject: str) -> SubjectArrays:
+        """One subject's training and test arrays on ``sources``, side by side in that order.
+
+        Parameters
+        ----------
+        sources : sequence of hashable
+            One per modality, in design order (e.g. ``["audio", "semantic"]``).
+        subject : str
+
+        Returns
+        -------
+        SubjectArrays
+        """
+        if subject not in self.train_stories:
+            raise ConfigError(f"no training stories given for subject {subject!r}", subject=subject)
+        aligned = [self.aligned(source) for source in sources]
+        design = stack_design(aligned, self.train_stories[subject], self.align)
+        test = stack_design(aligned, [self.dataset.test_story], self.align)
+        return SubjectArrays(design.X, self.responses(subject, design.slices), design.groups, test.X,
+                             design.bands, design.n_delays)
 
 
 def planted_features(truth, stories: Sequence[str]) -> dict[str, dict]:

@@ -16,10 +16,11 @@ its sweeps), :func:`jaxenc.pipeline.fit_linear_baseline` and your own arrays.
 
 Where the mesh enters: given ``mesh=`` (a one-axis mesh of several devices, e.g.
 :func:`jaxenc.distributed.run_mesh`), ridge splits the voxels over the devices
-(:class:`~jaxenc.models.ShardedRidgeCV`, :class:`~jaxenc.models.ShardedBandedRidgeCV`), its
-PCA targets are fitted and projected back voxel-sharded (:func:`jaxenc.decomp.pca_fit_sharded`,
-:func:`~jaxenc.decomp.pca_inverse_sharded`), and the networks' subject x fold (x grid) stack is
-split over the devices, padded to a multiple of their count (``fit_encoders(..., mesh=)``).
+(:class:`~jaxenc.models.ShardedRidgeCV`, :class:`~jaxenc.models.ShardedBandedRidgeCV`), the
+networks' subject x fold (x grid) stack is split over the devices, padded to a multiple of their
+count (``fit_encoders(..., mesh=)``), and the PCAs of PCA targets (the subject's for ridge,
+each fold's for the networks) are fitted and projected back voxel-sharded
+(:class:`jaxenc.decomp.ShardedPCA`), the responses read story by story into their shards.
 Every array that leaves a device goes through :func:`jaxenc.distributed.to_host`, so every
 process of a ``jax.distributed`` job runs the same calls and gets the same predictions. The
 numbers equal the one-device run's within float32 rounding.
@@ -34,8 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxenc.decomp import PCA
-from jaxenc.decomp.sharded import pca_fit_sharded, pca_inverse_sharded, pca_transform_sharded
+from jaxenc.decomp import PCA, ShardedPCA
 from jaxenc.distributed import RUN_AXIS, to_host
 from jaxenc.errors import AlignmentError, ConfigError, DataWarning
 from jaxenc.models.registry import EncoderSpec, NetworkOptions, RidgeOptions, encoder
@@ -222,13 +222,13 @@ def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: di
                                        f"{Y.shape[0]} training rows - 1 and {Y.shape[1]} voxels", subject)
                 pcas[key] = _response_pca(Y, k, train, mesh)
             pca = pcas[key]
-            Y = to_host(_pca_transform(pca, Y, train.pca_precision))
+            Y = np.asarray(pca.transform(Y))
         model = options.estimator(arrays.bands, seed=train.seed, mesh=mesh, axis=RUN_AXIS)
         model.fit(arrays.X, Y, groups=arrays.groups)
         # On a mesh the voxel-sized results are sharded and padded past the real columns.
         prediction = to_host(model.predict(arrays.X_test))[:, :Y.shape[1]]
         if pca is not None:
-            prediction = _pca_inverse(pca, prediction, train.pca_precision)
+            prediction = pca.inverse_transform(prediction)
         predictions[subject] = to_host(prediction)[:, :n_voxels].astype(np.float32)
         alphas[subject] = float(np.median(to_host(model.best_alphas_)[:Y.shape[1]]))
     n_features = int(np.shape(next(iter(data.values())).X)[1])
@@ -236,29 +236,12 @@ def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: di
 
 
 def _response_pca(Y, k: int, train: TrainConfig, mesh):
-    """The PCA of a subject's training responses: voxel- or row-sharded on a mesh (the exact
-    solvers; the randomized one has no sharded form and is fitted on the host)."""
+    """The PCA of a subject's training responses: voxel-sharded on a mesh (the exact solvers; the
+    randomized one has no sharded form and is fitted on the host)."""
     if mesh is None or train.pca_method == "randomized":
         return PCA(n_components=k, method=train.pca_method, n_iter=train.pca_n_iter,
                    precision=train.pca_precision).fit(Y)
-    n, p = Y.shape
-    gram = train.pca_method == "gram" or (train.pca_method == "auto" and p > n)
-    return pca_fit_sharded(Y, k, mesh, axis=RUN_AXIS, shard="voxels" if gram else "rows",
-                           precision=train.pca_precision)
-
-
-def _pca_transform(pca, Y, precision: str):
-    """Scores (n, k) of ``Y`` on a host PCA or a voxel-sharded one (replicated)."""
-    if isinstance(pca, PCA):
-        return pca.transform(Y)
-    return pca_transform_sharded(pca, Y, precision=precision)
-
-
-def _pca_inverse(pca, Z, precision: str):
-    """Voxels of scores ``Z`` (n, k): on the host, or voxel-sharded and padded on a mesh."""
-    if isinstance(pca, PCA):
-        return pca.inverse_transform(Z)
-    return pca_inverse_sharded(pca, Z, precision=precision)
+    return ShardedPCA(k, mesh, RUN_AXIS, method=train.pca_method, precision=train.pca_precision).fit(Y)
 
 
 def _capped_components(asked: int, limit: int, why: str, subject) -> int:
@@ -298,9 +281,8 @@ def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, trai
             arrays = data[subject]
             X = spec.prepare(arrays.X, arrays.bands, arrays.n_delays)
             tests[subject] = spec.prepare(arrays.X_test, arrays.bands, arrays.n_delays)
-            rows = arrays.stories()
-            fits[subject] = SubjectData(features={s: X[r] for s, r in rows.items()},
-                                        responses={s: arrays.Y[r] for s, r in rows.items()})
+            # Views of the one training array per story: the stack copies each once.
+            fits[subject] = SubjectData.from_arrays(X, arrays.Y, arrays.groups, subject=subject)
         n_components = None
         if target == "pca":
             n_components = _n_components_cap({s: data[s] for s in subjects}, train)

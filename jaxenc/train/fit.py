@@ -263,8 +263,10 @@ def fit_encoders(
         Show a progress bar over epochs.
     mesh : jax.sharding.Mesh, optional
         Spread the models along the mesh axis ``axis`` (see :mod:`jaxenc.train._placement`):
-        their states live on the devices of that axis, the data are replicated. The result
-        equals the unsharded run up to float rounding and is returned on the default device.
+        their states live on the devices of that axis, the data are replicated; the fold PCAs
+        are fitted and applied voxel-sharded along it (:class:`jaxenc.decomp.ShardedPCA`; the
+        randomized solver on the host). The result equals the unsharded run up to float
+        rounding and is returned on the default device.
     axis : str
         Name of the mesh axis the models are split along.
     pca_cache : dict, optional
@@ -296,7 +298,7 @@ def fit_encoders(
         raise ConfigError("checkpoints, callbacks and a mesh need vectorize=True")
     if mesh is not None:
         axis_size(mesh, axis)
-    stack = stack_subjects(data, config, resolve_grid(grid, config), pca_cache)
+    stack = stack_subjects(data, config, resolve_grid(grid, config), pca_cache, mesh, axis)
     return train_stack(make_model, stack, config, checkpoint_dir=checkpoint_dir, callback=callback,
                        vectorize=vectorize, progress=progress, mesh=mesh, axis=axis)
 

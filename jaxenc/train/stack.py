@@ -1,8 +1,8 @@
 """The subjects' stories stacked into the host arrays every model of a run draws from.
 
 One padded feature matrix per subject, one target matrix per (subject, fold) (the fold's PCA
-scores, or the responses themselves), and per model the index arrays of its training and
-validation rows::
+scores) or per subject (the responses themselves, the same for every fold), and per model the
+index arrays of its training and validation rows::
 
     X[subject, tr, feature]    Y[target, tr, output]
     train_idx[model, row]      val_idx[model, row]      (padded; n_train, n_val real rows)
@@ -11,8 +11,10 @@ Subjects may have different numbers of TRs (rows past a subject's end are zero a
 indexed) and of voxels (their targets share ``n_components``).
 
 Memory: a subject's responses are read once, per story, as the caller passed them (views of
-one stacked array cost nothing more): each fold's PCA reads its training stories as a list of
-blocks, and the scores are computed story by story, so no concatenated copy is made.
+one stacked array cost nothing more, :meth:`SubjectData.from_arrays`): each fold's PCA reads its
+training stories as a list of blocks and its scores are computed story by story; voxel targets,
+the same for every fold, are one target per subject, copied story by story straight into the
+padded stack. No concatenated or per-fold copy of the responses is made.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from jaxenc.decomp import PCA
+from jaxenc.decomp import PCA, ShardedPCA
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.train.config import ModelKey, TrainConfig
 from jaxenc.train.folds import story_folds
@@ -107,7 +109,8 @@ class Stack:
     pcas : list of PCA or None
         Per model, its fold's PCA (None without PCA).
     shared : dict
-        ``X`` (n_subjects, max n_trs, n_features) and ``Y`` (n_targets, max n_trs, n_outputs),
+        ``X`` (n_subjects, max n_trs, n_features) and ``Y`` (n_targets, max n_trs, n_outputs)
+        (a target per subject on voxel targets, per subject and fold on PCA targets),
         float32, zero padded.
     per_model : dict of str to ndarray with leading axis n_models
         ``subj``, ``tgt`` (indices into X and Y), ``train_idx`` (n_models, n_train_max),
@@ -192,21 +195,24 @@ def model_key_data(seed: int, key: ModelKey, stream: int) -> np.ndarray:
     return np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.fold_in(k, key.fold), stream)))
 
 
-def _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache):
-    """The PCA fitted on a fold's training responses and every story's scores, stacked by row."""
-    if cfg.n_components is None:
-        return None, np.concatenate([_float32(sd.responses[s]) for s in stories])
+def _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache, mesh, axis):
+    """The PCA fitted on a fold's training responses and every story's scores, stacked by row
+    (voxel-sharded on a mesh, :class:`jaxenc.decomp.ShardedPCA`, but for the randomized solver)."""
     n_train = sum(np.shape(sd.responses[s])[0] for s in train)
     if cfg.n_components > min(n_train, n_voxels):
         raise ConfigError(
             f"n_components={cfg.n_components} exceeds min(training TRs {n_train}, voxels {n_voxels}) of a fold",
             subject=subject,
         )
+    sharded = mesh is not None and cfg.pca_method != "randomized"
     key = (subject, tuple(stories), tuple(train), n_voxels, cfg.n_components, cfg.pca_method, cfg.pca_n_iter,
-           cfg.pca_precision)
+           cfg.pca_precision, sharded)
     if pca_cache is not None and key in pca_cache:
         return pca_cache[key]
-    pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter, precision=cfg.pca_precision)
+    if sharded:
+        pca = ShardedPCA(cfg.n_components, mesh, axis, method=cfg.pca_method, precision=cfg.pca_precision)
+    else:
+        pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter, precision=cfg.pca_precision)
     pca.fit([_float32(sd.responses[s]) for s in train])
     # Scores story by story: the responses are never concatenated into a copy.
     z = np.concatenate([np.asarray(pca.transform(_float32(sd.responses[s]))) for s in stories])
@@ -216,7 +222,7 @@ def _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache):
 
 
 def stack_subjects(data: Mapping[str, SubjectData], cfg: TrainConfig, points: Sequence[dict],
-                   pca_cache: dict | None = None) -> Stack:
+                   pca_cache: dict | None = None, mesh=None, axis: str = "models") -> Stack:
     """Split each subject's stories into folds, fit the fold PCAs and stack every model's data.
 
     Parameters
@@ -229,6 +235,9 @@ def stack_subjects(data: Mapping[str, SubjectData], cfg: TrainConfig, points: Se
         Hyperparameter points (:func:`jaxenc.train.config.resolve_grid`).
     pca_cache : dict, optional
         Fold PCAs and scores kept across calls (see :func:`jaxenc.train.fit_encoders`).
+    mesh : jax.sharding.Mesh, optional
+        Fit the fold PCAs voxel-sharded along its ``axis`` (:class:`jaxenc.decomp.ShardedPCA`).
+    axis : str
 
     Returns
     -------
@@ -261,7 +270,9 @@ def stack_subjects(data: Mapping[str, SubjectData], cfg: TrainConfig, points: Se
     n_trs = [sum(np.shape(data[s].features[story])[0] for story in stories_of[s]) for s in subjects]
     # Filled story by story: the features are copied once, into the padded stack.
     X = np.zeros((len(subjects), max(n_trs), n_features), np.float32)
-    targets, pcas_by_target, per_target, folds = [], [], [], {}
+    # Per target (the subject's responses, or a fold's PCA scores): its subject, how to write it
+    # into the padded target stack, its PCA; per (subject, fold): its target and its rows.
+    targets, pcas_by_target, per_fold, folds = [], [], [], {}
     for si, subject in enumerate(subjects):
         sd, stories = data[subject], stories_of[subject]
         folds[subject] = story_folds(stories, cfg.n_folds, seed=cfg.seed, subject=subject)
@@ -270,38 +281,48 @@ def stack_subjects(data: Mapping[str, SubjectData], cfg: TrainConfig, points: Se
         for i, s in enumerate(stories):
             X[si, starts[i] : starts[i + 1]] = sd.features[s]
         n_voxels = np.shape(sd.responses[stories[0]])[1]
+        if cfg.n_components is None:
+            # The responses themselves: one target for every fold of the subject.
+            targets.append((n_voxels, [(starts[i], sd.responses[s]) for i, s in enumerate(stories)]))
+            pcas_by_target.append(None)
         for train, val in folds[subject]:
-            pca, z = _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache)
-            pcas_by_target.append(pca)
-            targets.append(z)
-            per_target.append((si, np.concatenate([rows_of[s] for s in train]),
-                               np.concatenate([rows_of[s] for s in val])))
-    n_outputs = {t.shape[1] for t in targets}
+            if cfg.n_components is not None:
+                pca, z = _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache, mesh, axis)
+                targets.append((z.shape[1], [(0, z)]))
+                pcas_by_target.append(pca)
+            per_fold.append((si, len(targets) - 1, np.concatenate([rows_of[s] for s in train]),
+                             np.concatenate([rows_of[s] for s in val])))
+    n_outputs = {width for width, _ in targets}
     if len(n_outputs) != 1:
         raise ConfigError("subjects have different voxel counts: set n_components so they share one output size")
+    Y = np.zeros((len(targets), max(n_trs), n_outputs.pop()), np.float32)
+    for t, (_, blocks) in enumerate(targets):
+        for start, block in blocks:
+            Y[t, start : start + np.shape(block)[0]] = block
 
     keys = tuple(ModelKey(s, fold, g) for s in subjects for fold in range(cfg.n_folds) for g in range(len(points)))
-    target_of = [i // len(points) for i in range(len(keys))]
-    n_train_max = math.ceil(max(tr.size for _, tr, _ in per_target) / cfg.batch_size) * cfg.batch_size
+    fold_of = [i // len(points) for i in range(len(keys))]
+    n_train_max = math.ceil(max(tr.size for _, _, tr, _ in per_fold) / cfg.batch_size) * cfg.batch_size
     # Validation chunks of at most val_batch_size rows, as equal as possible: the padding of the
     # longest validation set stays below one row per chunk.
-    n_val = max(va.size for _, _, va in per_target)
+    n_val = max(va.size for _, _, _, va in per_fold)
     n_chunks = math.ceil(n_val / cfg.val_batch_size)
     val_chunk = math.ceil(n_val / n_chunks)
     n_val_max = n_chunks * val_chunk
     train_idx = np.zeros((len(keys), n_train_max), np.int32)
     val_idx = np.zeros((len(keys), n_val_max), np.int32)
-    for m, t in enumerate(target_of):
-        _, tr, va = per_target[t]
+    for m, f in enumerate(fold_of):
+        _, _, tr, va = per_fold[f]
         train_idx[m, : tr.size] = tr
         val_idx[m, : va.size] = va
+    target_of = [per_fold[f][1] for f in fold_of]
     per_model = {
-        "subj": np.asarray([per_target[t][0] for t in target_of], np.int32),
+        "subj": np.asarray([per_fold[f][0] for f in fold_of], np.int32),
         "tgt": np.asarray(target_of, np.int32),
         "train_idx": train_idx,
-        "n_train": np.asarray([per_target[t][1].size for t in target_of], np.int32),
+        "n_train": np.asarray([per_fold[f][2].size for f in fold_of], np.int32),
         "val_idx": val_idx,
-        "n_val": np.asarray([per_target[t][2].size for t in target_of], np.int32),
+        "n_val": np.asarray([per_fold[f][3].size for f in fold_of], np.int32),
         "key": np.stack([model_key_data(cfg.seed, k, stream=1) for k in keys]),
     }
     return Stack(
@@ -309,12 +330,12 @@ def stack_subjects(data: Mapping[str, SubjectData], cfg: TrainConfig, points: Se
         folds=folds,
         grid=tuple(points),
         pcas=[pcas_by_target[t] for t in target_of],
-        shared={"X": X, "Y": pad_stack(targets)},
+        shared={"X": X, "Y": Y},
         per_model=per_model,
         init_keys=np.stack([model_key_data(cfg.seed, k, stream=0) for k in keys]),
         learning_rate=np.asarray([points[k.grid]["learning_rate"] for k in keys], np.float32),
         weight_decay=np.asarray([points[k.grid]["weight_decay"] for k in keys], np.float32),
         n_features=n_features,
-        n_outputs=n_outputs.pop(),
+        n_outputs=Y.shape[2],
         val_chunk=val_chunk,
     )

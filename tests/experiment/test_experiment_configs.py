@@ -82,7 +82,7 @@ def test_more_training_trim_drops_the_same_rows_of_features_and_responses(prepar
     """align.train_trim beyond the protocol's [10:-5] drops rows of both sides of every
     training story; the test story keeps its rows."""
     from jaxenc.experiment.extract import FeatureReader
-    from jaxenc.experiment.fitting import Designs, Job
+    from jaxenc.experiment.fitting import Job, run_designs
     from jaxenc.featuresets import AUDIO, FeatureSource
 
     planted = TINY + ["audio.source=planted", "semantic.source=planted"]
@@ -93,7 +93,8 @@ def test_more_training_trim_drops_the_same_rows_of_features_and_responses(prepar
         exp = Experiment(load_config(None, planted + [f"align.train_trim=[{trim[0]}, {trim[1]}]"]), out,
                          progress=False, log=lambda line: None)
         exp.extract()
-        arrays[trim] = Designs(exp.config.align, exp.data, FeatureReader(exp.store, exp.data)).arrays(job, "UTS01")
+        arrays[trim] = run_designs(exp.config, exp.data, FeatureReader(exp.store, exp.data)).arrays(job.sources,
+                                                                                                    "UTS01")
     base, more = arrays[(10, 5)], arrays[(13, 6)]
     rows0, rows1 = base.stories(), more.stories()
     for story in exp.data.train_stories("UTS01"):

@@ -1,7 +1,8 @@
 """``jaxenc run`` on 8 host devices against a one-device run: the device line, the same numbers.
 
-One module fixture runs the command line twice in child processes on the tiny twin with its
-planted features, ridge and the MLP on audio+semantic, voxel and PCA targets, 3 epochs: once
+One module fixture runs the command line twice in child processes on the tiny twin's first
+subject with its planted features, ridge and the MLP on audio+semantic, voxel and PCA targets,
+3 epochs: once
 as a plain one-device process, once with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``
 (``run.devices`` left at 0: every device) in a folder holding a copy of the first run's twin and
 features.
@@ -31,12 +32,11 @@ from jaxenc.distributed import PATIENT_CPU_COLLECTIVES
 from tests._tolerance import assert_within, correlation_atol
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = ["--quiet", "--set", "data.preset=tiny", "--set", "audio.source=planted", "--set",
-            "semantic.source=planted", "--set", 'table.feature_sets=["audio+semantic"]', "--set",
-            'table.models=["ridge","mlp"]', "--set", "table.n_components=8", "--set", "ridge.folds=2",
-            "--set", "train.n_folds=2", "--set", "train.max_epochs=3", "--set", "networks.hidden=8",
-            "--set", "evaluate.permutations=100", "--set", "analyses.partition=false", "--set",
-            "analyses.clustering=false", "--set", "nonlinearity.run=false"]
+SETTINGS = ["--quiet"] + [item for setting in (
+    "data.preset=tiny", 'data.subjects=["UTS01"]', "audio.source=planted", "semantic.source=planted",
+    'table.feature_sets=["audio+semantic"]', 'table.models=["ridge","mlp"]', "table.n_components=8", "ridge.folds=2",
+    "train.n_folds=2", "train.max_epochs=3", "networks.hidden=8", "evaluate.permutations=100",
+    "analyses.partition=false", "analyses.clustering=false", "nonlinearity.run=false") for item in ("--set", setting)]
 PREDICTION_ATOL = 1e-4
 
 

@@ -12,6 +12,7 @@ rows, 16 features in two bands. Tolerances, per family:
 - ridge on PCA targets: the same bound on the component scores, plus the turn of the top-k
   subspace between the two float32 PCAs (``pca_bounds(..., computations=2)["angle"]``) times the
   largest norm of a centred training row and of a predicted score row, as ``projection_atol``.
+  On a mesh the PCAs (ridge's per subject, the networks' per fold) are fitted voxel-sharded.
 - networks (MLLinear, MLP, DIMLP): a few epochs of AdamW whose per-device vmaps batch fewer
   models than the one-device vmap, so the float32 rounding differs as in
   tests/train/test_fit_sharded.py, whose bound applies: 1e-4 absolute on the predictions (unit
@@ -95,7 +96,7 @@ def _check_equal_to_one_device():
     from jaxenc.decomp.sharded import ShardedPCAState
     from jaxenc.distributed import RUN_AXIS, run_mesh
     from jaxenc.models import RidgeOptions, ShardedBandedRidgeCV, ShardedRidgeCV
-    from jaxenc.pipeline import fit_predict, runner
+    from jaxenc.pipeline import fit_predict
     from tests._tolerance import assert_within
 
     train_fit = importlib.import_module("jaxenc.train.fit")
@@ -118,7 +119,8 @@ def _check_equal_to_one_device():
 
     ShardedRidgeCV.fit = recording(ShardedRidgeCV)
     ShardedBandedRidgeCV.fit = recording(ShardedBandedRidgeCV)
-    fit_pca = runner.pca_fit_sharded
+    sharded_pca = importlib.import_module("jaxenc.decomp.sharded")
+    fit_pca = sharded_pca.pca_fit_sharded
 
     def pca_recording(*args, **kwargs):
         state = fit_pca(*args, **kwargs)
@@ -126,7 +128,7 @@ def _check_equal_to_one_device():
         assert isinstance(state, ShardedPCAState)
         return state
 
-    runner.pca_fit_sharded = pca_recording
+    sharded_pca.pca_fit_sharded = pca_recording
     run_chunks = train_fit.run_chunks
 
     def chunks_recording(program, carry, *args, **kwargs):
@@ -175,6 +177,10 @@ def _check_equal_to_one_device():
         # record: the first is the one-device run's).
         _, sharding, shapes = [s for s in seen if s[0] == "params"][1]
         assert sharding.spec[0] == RUN_AXIS and len(shapes) == 8 and all(s[0] == 1 for s in shapes)
+        # PCA targets: each fold's PCA fitted voxel-sharded (6 components of 37 voxels in 8
+        # blocks of 5), only on the mesh.
+        pcas = [shapes for name, _, shapes in seen if name == "pca"]
+        assert pcas == ([[(6, 5)] * 8] * 6 if target == "pca" else []), model
 
 
 def _check_stack_sizes_that_do_not_divide():

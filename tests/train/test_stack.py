@@ -1,6 +1,7 @@
 """Stacking the subjects' data alone (rows of each model, fold PCA targets against
 scikit-learn), and the array entry point against the per-story one."""
 
+import dataclasses
 import functools
 
 import jax
@@ -63,6 +64,21 @@ def test_each_model_reads_its_fold_rows_and_pca_scores():
     # Grid points of one (subject, fold) share their data and keys; folds differ.
     np.testing.assert_array_equal(stack.init_keys[0], stack.init_keys[1])
     assert not np.array_equal(stack.init_keys[0], stack.init_keys[2])
+
+
+def test_voxel_targets_are_one_target_per_subject_shared_by_its_folds():
+    """Without PCA every fold of a subject learns the same responses: the stack holds them once
+    per subject (not once per fold), in sorted story order, and every model indexes its own."""
+    data = {"A": _subject(0, [20, 31, 25, 18, 22]), "B": _subject(1, [40, 35, 28], n_voxels=9)}
+    stack = stack_subjects(data, dataclasses.replace(CFG, n_components=None), resolve_grid(None, CFG))
+    assert stack.shared["Y"].shape == (2, 116, 9) and stack.n_outputs == 9  # A's 116 rows the longest
+    for m, key in enumerate(stack.keys):
+        responses = data[key.subject].responses
+        want = np.concatenate([responses[s] for s in sorted(responses)])
+        Y = stack.shared["Y"][stack.per_model["tgt"][m]]
+        np.testing.assert_array_equal(Y[: len(want)], want)
+        assert np.all(Y[len(want):] == 0)
+        assert stack.pcas[m] is None
 
 
 def test_from_arrays_takes_views_and_names_stories():
