@@ -33,15 +33,15 @@ from jaxenc.metrics import ScoreConfig, best_model, drop_first_rows, score, scor
 from jaxenc.report.results import ModelResult, RunResults
 from jaxenc.store import RunStore
 
-__all__ = ["evaluate"]
+__all__ = ["score_run"]
 
 # Keys of a prediction record that label its model rather than describe its fit.
 _LABELS = ("features", "model", "target")
-# The [evaluate] section's keys, which score()'s errors begin with.
+# The [evaluate] section's keys: the settings score()'s errors can name.
 _SETTINGS = {f.name for f in dataclasses.fields(ScoreConfig)}
 
 
-def evaluate(config, data, store: RunStore, *, bar: Callable = lambda items, **kwargs: items) -> RunResults:
+def score_run(config, data, store: RunStore, *, bar: Callable = lambda items, **kwargs: items) -> RunResults:
     """Score every stored prediction of the config's jobs and run the analyses.
 
     Parameters
@@ -79,8 +79,9 @@ def evaluate(config, data, store: RunStore, *, bar: Callable = lambda items, **k
                 scores = score(predictions[subject], repeats[subject], ev, seed=config.seed, subject=subject)
             except ConfigError as err:
                 # Settings that only the test story's length rules out (e.g. block_size): name the key.
-                raise ConfigError(f"evaluate.{err}" if str(err).split("=")[0].split()[0] in _SETTINGS
-                                  else str(err)) from None
+                if err.setting in _SETTINGS:
+                    raise err.in_section("evaluate") from None
+                raise
             models.append(ModelResult(subject, meta["features"], meta["model"], meta["target"], scores, info))
     results = RunResults(name=config.name, config=config.to_dict(),
                          cc_max={s: scored_ceiling(r, ev.test_trim) for s, r in repeats.items()}, models=models)
