@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from jaxenc.data.consistency import check_audio_timing, format_story_report, story_report
 from jaxenc.errors import ConfigError, DataError
+from jaxenc.models.registry import encoder
 
 __all__ = ["check_inputs", "check_folds", "check_memory", "device_memory", "MIN_FOLDS"]
 
@@ -44,8 +46,6 @@ def check_inputs(data, log: Callable = print) -> None:
         A used story whose wav, TextGrid and respdict disagree (naming the story and files).
     """
     import soundfile
-
-    from jaxenc.data.consistency import check_audio_timing, format_story_report, story_report
 
     dataset = data.dataset
     expected = None
@@ -83,8 +83,6 @@ def check_folds(config, data, jobs) -> None:
     ConfigError
         Naming the setting, its value, the subject and how many stories it has.
     """
-    from jaxenc.models.registry import encoder
-
     models = {job.model for job in jobs}
     settings = []
     if any(encoder(m).is_ridge for m in models):
@@ -157,8 +155,6 @@ def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None) -
     ConfigError
         Naming the setting, the estimate and the device's memory.
     """
-    from jaxenc.models.registry import encoder
-
     available, device = device_memory() if memory is None else memory
     gb = 1e9
     networks = [job for job in jobs if not encoder(job.model).is_ridge]

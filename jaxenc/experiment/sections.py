@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from jaxenc import precision as matmul
 from jaxenc.decomp.pca import METHODS as PCA_METHODS
 from jaxenc.errors import ConfigError, JaxencError
+from jaxenc.features import defaults
+from jaxenc.features.semantic import check_context_words
 from jaxenc.featuresets import FEATURE_SETS, JOINT
 from jaxenc.models.registry import NetworkOptions, encoder
 from jaxenc.pipeline.runner import TARGETS
+from jaxenc.report.flatmaps import ENTRY_KEYS
 from jaxenc.synthetic import PRESETS, SyntheticConfig
 from jaxenc.train import TrainConfig
 
@@ -187,8 +190,6 @@ class AudioConfig:
 
     def window(self) -> dict:
         """Keyword arguments of :func:`jaxenc.features.whisper_story_features` (seconds)."""
-        from jaxenc.features import defaults
-
         base = defaults.DEFAULT_WHISPER_WINDOW if self.model == "default" else defaults.REFERENCE_WHISPER_WINDOW
         return {
             "context_s": self.context_s or base["context_s"],
@@ -231,8 +232,6 @@ class SemanticConfig:
             object.__setattr__(self, "context_words", tuple(self.context_words))
 
     def validate(self) -> None:
-        from jaxenc.features.semantic import check_context_words
-
         choice(self.source, ("llama", "planted"), "source")
         choice(self.dtype, COMPUTE_DTYPES, "dtype")
         matmul.check(self.precision, "precision", auto=True)
@@ -476,8 +475,6 @@ class ReportConfig:
     flatmaps: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        from jaxenc.report.flatmaps import ENTRY_KEYS
-
         for name in self.formats:
             choice(name, ("html", "md"), "formats")
         for subject, entry in self.flatmaps.items():

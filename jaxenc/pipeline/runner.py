@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxenc.analysis.interactions import fit_interaction_shares
 from jaxenc.decomp import PCA
 from jaxenc.errors import AlignmentError, ConfigError, DataWarning
 from jaxenc.models.registry import EncoderSpec, NetworkOptions, RidgeOptions, encoder
@@ -282,8 +283,6 @@ def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, trai
 
 def _interaction_shares(spec: EncoderSpec, fit, subject: str, arrays: SubjectArrays, X_test) -> np.ndarray:
     """Per voxel, the interaction share of a subject's fold models, averaged (float32)."""
-    from jaxenc.analysis.interactions import fit_interaction_shares
-
     audio, semantic = modality_ranges(spec, arrays.bands, arrays.n_delays, X_test.shape[1])
     shares = fit_interaction_shares(fit, subject, X_test, audio, semantic)
     return np.asarray(shares.mean_over_models().interaction, np.float32)
