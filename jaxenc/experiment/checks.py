@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 from jaxenc.data.consistency import check_audio_timing, format_story_report, story_report
 from jaxenc.errors import ConfigError, DataError
-from jaxenc.models.registry import encoder
 
 __all__ = ["check_inputs", "check_folds", "check_memory", "device_memory", "MIN_FOLDS"]
 
@@ -83,11 +82,10 @@ def check_folds(config, data, jobs) -> None:
     ConfigError
         Naming the setting, its value, the subject and how many stories it has.
     """
-    models = {job.model for job in jobs}
     settings = []
-    if any(encoder(m).is_ridge for m in models):
+    if any(job.spec.is_ridge for job in jobs):
         settings.append(("ridge.folds", config.ridge.folds))
-    if any(not encoder(m).is_ridge for m in models):
+    if any(not job.spec.is_ridge for job in jobs):
         settings.append(("train.n_folds", config.train.n_folds))
     counts = {subject: len(data.train_stories(subject)) for subject in data.subjects}
     subject = min(counts, key=counts.get)
@@ -157,7 +155,7 @@ def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None) -
     """
     available, device = device_memory() if memory is None else memory
     gb = 1e9
-    networks = [job for job in jobs if not encoder(job.model).is_ridge]
+    networks = [job for job in jobs if not job.spec.is_ridge]
     if networks:
         voxels = max(data.dataset.n_voxels(subject) for subject in data.subjects)
         outputs = max(config.table.n_components if job.target == "pca" else voxels for job in networks)

@@ -26,9 +26,9 @@ from jaxenc.analysis import (
     sweep_curves,
 )
 from jaxenc.errors import ConfigError
-from jaxenc.experiment.fitting import Job, interactions_file, job_name, table_jobs
+from jaxenc.experiment.fitting import interactions_file, job_name, record_name, table_jobs
 from jaxenc.experiment.planted import planted_checks
-from jaxenc.featuresets import FEATURE_SETS, JOINT, FeatureSource, modalities
+from jaxenc.featuresets import FEATURE_SETS, JOINT
 from jaxenc.metrics import ScoreConfig, best_model, drop_first_rows, score, scored_ceiling
 from jaxenc.report.results import ModelResult, RunResults
 from jaxenc.store import RunStore
@@ -148,4 +148,4 @@ def _clustering(config, results: RunResults, repeats: dict, store: RunStore) -> 
 
 def _name(features: str, model: str, target: str) -> str:
     """The stored predictions of an encoder on a feature set of the table."""
-    return job_name(Job(tuple(FeatureSource(m) for m in modalities(features)), model, target))
+    return record_name(features, model, target)

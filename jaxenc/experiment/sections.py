@@ -13,6 +13,7 @@ raises :class:`~jaxenc.errors.ConfigError` with a message that starts with the f
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from jaxenc.errors import ConfigError, JaxencError
 from jaxenc.features import defaults
 from jaxenc.features.semantic import check_context_words
 from jaxenc.featuresets import FEATURE_SETS, JOINT
-from jaxenc.models.registry import NetworkOptions, encoder
+from jaxenc.models.registry import EncoderSpec, NetworkOptions, encoder
 from jaxenc.pipeline.runner import TARGETS
 from jaxenc.report.flatmaps import ENTRY_KEYS
 from jaxenc.synthetic import PRESETS, SyntheticConfig
@@ -83,12 +84,15 @@ def synthetic_config(preset: str, seed: int, changes: dict) -> SyntheticConfig:
         raise ConfigError(f"synthetic: {err}") from None
 
 
-def _model_names(names, key: str) -> None:
+def _encoders(names, key: str) -> tuple[EncoderSpec, ...]:
+    """Each encoder name parsed by :func:`jaxenc.models.encoder`, an unknown one named under ``key``."""
+    specs = []
     for name in names:
         try:
-            encoder(name)
+            specs.append(encoder(name))
         except ConfigError as err:
             raise ConfigError(f"{key}: {err}") from None
+    return tuple(specs)
 
 
 @dataclass(frozen=True)
@@ -272,13 +276,24 @@ class TableConfig:
     # and below lose the small eigenvalues the trailing components depend on.
     pca_precision: str = TrainConfig.pca_precision
 
+    @functools.cached_property
+    def encoders(self) -> tuple[EncoderSpec, ...]:
+        """The encoders of ``models``, each name parsed once, here (what the jobs carry).
+
+        Raises
+        ------
+        ConfigError
+            ``models`` naming an unknown encoder.
+        """
+        return _encoders(self.models, "models")
+
     def validate(self) -> None:
         for name in self.feature_sets:
             choice(name, FEATURE_SETS, "feature_sets")
-        _model_names(self.models, "models")
+        encoders = self.encoders
         for name in self.targets:
             choice(name, TARGETS, "targets")
-        needs_joint = [m for m in self.models if encoder(m).min_modalities > 1]
+        needs_joint = [spec.name for spec in encoders if spec.min_modalities > 1]
         if needs_joint and JOINT not in self.feature_sets:
             raise ConfigError(f"models has {needs_joint}, each of which needs the '{JOINT}' feature set")
         positive(self.n_components, "n_components")
@@ -454,7 +469,7 @@ class NonlinearityConfig:
 
     def validate(self) -> None:
         synthetic_config("tiny", 0, self.synthetic)
-        _model_names(self.models, "models")
+        _encoders(self.models, "models")
         if "mlp" not in self.models:
             raise ConfigError("models must include 'mlp' (both checks compare it)")
         if self.ridge_folds < 2:
