@@ -6,8 +6,8 @@ experiment's evaluate stage (jaxenc.experiment.scoring.score_run) on a stored pr
 with their default trim (the protocol's share of the test story) and floor (0.25). The scores
 themselves are pinned against formulas in tests/metrics/test_scores.py; here two float32
 computations are compared, within ``score_tolerances`` (tests/_tolerance.py) for two
-computations: chunking or batching changes how XLA vectorises the sums. A path that scores other rows (another trim) or another floor
-differs by 1e-2 or more.
+computations: chunking or batching changes how XLA vectorises the sums. A path that scores
+other rows (another trim) or another floor differs by 1e-2 or more.
 """
 
 from types import SimpleNamespace
