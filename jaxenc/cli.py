@@ -31,6 +31,7 @@ import numpy as np
 
 from jaxenc import multihost
 from jaxenc.errors import ConfigError, JaxencError
+from jaxenc.experiment.stagelist import CHECK_DOING, STAGES
 
 __all__ = ["main", "command", "build_parser"]
 
@@ -39,13 +40,6 @@ _CONFIG_HELP = ("experiment config: a .toml file (see experiments/) or a run fol
 _SET_HELP = ("override a config value, e.g. --set train.max_epochs=20 --set 'table.models=[\"ridge\"]' "
              "(TOML values; repeatable)")
 
-
-# The stages of `jaxenc run` in order, with the title each prints as it starts.
-_RUN_STEPS = (("extract", "features"), ("fit", "encoders"), ("evaluate", "test-story scores and analyses"),
-              ("report", "report"))
-# What a stage is doing, as an interruption names it.
-_DOING = {"check": "the checks before the stages", "extract": "feature extraction", "fit": "the fits",
-          "evaluate": "the scoring", "report": "the report"}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -59,6 +53,7 @@ def _terminate(signum, frame):
 
 
 def _experiment(args, config_path):
+    # Deferred: the experiment stack loads JAX (about 2 s), which `jaxenc --help` and `synth` need not.
     from jaxenc.experiment import Experiment, load_config
 
     config = load_config(config_path, args.set)
@@ -87,16 +82,16 @@ def _check_out(out: Path) -> None:
                           path=out) from None
 
 
-def _stage(name: str):
+def _stage(stage):
     def run(args) -> int:
         exp = _experiment(args, args.config)
         started = time.perf_counter()
-        print(f"jaxenc {name}: {exp.config.name} -> {exp.out}")
-        args.doing = _DOING[name]
-        getattr(exp, name)()
-        if name == "evaluate":
+        print(f"jaxenc {stage.name}: {exp.config.name} -> {exp.out}")
+        args.doing = stage.doing
+        getattr(exp, stage.name)()
+        if stage.name == "evaluate":
             _print_summary(exp)
-        print(f"{name} done in {time.perf_counter() - started:.0f} s")
+        print(f"{stage.name} done in {time.perf_counter() - started:.0f} s")
         return 0
 
     return run
@@ -106,15 +101,14 @@ def _run(args, config_path) -> int:
     exp = _experiment(args, config_path)
     started = time.perf_counter()
     print(f"jaxenc: {exp.config.name} -> {exp.out}")
-    args.doing = _DOING["check"]
-    exp.check()
-    for step, (name, title) in enumerate(_RUN_STEPS[:-1], 1):
-        print(f"[{step}/{len(_RUN_STEPS)}] {title}")
-        args.doing = _DOING[name]
-        getattr(exp, name)()
-    print(f"[{len(_RUN_STEPS)}/{len(_RUN_STEPS)}] {_RUN_STEPS[-1][1]}")
-    args.doing = _DOING["report"]
-    paths = exp.report()
+    args.doing = CHECK_DOING
+    numbers = {stage.name: i for i, stage in enumerate(STAGES, 1)}
+
+    def before(stage) -> None:
+        print(f"[{numbers[stage.name]}/{len(STAGES)}] {stage.title}")
+        args.doing = stage.doing
+
+    paths = exp.run(before=before)
     _print_summary(exp)
     written = ", ".join(str(p) for p in paths.values()) or "written by process 0 of the job"
     print(f"done in {time.perf_counter() - started:.0f} s; report: {written}")
@@ -122,6 +116,7 @@ def _run(args, config_path) -> int:
 
 
 def _print_summary(exp) -> None:
+    # Deferred: jaxenc.report.render loads matplotlib, which `jaxenc --help` need not.
     from jaxenc.report import RunResults
     from jaxenc.report.render import model_table
 
@@ -158,6 +153,7 @@ def _print_summary(exp) -> None:
 
 
 def _synth(args) -> int:
+    # Deferred: jaxenc.synthetic loads scipy (about 0.8 s), which `jaxenc --help` need not.
     from jaxenc.synthetic import main
 
     argv = [str(args.root), "--preset", args.preset, "--seed", str(args.seed)]
@@ -202,26 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=lambda args: _run(args, args.config), out_default="runs/demo")
 
     run = commands.add_parser(
-        "run", help="all stages of an experiment config: extract, fit, evaluate, report",
-        description="Run every stage of an experiment config (extract -> fit -> evaluate -> "
-        "report) into one output folder. See experiments/ for the paper's tables and figures.",
+        "run", help="all stages of an experiment config: " + ", ".join(stage.name for stage in STAGES),
+        description=f"Run every stage of an experiment config ({' -> '.join(stage.name for stage in STAGES)}) "
+        "into one output folder. See experiments/ for the paper's tables and figures.",
     )
     _add_common(run, processes=True)
     run.set_defaults(func=lambda args: _run(args, args.config))
 
-    stages = {
-        "extract": "extract the features the config uses into OUT/features (resumes per story)",
-        "fit": "fit every encoder of the table and the sweeps; store test-story predictions "
-               "(skips fits already stored with the same settings and input contents; nonlinear fits "
-               "resume from their checkpoints)",
-        "evaluate": "score every stored prediction on the test story (r, r2 = r·|r|, r2_cod, cc_norm, "
-                    "permutation significance), run the analyses, write OUT/metrics.json and OUT/scores/",
-        "report": "write OUT/report.html and OUT/report.md from the saved scores",
-    }
-    for name, text in stages.items():
-        sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        _add_common(sub, processes=name != "report")
-        sub.set_defaults(func=_stage(name))
+    for stage in STAGES:
+        sub = commands.add_parser(stage.name, help=stage.help,
+                                  description=stage.help[0].upper() + stage.help[1:] + ".")
+        _add_common(sub, processes=stage.name != "report")
+        sub.set_defaults(func=_stage(stage))
 
     synth = commands.add_parser(
         "synth", help="write a synthetic twin of ds003020",

@@ -47,6 +47,7 @@ class JaxencError(Exception):
     """
 
     def __init__(self, message: str, *, path=None, subject=None, story=None):
+        self.message = message
         self.path = None if path is None else os.fspath(path)
         self.subject = subject
         self.story = story
@@ -63,7 +64,44 @@ class AlignmentError(JaxencError, ValueError):
 
 
 class ConfigError(JaxencError, ValueError):
-    """An option, config file or argument that jaxenc cannot use."""
+    """An option, config file or argument that jaxenc cannot use.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong and what was expected; names the setting when there is one.
+    setting : str, optional
+        The setting at fault as the raising code knows it (``"block_size"``), so that a caller
+        holding the config can name its key (:meth:`in_section`) without reading the message.
+    path, subject, story
+        As for :class:`JaxencError`.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None, path=None, subject=None, story=None):
+        self.setting = setting
+        super().__init__(message, path=path, subject=subject, story=story)
+
+    def in_section(self, section: str) -> ConfigError:
+        """This error with its setting named by its config key, ``section.setting``.
+
+        Parameters
+        ----------
+        section : str
+            The config section holding the setting, e.g. ``"evaluate"``.
+
+        Returns
+        -------
+        ConfigError
+            The setting's name in the message (its first mention) replaced by the key, or the
+            key put in front when the message does not name it; ``setting`` is the key. The
+            error itself when it has no setting.
+        """
+        if self.setting is None:
+            return self
+        key = f"{section}.{self.setting}"
+        message = (self.message.replace(self.setting, key, 1) if self.setting in self.message
+                   else f"{key}: {self.message}")
+        return ConfigError(message, setting=key, path=self.path, subject=self.subject, story=self.story)
 
 
 class CheckpointError(JaxencError):

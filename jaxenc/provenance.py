@@ -124,6 +124,7 @@ class InputDigests:
         if kind == "llama":
             return self.file(data.dataset.textgrid_path(story))
         if kind == "planted":
+            # Deferred: jaxenc.synthetic loads scipy (about 0.8 s); the feature cache needs it only here.
             from jaxenc.synthetic.truth import TRUTH_DIR
 
             return self.file(data.root / TRUTH_DIR / "stimulus" / f"{story}.npz")

@@ -49,8 +49,10 @@ def sweep_curves(models: Sequence) -> list[dict]:
         name = m.info.get("sweep")
         if name:
             curves.setdefault(name, []).append(_row(m, m.info.get("x"), m.info.get("x_label")))
-    depth = [_row(m, encoder(m.model).depth, m.model) for m in models
-             if m.features == JOINT and not m.info.get("sweep") and encoder(m.model).depth is not None]
+    # Stored results name their encoder; each name is parsed once, here.
+    depths = {name: encoder(name).depth for name in {m.model for m in models}}
+    depth = [_row(m, depths[m.model], m.model) for m in models
+             if m.features == JOINT and not m.info.get("sweep") and depths[m.model] is not None]
     if len({row["x"] for row in depth}) > 1:
         curves[DEPTH_SWEEP] = depth
     return [{"name": name, "x_label": _X_LABELS.get(name, "x"), "rows": rows} for name, rows in curves.items()]

@@ -21,6 +21,7 @@ from flax import nnx
 
 from jaxenc.ckpt.files import Shard, iter_tensor_names
 from jaxenc.errors import CheckpointError
+from jaxenc.nn.sharding import fits_one_device, module_bytes, parameter_sharding
 
 __all__ = ["Target", "LINEAR", "CONV1D", "IDENTITY", "load_into", "placement"]
 
@@ -57,8 +58,6 @@ def placement(model: nnx.Module, mesh, axis: str, fsdp: bool | None):
     """
     if mesh is None:
         return None
-    from jaxenc.nn.sharding import fits_one_device, module_bytes, parameter_sharding
-
     if fsdp is None:
         fsdp = not fits_one_device(module_bytes(model), mesh)
     return lambda shape: parameter_sharding(shape, mesh, axis, fsdp=fsdp)

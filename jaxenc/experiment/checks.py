@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from jaxenc.data.consistency import check_audio_timing, format_story_report, story_report
 from jaxenc.errors import ConfigError, DataError
 
 __all__ = ["check_inputs", "check_folds", "check_memory", "device_memory", "MIN_FOLDS"]
@@ -44,8 +45,6 @@ def check_inputs(data, log: Callable = print) -> None:
         A used story whose wav, TextGrid and respdict disagree (naming the story and files).
     """
     import soundfile
-
-    from jaxenc.data.consistency import check_audio_timing, format_story_report, story_report
 
     dataset = data.dataset
     expected = None
@@ -83,13 +82,10 @@ def check_folds(config, data, jobs) -> None:
     ConfigError
         Naming the setting, its value, the subject and how many stories it has.
     """
-    from jaxenc.models.registry import encoder
-
-    models = {job.model for job in jobs}
     settings = []
-    if any(encoder(m).is_ridge for m in models):
+    if any(job.spec.is_ridge for job in jobs):
         settings.append(("ridge.folds", config.ridge.folds))
-    if any(not encoder(m).is_ridge for m in models):
+    if any(not job.spec.is_ridge for job in jobs):
         settings.append(("train.n_folds", config.train.n_folds))
     counts = {subject: len(data.train_stories(subject)) for subject in data.subjects}
     subject = min(counts, key=counts.get)
@@ -157,11 +153,9 @@ def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None) -
     ConfigError
         Naming the setting, the estimate and the device's memory.
     """
-    from jaxenc.models.registry import encoder
-
     available, device = device_memory() if memory is None else memory
     gb = 1e9
-    networks = [job for job in jobs if not encoder(job.model).is_ridge]
+    networks = [job for job in jobs if not job.spec.is_ridge]
     if networks:
         voxels = max(data.dataset.n_voxels(subject) for subject in data.subjects)
         outputs = max(config.table.n_components if job.target == "pca" else voxels for job in networks)

@@ -62,7 +62,7 @@ from jaxenc.experiment.sections import (
     SemanticConfig,
     TableConfig,
 )
-from jaxenc.metrics.scores import ScoreConfig
+from jaxenc.metrics.protocol import ScoreConfig
 from jaxenc.models.registry import NetworkOptions, RidgeOptions
 from jaxenc.pipeline.designs import AlignOptions
 from jaxenc.provenance import combined

@@ -20,26 +20,32 @@ from jaxenc.analysis.sweeps import LAYER_SWEEP, MODEL_SWEEP
 from jaxenc.errors import DataError
 from jaxenc.experiment.checks import check_folds, check_memory
 from jaxenc.featuresets import JOINT, SEMANTIC, FeatureSource, modalities
-from jaxenc.models.registry import encoder
+from jaxenc.models.registry import EncoderSpec, encoder
 from jaxenc.pipeline.designs import Designs
 from jaxenc.pipeline.runner import fit_predict
 from jaxenc.provenance import InputDigests, combined
 from jaxenc.store import RunStore
 
-__all__ = ["Job", "table_jobs", "job_name", "interactions_file", "run_designs", "fit"]
+__all__ = ["Job", "table_jobs", "job_name", "record_name", "interactions_file", "run_designs", "fit"]
 
 
 @dataclass(frozen=True)
 class Job:
     """One fit for every subject: feature sources (one per modality, in design order), an
-    encoder and a target; a sweep's jobs say which sweep and where on it."""
+    encoder (its name parsed once, :attr:`TableConfig.encoders`) and a target; a sweep's jobs
+    say which sweep and where on it."""
 
     sources: tuple[FeatureSource, ...]
-    model: str
+    spec: EncoderSpec
     target: str
     sweep: str = ""
     x: float = 0.0
     x_label: str = ""
+
+    @property
+    def model(self) -> str:
+        """The encoder's name, e.g. ``"deepmlp-3"``."""
+        return self.spec.name
 
     @property
     def features(self) -> str:
@@ -49,7 +55,12 @@ class Job:
 
 def job_name(job: Job) -> str:
     """File stem of a job's predictions, e.g. ``audio+semantic__mlp__pca``."""
-    return f"{job.features.replace('/', '-')}__{job.model}__{job.target}"
+    return record_name(job.features, job.model, job.target)
+
+
+def record_name(features: str, model: str, target: str) -> str:
+    """File stem of the predictions of ``model`` on ``features`` for ``target`` (:func:`job_name`)."""
+    return f"{features.replace('/', '-')}__{model}__{target}"
 
 
 def table_jobs(config) -> list[Job]:
@@ -58,14 +69,15 @@ def table_jobs(config) -> list[Job]:
     for target in config.table.targets:
         for features in config.table.feature_sets:
             sources = tuple(FeatureSource(m) for m in modalities(features))
-            for model in config.table.models:
-                if encoder(model).min_modalities <= len(sources):
-                    jobs.append(Job(sources, model, target))
+            for spec in config.table.encoders:
+                if spec.min_modalities <= len(sources):
+                    jobs.append(Job(sources, spec, target))
+    ridge = encoder("ridge")
     for layer in config.analyses.layer_sweep:
-        jobs.append(Job((FeatureSource(SEMANTIC, layer=layer),), "ridge", "voxels", LAYER_SWEEP, float(layer),
+        jobs.append(Job((FeatureSource(SEMANTIC, layer=layer),), ridge, "voxels", LAYER_SWEEP, float(layer),
                         f"L{layer}"))
     for spec in config.analyses.size_sweep:
-        jobs.append(Job((FeatureSource(SEMANTIC, model=spec.label),), "ridge", "voxels", MODEL_SWEEP, 0.0,
+        jobs.append(Job((FeatureSource(SEMANTIC, model=spec.label),), ridge, "voxels", MODEL_SWEEP, 0.0,
                         spec.label))
     return jobs
 
@@ -82,7 +94,7 @@ def _digest(config, index: dict, job: Job, responses: str) -> str:
     (:meth:`jaxenc.provenance.InputDigests.responses`). The dataset's location is left out: its
     content counts."""
     cfg = config.to_dict()
-    fit = ({"ridge": cfg["ridge"]} if encoder(job.model).is_ridge else
+    fit = ({"ridge": cfg["ridge"]} if job.spec.is_ridge else
            {"train": cfg["train"], "networks": cfg["networks"], "grid": cfg["fit"]["grid"]})
     payload = {
         "job": [[s.name for s in job.sources], job.model, job.target],
@@ -105,7 +117,7 @@ def _digest(config, index: dict, job: Job, responses: str) -> str:
 
 def _attributes_interactions(config, job: Job) -> bool:
     """Whether a job's fit also decomposes its networks' interactions (analyses.interactions)."""
-    return config.analyses.interactions and not encoder(job.model).is_ridge and len(job.sources) > 1
+    return config.analyses.interactions and not job.spec.is_ridge and len(job.sources) > 1
 
 
 def interactions_file(name: str) -> str:
@@ -157,7 +169,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
             continue
         started = time.perf_counter()
         result = fit_predict(
-            job.model, {subject: designs.arrays(job.sources, subject) for subject in data.subjects}, target=job.target,
+            job.spec, {subject: designs.arrays(job.sources, subject) for subject in data.subjects}, target=job.target,
             ridge=config.ridge, networks=config.networks, train=config.train, grid=config.fit.grid,
             checkpoint_dir=store.checkpoint_dir(f"{name}-{digest}") if checkpoints else None, cache=designs.cache,
             progress=progress, interactions=_attributes_interactions(config, job), mesh=mesh)

@@ -5,19 +5,28 @@ encoder. The synthetic twin plants such responses (interaction voxels driven by 
 semantic products), but the demo's own extracted features and its 800 training rows per fold
 do not let a network learn them (see :class:`jaxenc.experiment.sections.PlantedConfig`). This
 step fits the encoders of :class:`~jaxenc.experiment.sections.NonlinearityConfig` on a
-reshaped twin from its planted features, as a run of its own in ``OUT/nonlinearity``, and
-hands its planted checks and its per-class scores to the main run's results and report.
+reshaped twin from its planted features, as a run of its own in ``OUT/nonlinearity`` attached
+to the main run (:data:`STEP`, an :class:`~jaxenc.experiment.stagelist.AttachedRun`: each of
+its stages runs after the main run's), and hands its planted checks and its per-class scores
+to the main run's results and report (:func:`merge_results`).
 """
 
 from __future__ import annotations
 
-__all__ = ["STEP_FOLDER", "step_config", "step_experiment", "step_summary", "planted_key"]
+from jaxenc.experiment import sections as s
+from jaxenc.experiment.config import ExperimentConfig
+from jaxenc.experiment.planted import class_means
+from jaxenc.experiment.stagelist import AttachedRun
+from jaxenc.featuresets import JOINT
+from jaxenc.models.registry import RidgeOptions
+
+__all__ = ["STEP", "STEP_FOLDER", "step_config", "attached_config", "merge_results", "step_summary", "planted_key"]
 
 # Sub-folder of a run that holds the step's own run.
 STEP_FOLDER = "nonlinearity"
 
 
-def step_config(cfg):
+def step_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """The experiment config of the step of ``cfg`` (``cfg.nonlinearity``'s settings).
 
     Parameters
@@ -32,11 +41,6 @@ def step_config(cfg):
         evaluation, ridge solver dtype and device (``run``) settings, no partition or clustering, the
         ``interaction_nonlinearity`` check on, and no step of its own.
     """
-    from jaxenc.experiment import sections as s
-    from jaxenc.experiment.config import ExperimentConfig
-    from jaxenc.featuresets import JOINT
-    from jaxenc.models.registry import RidgeOptions
-
     step = cfg.nonlinearity
     subjects = tuple(step.synthetic.get("subjects", ()))
     return ExperimentConfig(
@@ -61,24 +65,40 @@ def step_config(cfg):
     ).validate()
 
 
-def step_experiment(exp):
-    """The step's :class:`~jaxenc.experiment.Experiment` in ``exp.out / "nonlinearity"``.
+def attached_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
+    """The step's config when ``cfg`` runs the step (:attr:`AttachedRun.config`).
 
     Parameters
     ----------
-    exp : Experiment
+    cfg : ExperimentConfig
 
     Returns
     -------
-    Experiment or None
-        None when ``nonlinearity.run`` is false or the run is on real data (nothing planted).
+    ExperimentConfig or None
+        :func:`step_config`; None when ``nonlinearity.run`` is false or the run is on real data
+        (nothing planted).
     """
-    from jaxenc.experiment.stages import Experiment
-
-    cfg = exp.config
     if not cfg.nonlinearity.run or cfg.data.root:
         return None
-    return Experiment(step_config(cfg), exp.out / STEP_FOLDER, progress=exp.progress, log=exp.log)
+    return step_config(cfg)
+
+
+def merge_results(results, step, step_results) -> None:
+    """Add the step's evaluated results to the main run's (:attr:`AttachedRun.merge`).
+
+    Parameters
+    ----------
+    results : RunResults
+        The main run's, not yet saved: gains ``nonlinearity`` (:func:`step_summary`) and the
+        step's planted checks under :func:`planted_key`.
+    step : Experiment
+        The step's run.
+    step_results : RunResults
+        The step's evaluated results.
+    """
+    results.nonlinearity = step_summary(step, step_results)
+    for subject, checks in step_results.planted.items():
+        results.planted[planted_key(subject)] = checks
 
 
 def planted_key(subject: str) -> str:
@@ -103,8 +123,11 @@ def step_summary(step, results) -> dict:
         subject, model and voxel class present, ``{"subject", "model", "voxels", "n_voxels",
         "mean_r", "mean_r2"}`` (r2 the paper's r·|r|).
     """
-    from jaxenc.experiment.planted import class_means
-
     return {"folder": STEP_FOLDER, "subjects": list(step.data.subjects),
             "models": list(dict.fromkeys(m.model for m in results.models)),
             "rows": class_means(step.data.truth, results)}
+
+
+# The step, attached to every run whose config asks for it (jaxenc.experiment.stages).
+STEP = AttachedRun(folder=STEP_FOLDER, title="nonlinearity step (planted features on a reshaped twin)",
+                   config=attached_config, merge=merge_results)

@@ -6,8 +6,10 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
+from jaxenc.data import LeBelDataset
 from jaxenc.errors import ConfigError, DataError
 from jaxenc.experiment.sections import DataConfig
+from jaxenc.report.results import check_subject_name
 from jaxenc.store import RunStore
 from jaxenc.synthetic import load_truth, write_synthetic
 
@@ -57,8 +59,6 @@ class RunData:
     @functools.cached_property
     def dataset(self):
         """The :class:`jaxenc.data.LeBelDataset` of the run."""
-        from jaxenc.data import LeBelDataset
-
         return LeBelDataset(self.root)
 
     @functools.cached_property
@@ -69,8 +69,6 @@ class RunData:
     @functools.cached_property
     def subjects(self) -> list[str]:
         """Subjects of the run (``data.subjects`` or all of the dataset's)."""
-        from jaxenc.report.results import check_subject_name
-
         available = self.dataset.subjects
         ignored = self.dataset.ignored_folders
         if ignored:

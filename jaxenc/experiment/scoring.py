@@ -26,22 +26,22 @@ from jaxenc.analysis import (
     sweep_curves,
 )
 from jaxenc.errors import ConfigError
-from jaxenc.experiment.fitting import Job, interactions_file, job_name, table_jobs
+from jaxenc.experiment.fitting import interactions_file, job_name, record_name, table_jobs
 from jaxenc.experiment.planted import planted_checks
-from jaxenc.featuresets import FEATURE_SETS, JOINT, FeatureSource, modalities
+from jaxenc.featuresets import FEATURE_SETS, JOINT
 from jaxenc.metrics import ScoreConfig, best_model, drop_first_rows, score, scored_ceiling
 from jaxenc.report.results import ModelResult, RunResults
 from jaxenc.store import RunStore
 
-__all__ = ["evaluate"]
+__all__ = ["score_run"]
 
 # Keys of a prediction record that label its model rather than describe its fit.
 _LABELS = ("features", "model", "target")
-# The [evaluate] section's keys, which score()'s errors begin with.
+# The [evaluate] section's keys: the settings score()'s errors can name.
 _SETTINGS = {f.name for f in dataclasses.fields(ScoreConfig)}
 
 
-def evaluate(config, data, store: RunStore, *, bar: Callable = lambda items, **kwargs: items) -> RunResults:
+def score_run(config, data, store: RunStore, *, bar: Callable = lambda items, **kwargs: items) -> RunResults:
     """Score every stored prediction of the config's jobs and run the analyses.
 
     Parameters
@@ -79,8 +79,9 @@ def evaluate(config, data, store: RunStore, *, bar: Callable = lambda items, **k
                 scores = score(predictions[subject], repeats[subject], ev, seed=config.seed, subject=subject)
             except ConfigError as err:
                 # Settings that only the test story's length rules out (e.g. block_size): name the key.
-                raise ConfigError(f"evaluate.{err}" if str(err).split("=")[0].split()[0] in _SETTINGS
-                                  else str(err)) from None
+                if err.setting in _SETTINGS:
+                    raise err.in_section("evaluate") from None
+                raise
             models.append(ModelResult(subject, meta["features"], meta["model"], meta["target"], scores, info))
     results = RunResults(name=config.name, config=config.to_dict(),
                          cc_max={s: scored_ceiling(r, ev.test_trim) for s, r in repeats.items()}, models=models)
@@ -147,4 +148,4 @@ def _clustering(config, results: RunResults, repeats: dict, store: RunStore) -> 
 
 def _name(features: str, model: str, target: str) -> str:
     """The stored predictions of an encoder on a feature set of the table."""
-    return job_name(Job(tuple(FeatureSource(m) for m in modalities(features)), model, target))
+    return record_name(features, model, target)

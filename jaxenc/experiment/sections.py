@@ -13,15 +13,19 @@ raises :class:`~jaxenc.errors.ConfigError` with a message that starts with the f
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from jaxenc import precision as matmul
 from jaxenc.decomp.pca import METHODS as PCA_METHODS
 from jaxenc.errors import ConfigError, JaxencError
+from jaxenc.features import defaults
+from jaxenc.features.semantic import check_context_words
 from jaxenc.featuresets import FEATURE_SETS, JOINT
-from jaxenc.models.registry import NetworkOptions, encoder
+from jaxenc.models.registry import EncoderSpec, NetworkOptions, encoder
 from jaxenc.pipeline.runner import TARGETS
+from jaxenc.report.flatmaps import ENTRY_KEYS
 from jaxenc.synthetic import PRESETS, SyntheticConfig
 from jaxenc.train import TrainConfig
 
@@ -81,12 +85,15 @@ def synthetic_config(preset: str, seed: int, changes: dict) -> SyntheticConfig:
         raise ConfigError(f"synthetic: {err}") from None
 
 
-def _model_names(names, key: str) -> None:
+def _encoders(names, key: str) -> tuple[EncoderSpec, ...]:
+    """Each encoder name parsed by :func:`jaxenc.models.encoder`, an unknown one named under ``key``."""
+    specs = []
     for name in names:
         try:
-            encoder(name)
+            specs.append(encoder(name))
         except ConfigError as err:
             raise ConfigError(f"{key}: {err}") from None
+    return tuple(specs)
 
 
 @dataclass(frozen=True)
@@ -188,8 +195,6 @@ class AudioConfig:
 
     def window(self) -> dict:
         """Keyword arguments of :func:`jaxenc.features.whisper_story_features` (seconds)."""
-        from jaxenc.features import defaults
-
         base = defaults.DEFAULT_WHISPER_WINDOW if self.model == "default" else defaults.REFERENCE_WHISPER_WINDOW
         return {
             "context_s": self.context_s or base["context_s"],
@@ -232,8 +237,6 @@ class SemanticConfig:
             object.__setattr__(self, "context_words", tuple(self.context_words))
 
     def validate(self) -> None:
-        from jaxenc.features.semantic import check_context_words
-
         choice(self.source, ("llama", "planted"), "source")
         choice(self.dtype, COMPUTE_DTYPES, "dtype")
         matmul.check(self.precision, "precision", auto=True)
@@ -274,13 +277,24 @@ class TableConfig:
     # and below lose the small eigenvalues the trailing components depend on.
     pca_precision: str = TrainConfig.pca_precision
 
+    @functools.cached_property
+    def encoders(self) -> tuple[EncoderSpec, ...]:
+        """The encoders of ``models``, each name parsed once, here (what the jobs carry).
+
+        Raises
+        ------
+        ConfigError
+            ``models`` naming an unknown encoder.
+        """
+        return _encoders(self.models, "models")
+
     def validate(self) -> None:
         for name in self.feature_sets:
             choice(name, FEATURE_SETS, "feature_sets")
-        _model_names(self.models, "models")
+        encoders = self.encoders
         for name in self.targets:
             choice(name, TARGETS, "targets")
-        needs_joint = [m for m in self.models if encoder(m).min_modalities > 1]
+        needs_joint = [spec.name for spec in encoders if spec.min_modalities > 1]
         if needs_joint and JOINT not in self.feature_sets:
             raise ConfigError(f"models has {needs_joint}, each of which needs the '{JOINT}' feature set")
         positive(self.n_components, "n_components")
@@ -471,7 +485,7 @@ class NonlinearityConfig:
 
     def validate(self) -> None:
         synthetic_config("tiny", 0, self.synthetic)
-        _model_names(self.models, "models")
+        _encoders(self.models, "models")
         if "mlp" not in self.models:
             raise ConfigError("models must include 'mlp' (both checks compare it)")
         if self.ridge_folds < 2:
@@ -492,8 +506,6 @@ class ReportConfig:
     flatmaps: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        from jaxenc.report.flatmaps import ENTRY_KEYS
-
         for name in self.formats:
             choice(name, ("html", "md"), "formats")
         for subject, entry in self.flatmaps.items():

@@ -1,4 +1,4 @@
-"""An experiment run: a config, a run folder and its four stages, extract -> fit -> evaluate -> report.
+"""An experiment run: a config, a run folder and its stages, extract -> fit -> evaluate -> report.
 
 :class:`Experiment` is what the command line and ``Experiment(config, out).run()`` use. It
 holds the config, the run folder (:class:`jaxenc.store.RunStore`, which owns every path and
@@ -8,8 +8,13 @@ and hands each stage what it needs:
 - :func:`~jaxenc.experiment.extract.extract` (config, data, store): features into the cache;
 - :func:`~jaxenc.experiment.fitting.fit` (config, data, store, features): every job to
   test-story predictions through :func:`jaxenc.pipeline.fit_predict`;
-- :func:`~jaxenc.experiment.scoring.evaluate` (config, data, store): scores and analyses;
+- :func:`~jaxenc.experiment.scoring.score_run` (config, data, store): scores and analyses;
 - :func:`jaxenc.report.write_report` (results, folder).
+
+The stages and their order are :data:`~jaxenc.experiment.stagelist.STAGES`, which the command
+line reads too. Runs attached to the experiment (:data:`ATTACHED`: the nonlinearity step, when
+the config asks for it) run each stage right after the experiment's own, in
+:meth:`Experiment._run_attached`, the one place they are wired.
 
 Each stage resumes: extraction skips stories already cached, a fit whose predictions were
 stored for the same settings and the same input contents is skipped (:mod:`jaxenc.provenance`),
@@ -32,15 +37,25 @@ from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
-from jaxenc import multihost
+from jaxenc import multihost, report
 from jaxenc import precision as matmul
 from jaxenc.distributed import describe_mesh, run_mesh
 from jaxenc.errors import DataError, DataWarning
+from jaxenc.experiment import fitting, nonlinearity
+from jaxenc.experiment.checks import check_folds, check_memory
 from jaxenc.experiment.config import ExperimentConfig
+from jaxenc.experiment.extract import FeatureReader, extract
 from jaxenc.experiment.rundata import RunData
+from jaxenc.experiment.scoring import score_run
+from jaxenc.experiment.stagelist import STAGES, AttachedRun, Stage
+from jaxenc.report import RunResults
 from jaxenc.store import RunStore
+from jaxenc.synthetic.cortex import parse_cortex
 
-__all__ = ["Experiment"]
+__all__ = ["Experiment", "ATTACHED"]
+
+# The runs attached to an experiment, each run when its config asks for it.
+ATTACHED: tuple[AttachedRun, ...] = (nonlinearity.STEP,)
 
 # The matrix-product precision settings each stage runs at, by config key: checked against the
 # backend before the stage starts, so a setting it lacks stops the stage in one line.
@@ -115,30 +130,49 @@ class Experiment:
     def _done(self) -> None:
         self.store.save_config(self.config.to_dict())
 
+    @functools.cached_property
+    def attached(self) -> list[tuple[AttachedRun, Experiment]]:
+        """The runs of :data:`ATTACHED` that this config asks for, each with its experiment in
+        its sub-folder."""
+        out = []
+        for run in ATTACHED:
+            config = run.config(self.config)
+            if config is not None:
+                out.append((run, Experiment(config, self.out / run.folder, progress=self.progress, log=self.log)))
+        return out
+
+    def _run_attached(self, stage: str, results: RunResults | None = None) -> None:
+        """Run ``stage`` of every attached run, after this run's own; with this run's evaluated
+        ``results``, merge each attached run's into them (:attr:`AttachedRun.merge`). Each takes
+        the timing ``"<folder>/<stage>"``."""
+        for run, exp in self.attached:
+            started = time.perf_counter()
+            self.log(f"{run.title}: {stage} in {exp.out}")
+            out = getattr(exp, stage)()
+            if results is not None:
+                run.merge(results, exp, out)
+            self.timings[f"{run.folder}/{stage}"] = time.perf_counter() - started
+
     @_locked
     def extract(self) -> dict:
         """Extract (or read from the cache) every feature source the config uses; return the index."""
-        from jaxenc.experiment.extract import extract
-
         _check_precisions(self.config, "extract")
         started = self._start()
         index = extract(self.config, self.data, self.store, progress=self.progress, log=self.log)
         self.timings["extract"] = time.perf_counter() - started
+        self._run_attached("extract")
         self._done()
         return index
 
     @_locked
     def fit(self) -> list[str]:
-        """Fit every job of the table and the sweeps, then the nonlinearity step's.
+        """Fit every job of the table and the sweeps, then the attached runs'.
 
         Returns
         -------
         list of str
-            The prediction records' names of this run (not the step's).
+            The prediction records' names of this run (not the attached runs').
         """
-        from jaxenc.experiment import fitting, nonlinearity
-        from jaxenc.experiment.extract import FeatureReader
-
         _check_precisions(self.config, "fit")
         started = self._start()
         self.log(f"fit on {describe_mesh(self.mesh)}")
@@ -146,41 +180,26 @@ class Experiment:
         names = fitting.fit(self.config, self.data, self.store, features, progress=self.progress, log=self.log,
                             bar=self._bar, mesh=self.mesh)
         self.timings["fit"] = time.perf_counter() - started
-        step = nonlinearity.step_experiment(self)
-        if step is not None:
-            started = time.perf_counter()
-            self.log(f"nonlinearity step (planted features on a reshaped twin) in {step.out}")
-            step.extract()
-            step.fit()
-            self.timings["nonlinearity"] = time.perf_counter() - started
+        self._run_attached("fit")
         self._done()
         return names
 
     @_locked
-    def evaluate(self):
-        """Score every prediction on the test story, run the analyses, save the results.
+    def evaluate(self) -> RunResults:
+        """Score every prediction on the test story, run the analyses, evaluate the attached runs
+        and merge their results, save the results.
 
         Returns
         -------
         jaxenc.report.RunResults
         """
-        from jaxenc.experiment import nonlinearity, scoring
-        from jaxenc.experiment.checks import check_memory
-        from jaxenc.experiment.fitting import table_jobs
-
         # `jaxenc evaluate --set evaluate.permutations=...` is checked before the scoring too.
-        check_memory(self.config, self.data, table_jobs(self.config))
+        check_memory(self.config, self.data, fitting.table_jobs(self.config))
         started = self._start()
         self.log(f"evaluate on {describe_mesh(self.mesh)}")
-        results = scoring.evaluate(self.config, self.data, self.store, bar=self._bar)
-        step = nonlinearity.step_experiment(self)
-        if step is not None:
-            step_results = step.evaluate()
-            step.report()
-            results.nonlinearity = nonlinearity.step_summary(step, step_results)
-            for subject, checks in step_results.planted.items():
-                results.planted[nonlinearity.planted_key(subject)] = checks
+        results = score_run(self.config, self.data, self.store, bar=self._bar)
         self.timings["evaluate"] = time.perf_counter() - started
+        self._run_attached("evaluate", results)
         results.timings.update(self.store.merge_timings(self.timings))
         if self.store.writer:
             results.save(self.out)
@@ -199,17 +218,18 @@ class Experiment:
         dict of str to Path
             Empty on the processes of a job other than the writer.
         """
-        from jaxenc.report import RunResults, write_report
-
         try:
             results = RunResults.load(self.out)
         except DataError as err:
             warnings.warn(f"{err}; scoring the stored predictions again", DataWarning, stacklevel=3)
             results = self.evaluate()
-        if not self.store.writer:
-            return {}
-        return write_report(results, self.out, formats=tuple(self.config.report.formats),
-                            flatmaps=self._flatmaps(results.subjects))
+        paths = {}
+        if self.store.writer:
+            paths = report.write_report(results, self.out, formats=tuple(self.config.report.formats),
+                                        flatmaps=self._flatmaps(results.subjects))
+        # Every process: the attached runs' stages wait for each other too.
+        self._run_attached("report")
+        return paths
 
     def _flatmaps(self, subjects) -> dict:
         """``report.flatmaps``; when empty, on a twin with cortical voxels, each subject drawn on
@@ -219,8 +239,6 @@ class Experiment:
         twin = self.config.data.synthetic_config()
         if not twin.cortex:
             return {}
-        from jaxenc.synthetic.cortex import parse_cortex
-
         pycortex_subject, xfm = parse_cortex(twin.cortex)
         return {s: {"pycortex_subject": pycortex_subject, "xfm": xfm, "rois": [twin.cortex_roi]} for s in subjects}
 
@@ -236,20 +254,29 @@ class Experiment:
         ConfigError
             Naming the setting to change.
         """
-        from jaxenc.experiment.checks import check_folds, check_memory
-        from jaxenc.experiment.fitting import table_jobs
-
-        jobs = table_jobs(self.config)
+        jobs = fitting.table_jobs(self.config)
         check_folds(self.config, self.data, jobs)
         check_memory(self.config, self.data, jobs)
 
     @_locked
-    def run(self) -> dict:
-        """All four stages in order; returns the report paths."""
+    def run(self, *, before: Callable[[Stage], None] | None = None) -> dict:
+        """The checks, then every stage of :data:`~jaxenc.experiment.stagelist.STAGES` in order.
+
+        Parameters
+        ----------
+        before : callable, optional
+            Called with each :class:`~jaxenc.experiment.stagelist.Stage` as it starts (the
+            command line prints its title).
+
+        Returns
+        -------
+        dict of str to Path
+            The report's paths (what the last stage, ``report``, returns).
+        """
         self.check()
-        self.extract()
-        self.store.merge_timings(self.timings)
-        self.fit()
-        self.store.merge_timings(self.timings)
-        self.evaluate()
-        return self.report()
+        for stage in STAGES:
+            if before is not None:
+                before(stage)
+            out = getattr(self, stage.name)()
+            self.store.merge_timings(self.timings)
+        return out

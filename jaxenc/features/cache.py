@@ -47,6 +47,7 @@ import numpy as np
 import tensorstore as ts
 
 from jaxenc import __version__
+from jaxenc.ckpt.files import resolve_checkpoint
 from jaxenc.errors import ConfigError, DataError, DataWarning
 from jaxenc.provenance import combined, file_sha256
 from jaxenc.store import named_os_errors, process_gone
@@ -443,8 +444,6 @@ def checkpoint_revision(path_or_hub_id, *, revision: str | None = None) -> str:
     CheckpointError
         Neither a directory nor a Hub id found in the local cache.
     """
-    from jaxenc.ckpt.files import resolve_checkpoint
-
     directory = resolve_checkpoint(path_or_hub_id, revision=revision).resolve()
     if directory.parent.name == "snapshots":
         return directory.name

@@ -11,11 +11,13 @@ Every function takes arrays (numpy or JAX), never paths or models: ``(n_trs, n_v
   :func:`fdr_bh` (Benjamini-Hochberg).
 - :mod:`~jaxenc.metrics.partition`: :func:`variance_partition` between two feature spaces and
   :func:`best_model` per voxel.
-- :mod:`~jaxenc.metrics.scores` and :mod:`~jaxenc.metrics.scoring`: the test-story scores
-  every scoring path reports, defined once: :func:`score` (a prediction and the test repeats
-  in, :class:`Scores` out: r, the paper's r2 = r·|r|, r2_cod, cc_norm, permutation p and FDR
-  on the rows kept after the test-story trim, with the settings of :class:`ScoreConfig`;
-  voxel chunk by voxel chunk at full size) and its per-voxel building block
+- :mod:`~jaxenc.metrics.protocol`: what a test-story score is, defined once and numpy only:
+  :class:`Scores` (r, the paper's r2 = r·|r|, r2_cod, cc_norm, permutation p and FDR per
+  voxel), its settings :class:`ScoreConfig` and the test-story trim (:func:`protocol_trim`,
+  :func:`drop_first_rows`).
+- :mod:`~jaxenc.metrics.scoring`: the one scoring function that computes them, :func:`score`
+  (a prediction and the test repeats in, :class:`Scores` out, on the rows kept after the trim;
+  voxel chunk by voxel chunk at full size), and its per-voxel building block
   :func:`voxel_scores`.
 
 The names are loaded on first use: :class:`Scores` and :class:`ScoreConfig` need numpy only,
@@ -43,13 +45,13 @@ _WHERE = {
     "UNIQUE_B": "partition",
     "SHARED": "partition",
     "NOT_SIGNIFICANT": "partition",
-    "ScoreConfig": "scores",
-    "Scores": "scores",
-    "signed_r2": "scores",
-    "drop_first_rows": "scores",
-    "protocol_trim": "scores",
-    "VOXEL_SCORES": "scores",
-    "SCORE_ARRAYS": "scores",
+    "ScoreConfig": "protocol",
+    "Scores": "protocol",
+    "signed_r2": "protocol",
+    "drop_first_rows": "protocol",
+    "protocol_trim": "protocol",
+    "VOXEL_SCORES": "protocol",
+    "SCORE_ARRAYS": "protocol",
     "score": "scoring",
     "scored_ceiling": "scoring",
     "voxel_scores": "scoring",

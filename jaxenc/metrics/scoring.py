@@ -2,9 +2,9 @@
 
 :func:`score` is what the command line, the Python API and the analyses all call; at full size
 it takes the prediction voxel chunk by voxel chunk. :func:`voxel_scores` is its per-voxel
-building block without permutations (what :func:`jaxenc.train.evaluate` reports), and
-:func:`scored_ceiling` the noise ceiling on the rows scored. The definitions (r, the paper's r2
-= r·|r|, r2_cod, cc_norm, the test-story trim) are those of :mod:`jaxenc.metrics.scores`.
+building block without permutations, and :func:`scored_ceiling` the noise ceiling on the rows
+scored. The definitions (r, the paper's r2
+= r·|r|, r2_cod, cc_norm, the test-story trim) are those of :mod:`jaxenc.metrics.protocol`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.metrics.correlation import pearson_r, r2_score
 from jaxenc.metrics.noise_ceiling import cc_max, cc_norm
-from jaxenc.metrics.scores import CC_MAX_FLOOR, VOXEL_SCORES, ScoreConfig, Scores, drop_first_rows, signed_r2
+from jaxenc.metrics.protocol import CC_MAX_FLOOR, VOXEL_SCORES, ScoreConfig, Scores, drop_first_rows, signed_r2
 from jaxenc.metrics.significance import fdr_bh, permutation_test
 
 __all__ = ["score", "voxel_scores", "scored_ceiling", "CHUNK"]

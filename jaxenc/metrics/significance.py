@@ -27,11 +27,11 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 def _check_blocks(n_trs: int, block_size: int) -> None:
     if not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ConfigError(f"block_size must be a positive integer of TRs, got {block_size!r}")
+        raise ConfigError(f"block_size must be a positive integer of TRs, got {block_size!r}", setting="block_size")
     if -(-n_trs // block_size) < 2:
         raise ConfigError(
-            f"block_size={block_size} leaves fewer than 2 blocks in {n_trs} TRs; nothing to permute"
-        )
+            f"block_size={block_size} leaves fewer than 2 blocks in {n_trs} TRs; nothing to permute",
+            setting="block_size")
 
 
 @partial(jax.jit, static_argnames=("n_trs", "block_size"))

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from jaxenc.analysis.partition import partition_rows
 from jaxenc.errors import ConfigError
 from jaxenc.featuresets import FEATURE_SETS, MODALITIES, FeatureSet, modalities
-from jaxenc.metrics.scores import ScoreConfig
+from jaxenc.metrics.protocol import ScoreConfig
 from jaxenc.metrics.scoring import score, scored_ceiling
 from jaxenc.models.registry import RidgeOptions
 from jaxenc.pipeline.designs import AlignOptions, Designs

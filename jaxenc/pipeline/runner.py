@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxenc.analysis.interactions import fit_interaction_shares
 from jaxenc.decomp import PCA, ShardedPCA
 from jaxenc.distributed import RUN_AXIS, to_host
 from jaxenc.errors import AlignmentError, ConfigError, DataWarning
@@ -309,8 +310,6 @@ def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, trai
 
 def _interaction_shares(spec: EncoderSpec, fit, subject: str, arrays: SubjectArrays, X_test) -> np.ndarray:
     """Per voxel, the interaction share of a subject's fold models, averaged (float32)."""
-    from jaxenc.analysis.interactions import fit_interaction_shares
-
     audio, semantic = modality_ranges(spec, arrays.bands, arrays.n_delays, X_test.shape[1])
     shares = fit_interaction_shares(fit, subject, X_test, audio, semantic)
     return np.asarray(shares.mean_over_models().interaction, np.float32)

@@ -20,6 +20,7 @@ __all__ = ["ModelResult", "RunResults", "write_report"]
 
 def __getattr__(name):
     if name == "write_report":
+        # Deferred: the renderer loads matplotlib, which loading run results need not.
         from jaxenc.report.render import write_report
 
         return write_report

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxenc.errors import ConfigError, DataError
-from jaxenc.metrics.scores import SCORE_ARRAYS, Scores
+from jaxenc.metrics.protocol import SCORE_ARRAYS, Scores
 from jaxenc.store import RunStore
 
 __all__ = ["ModelResult", "RunResults", "slug", "check_subject_name", "FORMAT_VERSION"]

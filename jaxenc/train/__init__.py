@@ -1,10 +1,11 @@
-"""Fold x subject parallel training of the nonlinear encoders, and their evaluation.
+"""Fold x subject parallel training of the nonlinear encoders.
 
 :func:`fit_encoders` trains one model per (subject, story-grouped fold, hyperparameter point)
 in one compiled, vmapped program with per-model early stopping and orbax checkpoints;
-:func:`fit_encoders_arrays` does the same from row-aligned matrices and a story label per row;
-:func:`evaluate` scores the fold-averaged test-story predictions per voxel. Inputs are arrays
-(delayed features and responses per story), never paths.
+:func:`fit_encoders_arrays` does the same from row-aligned matrices and a story label per row.
+Inputs are arrays (delayed features and responses per story), never paths. A fit's
+fold-averaged test-story predictions (:meth:`EncoderFit.predict`) are scored by the one scoring
+function, :func:`jaxenc.metrics.score`.
 
 The pieces, each usable alone: :mod:`jaxenc.train.stack` (folds, fold PCAs and the stacked
 host arrays), :mod:`jaxenc.train.program` (the compiled chunk program) and
@@ -12,7 +13,6 @@ host arrays), :mod:`jaxenc.train.program` (the compiled chunk program) and
 """
 
 from jaxenc.train.config import ModelKey, NonFiniteError, TrainConfig
-from jaxenc.train.evaluate import evaluate, summarize
 from jaxenc.train.fit import EncoderFit, fit_encoders, fit_encoders_arrays
 from jaxenc.train.folds import story_folds
 from jaxenc.train.stack import SubjectData
@@ -26,6 +26,4 @@ __all__ = [
     "fit_encoders",
     "fit_encoders_arrays",
     "story_folds",
-    "evaluate",
-    "summarize",
 ]

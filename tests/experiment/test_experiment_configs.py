@@ -84,9 +84,10 @@ def test_more_training_trim_drops_the_same_rows_of_features_and_responses(prepar
     from jaxenc.experiment.extract import FeatureReader
     from jaxenc.experiment.fitting import Job, run_designs
     from jaxenc.featuresets import AUDIO, FeatureSource
+    from jaxenc.models import encoder
 
     planted = TINY + ["audio.source=planted", "semantic.source=planted"]
-    job = Job((FeatureSource(AUDIO),), "ridge", "voxels")
+    job = Job((FeatureSource(AUDIO),), encoder("ridge"), "voxels")
     arrays = {}
     for trim in ((10, 5), (13, 6)):
         out = run_folder(tmp_path / f"trim{trim[0]}", prepared)

@@ -1,13 +1,13 @@
 """Every scoring path of jaxenc gives the same per-voxel scores on the same prediction.
 
 The paths: jaxenc.metrics.score on the whole prediction and chunk of voxels by chunk (the
-full-size path), jaxenc.train.evaluate (its per-voxel building block) and the experiment's
-evaluate stage on a stored prediction; all with their default trim (the protocol's share of
-the test story) and floor (0.25). The scores themselves are pinned against formulas in
-tests/metrics/test_scores.py; here two float32 computations are compared, within
-``score_tolerances`` (tests/_tolerance.py) for two computations: chunking or batching changes
-how XLA vectorises the sums. A path that scores other rows (another trim) or another floor
-differs by 1e-2 or more.
+full-size path), jaxenc.metrics.voxel_scores (its per-voxel building block) and the
+experiment's evaluate stage (jaxenc.experiment.scoring.score_run) on a stored prediction; all
+with their default trim (the protocol's share of the test story) and floor (0.25). The scores
+themselves are pinned against formulas in tests/metrics/test_scores.py; here two float32
+computations are compared, within ``score_tolerances`` (tests/_tolerance.py) for two
+computations: chunking or batching changes how XLA vectorises the sums. A path that scores
+other rows (another trim) or another floor differs by 1e-2 or more.
 """
 
 from types import SimpleNamespace
@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 
 from jaxenc.experiment import load_config
-from jaxenc.experiment.scoring import evaluate as evaluate_stage
-from jaxenc.metrics import VOXEL_SCORES, ScoreConfig, protocol_trim, score
+from jaxenc.experiment.scoring import score_run
+from jaxenc.metrics import VOXEL_SCORES, ScoreConfig, protocol_trim, score, voxel_scores
 from jaxenc.store import RunStore
-from jaxenc.train import evaluate
 from tests._tolerance import assert_within, score_tolerances
 
 N_REPEATS, N_TRS, N_VOXELS = 4, 73, 21  # the demo twin's test story length
@@ -34,16 +33,6 @@ def _data(seed=0):
     return prediction, repeats
 
 
-class _StoredFit:
-    """A stand-in for an EncoderFit whose fold-averaged prediction is given."""
-
-    def __init__(self, prediction):
-        self.prediction = prediction
-
-    def predict(self, features, grid=None):
-        return {subject: self.prediction for subject in features}
-
-
 def _experiment_scores(prediction, repeats, folder):
     """The evaluate stage on one stored prediction of a run store, the dataset stubbed."""
     config = load_config(None, ['table.models=["ridge"]', 'table.feature_sets=["audio"]',
@@ -54,7 +43,7 @@ def _experiment_scores(prediction, repeats, folder):
                           {"features": "audio", "model": "ridge", "target": "voxels"})
     data = SimpleNamespace(subjects=["S"], truth=None,
                            dataset=SimpleNamespace(test_repeats=lambda subject: repeats))
-    return evaluate_stage(config, data, store).models[0].scores
+    return score_run(config, data, store).models[0].scores
 
 
 @pytest.mark.slow
@@ -64,8 +53,7 @@ def test_every_scoring_path_gives_the_same_scores(tmp_path):
     target = repeats.mean(axis=0)
     paths = {
         "chunked": score(lambda c0, c1: prediction[:, c0:c1], repeats, CONFIG, chunk=8).arrays(),
-        "train": evaluate(_StoredFit(prediction), {"S": np.zeros((N_TRS, 3))}, {"S": target},
-                          repeats={"S": repeats})["S"],
+        "voxel_scores": voxel_scores(target, prediction, repeats),
         "experiment": _experiment_scores(prediction, repeats, tmp_path).arrays(),
     }
     bounds = score_tolerances(prediction, repeats, protocol_trim(N_TRS), CONFIG.floor, computations=2)

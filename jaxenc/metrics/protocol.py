@@ -1,4 +1,4 @@
-"""The test-story scores every scoring path of jaxenc reports, defined once.
+"""The scoring protocol: what a test-story score is, with which settings, on which rows.
 
 "Mind the Gap" (arXiv 2502.12771) and the protocol it follows (Antonello et al. 2023) score a
 prediction of the held-out test story per voxel by:
@@ -17,11 +17,11 @@ of wheretheressmoke (its features are trimmed ``50:-5`` instead of ``10:-5``); b
 :func:`protocol_trim`: 40 of ds003020's 291 rows, 10 of the demo twin's 73, 7 of the tiny
 twin's 50.
 
-This module defines what a score is: :class:`Scores` (the per-voxel arrays every scoring path
-returns and the run results store as they are, with the one :meth:`~Scores.summary` every table
-shows), :class:`ScoreConfig` (the settings) and the test-story trim. It imports numpy only, so
-run results load without JAX; :func:`jaxenc.metrics.score` in :mod:`~jaxenc.metrics.scoring`
-computes them.
+This module defines, once for every scoring path, what a score is: :class:`Scores` (the
+per-voxel arrays every scoring path returns and the run results store as they are, with the one
+:meth:`~Scores.summary` every table shows), :class:`ScoreConfig` (the settings) and the
+test-story trim. It imports numpy only, so run results load without JAX; the one function that
+computes them, :func:`jaxenc.metrics.score`, is in :mod:`~jaxenc.metrics.scoring` (JAX).
 """
 
 from __future__ import annotations
@@ -81,13 +81,13 @@ class ScoreConfig:
         """Raise :class:`ConfigError` naming the first setting that cannot be used."""
         for name in ("permutations", "block_size"):
             if not getattr(self, name) >= 1:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}", setting=name)
         if not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}")
+            raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}", setting="alpha")
         if not 0 < self.floor <= 1:
-            raise ConfigError(f"floor must be in (0, 1], got {self.floor}")
+            raise ConfigError(f"floor must be in (0, 1], got {self.floor}", setting="floor")
         if self.test_trim is not None and self.test_trim < 0:
-            raise ConfigError(f"test_trim must be at least 0, got {self.test_trim}")
+            raise ConfigError(f"test_trim must be at least 0, got {self.test_trim}", setting="test_trim")
 
 
 def _mean(values: np.ndarray) -> float:
