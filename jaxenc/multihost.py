@@ -42,6 +42,9 @@ that all processes ended with the same arrays.
 ``--cpu-devices K`` gives each process K CPU devices (JAX's gloo collectives carry the traffic
 between processes), which is how the test suite (tests/test_multihost.py) runs 2 processes
 x 4 devices on one machine.
+
+The ``jaxenc`` command imports this module for its options, and ``jaxenc --help`` loads no
+JAX: everything that needs JAX is imported inside the functions that use it.
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ def _planted_ridge(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _planted_subject(seed: int, n_stories: int, n_voxels: int, rows: tuple[int, int]):
+    # Inside: this module loads without JAX (see the module docstring).
     from jaxenc.train import SubjectData
 
     rng = np.random.default_rng(seed)
@@ -145,6 +149,7 @@ def _digest(*arrays) -> str:
 
 
 def _check_pca(mesh, shard: str) -> dict:
+    # Inside: this module loads without JAX (see the module docstring).
     from jaxenc.decomp import pca_fit, pca_inverse, pca_transform
     from jaxenc.decomp.sharded import pca_fit_sharded, pca_inverse_sharded, pca_transform_sharded
     from jaxenc.distributed import to_host
@@ -172,6 +177,7 @@ def _check_pca(mesh, shard: str) -> dict:
 
 
 def _check_ridge(mesh) -> dict:
+    # Inside: this module loads without JAX (see the module docstring).
     from jaxenc.distributed import to_host
     from jaxenc.models import RidgeCV
     from jaxenc.models.ridge_sharded import ShardedRidgeCV
@@ -196,6 +202,7 @@ def _check_ridge(mesh) -> dict:
 
 
 def _leaves(state) -> list[np.ndarray]:
+    # Inside: this module loads without JAX (see the module docstring).
     import jax
 
     return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
@@ -203,6 +210,7 @@ def _leaves(state) -> list[np.ndarray]:
 
 
 def _check_fit(mesh) -> dict:
+    # Inside: this module loads without JAX (see the module docstring).
     from jaxenc.models.nonlinear import MLP
     from jaxenc.train import TrainConfig, fit_encoders
 
@@ -278,8 +286,10 @@ def main(argv=None) -> int:
     except JaxencError as error:
         print(f"jaxenc: error: {error}", file=sys.stderr)
         return 2
+    # Inside: this module loads without JAX (see the module docstring).
     import jax
 
+    # Inside: this module loads without JAX (see the module docstring).
     from jaxenc.distributed import make_mesh
 
     index, count = jax.process_index(), jax.process_count()
@@ -443,9 +453,11 @@ def join(job: Job | None, cpu_devices: int | None = None) -> Processes:
         Run on this many CPU devices per process, talking through gloo between processes.
         Must come before anything starts JAX's backend.
     """
+    # Inside: this module loads without JAX (see the module docstring).
     import jax
 
     if cpu_devices is not None:
+        # Inside: this module loads without JAX (see the module docstring).
         from jaxenc.distributed import PATIENT_CPU_COLLECTIVES
 
         # Read when the backend starts, which jax.distributed.initialize does below.

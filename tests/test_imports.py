@@ -14,7 +14,7 @@ import jaxenc
 ROOT = Path(jaxenc.__file__).parent
 # Being reworked for several processes on another branch (issue 20 item 2): held to the comment
 # rule once merged.
-_NOT_YET = {"jaxenc.multihost", "jaxenc.experiment.extract"}
+_NOT_YET = {"jaxenc.experiment.extract"}
 
 
 def _modules() -> dict[str, Path]:
