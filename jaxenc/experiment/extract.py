@@ -48,7 +48,12 @@ def extract(config, data, store: RunStore, *, progress: bool = True, log: Callab
     check_inputs(data, log)
     digests = InputDigests(store)
     extractor = _Extractor(config, data, store, cache, progress, log, digests)
-    index = {AUDIO: extractor.whisper() if config.audio.source == "whisper" else extractor.planted()}
+    # The table's window, then the window sweep's (each its own extraction and cache keys).
+    windows = (None, *config.analyses.window_sweep)
+    if config.audio.source == "whisper":
+        index = extractor.whisper(windows)
+    else:
+        index = {FeatureSource(AUDIO, window=w).extraction: extractor.planted(window_s=w) for w in windows}
     if config.semantic.source == "llama":
         index[SEMANTIC] = extractor.llama(SEMANTIC, config.semantic.model, {}, config.semantic.layer,
                                           tuple(config.analyses.layer_sweep))
@@ -85,11 +90,13 @@ class _Extractor:
         """Each story's content digest of the file its features of ``kind`` come from."""
         return self.digests.stories(kind, self.data, self.data.stories)
 
-    def planted(self) -> dict:
-        """The index entry of a planted source: the twin's stimulus files it reads."""
+    def planted(self, window_s: float | None = None) -> dict:
+        """The index entry of a planted source: the twin's stimulus files it reads, and the
+        audio window its properties are averaged over (None: the properties of the moment)."""
+        entry = {"kind": "planted"} if window_s is None else {"kind": "planted", "window_s": window_s}
         if self.data.truth is None:
-            return {"kind": "planted"}
-        return {"kind": "planted", "inputs": self.inputs("planted")}
+            return entry
+        return {**entry, "inputs": self.inputs("planted")}
 
     def verified(self, extract_keys: Callable[[], dict]) -> dict:
         """``extract_keys()``, run again if a cached entry it skipped fails its checksum.
@@ -122,7 +129,10 @@ class _Extractor:
         words = [str(w) for story in self.data.stories for w in self.data.dataset.words(story).label]
         return defaults.write_default_llama(folder, words, seed=self.config.seed, **sizes)
 
-    def whisper(self) -> dict:
+    def whisper(self, windows) -> dict:
+        """Whisper features over each window of ``windows`` (seconds of context; None: the
+        table's), one index entry each (keys :attr:`FeatureSource.extraction`); the encoder is
+        loaded once."""
         from jaxenc.ckpt import load_whisper_encoder
         from jaxenc.features import LogMelFrontend, checkpoint_revision, defaults, whisper_story_features
 
@@ -137,18 +147,23 @@ class _Extractor:
             layer = defaults.DEFAULT_WHISPER_LAYER if cfg.model == "default" else n_layers
         _check_layers([layer], n_layers, "audio.layer", cfg.model)
         name = "jaxenc-default-whisper" if cfg.model == "default" else cfg.model
-        window = cfg.window()
-        self.log(f"audio features: Whisper encoder {name}, layer {layer} of {n_layers}, "
-                 f"{np.dtype(module.dtype).name}, windows {window}")
-        keys = self.verified(functools.partial(
-            whisper_story_features,
-            self.cache, module, LogMelFrontend.from_pretrained(directory),
-            functools.partial(self.data.dataset.audio, sample_rate=16000), self.data.stories,
-            model=name, revision=checkpoint_revision(directory), layers=[layer],
-            batch_size=cfg.batch_size, progress=self.progress, mesh=extraction_mesh(),
-            inputs=self.inputs("whisper"), **window,
-        ))
-        return {"kind": "whisper", "model": name, "layer": layer, "window_s": window, "keys": _keys_json(keys)}
+        frontend = LogMelFrontend.from_pretrained(directory)
+        index = {}
+        for context_s in windows:
+            window = cfg.window(context_s)
+            self.log(f"audio features: Whisper encoder {name}, layer {layer} of {n_layers}, "
+                     f"{np.dtype(module.dtype).name}, windows {window}")
+            keys = self.verified(functools.partial(
+                whisper_story_features,
+                self.cache, module, frontend,
+                functools.partial(self.data.dataset.audio, sample_rate=16000), self.data.stories,
+                model=name, revision=checkpoint_revision(directory), layers=[layer],
+                batch_size=cfg.batch_size, progress=self.progress, mesh=extraction_mesh(),
+                inputs=self.inputs("whisper"), **window,
+            ))
+            index[FeatureSource(AUDIO, window=context_s).extraction] = {
+                "kind": "whisper", "model": name, "layer": layer, "window_s": window, "keys": _keys_json(keys)}
+        return index
 
     def llama(self, label: str, model: str, sizes: dict, layer: int, extra: tuple) -> dict:
         from jaxenc.ckpt import load_llama
@@ -218,7 +233,8 @@ class FeatureReader:
         if entry["kind"] == "planted":
             if self.data.truth is None:
                 raise ConfigError(f"{source.modality}.source = 'planted' needs the synthetic twin (data.root = '')")
-            return planted_features(self.data.truth, self.data.stories)[source.modality]
+            return planted_features(self.data.truth, self.data.stories, window_s=entry.get("window_s"),
+                                    layer=source.layer)[source.modality]
         from jaxenc.features import FeatureCache, FeatureKey
 
         cache = FeatureCache(self.store.path(RunStore.FEATURES))

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from jaxenc.analysis.sweeps import LAYER_SWEEP, MODEL_SWEEP
+from jaxenc.analysis.sweeps import LAYER_SWEEP, MODEL_SWEEP, WINDOW_SWEEP
 from jaxenc.errors import DataError
 from jaxenc.experiment.checks import check_folds, check_memory
-from jaxenc.featuresets import JOINT, SEMANTIC, FeatureSource, modalities
+from jaxenc.featuresets import AUDIO, JOINT, SEMANTIC, FeatureSource, modalities
 from jaxenc.models.registry import encoder
 from jaxenc.pipeline.designs import GRID_TRIM, align_stories, stack_design, training_responses
 from jaxenc.pipeline.runner import SubjectArrays, fit_predict
@@ -66,6 +66,9 @@ def table_jobs(config) -> list[Job]:
     for spec in config.analyses.size_sweep:
         jobs.append(Job((FeatureSource(SEMANTIC, model=spec.label),), "ridge", "voxels", MODEL_SWEEP, 0.0,
                         spec.label))
+    for window in config.analyses.window_sweep:
+        jobs.append(Job((FeatureSource(AUDIO, window=window),), "ridge", "voxels", WINDOW_SWEEP, float(window),
+                        f"{window:g} s"))
     return jobs
 
 
@@ -198,7 +201,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
         meta = {"features": job.features, "model": job.model, "target": job.target, "digest": digest,
                 "seconds": round(seconds, 2), **result.info}
         if job.sweep:
-            meta.update(sweep=job.sweep, x=job.x, x_label=job.x_label)
+            meta.update(sweep=job.sweep, x=job.x, x_label=job.x_label, source=features.entry(job.sources[0])["kind"])
         if job.sweep == MODEL_SWEEP:
             meta["x"] = float(features.entry(job.sources[0]).get("n_params", 0))
         if result.interactions:
