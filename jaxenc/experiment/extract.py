@@ -53,12 +53,16 @@ def extract(config, data, store: RunStore, *, progress: bool = True, log: Callab
     if config.audio.source == "whisper":
         index = extractor.whisper(windows)
     else:
-        index = {FeatureSource(AUDIO, window=w).extraction: extractor.planted(window_s=w) for w in windows}
+        # The planted properties averaged over audio.context_s at the table (0: of the moment).
+        table = {None: config.audio.context_s or None}
+        index = {FeatureSource(AUDIO, window=w).extraction: extractor.planted(window_s=table.get(w, w))
+                 for w in windows}
     if config.semantic.source == "llama":
         index[SEMANTIC] = extractor.llama(SEMANTIC, config.semantic.model, {}, config.semantic.layer,
                                           tuple(config.analyses.layer_sweep))
     else:
-        index[SEMANTIC] = extractor.planted()
+        # The table's layer of the planted language model (-1: layer 0, each word's own vector).
+        index[SEMANTIC] = extractor.planted(layer=max(config.semantic.layer, 0))
     for spec in config.analyses.size_sweep:
         source = FeatureSource(SEMANTIC, model=spec.label)
         index[source.extraction] = extractor.llama(spec.label, spec.model, spec.sizes, spec.layer, ())
@@ -90,10 +94,14 @@ class _Extractor:
         """Each story's content digest of the file its features of ``kind`` come from."""
         return self.digests.stories(kind, self.data, self.data.stories)
 
-    def planted(self, window_s: float | None = None) -> dict:
-        """The index entry of a planted source: the twin's stimulus files it reads, and the
-        audio window its properties are averaged over (None: the properties of the moment)."""
-        entry = {"kind": "planted"} if window_s is None else {"kind": "planted", "window_s": window_s}
+    def planted(self, window_s: float | None = None, layer: int = 0) -> dict:
+        """The index entry of a planted source: the twin's stimulus files it reads, the audio
+        window its properties are averaged over (None: the properties of the moment) and the
+        planted language model's layer of the table (:func:`jaxenc.pipeline.planted_features`)."""
+        # Only what differs from the twin's own properties, so the entries (and the digests of
+        # the fits reading them) of runs without sweeps stay what they were.
+        entry = {"kind": "planted", **({"layer": layer} if layer else {}),
+                 **({"window_s": window_s} if window_s is not None else {})}
         if self.data.truth is None:
             return entry
         return {**entry, "inputs": self.inputs("planted")}
@@ -233,8 +241,9 @@ class FeatureReader:
         if entry["kind"] == "planted":
             if self.data.truth is None:
                 raise ConfigError(f"{source.modality}.source = 'planted' needs the synthetic twin (data.root = '')")
+            layer = entry.get("layer", 0) if source.layer is None else source.layer
             return planted_features(self.data.truth, self.data.stories, window_s=entry.get("window_s"),
-                                    layer=source.layer)[source.modality]
+                                    layer=layer)[source.modality]
         from jaxenc.features import FeatureCache, FeatureKey
 
         cache = FeatureCache(self.store.path(RunStore.FEATURES))

@@ -136,7 +136,8 @@ class AudioConfig:
     layer: int = -1
     # Seconds of audio before each new chunk; 0: the paper's 16 s for a checkpoint, the
     # embedded model's short default window for "default". Costs nothing extra with a fixed
-    # input_s; sets the shortest input_s.
+    # input_s; sets the shortest input_s. With source = "planted": seconds the twin's audio
+    # properties are averaged over (0: the properties of the moment).
     context_s: float = 0.0
     # Seconds of new audio per window (the first window is one chunk long).
     chunk_s: float = 0.1
@@ -225,7 +226,9 @@ class SemanticConfig:
     # Hub id (e.g. "huggyllama/llama-7b").
     model: str = "default"
     # Layer of the table; -1: the default model's default layer, or 12/32 of the depth of
-    # another model (the paper's layer 12 of LLaMA-7B).
+    # another model (the paper's layer 12 of LLaMA-7B). With source = "planted": the layer of
+    # the twin's planted language model (layer L averages each word's vector over 4**L words;
+    # -1: layer 0, each word's own vector).
     layer: int = -1
     # Words fed before each word. [lookback1, lookback2]: the paper's scheme, a look-back that
     # grows by one word per word and drops from lookback2 to lookback1 (256 to 512 preceding
