@@ -84,6 +84,9 @@ SMALL = ["data.preset=tiny", 'data.subjects=["UTS01"]', "data.synthetic={n_train
          'table.feature_sets=["audio"]', 'table.models=["ridge"]', "semantic.source=planted"]
 
 
+# Slow (about 30 s on 2 loaded cores: the embedded Whisper over two stories at two windows),
+# like the other extraction-stage key test; CI runs it with -m slow.
+@pytest.mark.slow
 def test_the_window_sweep_extracts_each_window_once(tmp_path, monkeypatch):
     """One extraction per window, keyed by its window; the table's window (1 s for the embedded
     encoder) is the sweep's first, so it is extracted once; a second run computes nothing."""
