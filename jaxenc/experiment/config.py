@@ -129,7 +129,7 @@ class ExperimentConfig:
         if self.audio.source == "whisper":
             for window in self.analyses.window_sweep:
                 try:
-                    self.audio.check_window(self.audio.window(window), f"analyses.window_sweep {window:g}")
+                    self.audio.check_window(self.audio.window(window), f"analyses.window_sweep {window:g}: input_s")
                 except ConfigError as err:
                     raise ConfigError(str(err), path=where) from None
         return self

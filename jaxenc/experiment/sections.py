@@ -181,13 +181,13 @@ class AudioConfig:
 
     @staticmethod
     def check_window(window: dict, key: str) -> None:
-        """Raise :class:`ConfigError` (naming ``key``) unless ``window`` fits the encoder's input:
-        an even number of 10 ms frames from its window's length plus 0.02 s to 30 s."""
+        """Raise :class:`ConfigError` (starting with ``key``) unless ``window``'s input_s fits the
+        encoder: an even number of 10 ms frames from its window's length plus 0.02 s to 30 s."""
         shortest = window["context_s"] + window["chunk_s"] + _FRAME_S * 2
         even = round(window["input_s"] / _FRAME_S) % 2 == 0
         if not (even and shortest - 1e-9 <= window["input_s"] <= _LONGEST_INPUT_S):
             raise ConfigError(
-                f"{key}: input_s must be an even number of 10 ms frames from {shortest:.2f} s "
+                f"{key} must be an even number of 10 ms frames from {shortest:.2f} s "
                 f"(context_s + chunk_s + 0.02, the window itself) to {_LONGEST_INPUT_S:g} s, got "
                 f"{window['input_s']:g} (context_s {window['context_s']:g})")
 
