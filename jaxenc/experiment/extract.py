@@ -1,7 +1,8 @@
 """The extract stage: every feature source a config uses, into the run's tensorstore cache.
 
-:func:`extract` runs the Whisper encoder over the stories' audio and LLaMA models over their
-words (the table's models and those of the model-size sweep), skipping stories already cached,
+:func:`extract` runs the Whisper encoder over the stories' audio (at the table's window and at
+each of the window sweep's, each window its own cache keys) and LLaMA models over their words
+(the table's models and those of the model-size sweep), skipping stories already cached,
 and writes what it produced to ``features/index.json``; :class:`FeatureReader` reads a
 :class:`~jaxenc.featuresets.FeatureSource` back as ``{story: (times, values)}``.
 """

@@ -1,7 +1,7 @@
 """The fit stage: every job of the table and the sweeps, run by the one job runner.
 
 A job is one (feature set, encoder, target) for all subjects of the run; the sweeps are jobs
-too (ridge on another layer or model of the semantic source). :class:`Designs` builds each
+too (ridge on another layer or model of the semantic source, or another audio window). :class:`Designs` builds each
 job's arrays with :mod:`jaxenc.pipeline.designs` (each source aligned once, stacked per
 subject); :func:`jaxenc.pipeline.fit_predict` fits them; the run store keeps each job's
 predictions under the digest of the settings and the input contents they depend on
