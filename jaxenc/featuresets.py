@@ -2,9 +2,10 @@
 
 A *feature set* of the table is a modality (``"audio"``, ``"semantic"``) or their
 concatenation (``"audio+semantic"``). A *feature source* is where one modality's features come
-from: the table's model at its table layer, another layer of it (the layer sweep), or another
-model (the model-size sweep). Sources are values, never strings parsed back: their labels in
-tables and file names are derived from them (:attr:`FeatureSource.name`).
+from: the table's model at its table layer, another layer of it (the layer sweep), another
+model (the model-size sweep), or the audio model over another window (the window sweep).
+Sources are values, never strings parsed back: their labels in tables and file names are
+derived from them (:attr:`FeatureSource.name`).
 
 Features travel as ``{story: (times, values)}`` (:data:`FeatureSet`): time stamps in seconds
 from sound onset (word midpoints or frame times) and the matching rows, so planted features of
@@ -72,23 +73,31 @@ class FeatureSource:
         (an entry of the model-size sweep).
     layer : int or None
         None: the model's table layer; otherwise that hidden layer (the layer sweep).
+    window : float or None
+        None: the table's audio window; otherwise seconds of audio context before each chunk
+        (``audio.context_s``, the window sweep; audio only), extracted on its own.
     """
 
     modality: str
     model: str = ""
     layer: int | None = None
+    window: float | None = None
 
     def __post_init__(self):
         if self.modality not in MODALITIES:
             raise ConfigError(f"unknown modality {self.modality!r}; expected one of {list(MODALITIES)}")
+        if self.window is not None and (self.modality != AUDIO or not self.window > 0):
+            raise ConfigError(f"a window must be positive seconds of an audio source, got {self.modality!r} "
+                              f"window {self.window!r}")
 
     @property
     def extraction(self) -> str:
-        """Key of the extraction it reads in the run's feature index (one per model)."""
-        return f"{self.modality}/{self.model}" if self.model else self.modality
+        """Key of the extraction it reads in the run's feature index (one per model and window)."""
+        key = f"{self.modality}/{self.model}" if self.model else self.modality
+        return key if self.window is None else f"{key}/{self.window:g}s"
 
     @property
     def name(self) -> str:
         """Its label in tables and file names: ``"semantic"``, ``"semantic/L3"``,
-        ``"semantic/llama-7b"``."""
+        ``"semantic/llama-7b"``, ``"audio/8s"``."""
         return self.extraction if self.layer is None else f"{self.extraction}/L{self.layer}"

@@ -2,8 +2,9 @@
 
 - :mod:`~jaxenc.analysis.partition`: audio versus semantic per voxel for every model fitted on
   the three feature sets (:func:`partition_sets`, :func:`partition_rows`).
-- :mod:`~jaxenc.analysis.sweeps`: the layer, model-size and depth sweeps as curves
-  (:func:`sweep_curves`); each of their fits is a job of :func:`jaxenc.pipeline.fit_predict`.
+- :mod:`~jaxenc.analysis.sweeps`: the layer, model-size, audio-window and depth sweeps as
+  curves (:func:`sweep_curves`) and where a curve peaks (:func:`curve_argmax`); each of their
+  fits is a job of :func:`jaxenc.pipeline.fit_predict`.
 - :mod:`~jaxenc.analysis.clustering`: voxels labelled by their best-predicting model
   (:func:`best_model_clusters`) and the coherence of those groups on a voxel graph
   (:func:`knn_graph`, :func:`modularity`) against a permutation null.
@@ -11,8 +12,9 @@
   multimodal network owes to audio x semantic interaction, by a functional-ANOVA decomposition
   over the test rows (:func:`interaction_shares`, :func:`fit_interaction_shares`).
 - :mod:`~jaxenc.analysis.stability`: agreement of best-model labellings across folds, seeds,
-  settings or block-bootstrap resamples of the test rows, by the adjusted Rand index
-  (:func:`adjusted_rand_index`, :func:`label_agreement`, :func:`best_model_stability`).
+  settings, block-bootstrap resamples of the test rows or halves of the test repeats, by the
+  adjusted Rand index (:func:`adjusted_rand_index`, :func:`label_agreement`,
+  :func:`best_model_stability`, :func:`repeat_half_stability`).
 - :mod:`~jaxenc.analysis.masks`: per-model Benjamini-Hochberg masks
   (:func:`significance_masks`), their union and intersection, and the shares of voxels each
   model predicts best (:func:`best_model_shares`, :func:`joint_best_share`).
@@ -30,8 +32,14 @@ from jaxenc.analysis.masks import (
     significance_masks,
 )
 from jaxenc.analysis.partition import SetPartition, by_feature_set, partition_rows, partition_sets, preferred_model
-from jaxenc.analysis.stability import StabilityResult, adjusted_rand_index, best_model_stability, label_agreement
-from jaxenc.analysis.sweeps import sweep_curves
+from jaxenc.analysis.stability import (
+    StabilityResult,
+    adjusted_rand_index,
+    best_model_stability,
+    label_agreement,
+    repeat_half_stability,
+)
+from jaxenc.analysis.sweeps import curve_argmax, sweep_curves
 
 __all__ = [
     "SetPartition",
@@ -40,6 +48,7 @@ __all__ = [
     "partition_rows",
     "preferred_model",
     "sweep_curves",
+    "curve_argmax",
     "modularity",
     "knn_graph",
     "ClusterResult",
@@ -51,6 +60,7 @@ __all__ = [
     "label_agreement",
     "StabilityResult",
     "best_model_stability",
+    "repeat_half_stability",
     "significance_masks",
     "any_significant",
     "all_significant",

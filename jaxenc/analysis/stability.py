@@ -12,7 +12,15 @@ independent of each other, negative below chance.
 - :func:`label_agreement`: every pair of several labellings (seeds, folds, settings);
 - :func:`best_model_stability`: the labels recomputed on block-bootstrap resamples of the
   scored rows (the test story's 10-TR blocks, drawn with replacement) against the labels of all
-  the rows, i.e. how much of the map the test data pins down.
+  the rows, i.e. how much of the map the test data pins down;
+- :func:`repeat_half_stability`: the labels against the mean of the odd test repeats and
+  against that of the even ones (independent noise, the same stimulus): how much of the map
+  the measurement noise decides.
+
+The labels do not depend on a clustering seed (the seed draws only the modularity's null) nor
+on the neighbour count k (which shapes only the graph the modularity is measured on); across
+settings, the run compares the models ranked by r2 = r·|r| with those ranked by r2_cod, and
+the labels of each joint encoder of the table with the others' (:func:`label_agreement`).
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import numpy as np
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.metrics import NOT_SIGNIFICANT, best_model
 
-__all__ = ["adjusted_rand_index", "label_agreement", "StabilityResult", "best_model_stability"]
+__all__ = ["adjusted_rand_index", "label_agreement", "StabilityResult", "best_model_stability",
+           "repeat_half_stability"]
 
 
 def _pairs(counts: np.ndarray) -> float:
@@ -225,3 +234,57 @@ def best_model_stability(predictions: Mapping[str, np.ndarray], target, signific
         ari[i] = adjusted_rand_index(labels, resampled)
         agreement[i] = float(np.mean(resampled[labelled] == labels[labelled]))
     return StabilityResult(labels=labels, ari=ari, agreement=agreement)
+
+
+def repeat_half_stability(predictions: Mapping[str, np.ndarray], repeats, significant) -> dict:
+    """Best-model labels on the mean of the odd test repeats against those on the even ones.
+
+    Each half's labels are :func:`jaxenc.metrics.best_model` of the models' Pearson r with the
+    mean of its repeats (1st, 3rd, ... and 2nd, 4th, ...) on the voxels of ``significant``;
+    the halves share the stimulus and differ in noise only, so their agreement says how much
+    of the map survives a fresh measurement of the same story.
+
+    Parameters
+    ----------
+    predictions : mapping of str to array of shape (n_rows, n_voxels)
+        Per model or feature set, its prediction of the scored rows.
+    repeats : array of shape (n_repeats, n_rows, n_voxels)
+        The measured test repeats of the same rows (at least 2).
+    significant : array of bool, shape (n_voxels,)
+        Voxels to label.
+
+    Returns
+    -------
+    dict
+        ``ari_halves`` (adjusted Rand index of the two halves' labels), ``agreement_halves``
+        (share of the voxels labelled in both halves that keep their label) and
+        ``labels_odd``, ``labels_even`` (arrays of int, shape (n_voxels,), -1 outside the mask).
+
+    Raises
+    ------
+    AlignmentError
+        Predictions, repeats or mask of different shapes.
+    ConfigError
+        Fewer than 2 models or 2 repeats, or values that are not finite.
+    """
+    if len(predictions) < 2:
+        raise ConfigError(f"repeat_half_stability needs at least 2 models, got {len(predictions)}")
+    reps = np.asarray(repeats, np.float64)
+    if reps.ndim != 3 or reps.shape[0] < 2:
+        raise ConfigError(f"repeats must have shape (n_repeats >= 2, n_rows, n_voxels), got {reps.shape}")
+    if any(np.shape(p) != reps.shape[1:] for p in predictions.values()):
+        shapes = {k: np.shape(v) for k, v in predictions.items()}
+        raise AlignmentError(f"predictions {shapes} and repeats {reps.shape} must share (n_rows, n_voxels)")
+    significant = np.asarray(significant, bool)
+    if significant.shape != (reps.shape[2],):
+        raise AlignmentError(f"significant has shape {significant.shape}; the repeats have {reps.shape[2]} voxels")
+    stacked = np.stack([np.asarray(p, np.float64) for p in predictions.values()])  # [model, row, voxel]
+    if not np.all(np.isfinite(stacked)) or not np.all(np.isfinite(reps)):
+        raise ConfigError("predictions or repeats hold NaN or inf")
+    rows = np.arange(reps.shape[1])
+    odd, even = (np.asarray(best_model(_correlations(reps[half].mean(axis=0), stacked, rows), significant))
+                 for half in (slice(0, None, 2), slice(1, None, 2)))
+    both = (odd != NOT_SIGNIFICANT) & (even != NOT_SIGNIFICANT)
+    return {"ari_halves": adjusted_rand_index(odd, even),
+            "agreement_halves": float(np.mean(odd[both] == even[both])) if both.any() else float("nan"),
+            "labels_odd": odd, "labels_even": even}

@@ -131,8 +131,12 @@ class ExperimentConfig:
             One line naming ``where`` (the file) and the key.
         """
         _validate(self, "", where)
-        if self.analyses.layer_sweep and self.semantic.source != "llama":
-            raise ConfigError("analyses.layer_sweep needs semantic.source = 'llama'", path=where)
+        if self.audio.source == "whisper":
+            for window in self.analyses.window_sweep:
+                try:
+                    self.audio.check_window(self.audio.window(window), f"analyses.window_sweep {window:g}: input_s")
+                except ConfigError as err:
+                    raise ConfigError(str(err), path=where) from None
         return self
 
     def to_dict(self) -> dict:

@@ -1,7 +1,8 @@
 """The extract stage: every feature source a config uses, into the run's tensorstore cache.
 
-:func:`extract` runs the Whisper encoder over the stories' audio and LLaMA models over their
-words (the table's models and those of the model-size sweep), skipping stories already cached,
+:func:`extract` runs the Whisper encoder over the stories' audio (at the table's window and at
+each of the window sweep's, each window its own cache keys) and LLaMA models over their words
+(the table's models and those of the model-size sweep), skipping stories already cached,
 and writes what it produced to ``features/index.json``; :class:`FeatureReader` reads a
 :class:`~jaxenc.featuresets.FeatureSource` back as ``{story: (times, values)}``.
 
@@ -53,12 +54,21 @@ def extract(config, data, store: RunStore, *, progress: bool = True, log: Callab
     check_inputs(data, log)
     digests = InputDigests(store)
     extractor = _Extractor(config, data, store, cache, progress, log, digests)
-    index = {AUDIO: extractor.whisper() if config.audio.source == "whisper" else extractor.planted()}
+    # The table's window, then the window sweep's (each its own extraction and cache keys).
+    windows = (None, *config.analyses.window_sweep)
+    if config.audio.source == "whisper":
+        index = extractor.whisper(windows)
+    else:
+        # The planted properties averaged over audio.context_s at the table (0: of the moment).
+        table = {None: config.audio.context_s or None}
+        index = {FeatureSource(AUDIO, window=w).extraction: extractor.planted(window_s=table.get(w, w))
+                 for w in windows}
     if config.semantic.source == "llama":
         index[SEMANTIC] = extractor.llama(SEMANTIC, config.semantic.model, {}, config.semantic.layer,
                                           tuple(config.analyses.layer_sweep))
     else:
-        index[SEMANTIC] = extractor.planted()
+        # The table's layer of the planted language model (-1: layer 0, each word's own vector).
+        index[SEMANTIC] = extractor.planted(layer=max(config.semantic.layer, 0))
     for spec in config.analyses.size_sweep:
         source = FeatureSource(SEMANTIC, model=spec.label)
         index[source.extraction] = extractor.llama(spec.label, spec.model, spec.sizes, spec.layer, ())
@@ -90,11 +100,17 @@ class _Extractor:
         """Each story's content digest of the file its features of ``kind`` come from."""
         return self.digests.stories(kind, self.data, self.data.stories)
 
-    def planted(self) -> dict:
-        """The index entry of a planted source: the twin's stimulus files it reads."""
+    def planted(self, window_s: float | None = None, layer: int = 0) -> dict:
+        """The index entry of a planted source: the twin's stimulus files it reads, the audio
+        window its properties are averaged over (None: the properties of the moment) and the
+        planted language model's layer of the table (:func:`jaxenc.pipeline.planted_features`)."""
+        # Only what differs from the twin's own properties, so the entries (and the digests of
+        # the fits reading them) of runs without sweeps stay what they were.
+        entry = {"kind": "planted", **({"layer": layer} if layer else {}),
+                 **({"window_s": window_s} if window_s is not None else {})}
         if self.data.truth is None:
-            return {"kind": "planted"}
-        return {"kind": "planted", "inputs": self.inputs("planted")}
+            return entry
+        return {**entry, "inputs": self.inputs("planted")}
 
     def verified(self, extract_keys: Callable[[list], dict], stories: list) -> dict:
         """``extract_keys(stories)``, run again if a cached entry it skipped fails its checksum.
@@ -150,7 +166,10 @@ class _Extractor:
         # The other processes find the complete folder the writer wrote, and only read it.
         return directory if self.store.writer else write()
 
-    def whisper(self) -> dict:
+    def whisper(self, windows) -> dict:
+        """Whisper features over each window of ``windows`` (seconds of context; None: the
+        table's), one index entry each (keys :attr:`FeatureSource.extraction`); the encoder is
+        loaded once."""
         from jaxenc.ckpt import load_whisper_encoder
         from jaxenc.features import LogMelFrontend, checkpoint_revision, defaults, whisper_story_features
 
@@ -165,19 +184,24 @@ class _Extractor:
             layer = defaults.DEFAULT_WHISPER_LAYER if cfg.model == "default" else n_layers
         _check_layers([layer], n_layers, "audio.layer", cfg.model)
         name = "jaxenc-default-whisper" if cfg.model == "default" else cfg.model
-        window = cfg.window()
-        self.log(f"audio features: Whisper encoder {name}, layer {layer} of {n_layers}, "
-                 f"{np.dtype(module.dtype).name}, windows {window}")
-        extract = functools.partial(
-            whisper_story_features,
-            self.cache, module, LogMelFrontend.from_pretrained(directory),
-            functools.partial(self.data.dataset.audio, sample_rate=16000),
-            model=name, revision=checkpoint_revision(directory), layers=[layer],
-            batch_size=cfg.batch_size, progress=self.progress, mesh=extraction_mesh(),
-            inputs=self.inputs("whisper"), **window,
-        )
-        keys = self.shared(lambda stories: extract(stories=stories), "audio")
-        return {"kind": "whisper", "model": name, "layer": layer, "window_s": window, "keys": _keys_json(keys)}
+        frontend = LogMelFrontend.from_pretrained(directory)
+        index = {}
+        for context_s in windows:
+            window = cfg.window(context_s)
+            self.log(f"audio features: Whisper encoder {name}, layer {layer} of {n_layers}, "
+                     f"{np.dtype(module.dtype).name}, windows {window}")
+            extract = functools.partial(
+                whisper_story_features,
+                self.cache, module, frontend,
+                functools.partial(self.data.dataset.audio, sample_rate=16000),
+                model=name, revision=checkpoint_revision(directory), layers=[layer],
+                batch_size=cfg.batch_size, progress=self.progress, mesh=extraction_mesh(),
+                inputs=self.inputs("whisper"), **window,
+            )
+            keys = self.shared(lambda stories, extract=extract: extract(stories=stories), "audio")
+            index[FeatureSource(AUDIO, window=context_s).extraction] = {
+                "kind": "whisper", "model": name, "layer": layer, "window_s": window, "keys": _keys_json(keys)}
+        return index
 
     def llama(self, label: str, model: str, sizes: dict, layer: int, extra: tuple) -> dict:
         from jaxenc.ckpt import load_llama
@@ -248,7 +272,9 @@ class FeatureReader:
         if entry["kind"] == "planted":
             if self.data.truth is None:
                 raise ConfigError(f"{source.modality}.source = 'planted' needs the synthetic twin (data.root = '')")
-            return planted_features(self.data.truth, self.data.stories)[source.modality]
+            layer = entry.get("layer", 0) if source.layer is None else source.layer
+            return planted_features(self.data.truth, self.data.stories, window_s=entry.get("window_s"),
+                                    layer=layer)[source.modality]
         from jaxenc.features import FeatureCache, FeatureKey
 
         cache = FeatureCache(self.store.path(RunStore.FEATURES))

@@ -1,12 +1,12 @@
 """The fit stage: every job of the table and the sweeps, run by the one job runner.
 
 A job is one (feature set, encoder, target) for all subjects of the run; the sweeps are jobs
-too (ridge on another layer or model of the semantic source). :class:`jaxenc.pipeline.Designs`
-builds each job's arrays (each source aligned once, each subject's responses read once), as it
-does for :func:`jaxenc.pipeline.fit_linear_baseline`; :func:`jaxenc.pipeline.fit_predict` fits
-them; the run store keeps each job's predictions under the digest of the settings and the input
-contents they depend on (:mod:`jaxenc.provenance`), so a rerun skips what is done and redoes
-what changed.
+too (ridge on another layer or model of the semantic source, or on another audio window).
+:class:`jaxenc.pipeline.Designs` builds each job's arrays (each source aligned once, each
+subject's responses read once), as it does for :func:`jaxenc.pipeline.fit_linear_baseline`;
+:func:`jaxenc.pipeline.fit_predict` fits them; the run store keeps each job's predictions under
+the digest of the settings and the input contents they depend on (:mod:`jaxenc.provenance`), so
+a rerun skips what is done and redoes what changed.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from jaxenc.analysis.sweeps import LAYER_SWEEP, MODEL_SWEEP
+from jaxenc.analysis.sweeps import LAYER_SWEEP, MODEL_SWEEP, WINDOW_SWEEP
 from jaxenc.errors import DataError
 from jaxenc.experiment.checks import check_folds, check_memory
-from jaxenc.featuresets import JOINT, SEMANTIC, FeatureSource, modalities
+from jaxenc.featuresets import AUDIO, JOINT, SEMANTIC, FeatureSource, modalities
 from jaxenc.models.registry import EncoderSpec, encoder
 from jaxenc.pipeline.designs import Designs
 from jaxenc.pipeline.runner import fit_predict
@@ -79,6 +79,9 @@ def table_jobs(config) -> list[Job]:
     for spec in config.analyses.size_sweep:
         jobs.append(Job((FeatureSource(SEMANTIC, model=spec.label),), ridge, "voxels", MODEL_SWEEP, 0.0,
                         spec.label))
+    for window in config.analyses.window_sweep:
+        jobs.append(Job((FeatureSource(AUDIO, window=window),), ridge, "voxels", WINDOW_SWEEP, float(window),
+                        f"{window:g} s"))
     return jobs
 
 
@@ -177,7 +180,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
         meta = {"features": job.features, "model": job.model, "target": job.target, "digest": digest,
                 "seconds": round(seconds, 2), **result.info}
         if job.sweep:
-            meta.update(sweep=job.sweep, x=job.x, x_label=job.x_label)
+            meta.update(sweep=job.sweep, x=job.x, x_label=job.x_label, source=features.entry(job.sources[0])["kind"])
         if job.sweep == MODEL_SWEEP:
             meta["x"] = float(features.entry(job.sources[0]).get("n_params", 0))
         if result.interactions:

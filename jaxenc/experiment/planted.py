@@ -12,8 +12,10 @@ import numpy as np
 from scipy.stats import rankdata
 
 from jaxenc.analysis.partition import by_feature_set, partition_sets
+from jaxenc.analysis.sweeps import LAYER_SWEEP, WINDOW_SWEEP, curve_argmax
 from jaxenc.featuresets import AUDIO, JOINT, SEMANTIC
 from jaxenc.synthetic import CLASS_NAMES, VoxelClass
+from jaxenc.synthetic.properties import PLANTED_LAYER_BASE
 
 __all__ = ["planted_checks", "class_means"]
 
@@ -109,8 +111,42 @@ def planted_checks(margins, truth, results, target: str) -> dict:
                     float(np.median(share[linear])) if linear.any() else float("nan"),
                     margins.interaction_share_linear, False,
                     "median interaction share of the audio+semantic MLP on the planted linear voxels")
+        checks.update(_sweep_checks(margins, truth, results, subject, classes))
         out[subject] = checks
     return out
+
+
+def _sweep_checks(margins, truth, results, subject: str, classes: np.ndarray) -> dict:
+    """``best_window`` and ``best_layer``: the sweep curve (mean r of its ridge fits on the planted
+    audio, or semantic, voxels) peaks within ``margins.sweep_steps`` grid steps of the planted
+    audio time scale (``audio_time_scale`` seconds) or of the planted language model's layer
+    averaging ``semantic_context`` words (``log4`` of it); only where the twin plants one, and the
+    layer check only on the planted language model's layers (a real model's layers have no
+    planted counterpart)."""
+    config = truth.config
+    planted = {
+        "best_window": (WINDOW_SWEEP, config.audio_time_scale, VoxelClass.AUDIO, False),
+        "best_layer": (LAYER_SWEEP, np.log(config.semantic_context) / np.log(PLANTED_LAYER_BASE),
+                       VoxelClass.SEMANTIC, True),
+    }
+    checks = {}
+    for name, (sweep, x_planted, cls, planted_only) in planted.items():
+        voxels = classes == int(cls)
+        rows = [m for m in results.find(subject=subject) if m.info.get("sweep") == sweep
+                and (m.info.get("source") == "planted" or not planted_only)]
+        if margins.sweep_steps is None or not x_planted > 0 or len(rows) < 2 or not voxels.any():
+            continue
+        x = np.array([m.info["x"] for m in rows], np.float64)
+        y = np.array([np.nanmean(m.scores.r[voxels]) for m in rows], np.float64)
+        best, lead = curve_argmax(x, y)
+        grid = np.sort(x)
+        steps = abs(int(np.searchsorted(grid, best)) - int(np.argmin(np.abs(grid - x_planted))))
+        checks[name] = _check(
+            float(steps), margins.sweep_steps, False,
+            f"grid steps between the {sweep} sweep's best point on planted {CLASS_NAMES[int(cls)]} voxels "
+            f"({best:g}, mean r {y[x == best][0]:.3f}, {lead:.3f} above the next) and the planted "
+            f"{x_planted:g}")
+    return checks
 
 
 def _auc(positive: np.ndarray, negative: np.ndarray) -> float:

@@ -21,8 +21,10 @@ from jaxenc.analysis import (
     best_model_clusters,
     best_model_stability,
     by_feature_set,
+    label_agreement,
     partition_rows,
     preferred_model,
+    repeat_half_stability,
     sweep_curves,
 )
 from jaxenc.errors import ConfigError
@@ -110,7 +112,8 @@ def _interactions(config, store: RunStore) -> dict:
 
 def _clustering(config, results: RunResults, repeats: dict, store: RunStore) -> dict:
     """Voxels clustered by best-predicting feature set, with the preferred joint model, and the
-    stability of the labels under a block bootstrap of the scored test rows."""
+    stability of the labels: under a block bootstrap of the scored test rows, between the odd
+    and even test repeats, ranked by r2_cod, and across the table's encoders."""
     target = config.table.targets[0]
     out = {}
     for subject in results.subjects:
@@ -121,9 +124,9 @@ def _clustering(config, results: RunResults, repeats: dict, store: RunStore) -> 
         significant = np.asarray(sets[JOINT].significant)
         if significant.sum() < 2 * config.analyses.cluster_k:
             continue
-        # [test TR, voxel] on the rows scored.
-        measured = drop_first_rows(repeats[subject], config.evaluate.test_trim, axis=1,
-                                   what="test repeats").mean(axis=0)
+        # [repeat, test TR, voxel] on the rows scored.
+        scored = drop_first_rows(repeats[subject], config.evaluate.test_trim, axis=1, what="test repeats")
+        measured = scored.mean(axis=0)
         result = best_model_clusters({n: sets[n].r2 for n in FEATURE_SETS}, significant, measured.T,
                                      k=config.analyses.cluster_k, seed=config.seed)
         # Another setting of the clustering: the models ranked by the coefficient of determination
@@ -135,10 +138,21 @@ def _clustering(config, results: RunResults, repeats: dict, store: RunStore) -> 
             "null_std": float(result.null_std), "model": model, "target": target,
             "ari_r2_cod": adjusted_rand_index(np.asarray(result.labels), np.asarray(by_r2_cod)),
         }
+        # The same labels from every encoder of the table fitted on the three feature sets.
+        encoders = {m: best_model(np.stack([np.asarray(sets_m[n].r2) for n in FEATURE_SETS]), significant)
+                    for m in dict.fromkeys(r.model for r in results.find(subject=subject, target=target))
+                    if (sets_m := by_feature_set(results.models, subject, m, target)) is not None}
+        if len(encoders) > 1:
+            names, ari = label_agreement(encoders)
+            out[subject].update(ari_encoders=float(ari[np.triu_indices(len(names), 1)].mean()),
+                                encoders=list(names))
+        predictions = {n: drop_first_rows(store.load_prediction(_name(n, model, target))[0][subject],
+                                          config.evaluate.test_trim, what="test predictions")
+                       for n in FEATURE_SETS}
+        if scored.shape[0] >= 2:
+            halves = repeat_half_stability(predictions, scored, significant)
+            out[subject].update(ari_halves=halves["ari_halves"], agreement_halves=halves["agreement_halves"])
         if config.analyses.cluster_resamples:
-            predictions = {n: drop_first_rows(store.load_prediction(_name(n, model, target))[0][subject],
-                                              config.evaluate.test_trim, what="test predictions")
-                           for n in FEATURE_SETS}
             stability = best_model_stability(predictions, measured, significant,
                                              n_resamples=config.analyses.cluster_resamples,
                                              block_size=config.evaluate.block_size, seed=config.seed)

@@ -144,7 +144,8 @@ class AudioConfig:
     layer: int = -1
     # Seconds of audio before each new chunk; 0: the paper's 16 s for a checkpoint, the
     # embedded model's short default window for "default". Costs nothing extra with a fixed
-    # input_s; sets the shortest input_s.
+    # input_s; sets the shortest input_s. With source = "planted": seconds the twin's audio
+    # properties are averaged over (0: the properties of the moment).
     context_s: float = 0.0
     # Seconds of new audio per window (the first window is one chunk long).
     chunk_s: float = 0.1
@@ -184,23 +185,40 @@ class AudioConfig:
             if abs(frames - round(frames)) > 1e-6 * max(1.0, frames):
                 raise ConfigError(f"{key} must be a whole number of 10 ms mel frames, got {getattr(self, key)}")
         if self.source == "whisper":
-            window = self.window()
-            shortest = window["context_s"] + window["chunk_s"] + _FRAME_S * 2
-            even = round(window["input_s"] / _FRAME_S) % 2 == 0
-            if not (even and shortest - 1e-9 <= window["input_s"] <= _LONGEST_INPUT_S):
-                raise ConfigError(
-                    f"input_s must be an even number of 10 ms frames from {shortest:.2f} s "
-                    f"(context_s + chunk_s + 0.02, the window itself) to {_LONGEST_INPUT_S:g} s, got "
-                    f"{window['input_s']:g}")
+            self.check_window(self.window(), "input_s")
 
-    def window(self) -> dict:
-        """Keyword arguments of :func:`jaxenc.features.whisper_story_features` (seconds)."""
+    @staticmethod
+    def check_window(window: dict, key: str) -> None:
+        """Raise :class:`ConfigError` (starting with ``key``) unless ``window``'s input_s fits the
+        encoder: an even number of 10 ms frames from its window's length plus 0.02 s to 30 s."""
+        shortest = window["context_s"] + window["chunk_s"] + _FRAME_S * 2
+        even = round(window["input_s"] / _FRAME_S) % 2 == 0
+        if not (even and shortest - 1e-9 <= window["input_s"] <= _LONGEST_INPUT_S):
+            raise ConfigError(
+                f"{key} must be an even number of 10 ms frames from {shortest:.2f} s "
+                f"(context_s + chunk_s + 0.02, the window itself) to {_LONGEST_INPUT_S:g} s, got "
+                f"{window['input_s']:g} (context_s {window['context_s']:g})")
+
+    def window(self, context_s: float | None = None) -> dict:
+        """Keyword arguments of :func:`jaxenc.features.whisper_story_features` (seconds).
+
+        Parameters
+        ----------
+        context_s : float, optional
+            Seconds of context of a window of the window sweep (``analyses.window_sweep``)
+            instead of the table's; the input then grows, if needed, to the shortest that holds
+            the window (whole even frames), and never shrinks, so a checkpoint keeps its 30 s.
+        """
         base = defaults.DEFAULT_WHISPER_WINDOW if self.model == "default" else defaults.REFERENCE_WHISPER_WINDOW
+        input_s = self.input_s or base["input_s"]
+        if context_s is not None:
+            frames = round((context_s + self.chunk_s) / _FRAME_S) + 2
+            input_s = max(input_s, (frames + frames % 2) * _FRAME_S)
         return {
-            "context_s": self.context_s or base["context_s"],
+            "context_s": context_s or self.context_s or base["context_s"],
             "chunk_s": self.chunk_s,
             "stride_s": self.stride_s,
-            "input_s": self.input_s or base["input_s"],
+            "input_s": round(input_s, 2),
         }
 
 
@@ -214,7 +232,9 @@ class SemanticConfig:
     # Hub id (e.g. "huggyllama/llama-7b").
     model: str = "default"
     # Layer of the table; -1: the default model's default layer, or 12/32 of the depth of
-    # another model (the paper's layer 12 of LLaMA-7B).
+    # another model (the paper's layer 12 of LLaMA-7B). With source = "planted": the layer of
+    # the twin's planted language model (layer L averages each word's vector over 4**L words;
+    # -1: layer 0, each word's own vector).
     layer: int = -1
     # Words fed before each word. [lookback1, lookback2]: the paper's scheme, a look-back that
     # grows by one word per word and drops from lookback2 to lookback1 (256 to 512 preceding
@@ -370,8 +390,14 @@ class AnalysesConfig:
     # all the rows says how stable the clusters are (jaxenc.analysis.best_model_stability).
     # 0: not computed.
     cluster_resamples: int = 100
-    # Semantic layers swept with ridge on voxels (features of all extracted in one pass).
+    # Semantic layers swept with ridge on voxels (features of all extracted in one pass). With
+    # semantic.source = "planted": layers of the twin's planted language model (layer L averages
+    # each word's vector with its predecessors over 4**L words).
     layer_sweep: tuple[int, ...] = ()
+    # Audio windows swept with ridge on voxels: seconds of audio context (audio.context_s), one
+    # extraction per window (the encoder input grows to hold it, AudioConfig.window); with
+    # audio.source = "planted", the twin's audio properties averaged over each window.
+    window_sweep: tuple[float, ...] = ()
     # Semantic models of the model-size sweep (ridge on voxels, same layer rule).
     size_sweep: tuple[ModelSpec, ...] = ()
     # Interaction attribution of every network on audio+semantic features: per voxel, the share
@@ -385,6 +411,12 @@ class AnalysesConfig:
         if isinstance(self.cluster_resamples, bool) or not isinstance(self.cluster_resamples, int) \
                 or self.cluster_resamples < 0:
             raise ConfigError(f"cluster_resamples must be a non-negative integer, got {self.cluster_resamples!r}")
+        for window in self.window_sweep:
+            positive(window, "window_sweep")
+            if abs(window / _FRAME_S - round(window / _FRAME_S)) > 1e-6 * max(1.0, window / _FRAME_S):
+                raise ConfigError(f"window_sweep must hold whole 10 ms mel frames, got {window}")
+        if len(set(self.window_sweep)) != len(self.window_sweep):
+            raise ConfigError(f"window_sweep must hold distinct windows, got {list(self.window_sweep)}")
         labels = [spec.label for spec in self.size_sweep]
         if any(not label for label in labels) or len(set(labels)) != len(labels):
             raise ConfigError("size_sweep entries need distinct non-empty labels")
@@ -434,6 +466,11 @@ class PlantedConfig:
     # With analyses.interactions: median interaction share of the MLP on the planted linear
     # voxels, at most this; unset: not checked.
     interaction_share_linear: float | None = None
+    # Window and layer sweeps on a twin that plants an audio time scale (data.synthetic
+    # audio_time_scale) or a semantic context (semantic_context, against the planted language
+    # model's layers): grid steps between the sweep curve's best point on the planted audio
+    # (semantic) voxels and the planted value, at most this; unset: not checked.
+    sweep_steps: int | None = 1
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.featuresets import AUDIO, SEMANTIC, FeatureSet
 from jaxenc.pipeline.runner import SubjectArrays
 from jaxenc.stream import stack_story_rows
+from jaxenc.synthetic.properties import FRAME_PERIOD, causal_mean, planted_layer_words
 
 __all__ = [
     "GRID_TRIM",
@@ -330,7 +331,8 @@ class Designs:
                              design.bands, design.n_delays)
 
 
-def planted_features(truth, stories: Sequence[str]) -> dict[str, dict]:
+def planted_features(truth, stories: Sequence[str], *, window_s: float | None = None,
+                     layer: int | None = None) -> dict[str, dict]:
     """The synthetic twin's planted stimulus properties as feature sets ("oracle features").
 
     Parameters
@@ -339,6 +341,14 @@ def planted_features(truth, stories: Sequence[str]) -> dict[str, dict]:
         From :func:`jaxenc.synthetic.load_truth`.
     stories : sequence of str
         Stories to load (training stories and the test story).
+    window_s : float, optional
+        Seconds of audio window (the audio window sweep): each frame's properties averaged with
+        those of the frames before it over that long (:func:`jaxenc.synthetic.properties.causal_mean`).
+        None: the properties of the moment.
+    layer : int, optional
+        Layer of the planted language model (the layer sweep): each word's vector averaged with
+        its predecessors over :func:`jaxenc.synthetic.properties.planted_layer_words` words.
+        None: each word's own vector (layer 0).
 
     Returns
     -------
@@ -346,9 +356,11 @@ def planted_features(truth, stories: Sequence[str]) -> dict[str, dict]:
         ``{"audio": FeatureSet, "semantic": FeatureSet}``: audio properties on their 0.1 s
         frame grid, and each word's semantic vector at its midpoint.
     """
+    frames = 1 if window_s is None else max(1, round(window_s / FRAME_PERIOD))
+    words = 1 if layer is None else planted_layer_words(layer)
     audio, semantic = {}, {}
     for story in stories:
         stimulus = truth.stimulus(story)
-        audio[story] = (stimulus.audio_times, stimulus.audio)
-        semantic[story] = (stimulus.word_times, stimulus.word_vectors)
+        audio[story] = (stimulus.audio_times, causal_mean(stimulus.audio, frames))
+        semantic[story] = (stimulus.word_times, causal_mean(stimulus.word_vectors, words))
     return {AUDIO: audio, SEMANTIC: semantic}

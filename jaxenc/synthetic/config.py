@@ -18,6 +18,7 @@ import numpy as np
 from jaxenc import conventions
 from jaxenc.errors import ConfigError
 from jaxenc.synthetic.cortex import parse_cortex
+from jaxenc.synthetic.properties import FRAME_PERIOD
 from jaxenc.synthetic.responses import CLASS_NAMES
 from jaxenc.synthetic.words import CONTROL_RATE
 
@@ -88,6 +89,16 @@ class SyntheticConfig:
     interaction_smoothing: float = 1.0
     # Mean pitch of the synthetic speaker, in Hz.
     base_f0: float = 120.0
+    # Planted audio time scale, in seconds: the voxels respond to the audio properties averaged
+    # over the preceding audio_time_scale seconds (a causal running mean,
+    # jaxenc.synthetic.properties.causal_mean) instead of the properties of the moment; the
+    # window sweep's planted check looks for it. 0: the properties of the moment.
+    audio_time_scale: float = 0.0
+    # Planted semantic context, in words: the voxels respond to each word's semantic vector
+    # averaged with those of the semantic_context - 1 words before it; the layer sweep's
+    # planted check looks for the planted language model's layer that averages as many words
+    # (jaxenc.synthetic.properties.planted_layer_words). 1: each word's own vector.
+    semantic_context: int = 1
     # Seed of every random draw.
     seed: int = 0
     # "SUBJECT/TRANSFORM" of the pycortex database (e.g. "S1/fullhead", the subject pycortex
@@ -108,7 +119,7 @@ class SyntheticConfig:
         for name in ("n_voxels", "n_repeats"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         integers = ("n_train_stories", "min_respdict", "audio_rate", "n_vocab", "n_semantic")
-        for name in integers + ("n_interaction", "seed"):
+        for name in integers + ("n_interaction", "seed", "semantic_context"):
             object.__setattr__(self, name, int(getattr(self, name)))
         kept = tuple((subject, int(n)) for subject, n in self.fewer_stories)
         object.__setattr__(self, "fewer_stories", kept)
@@ -166,6 +177,11 @@ class SyntheticConfig:
         positive = self.topic_words > 0 and self.interaction_smoothing > 0
         if not (positive and self.topic_strength >= 0):
             fail("topic_words and interaction_smoothing must be positive, topic_strength >= 0")
+        frames = self.audio_time_scale / FRAME_PERIOD
+        if not (self.audio_time_scale >= 0 and abs(frames - round(frames)) < 1e-6 * max(1.0, frames)):
+            fail(f"audio_time_scale must be 0 or a positive multiple of {FRAME_PERIOD} s, got {self.audio_time_scale}")
+        if not is_int(self.semantic_context, 1):
+            fail(f"semantic_context must be a positive integer (words), got {self.semantic_context}")
         if not 50 <= self.base_f0 <= 400:
             fail(f"base_f0 must be a voice pitch in 50..400 Hz, got {self.base_f0}")
         if not is_int(self.seed, 0):

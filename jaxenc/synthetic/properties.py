@@ -4,6 +4,14 @@
 synthesis parameters, so they are exact rather than estimated from the waveform;
 :func:`semantic_frames` spreads the words' semantic vectors over the frames they cover. Both are
 the oracle features a model of the twin's responses can recover.
+
+Planted time scales. :func:`causal_mean` averages a sequence (frames or words) over a causal
+window; the twin's ``audio_time_scale`` and ``semantic_context`` make the voxels respond to the
+properties averaged that way, and the planted feature sources of the sweeps
+(:func:`jaxenc.pipeline.planted_features`) average them over each window of the audio window
+sweep, or over the :func:`planted_layer_words` of each layer of the *planted language model*
+(layer ``L`` averages the last ``4**L`` words: deeper layers integrate longer contexts, as
+language models' deeper layers do), so the sweeps' best window and layer are known.
 """
 
 from __future__ import annotations
@@ -13,7 +21,15 @@ import numpy as np
 from jaxenc.synthetic.stimulus import Story
 from jaxenc.synthetic.words import CONTROL_RATE, NEUTRAL_FORMANTS, Vocabulary
 
-__all__ = ["FRAME_PERIOD", "AUDIO_NAMES", "frame_average", "audio_properties", "semantic_frames"]
+__all__ = [
+    "FRAME_PERIOD",
+    "AUDIO_NAMES",
+    "frame_average",
+    "audio_properties",
+    "semantic_frames",
+    "causal_mean",
+    "planted_layer_words",
+]
 
 # Period of the planted property frames, in seconds (frame k is centred on k * FRAME_PERIOD).
 FRAME_PERIOD = 0.1
@@ -31,6 +47,9 @@ AUDIO_NAMES = (
     "brightness",
     "onset",
 )
+
+# Words averaged by layer L of the planted language model: PLANTED_LAYER_BASE ** L.
+PLANTED_LAYER_BASE = 4
 
 # Scales that bring every planted audio property to order 1 (they enter the neural drive as is).
 _PITCH_SCALE = 4.0
@@ -108,7 +127,7 @@ def audio_properties(story: Story, base_f0: float) -> np.ndarray:
     return frame_average(np.stack(columns, axis=1))
 
 
-def semantic_frames(story: Story, vocabulary: Vocabulary) -> np.ndarray:
+def semantic_frames(story: Story, vocabulary: Vocabulary, context: int = 1) -> np.ndarray:
     """Semantic events of a story on the frame grid.
 
     Each word contributes its semantic vector over its duration: frame ``k`` holds the sum of
@@ -118,6 +137,8 @@ def semantic_frames(story: Story, vocabulary: Vocabulary) -> np.ndarray:
     ----------
     story : Story
     vocabulary : Vocabulary
+    context : int
+        Words each word's vector is averaged over (:func:`causal_mean`): 1, its own vector.
 
     Returns
     -------
@@ -128,6 +149,38 @@ def semantic_frames(story: Story, vocabulary: Vocabulary) -> np.ndarray:
     lengths = story.word_end - story.word_start
     word_of = np.repeat(np.arange(lengths.size), lengths)
     offset = np.arange(word_of.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    per_control[story.word_start[word_of] + offset] = vocabulary.semantic[story.word_ids[word_of]]
+    vectors = causal_mean(vocabulary.semantic[story.word_ids], context)
+    per_control[story.word_start[word_of] + offset] = vectors[word_of]
     return frame_average(per_control)
+
+
+def causal_mean(values: np.ndarray, n: int) -> np.ndarray:
+    """Running mean of each row with the ``n - 1`` rows before it (fewer at the start).
+
+    ``out[i] = mean(values[max(0, i - n + 1) : i + 1])``: over frames, the properties averaged
+    over the preceding ``n`` frames; over words, each word with its ``n - 1`` predecessors.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_rows, ...)
+    n : int
+        Rows per window, at least 1 (1 returns ``values``).
+
+    Returns
+    -------
+    ndarray of shape (n_rows, ...), float64
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if n == 1:
+        return values
+    sums = np.cumsum(np.concatenate([np.zeros((1,) + values.shape[1:]), values]), axis=0)
+    end = np.arange(1, values.shape[0] + 1)
+    start = np.maximum(end - n, 0)
+    counts = (end - start).reshape((-1,) + (1,) * (values.ndim - 1))
+    return (sums[end] - sums[start]) / counts
+
+
+def planted_layer_words(layer: int) -> int:
+    """Words averaged by ``layer`` of the planted language model: ``4 ** layer`` (layer 0: the word alone)."""
+    return PLANTED_LAYER_BASE ** int(layer)
 

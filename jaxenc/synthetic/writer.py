@@ -23,7 +23,13 @@ from jaxenc.synthetic.audio import synthesize_audio
 from jaxenc.synthetic.config import PRESETS, SyntheticConfig
 from jaxenc.synthetic.cortex import MASK, cortical_voxels
 from jaxenc.synthetic.files import atomic_path, write_json
-from jaxenc.synthetic.properties import AUDIO_NAMES, FRAME_PERIOD, audio_properties, semantic_frames
+from jaxenc.synthetic.properties import (
+    AUDIO_NAMES,
+    FRAME_PERIOD,
+    audio_properties,
+    causal_mean,
+    semantic_frames,
+)
 from jaxenc.synthetic.responses import (
     FINE_PERIOD,
     draw_voxels,
@@ -197,6 +203,11 @@ def _planted(
     story = _story(config, vocabulary, name, respdict)
     audio = audio_properties(story, config.base_f0)
     semantic = semantic_frames(story, vocabulary)
+    # What the voxels respond to: the planted time scales average the properties first (the
+    # truth keeps the properties of the moment, which the sweeps' planted sources average).
+    driving_audio = causal_mean(audio, round(config.audio_time_scale / FRAME_PERIOD) or 1)
+    driving_semantic = semantic if config.semantic_context == 1 else semantic_frames(
+        story, vocabulary, config.semantic_context)
     return PlantedStimulus(
         story=name,
         respdict=respdict,
@@ -215,8 +226,8 @@ def _planted(
         phone_end=story.phone_end / CONTROL_RATE,
         row_times=row_fine_indices(respdict) * FINE_PERIOD - conventions.SOUND_START,
         latent_rows=story_latents(
-            audio,
-            semantic,
+            driving_audio,
+            driving_semantic,
             respdict,
             audio_projection,
             semantic_projection,

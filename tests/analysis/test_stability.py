@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from jaxenc.analysis import adjusted_rand_index, best_model_stability, label_agreement
+from jaxenc.analysis import adjusted_rand_index, best_model_stability, label_agreement, repeat_half_stability
 from jaxenc.errors import AlignmentError, ConfigError
 
 
@@ -94,3 +94,43 @@ def test_bad_input_is_refused():
         best_model_stability({"a": y, "b": y[:20]}, y, np.ones(4, bool))
     with pytest.raises(ConfigError, match="block"):
         best_model_stability({"a": y, "b": y}, y, np.ones(4, bool), block_size=30)
+
+
+def _half_labels(predictions, repeats, significant):
+    """Independent formulation: np.corrcoef per voxel and model, argmax, -1 outside the mask."""
+    labels = np.full(repeats.shape[1], -1)
+    for v in np.flatnonzero(significant):
+        labels[v] = np.argmax([np.corrcoef(p[:, v], repeats[:, v])[0, 1] for p in predictions])
+    return labels
+
+
+def test_repeat_half_stability_matches_an_independent_computation():
+    rng = np.random.default_rng(3)
+    n_rows, n_voxels, n_repeats = 60, 90, 6
+    signal = rng.standard_normal((3, n_rows, n_voxels))
+    truth = rng.integers(0, 3, n_voxels)
+    # Each voxel follows one model's prediction; noise differs between repeats.
+    clean = signal[truth, :, np.arange(n_voxels)].T
+    repeats = clean + 1.5 * rng.standard_normal((n_repeats, n_rows, n_voxels))
+    predictions = {f"m{k}": signal[k] for k in range(3)}
+    significant = rng.random(n_voxels) < 0.8
+    out = repeat_half_stability(predictions, repeats, significant)
+    odd = _half_labels(list(predictions.values()), repeats[0::2].mean(axis=0), significant)
+    even = _half_labels(list(predictions.values()), repeats[1::2].mean(axis=0), significant)
+    np.testing.assert_array_equal(out["labels_odd"], odd)
+    np.testing.assert_array_equal(out["labels_even"], even)
+    kept = significant
+    assert out["ari_halves"] == pytest.approx(adjusted_rand_score(odd[kept], even[kept]), abs=1e-12)
+    assert out["agreement_halves"] == pytest.approx(np.mean(odd[kept] == even[kept]), abs=1e-12)
+    # Planted: at noise std 1.5 over 3 repeats per half, each half finds the planted model.
+    assert out["ari_halves"] > 0.8
+
+
+def test_repeat_half_stability_refuses_bad_shapes():
+    predictions = {"a": np.zeros((10, 4)), "b": np.ones((10, 4))}
+    with pytest.raises(ConfigError, match="n_repeats >= 2"):
+        repeat_half_stability(predictions, np.zeros((1, 10, 4)), np.ones(4, bool))
+    with pytest.raises(AlignmentError, match="must share"):
+        repeat_half_stability(predictions, np.zeros((4, 9, 4)), np.ones(4, bool))
+    with pytest.raises(AlignmentError, match="significant"):
+        repeat_half_stability(predictions, np.zeros((4, 10, 4)), np.ones(5, bool))

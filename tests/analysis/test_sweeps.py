@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from jaxenc.analysis import sweep_curves
+from jaxenc.analysis import curve_argmax, sweep_curves
 from jaxenc.metrics import Scores
 from jaxenc.report import ModelResult
 
@@ -41,3 +42,24 @@ def test_layers_models_and_depths_become_curves():
 
 def test_one_depth_is_no_curve():
     assert sweep_curves([_result("audio+semantic", "mlp"), _result("audio+semantic", "ridge")]) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_curve_argmax_is_numpy_s_argmax_and_lead(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.permutation(np.array([2.0, 4.0, 8.0, 16.0, 32.0]))
+    y = rng.random(5)
+    y[1] = np.nan
+    best, lead = curve_argmax(x, y)
+    finite = np.isfinite(y)
+    ranked = np.sort(y[finite])
+    assert best == x[finite][np.argmax(y[finite])]
+    # Differences of the given float64 values: exact.
+    assert lead == ranked[-1] - ranked[-2]
+
+
+def test_curve_argmax_takes_the_first_of_equal_points_in_x_order():
+    assert curve_argmax([8.0, 2.0, 4.0], [0.5, 0.1, 0.5]) == (4.0, 0.0)
+    best, lead = curve_argmax([1.0], [0.3])
+    assert best == 1.0 and np.isnan(lead)
+    assert all(np.isnan(curve_argmax([1.0, 2.0], [np.nan, np.nan])))

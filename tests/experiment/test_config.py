@@ -246,7 +246,20 @@ def test_a_nested_section_keeps_its_parents_defaults():
     assert config.networks.hidden == 256
 
 
-def test_a_layer_sweep_needs_extracted_semantic_features(tmp_path):
+def test_a_window_sweep_must_fit_the_encoder_input(tmp_path):
     path = write(tmp_path, 'name = "x"\n')
-    with pytest.raises(ConfigError, match="analyses.layer_sweep needs semantic.source = 'llama'"):
-        load_config(path, ["analyses.layer_sweep=[1]", "semantic.source=planted"])
+    # A checkpoint keeps its 30 s of input: 32 s of context does not fit (planted audio has no
+    # such limit); the embedded model's input grows to hold each window.
+    with pytest.raises(ConfigError, match=r"analyses.window_sweep 32: input_s must be .* to 30 s"):
+        load_config(path, ["analyses.window_sweep=[2, 32]", "audio.model=/some/checkpoint"])
+    assert load_config(path, ["analyses.window_sweep=[2, 32]", "audio.source=planted"]).analyses.window_sweep == (2, 32)
+    audio = load_config(path, ["analyses.window_sweep=[8]"]).audio
+    assert audio.window(8) == {"context_s": 8, "chunk_s": 0.1, "stride_s": 0.1, "input_s": 8.12}
+    # 8.05 + 0.1 s of window and 0.02 s: 817 frames, rounded up to an even 818.
+    assert audio.window(8.05)["input_s"] == 8.18
+    with pytest.raises(ConfigError, match="whole 10 ms mel frames"):
+        load_config(path, ["analyses.window_sweep=[2.005]"])
+    with pytest.raises(ConfigError, match="distinct"):
+        load_config(path, ["analyses.window_sweep=[2, 2]"])
+    # Layers of the planted language model are swept like a checkpoint's.
+    assert load_config(path, ["analyses.layer_sweep=[0, 3]", "semantic.source=planted"]).analyses.layer_sweep == (0, 3)

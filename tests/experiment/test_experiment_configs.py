@@ -52,7 +52,9 @@ def test_every_experiment_config_runs_end_to_end_at_tiny_size(path, prepared, tm
         assert np.isfinite(found[0].scores.r).mean() > 0.9, job_name(job)
     sweeps = {s["name"]: s["rows"] for s in results.sweeps}
     if config.analyses.layer_sweep:
-        assert [row["x"] for row in sweeps["semantic layer"]] == [0.0, 1.0, 2.0]
+        assert [row["x"] for row in sweeps["semantic layer"]] == [float(x) for x in config.analyses.layer_sweep]
+    if config.analyses.window_sweep:
+        assert [row["x"] for row in sweeps["audio window"]] == [float(x) for x in config.analyses.window_sweep]
     if config.analyses.size_sweep:
         params = [row["x"] for row in sweeps["semantic model"]]
         assert params == sorted(params) and params[0] > 0

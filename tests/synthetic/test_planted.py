@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from jaxenc import conventions
-from jaxenc.synthetic import VoxelClass
+from jaxenc.synthetic import VoxelClass, write_synthetic
+from jaxenc.synthetic.properties import causal_mean, planted_layer_words
 from jaxenc.synthetic.responses import canonical_hrf, simulate_responses
 
 TEST = conventions.TEST_STORY
@@ -136,3 +137,44 @@ def test_noise_is_ar1_with_unit_variance():
     repeats = simulate_responses(np.zeros((50, 3)), weights, np.ones(400), rng, 0.5, n_repeats=4)
     assert repeats.shape == (4, 50, 400)
     assert abs(np.corrcoef(repeats[0].ravel(), repeats[1].ravel())[0, 1]) < 0.02
+
+
+def _running_mean(values, n):
+    """Explicit loop: each row averaged with up to n - 1 rows before it."""
+    return np.stack([values[max(0, i - n + 1) : i + 1].mean(axis=0) for i in range(len(values))])
+
+
+@pytest.mark.parametrize("n", [1, 3, 80])
+def test_causal_mean_is_the_running_mean_of_the_rows_so_far(n):
+    values = np.random.default_rng(n).standard_normal((120, 4))
+    # Cumulative sums of 120 float64 values of order 1: 1e-12 is far above their rounding.
+    np.testing.assert_allclose(causal_mean(values, n), _running_mean(values, n), atol=1e-12)
+    assert [planted_layer_words(layer) for layer in range(4)] == [1, 4, 16, 64]
+
+
+def test_planted_time_scales_drive_the_voxels_with_the_averaged_properties(tmp_path, small):
+    truth = write_synthetic(tmp_path, small(audio_time_scale=8.0, semantic_context=4), progress=False)
+    stimulus = truth.stimulus(truth.config.train_stories[0])
+    n_audio = stimulus.audio.shape[1]
+    # The audio latents: the properties averaged over the preceding 80 frames (8 s), then the
+    # HRF (the generator's has unit sum), both computed here; the truth keeps the properties of
+    # the moment.
+    expected = _convolved_at_rows(_running_mean(stimulus.audio, 80), stimulus.respdict) / _hrf().sum()
+    # Float64 sums of at most 320 kernel taps of order-1 values: 1e-10 is far above rounding.
+    np.testing.assert_allclose(stimulus.latent_rows[:, :n_audio], expected, atol=1e-10)
+    moment = _convolved_at_rows(stimulus.audio, stimulus.respdict)
+    assert not np.allclose(stimulus.latent_rows[:, :n_audio], moment, atol=1e-3)
+    # The semantic latents: each word's vector averaged with its 3 predecessors, spread over the
+    # 0.1 s frames it overlaps (weighted by the overlap), then the HRF.
+    n_frames, n_semantic = stimulus.audio.shape[0], stimulus.word_vectors.shape[1]
+    frames = np.zeros((n_frames, n_semantic))
+    for vector, start, end in zip(_running_mean(stimulus.word_vectors, 4), stimulus.word_start,
+                                  stimulus.word_end, strict=True):
+        for k in range(int(start / 0.1), min(int(np.ceil(end / 0.1)) + 1, n_frames)):
+            overlap = min(end, k * 0.1 + 0.05) - max(start, k * 0.1 - 0.05)
+            frames[k] += max(overlap, 0.0) / 0.1 * vector
+    expected = _convolved_at_rows(frames, stimulus.respdict) / _hrf().sum()
+    semantic = stimulus.latent_rows[:, n_audio : n_audio + n_semantic]
+    # Word edges fall on the 1 ms control grid; the overlaps above are float64 differences of
+    # seconds (about 1e-15 each), far below 1e-9.
+    np.testing.assert_allclose(semantic, expected, atol=1e-9)
