@@ -109,6 +109,16 @@ def test_matmul_peak_names_its_precisions():
         matmul_peak_gflops(64, "float16")
 
 
+def test_pytest_steps_take_the_suites_addopts_less_xdists(tmp_path):
+    written = tmp_path / "pyproject.toml"
+    written.write_text("[tool.pytest.ini_options]\n"
+                       "addopts = \"-m 'not slow' -n 4 --dist=loadfile -ra -nauto --numprocesses 2 -p foo\"\n")
+    assert device_check.addopts_without_xdist(written) == "-m 'not slow' -ra -p foo"
+    command = device_check.step_command("tests_ports", device_check.STEPS["tests_ports"], True, tmp_path)
+    assert f"addopts={device_check.addopts_without_xdist()}" in command
+    assert not {"-n", "--dist"} & set(device_check.addopts_without_xdist().split())
+
+
 def test_only_missing_wheels_are_installed(tmp_path):
     present = tmp_path / "numpy-2.0.0-cp312-cp312-manylinux2014_x86_64.whl"
     absent = tmp_path / "surely_not_installed_dist-1.0-py3-none-any.whl"
