@@ -1,6 +1,7 @@
 """Roofline estimates of the paper's three heavy computations on one H100, one H200 and one TPU v5e.
 
     python benchmarks/roofline.py          # writes benchmarks/results/roofline.json (~1 min on CPU)
+    PYTHONPATH=DIR python benchmarks/roofline.py --tpu  # and XLA:TPU's kernels (libtpu in DIR; ~10 min)
     python benchmarks/roofline.py --no-xla # the analytic counts only, no kernels (seconds)
 
 Estimates, not measurements: each workload's time on a chip is at least its FLOPs at the chip's
@@ -11,12 +12,13 @@ real runs are slower (kernels below peak, gaps, host work). Replace them with
 benchmarks/device_check.py's measurements.
 
 Kernels per step are counted (:func:`count_kernels`) in the optimized HLO of the programs
-jaxenc compiles for each workload, compiled here by XLA:CPU from abstract inputs: XLA:GPU and
-XLA:TPU fuse differently (XLA:CPU, for one, runs the dropout's random bits as a loop of small
-kernels that a GPU fuses), so the counts are estimates of the order of magnitude. Compiling for
-a GPU without one would need the CUDA plugin and a topology given by hand (XLA's deviceless
-compilation), which this environment does not have. :func:`moment_bytes` measures, on the same
-compiled training step, the bytes AdamW's moments would save in bfloat16.
+jaxenc compiles for each workload, from abstract inputs (nothing runs). For the TPU, with
+``--tpu``, XLA:TPU compiles them for one v5e chip without a TPU (:func:`deviceless_tpu`). For
+the GPUs the counts are XLA:CPU's, an estimate of the order of magnitude: XLA:GPU fuses
+differently (XLA:CPU, for one, runs the dropout's random bits as a loop of small kernels), and
+XLA:GPU compiles only with a GPU present (or the CUDA plugin given a topology by hand, which
+JAX does not expose). :func:`moment_bytes` measures, on the same compiled training step, the
+bytes AdamW's moments would save in bfloat16.
 
 Workloads (sizes from ds003020's respdict, /work/shared/ds003020, and the paper's protocol):
 
@@ -80,13 +82,13 @@ LAUNCH_SOURCE = ("assumed: a host-launched CUDA kernel ~4 us (XLA's thunk execut
                  "a TPU operation ~1 us (issued on the chip, no host launch)")
 CHIPS = {
     "H100 SXM": {"bfloat16": 989.4, "tf32": 494.7, "float32": 66.9, "float64": 66.9, "tb_per_s": 3.35,
-                 "memory_gb": 80, "launch_us": 4.0,
+                 "memory_gb": 80, "launch_us": 4.0, "compiler": "gpu",
                  "source": "NVIDIA H100 Tensor Core GPU datasheet (SXM5; dense, without sparsity)"},
     "H200 SXM": {"bfloat16": 989.4, "tf32": 494.7, "float32": 66.9, "float64": 66.9, "tb_per_s": 4.8,
-                 "memory_gb": 141, "launch_us": 4.0,
+                 "memory_gb": 141, "launch_us": 4.0, "compiler": "gpu",
                  "source": "NVIDIA H200 Tensor Core GPU datasheet (SXM; same compute as H100 SXM, HBM3e)"},
     "TPU v5e": {"bfloat16": 197.0, "tf32": 197.0 / 3, "float32": 197.0 / 6, "float64": None, "tb_per_s": 0.819,
-                "memory_gb": 16, "launch_us": 1.0,
+                "memory_gb": 16, "launch_us": 1.0, "compiler": "tpu",
                 "source": "Google Cloud TPU v5e documentation (197 TFLOP/s bf16, 819 GB/s HBM2, 16 GB); "
                           "float32 as 6 and TF32-like as 3 bf16 passes (XLA's HIGHEST / HIGH)"},
 }
@@ -106,6 +108,8 @@ N_DELAYS = len(DELAYS)
 RIDGE_VOXELS = 95_556  # voxels of UTS03, the largest main subject
 BATCH_WINDOWS = 16  # windows per forward, over which the weights are read once
 LLAMA_DEPTH = 12  # the paper's LLaMA layer
+# The smallest TPU v5e slice libtpu compiles for (2x2 chips per host); programs use one chip.
+TPU_TOPOLOGY = "v5e:2x2"
 
 
 def whisper_window_flops(cfg, n_frames: int) -> float:
@@ -301,7 +305,8 @@ def workload_kernels(work: dict, kernels: dict) -> dict:
 
 def estimates(respdict: dict, kernels: dict | None = None) -> dict:
     """Every workload's FLOPs, bytes and roofline seconds on every chip of :data:`CHIPS`, with
-    the launch floor of its kernels where ``kernels`` (:func:`kernel_counts`) is given."""
+    the launch floor of its kernels where ``kernels`` (target -> :func:`kernel_counts`, at
+    least ``"cpu"``) is given."""
     ext, train, rdg = extraction(respdict), training(respdict), ridge(respdict)
     work = {
         "extraction_whisper": (ext["whisper"], ("bfloat16",)),
@@ -313,15 +318,21 @@ def estimates(respdict: dict, kernels: dict | None = None) -> dict:
         "ridge_pca_512": (rdg["pca_512"], ("float32",)),
     }
     workloads = {"extraction": ext, "training": train, "ridge": rdg}
-    launched = workload_kernels(workloads, kernels) if kernels else {}
+    kernels = kernels or {}
+    launched = {target: workload_kernels(workloads, counts) for target, counts in kernels.items()}
     out = {}
     for name, (w, precisions) in work.items():
-        out[name] = {chip: {prec: seconds_on(spec, w["flop"], w["bytes"], prec, w.get("decomposition_flop", 0.0),
-                                             launched.get(name)) for prec in precisions}
-                     for chip, spec in CHIPS.items()}
+        out[name] = {}
+        for chip, spec in CHIPS.items():
+            # A chip's own compiler's counts where they were made, XLA:CPU's otherwise.
+            source = spec["compiler"] if spec["compiler"] in launched else "cpu"
+            n = launched[source][name] if source in launched else None
+            out[name][chip] = {prec: {**seconds_on(spec, w["flop"], w["bytes"], prec, w.get("decomposition_flop", 0.0),
+                                                   n), **({"kernels": n, "kernels_from": source} if n else {})}
+                               for prec in precisions}
     doc = {"workloads": workloads, "seconds": out}
     if kernels:
-        doc["kernels"] = {**kernels, "per_workload": launched}
+        doc["kernels"] = {target: {**counts, "per_workload": launched[target]} for target, counts in kernels.items()}
     return doc
 
 
@@ -363,6 +374,9 @@ def _cost(fn, args, analytic: float) -> dict:
 # Instructions of optimized HLO that launch nothing: they name, bundle or reinterpret buffers.
 FREE_OPS = frozenset({"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "opt-barrier",
                       "after-all", "partition-id", "replica-id", "add-dependency"})
+# The second half of an asynchronous operation (a DMA's copy-start / copy-done on a TPU): the
+# start launched it.
+ASYNC_ENDS = ("-done", "-update")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+ = (.*)$")
 _OPCODE = re.compile(r"(?:^|[\s}\]])([a-z][a-z0-9\-]*)\(")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+) .*\{$")
@@ -372,8 +386,9 @@ def count_kernels(hlo_text: str) -> dict:
     """Kernels one call of a compiled program launches, counted in its optimized HLO.
 
     Every instruction of the entry computation is one kernel (a fusion, a library call such
-    as a GEMM or an eigensolver, a copy, a collective), except those that only name or bundle
-    buffers (:data:`FREE_OPS`). A ``while`` loop counts its body's kernels once per iteration
+    as a GEMM or an eigensolver, a copy, a collective, a TPU's DMA), except those that only
+    name or bundle buffers (:data:`FREE_OPS`) and the ends of asynchronous operations
+    (:data:`ASYNC_ENDS`: a start and its done count once). A ``while`` loop counts its body's kernels once per iteration
     and its condition's once per test (XLA's ``known_trip_count``); a ``conditional`` its
     largest branch; a ``call`` its callee. A library call counts as one kernel although
     some (cuSOLVER's eigensolvers) launch several, so on a GPU this is a lower bound.
@@ -407,7 +422,7 @@ def count_kernels(hlo_text: str) -> dict:
     def count(name: str) -> collections.Counter:
         out = collections.Counter()
         for op, rhs in computations[name]:
-            if op in FREE_OPS:
+            if op in FREE_OPS or op.endswith(ASYNC_ENDS):
                 continue
             if op == "while":
                 trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', rhs)
@@ -439,14 +454,53 @@ def _in_loop(op: str) -> str:
     return op if op.startswith("while/") else f"while/{op}"
 
 
-def _compiled(fn, *args):
-    return fn.lower(*args).compile()
+def compile_on_cpu(fn, *args, **kwargs):
+    """``fn`` (a :func:`jax.jit` function) compiled by XLA:CPU for these arguments."""
+    return fn.lower(*args, **kwargs).compile()
 
 
-def encoder_kernels() -> dict:
+def cpu_only_with_libtpu() -> None:
+    """Keep JAX on its CPU backend although libtpu is importable, and tell libtpu the slice it
+    compiles for (it would otherwise look for TPU metadata); call before JAX's first use."""
+    import os
+
+    import jax
+
+    for key, value in {"TPU_ACCELERATOR_TYPE": "v5litepod-4", "TPU_WORKER_HOSTNAMES": "localhost",
+                       "TPU_SKIP_MDS_QUERY": "1"}.items():
+        os.environ.setdefault(key, value)
+    jax.config.update("jax_platforms", "cpu")
+
+
+def deviceless_tpu(topology: str = TPU_TOPOLOGY):
+    """A compile function like :func:`compile_on_cpu` for one chip of a TPU v5e, without a TPU.
+
+    XLA:TPU compiles ahead of time for a topology given by name (``jax.experimental.topologies``),
+    through libtpu, which needs no TPU to compile: ``pip install --target DIR "libtpu==0.0.42.*"``
+    (the version jax 0.10.2's ``tpu`` extra pins; 213 MB), ``DIR`` on ``PYTHONPATH``. JAX itself
+    keeps its CPU backend (``jax_platforms``), and libtpu is told the slice it would run on.
+    Positional arguments become abstract values placed on the topology's first chip; keyword
+    arguments are passed as they are (the static ones of jaxenc's programs).
+    """
+    import jax
+    from jax.experimental import topologies
+    from jax.sharding import SingleDeviceSharding
+
+    cpu_only_with_libtpu()
+    chip = SingleDeviceSharding(topologies.get_topology_desc(topology_name=topology, platform="tpu").devices[0])
+
+    def compile_on_tpu(fn, *args, **kwargs):
+        placed = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=chip), args)
+        return fn.trace(*placed, **kwargs).lower(lowering_platforms=("tpu",)).compile()
+
+    return compile_on_tpu
+
+
+def encoder_kernels(compile_fn=compile_on_cpu) -> dict:
     """Kernels of one Whisper-large and one LLaMA-7B (to layer 12) forward, bf16, at full shape.
 
-    Compiled (on the CPU backend, from abstract inputs) with 1 and 2 layers, on the ``"xla"``
+    Compiled by ``compile_fn`` (:func:`compile_on_cpu` or :func:`deviceless_tpu`'s, from
+    abstract inputs) with 1 and 2 layers, on the ``"xla"``
     attention route (``jax.nn.dot_product_attention``: the TPU's, and a GPU's without cuDNN,
     which fuses the attention into one library call); the difference is one layer's kernels,
     extrapolated to the depth the extraction runs.
@@ -465,7 +519,7 @@ def encoder_kernels() -> dict:
         fn = jax.jit(lambda s, x, f: nnx.merge(graphdef, s).frames_at(x, f, (layers,)))
         mel = jax.ShapeDtypeStruct((BATCH_WINDOWS, cfg.num_mel_bins, WHISPER_FRAMES), jnp.bfloat16)
         frame = jax.ShapeDtypeStruct((BATCH_WINDOWS,), jnp.int32)
-        return count_kernels(_compiled(fn, state, mel, frame).as_text())
+        return count_kernels(compile_fn(fn, state, mel, frame).as_text())
 
     def llama(layers):
         cfg = LlamaConfig(num_hidden_layers=layers)
@@ -474,7 +528,7 @@ def encoder_kernels() -> dict:
         graphdef, state = nnx.split(model)
         fn = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)[-1])
         tokens = round(LLAMA_CONTEXT[1] * TOKENS_PER_WORD) + 1
-        return count_kernels(_compiled(fn, state, jax.ShapeDtypeStruct((BATCH_WINDOWS, tokens), jnp.int32)).as_text())
+        return count_kernels(compile_fn(fn, state, jax.ShapeDtypeStruct((BATCH_WINDOWS, tokens), jnp.int32)).as_text())
 
     def layers_of(build, depth):
         one, two = build(1), build(2)
@@ -503,7 +557,8 @@ def table1_networks() -> dict:
     return fits
 
 
-def training_step(make, n_features: int, n_models: int = 3 * N_FOLDS, moments=None):
+def training_step(make, n_features: int, n_models: int = 3 * N_FOLDS, moments=None,
+                  compile_fn=compile_on_cpu):
     """jaxenc's training step vmapped over a stack of models, compiled from abstract inputs.
 
     The step of :func:`jaxenc.train.program.train_step`, as the fold-parallel program runs it
@@ -521,6 +576,8 @@ def training_step(make, n_features: int, n_models: int = 3 * N_FOLDS, moments=No
     moments : (str, str), optional
         Storage dtypes of AdamW's first and second moments; None: jaxenc's AdamW as it is
         (both float32). Otherwise the step of :func:`adamw_stored_moments`.
+    compile_fn : callable
+        :func:`compile_on_cpu` or :func:`deviceless_tpu`'s.
 
     Returns
     -------
@@ -549,11 +606,11 @@ def training_step(make, n_features: int, n_models: int = 3 * N_FOLDS, moments=No
     args = (data, (carry["params"], carry["rest"], opt), jax.ShapeDtypeStruct((m, BATCH), jnp.int32),
             jax.ShapeDtypeStruct((m, BATCH), bool), jax.ShapeDtypeStruct((m,), bool))
     if moments is None:
-        return _compiled(jax.jit(step, donate_argnums=1), *args)
+        return compile_fn(jax.jit(step, donate_argnums=1), *args)
     original = _adamw.update
     _adamw.update = adamw_stored_moments
     try:
-        return _compiled(jax.jit(step, donate_argnums=1), *args)
+        return compile_fn(jax.jit(step, donate_argnums=1), *args)
     finally:
         _adamw.update = original
 
@@ -602,18 +659,18 @@ def _cost_of(compiled) -> dict:
     return {"flop": float(cost["flops"]), "bytes": float(cost["bytes accessed"])}
 
 
-def training_kernels() -> dict:
+def training_kernels(compile_fn=compile_on_cpu) -> dict:
     """Kernels, FLOPs and bytes of one step of each Table 1 fit (15 models vmapped)."""
     out = {}
     for name, (make, width) in table1_networks().items():
-        compiled = training_step(make, width)
+        compiled = training_step(make, width, compile_fn=compile_fn)
         counted = count_kernels(compiled.as_text())
         out[name] = {"n_features": width, "kernels_per_step": counted["kernels"], "by_op": counted["by_op"],
                      **{f"xla_{k}_per_step": v for k, v in _cost_of(compiled).items()}}
     return out
 
 
-def moment_bytes() -> dict:
+def moment_bytes(compile_fn=compile_on_cpu) -> dict:
     """Bytes per training step with AdamW's moments stored in float32 or bfloat16.
 
     The MLP at the paper's width (4 delays x (1280 + 4096) features, 256 hidden, 512
@@ -628,7 +685,7 @@ def moment_bytes() -> dict:
 
     make, width = table1_networks()["MLP/audio+semantic"]
     variants = {"float32": None, "mu_bfloat16": ("bfloat16", "float32"), "mu_nu_bfloat16": ("bfloat16", "bfloat16")}
-    out = {k: _cost_of(training_step(make, width, moments=v)) for k, v in variants.items()}
+    out = {k: _cost_of(training_step(make, width, moments=v, compile_fn=compile_fn)) for k, v in variants.items()}
     base = out["float32"]["bytes"]
     for v in out.values():
         v["saving_vs_float32"] = 1 - v["bytes"] / base
@@ -637,7 +694,7 @@ def moment_bytes() -> dict:
     return out
 
 
-def ridge_kernels(n_voxels: dict) -> dict:
+def ridge_kernels(n_voxels: dict, compile_fn=compile_on_cpu, platform: str = "cpu") -> dict:
     """Kernels of a ``RidgeCV`` fit by the primal route (:func:`ridge_fit`'s programs).
 
     Runs ``jaxenc.models.ridge_solvers``' ``cv_scores`` and ``refit`` on a small problem of the
@@ -650,6 +707,12 @@ def ridge_kernels(n_voxels: dict) -> dict:
     ----------
     n_voxels : dict
         Name -> voxels of the full-size fit (1024 per batch, RidgeCV's default).
+    compile_fn : callable
+        Compiles each program for the count (:func:`compile_on_cpu` or
+        :func:`deviceless_tpu`'s); the programs run on the CPU.
+    platform : str
+        The platform whose ``solver_dtype="auto"`` the fit takes (float64 decompositions on
+        CPUs and GPUs, float32 on TPUs).
 
     Returns
     -------
@@ -677,11 +740,11 @@ def ridge_kernels(n_voxels: dict) -> dict:
             def call(*args, **kwargs):
                 calls[name] += 1
                 if name not in per_call:
-                    per_call[name] = count_kernels(fn.lower(*args, **kwargs).compile().as_text())["kernels"]
+                    per_call[name] = count_kernels(compile_fn(fn, *args, **kwargs).as_text())["kernels"]
                 return fn(*args, **kwargs)
             return call
 
-        solver_dtype = solvers.resolve_solver_dtype("auto")
+        solver_dtype = solvers.resolve_solver_dtype("auto", platform)
         kw = dict(fit_intercept=True, voxel_batch=batch, dtype=np.dtype(np.float32), solver_dtype=solver_dtype)
         try:
             for name, fn in programs.items():
@@ -698,19 +761,35 @@ def ridge_kernels(n_voxels: dict) -> dict:
     return out
 
 
-def kernel_counts() -> dict:
-    """Kernels per step of every workload (see :func:`count_kernels`), from XLA:CPU's HLO."""
-    return {"backend": "cpu (XLA:CPU's optimized HLO; XLA:GPU and XLA:TPU fuse differently: an estimate)",
-            "extraction": encoder_kernels(), "training": training_kernels(),
-            "ridge": ridge_kernels({"all_voxels_UTS03": RIDGE_VOXELS, "pca_512": PCA_COMPONENTS})}
+def kernel_counts(target: str = "cpu") -> dict:
+    """Kernels per step of every workload (see :func:`count_kernels`) and the bytes AdamW's
+    moments take (:func:`moment_bytes`), from the programs compiled by XLA:CPU (``"cpu"``) or
+    by XLA:TPU for a TPU v5e chip (``"tpu"``, :func:`deviceless_tpu`)."""
+    if target == "tpu":
+        compile_fn, platform = deviceless_tpu(), "tpu"
+        backend = f"tpu (XLA:TPU's optimized HLO for one chip of a {TPU_TOPOLOGY} slice, compiled without a TPU)"
+    else:
+        compile_fn, platform = compile_on_cpu, "cpu"
+        backend = "cpu (XLA:CPU's optimized HLO; XLA:GPU fuses differently: an estimate for the GPUs)"
+    return {"backend": backend, "extraction": encoder_kernels(compile_fn), "training": training_kernels(compile_fn),
+            "ridge": ridge_kernels({"all_voxels_UTS03": RIDGE_VOXELS, "pca_512": PCA_COMPONENTS}, compile_fn, platform),
+            "adam_moment_bytes": moment_bytes(compile_fn)}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-xla", action="store_true",
                         help="skip everything compiled: XLA's FLOP cross-check, kernel counts and moment bytes")
+    parser.add_argument("--tpu", action="store_true",
+                        help="also count kernels in XLA:TPU's programs for a TPU v5e, compiled without one "
+                             "(needs libtpu: see deviceless_tpu)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "roofline.json")
     args = parser.parse_args(argv)
+    if args.tpu:
+        cpu_only_with_libtpu()
+    kernels = None
+    if not args.no_xla:
+        kernels = {"cpu": kernel_counts("cpu"), **({"tpu": kernel_counts("tpu")} if args.tpu else {})}
     respdict = stories()
     doc = {"benchmark": "roofline", "kind": "estimate (roofline: max of FLOPs / peak and bytes / bandwidth)",
            "chips": CHIPS, "assumptions": {"words_per_second": WORDS_PER_SECOND, "tokens_per_word": TOKENS_PER_WORD,
@@ -718,10 +797,9 @@ def main(argv=None) -> None:
                                            "whisper_frames": WHISPER_FRAMES, "batch_windows": BATCH_WINDOWS,
                                            "epochs": EPOCHS, "n_alphas": N_ALPHAS, "n_folds": N_FOLDS,
                                            "launch": LAUNCH_SOURCE},
-           **estimates(respdict, None if args.no_xla else kernel_counts())}
+           **estimates(respdict, kernels)}
     if not args.no_xla:
         doc["xla_cross_check"] = xla_counts()
-        doc["adam_moment_bytes"] = moment_bytes()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, default=lambda x: dataclasses.asdict(x)) + "\n")
     for name, by_chip in doc["seconds"].items():

@@ -143,10 +143,11 @@ def test_a_failing_step_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
     assert record["timed_out"] and not record["ok"] and record["seconds"] < 30
 
 
-# A compiled program in XLA's HLO text form: a copy, a 4-trip loop (a fusion and an add in its
-# body, a compare in its condition), a library call and a two-way conditional (two fusions in
-# one branch, one in the other); parameters, constants, tuples and get-tuple-elements launch
-# nothing. Kernels: 1 + 4 * 2 + (4 + 1) * 1 + 1 + max(2, 1) = 17, 13 of them in the loop.
+# A compiled program in XLA's HLO text form: a copy, an asynchronous copy (start and done: one
+# kernel), a 4-trip loop (a fusion and an add in its body, a compare in its condition), a
+# library call and a two-way conditional (two fusions in one branch, one in the other);
+# parameters, constants, tuples and get-tuple-elements launch nothing. Kernels:
+# 1 + 1 + 4 * 2 + (4 + 1) * 1 + 1 + max(2, 1) = 18, 13 of them in the loop.
 _HLO = """HloModule m, entry_computation_layout={(f32[8]{0})->f32[8]{0}}
 
 %fused_computation (param_0: f32[8]) -> f32[8] {
@@ -187,6 +188,8 @@ ENTRY %main (p: f32[8], q: s32[]) -> f32[8] {
   %q = s32[] parameter(1)
   %constant.1 = s32[] constant(0)
   %copy.1 = f32[8]{0} copy(%p)
+  %copy-start.1 = (f32[8]{0}, f32[8]{0}, u32[]) copy-start(%p)
+  %copy-done.1 = f32[8]{0} copy-done(%copy-start.1)
   %tuple.0 = (s32[], f32[8]{0}) tuple(%constant.1, %copy.1)
   %while.1 = (s32[], f32[8]) while(%tuple.0), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"4"}}
   %gte.9 = f32[8]{0} get-tuple-element(%while.1), index=1
@@ -198,9 +201,9 @@ ENTRY %main (p: f32[8], q: s32[]) -> f32[8] {
 
 def test_kernel_count_of_a_written_program():
     counted = roofline.count_kernels(_HLO)
-    assert counted["kernels"] == 17 and counted["in_loops"] == 13 and counted["unknown_trip_counts"] == 0
-    assert counted["by_op"] == {"copy": 1, "while/fusion": 4, "while/add": 4, "while/compare": 5, "custom-call": 1,
-                                "fusion": 2}
+    assert counted["kernels"] == 18 and counted["in_loops"] == 13 and counted["unknown_trip_counts"] == 0
+    assert counted["by_op"] == {"copy": 1, "copy-start": 1, "while/fusion": 4, "while/add": 4, "while/compare": 5,
+                                "custom-call": 1, "fusion": 2}
 
 
 def test_kernel_count_of_a_compiled_loop_grows_with_its_trips():
@@ -243,3 +246,16 @@ def test_stored_moments_adamw_is_jaxencs_in_float32_and_rounds_bfloat16_moments_
     assert new_state["mu"]["w"].dtype == jnp.bfloat16 and new_state["nu"]["w"].dtype == jnp.float32
     bound = lr * 2.0**-8 + np.spacing(np.abs(np.asarray(params["w"])))
     assert np.all(np.abs(np.asarray(new["w"]) - np.asarray(ref[0]["w"])) <= bound)
+
+
+def test_kernel_count_of_a_program_compiled_for_a_tpu_without_one():
+    """XLA:TPU's program for one v5e chip, compiled through libtpu (skipped without it): one
+    fused elementwise kernel, as on the CPU."""
+    pytest.importorskip("libtpu")
+    import jax
+    import jax.numpy as jnp
+
+    compile_on_tpu = roofline.deviceless_tpu()
+    compiled = compile_on_tpu(jax.jit(lambda x: jnp.sin(x) * x + 1), jax.ShapeDtypeStruct((8, 128), jnp.float32))
+    assert "T(8,128)" in compiled.as_text()  # a TPU layout: tiles of 8 x 128
+    assert roofline.count_kernels(compiled.as_text())["kernels"] == 1
