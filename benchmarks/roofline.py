@@ -105,6 +105,7 @@ EPOCHS = 200
 BATCH = 128
 HIDDEN = 256
 N_DELAYS = len(DELAYS)
+AUDIO_WIDTH, SEMANTIC_WIDTH = 1280, 4096  # Whisper large's d_model, LLaMA-7B's hidden size
 RIDGE_VOXELS = 95_556  # voxels of UTS03, the largest main subject
 BATCH_WINDOWS = 16  # windows per forward, over which the weights are read once
 LLAMA_DEPTH = 12  # the paper's LLaMA layer
@@ -226,7 +227,7 @@ def training(respdict: dict) -> dict:
     rows = sum(n - 20 for s, n in respdict.items() if s != TEST_STORY)
     n_val = rows // N_FOLDS
     n_train = rows - n_val
-    audio, semantic = N_DELAYS * 1280, N_DELAYS * 4096
+    audio, semantic = N_DELAYS * AUDIO_WIDTH, N_DELAYS * SEMANTIC_WIDTH
     fits = {f"{name}/{features}": width
             for features, width in (("audio", audio), ("semantic", semantic), ("audio+semantic", audio + semantic))
             for name in ("MLLinear", "MLP")}
@@ -265,7 +266,7 @@ def ridge_fit(n: int, p: int, v: int, *, folds: int = N_FOLDS, n_alphas: int = N
 
 def ridge(respdict: dict) -> dict:
     rows = sum(n - 20 for s, n in respdict.items() if s != TEST_STORY)
-    p = N_DELAYS * (4096 + 1280)
+    p = N_DELAYS * (SEMANTIC_WIDTH + AUDIO_WIDTH)
     return {"all_voxels_UTS03": ridge_fit(rows, p, RIDGE_VOXELS), "pca_512": ridge_fit(rows, p, PCA_COMPONENTS)}
 
 
@@ -296,7 +297,7 @@ def workload_kernels(work: dict, kernels: dict) -> dict:
         "extraction_whisper": whisper, "extraction_whisper_flash_attention": whisper,
         "extraction_llama": (math.ceil(ext["llama"]["windows"] / BATCH_WINDOWS)
                              * kernels["extraction"]["llama"]["kernels_per_forward"]),
-        # Training steps only: the validation pass and the shuffle add a few % of the kernels.
+        # Training steps only: the validation pass and the shuffle are left out.
         "training_per_epoch": epoch, "training_200_epochs": EPOCHS * epoch,
         "ridge_all_voxels": kernels["ridge"]["all_voxels_UTS03"]["kernels"],
         "ridge_pca_512": kernels["ridge"]["pca_512"]["kernels"],
@@ -388,9 +389,9 @@ def count_kernels(hlo_text: str) -> dict:
     Every instruction of the entry computation is one kernel (a fusion, a library call such
     as a GEMM or an eigensolver, a copy, a collective, a TPU's DMA), except those that only
     name or bundle buffers (:data:`FREE_OPS`) and the ends of asynchronous operations
-    (:data:`ASYNC_ENDS`: a start and its done count once). A ``while`` loop counts its body's kernels once per iteration
-    and its condition's once per test (XLA's ``known_trip_count``); a ``conditional`` its
-    largest branch; a ``call`` its callee. A library call counts as one kernel although
+    (:data:`ASYNC_ENDS`: a start and its done count once). A ``while`` loop counts its body's
+    kernels once per iteration and its condition's once per test (XLA's ``known_trip_count``);
+    a ``conditional`` its largest branch; a ``call`` its callee. A library call counts as one kernel although
     some (cuSOLVER's eigensolvers) launch several, so on a GPU this is a lower bound.
 
     Parameters
@@ -545,7 +546,7 @@ def table1_networks() -> dict:
     """Table 1's fits: name -> ``make(n_in, n_out, rngs)`` at the paper's width, and its input width."""
     from jaxenc.models.nonlinear import DIMLP, MLP, MLLinear, delayed_columns
 
-    audio, semantic = 1280, 4096
+    audio, semantic = AUDIO_WIDTH, SEMANTIC_WIDTH
     block = audio + semantic
     fits = {}
     for features, width in (("audio", audio), ("semantic", semantic), ("audio+semantic", block)):
