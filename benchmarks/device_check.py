@@ -60,12 +60,14 @@ import dataclasses
 import importlib.metadata
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -187,13 +189,33 @@ def run_process(cmd: list[str], env: dict, timeout: float, log: Path) -> dict:
             "ok": rc == 0 and not timed_out, "output_tail": tail}
 
 
+# pytest-xdist's options, with their values: dropped from the addopts of a pytest step.
+_XDIST_OPTIONS = ("-n", "--numprocesses", "--dist")
+
+
+def addopts_without_xdist(pyproject: Path = ROOT / "pyproject.toml") -> str:
+    """pyproject.toml's pytest ``addopts`` less pytest-xdist's options (``-n``, ``--dist``).
+
+    The device machine has no pytest-xdist, so its pytest steps run in one process with the
+    suite's other options, read from the one place they are set.
+    """
+    config = tomllib.loads(pyproject.read_text())
+    words = iter(shlex.split(config["tool"]["pytest"]["ini_options"]["addopts"]))
+    kept = []
+    for word in words:
+        if word in _XDIST_OPTIONS:
+            next(words, None)  # its value
+        elif not word.startswith(tuple(f"{o}=" for o in _XDIST_OPTIONS) + ("-n",)):
+            kept.append(word)
+    return shlex.join(kept)
+
+
 def step_command(name: str, step: Step, dry_run: bool, results: Path) -> list[str]:
     """The command line of a step."""
     if step.pytest is not None:
         targets = step.dry_pytest if dry_run else step.pytest
-        # pyproject's addopts without its -n (the device machine has no pytest-xdist): one process.
         return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-                "-o", "addopts=-m 'not slow' -ra --import-mode=importlib", "--durations=15",
+                "-o", f"addopts={addopts_without_xdist()}", "--durations=15",
                 f"--junitxml={results}/{name}.xml", *targets]
     return [sys.executable, str(Path(__file__).resolve()), "--step", name, "--results", str(results),
             *(["--dry-run"] if dry_run else [])]

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxenc.errors import AlignmentError, ConfigError, NonFiniteError
 
-__all__ = ["check_dtype", "check_matrix", "check_finite"]
+__all__ = ["check_dtype", "check_matrix", "check_finite", "finite_blocks"]
 
 # Columns checked at a time for NaN and infinity.
 _BLOCK_COLUMNS = 4096
@@ -42,6 +42,45 @@ def check_dtype(array: np.ndarray, name: str, *, subject=None, story=None) -> No
                           subject=subject, story=story)
 
 
+def finite_blocks(array: np.ndarray, name: str, *, subject=None, story=None):
+    """The blocks of columns of a 2-D array, each checked for NaN and infinity before it is given.
+
+    For a caller that reads every column once anyway (the ridge's constant-column check): the
+    check rides on the same pass, a block at a time, with no full-size mask.
+
+    Parameters
+    ----------
+    array : ndarray of shape (n_rows, n_columns)
+    name : str
+        The argument's name in errors.
+    subject, story : str, optional
+        Named in errors.
+
+    Yields
+    ------
+    (int, ndarray of shape (n_rows, block_columns))
+        The block's first column and the block (a view).
+
+    Raises
+    ------
+    NonFiniteError
+        At the first block holding NaN or infinity, naming the argument, its first row and
+        column and how many values of the block are not finite.
+    """
+    integral = array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer)
+    for start in range(0, array.shape[1], _BLOCK_COLUMNS):
+        block = array[:, start:start + _BLOCK_COLUMNS]
+        finite = True if integral else np.isfinite(block)
+        if not np.all(finite):
+            bad = ~finite
+            col = int(np.argmax(bad.any(axis=0)))
+            row = int(np.argmax(bad[:, col]))
+            raise NonFiniteError(f"NaN or infinity in {name} at row {row}, column {start + col} "
+                                 f"({int(bad.sum())} value(s) in columns {start}-{start + block.shape[1] - 1})",
+                                 subject=subject, story=story)
+        yield start, block
+
+
 def check_finite(array: np.ndarray, name: str, *, subject=None, story=None) -> None:
     """Refuse NaN or infinity in a 2-D array, naming the argument, the first row and column.
 
@@ -49,18 +88,8 @@ def check_finite(array: np.ndarray, name: str, *, subject=None, story=None) -> N
     ------
     NonFiniteError
     """
-    array = np.asarray(array)
-    if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer):
-        return
-    for start in range(0, array.shape[1], _BLOCK_COLUMNS):
-        finite = np.isfinite(array[:, start:start + _BLOCK_COLUMNS])
-        if not finite.all():
-            bad = ~finite
-            col = int(np.argmax(bad.any(axis=0)))
-            row = int(np.argmax(bad[:, col]))
-            raise NonFiniteError(f"NaN or infinity in {name} at row {row}, column {start + col} "
-                                 f"({int(bad.sum())} value(s) in columns {start}-{start + finite.shape[1] - 1})",
-                                 subject=subject, story=story)
+    for _ in finite_blocks(np.asarray(array), name, subject=subject, story=story):
+        pass
 
 
 def check_matrix(array, name: str, *, columns: int | None = None, what: str = "(n_rows, n_columns)",

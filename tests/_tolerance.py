@@ -413,3 +413,24 @@ def lanczos_atol(data, old_times, new_times, window: float = 3, computations: in
     terms = np.abs(weights(0.0)) @ data
     time_part = time_error * (slope @ data) if computations == 1 else 0.0
     return time_part + rounding_bound([len(old_times)] * computations) * terms
+
+
+#: The same training computed two ways in float32 (the vmapped program against the loop of the
+#: same step, tests/train/test_fit.py and tests/models/test_transformer.py): parameters and
+#: optimizer state (absolute) and losses (relative) after a few epochs. Not derived: a measured
+#: margin, for these reasons. The two ways differ only in the order of their products' sums,
+#: so each gradient element errs by a ``rounding_bound`` relative to the scale of its terms;
+#: but AdamW divides each element by its own running RMS, so what reaches a parameter is that
+#: error over the element's size, the element's cancellation ratio (scale of its terms over
+#: its value), which has no bound (a gradient element near zero) and depends on the data and
+#: the whole trajectory; from the first differing step on, the differences also feed back
+#: through the network with a data-dependent gain. The bound that does hold without them,
+#: Adam's largest step (``lr (1 - b1) / sqrt(1 - b2)``, 3.2 lr; Kingma & Ba 2015, section 2.1)
+#: times the steps, holds for any two runs, buggy or not (2 x 40 steps x 3.2 x 3e-3 = 0.76 in
+#: test_fit), so it would catch nothing. Measured on test_fit's problem (8 epochs, 40 steps,
+#: lr 3e-3; 2 cores with AVX-512): states differ by 1.2e-7 (one ulp near 1), losses by 2.1e-7
+#: relative; the bounds below leave 800x and 50x for other CPUs' summation orders, while a
+#: step computed from other rows, masks or folds changes AdamW's normalised update by order
+#: one, so the parameters by the order of a step (lr = 3e-3).
+TRAINING_STATE_ATOL = 1e-4
+TRAINING_LOSS_RTOL = 1e-5

@@ -31,15 +31,13 @@ from jaxenc.errors import AlignmentError, ConfigError, DataWarning
 from jaxenc.models import ridge_lfo as lfo
 from jaxenc.models import ridge_solvers as solvers
 from jaxenc.models.ridge_splits import BootstrapChunks, resolve_splits
-from jaxenc.validation import check_dtype
+from jaxenc.validation import check_dtype, finite_blocks
 
 __all__ = ["RidgeCV"]
 
 # Penalties searched by default: 0.1 to 1e5 in half decades.
 DEFAULT_ALPHAS = np.logspace(-1, 5, 13)
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-# Columns checked at a time for NaN, inf and constants, so the check needs no full-size mask.
-_CHECK_COLUMNS = 4096
 
 
 def _check_dtype(dtype) -> np.dtype:
@@ -66,16 +64,10 @@ def _check_alphas(alphas) -> np.ndarray:
     return np.unique(alphas)
 
 
-def _scan_columns(A: np.ndarray, name: str, column: str) -> np.ndarray:
+def _scan_columns(A: np.ndarray, name: str) -> np.ndarray:
     """Raise on the first NaN or inf, block of columns by block; return the constant columns."""
     constant = np.empty(A.shape[1], dtype=bool)
-    for start in range(0, A.shape[1], _CHECK_COLUMNS):
-        block = A[:, start:start + _CHECK_COLUMNS]
-        finite = np.isfinite(block)
-        if not finite.all():
-            col = int(np.argmin(finite.all(axis=0)))
-            row = int(np.argmin(finite[:, col]))
-            raise ConfigError(f"{name} has NaN or inf in {column} {start + col} (first at row {row})")
+    for start, block in finite_blocks(A, name):
         constant[start:start + block.shape[1]] = (block == block[:1]).all(axis=0)
     return constant
 
@@ -87,7 +79,7 @@ def _check_X(X) -> np.ndarray:
     check_dtype(X, "X")
     if 0 in X.shape:
         raise AlignmentError(f"X has shape {X.shape}: at least one row (TR) and one feature are needed")
-    _scan_columns(X, "X", "column")
+    _scan_columns(X, "X")
     return X
 
 
@@ -105,7 +97,7 @@ def _check_Y(Y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
     check_dtype(Y, "Y")
     if Y.shape[1] == 0:
         raise AlignmentError(f"Y has shape {Y.shape}: at least one voxel (column) is needed")
-    return Y, _scan_columns(Y, "Y", "voxel (column)")
+    return Y, _scan_columns(Y, "Y")
 
 
 def _warn_constant(constant: np.ndarray) -> None:
@@ -424,8 +416,10 @@ class RidgeCV(_RidgeBase):
         AlignmentError
             ``X`` and ``Y`` have different numbers of rows, or wrong dimensions.
         ConfigError
-            NaN or inf in ``X`` or ``Y``, non-positive alphas, fewer groups than folds, an
-            unknown ``solver_dtype``, or another unusable option.
+            Non-positive alphas, fewer groups than folds, an unknown ``solver_dtype``, or
+            another unusable option.
+        NonFiniteError
+            NaN or inf in ``X`` or ``Y``, naming the row and column.
         """
         X, Y, constant, splits = self._check_common(X, Y, groups)
         alphas = self.alphas_

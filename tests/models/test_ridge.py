@@ -17,7 +17,7 @@ import scipy.linalg
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 
-from jaxenc.errors import AlignmentError, ConfigError, DataWarning
+from jaxenc.errors import AlignmentError, ConfigError, DataWarning, NonFiniteError
 from jaxenc.models import BandedRidgeCV, BootstrapChunks, RidgeCV, ridge_lfo, ridge_solvers
 from jaxenc.models.ridge_splits import resolve_splits
 from tests._tolerance import ridge_rtol
@@ -348,14 +348,14 @@ def test_non_finite_input_names_the_column():
     X, Y = planted()
     X_bad = X.copy()
     X_bad[7, 5] = np.nan
-    with pytest.raises(ConfigError, match="X has NaN or inf in column 5 .*row 7"):
+    with pytest.raises(NonFiniteError, match="NaN or infinity in X at row 7, column 5"):
         RidgeCV().fit(X_bad, Y)
     Y_bad = Y.copy()
     Y_bad[3, 2] = np.inf
-    with pytest.raises(ConfigError, match=r"Y has NaN or inf in voxel \(column\) 2 .*row 3"):
+    with pytest.raises(NonFiniteError, match=r"NaN or infinity in Y at row 3, column 2"):
         RidgeCV().fit(X, Y_bad)
     model = RidgeCV(alphas=ALPHAS).fit(X, Y)
-    with pytest.raises(ConfigError, match="column 5"):
+    with pytest.raises(NonFiniteError, match="column 5"):
         model.predict(X_bad)
 
 

@@ -19,9 +19,6 @@ from jaxenc.errors import ConfigError
 from jaxenc.nn import layers
 from tests._tolerance import rounding_bound
 
-# Unit roundoff of float32.
-_U = 2.0**-24
-
 
 @pytest.fixture(autouse=True)
 def full_precision():
@@ -63,25 +60,23 @@ def test_attention_matches_torch_sdpa(monkeypatch, heads, kv_heads, causal, bloc
     np.testing.assert_allclose(np.asarray(got), expected.numpy(), rtol=0, atol=atol)
 
 
-def _gamma(n: int) -> float:
-    """Higham's bound on the relative rounding error of a float32 sum of n products."""
-    return n * _U / (1 - n * _U)
-
-
 def route_tolerance(q, k, v, scale: float) -> float:
-    """First-order bound on the difference of two float32 attention routes' outputs.
+    """Bound on the difference of two float32 attention routes' outputs (tests/_tolerance.py's model).
 
-    Each route rounds a logit ``scale * q.k`` to within ``gamma(d + 1) * scale * sum|q||k|``;
-    two routes differ by at most twice that (``dl``). A softmax weight then moves by at most
-    ``2 * p * max dl`` (and a few ``u`` of rounding in exp and the normaliser, summed over the
-    t keys), so an output ``sum_j p_j v_j`` moves by at most
-    ``max|v| * (4 * max dl + 2 * gamma(t) * 2 + 8 u)``.
+    Each route rounds a logit ``scale * q.k``, a reduction of ``d`` products (and the scale),
+    relative to ``scale * sum|q||k|``: the two routes' logits differ by at most ``dl``, the
+    :func:`rounding_bound` of both routes' reductions. A softmax weight ``p_j`` then moves by
+    at most ``2 p_j dl`` (its own logit's change and the normaliser's weighted mean of the
+    others'), so an output ``sum_j p_j v_j`` moves by at most ``2 dl max|v|``; each route adds
+    the rounding of its normaliser and weighted sum over the ``t`` keys and of ``exp`` and the
+    division (one term each), relative to ``max|v|``.
     """
     d, t, heads, kv_heads = q.shape[-1], k.shape[1], q.shape[2], k.shape[2]
     k_heads = np.repeat(np.abs(k), heads // kv_heads, axis=2)  # query head i reads kv head i // g
     qk = np.einsum("bshd,bthd->bhst", np.abs(q), k_heads).max()
-    dl = 2 * _gamma(d + 1) * scale * qk
-    return float(np.abs(v).max() * (4 * dl + 4 * _gamma(t) + 8 * _U))
+    dl = rounding_bound([d + 1] * 2, scale=scale * qk)
+    v_max = float(np.abs(v).max())
+    return float(2 * dl * v_max + rounding_bound([t, t, 1, 1] * 2, scale=v_max))
 
 
 def _padded_masks(b: int, t: int) -> np.ndarray:
@@ -99,7 +94,7 @@ def _padded_masks(b: int, t: int) -> np.ndarray:
 def test_dot_product_attention_route_equals_the_blocked_route(monkeypatch, case):
     """jax.nn.dot_product_attention (XLA's implementation, the GPU/TPU route for float32)
     against the blocked einsum, with several query blocks on the blocked side, within the
-    derived bound (about 2e-4 here; the differences seen are 2-4e-7)."""
+    derived bound (about 1e-4 here; the differences seen are 2-4e-7)."""
     monkeypatch.setitem(layers._SCORE_BLOCK_ELEMENTS, "cpu", 2000)
     monkeypatch.setattr(layers, "_MIN_BLOCK_QUERIES", 4)
     rng = np.random.default_rng(len(case))
@@ -119,7 +114,7 @@ def test_dot_product_attention_route_equals_the_blocked_route(monkeypatch, case)
     blocked, xla = (np.asarray(f(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v))) for f in routes.values())
     assert blocked.shape == xla.shape == (b, q.shape[1], heads * d)
     tol = route_tolerance(q, k, v, scale)
-    assert tol < 1e-3  # a worst-case bound, still far below the outputs' unit scale
+    assert tol < 1e-3  # far below the outputs' unit scale
     np.testing.assert_allclose(xla, blocked, rtol=0, atol=tol)
 
 
