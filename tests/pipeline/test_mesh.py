@@ -94,7 +94,7 @@ def _check_equal_to_one_device():
     import jax
 
     from jaxenc.decomp.sharded import ShardedPCAState
-    from jaxenc.distributed import RUN_AXIS, run_mesh
+    from jaxenc.distributed import RUN_AXIS, run_mesh, to_host
     from jaxenc.models import RidgeOptions, ShardedBandedRidgeCV, ShardedRidgeCV
     from jaxenc.pipeline import fit_predict
     from tests._tolerance import assert_within
@@ -158,6 +158,15 @@ def _check_equal_to_one_device():
             for _, sharding, shapes in ridge:
                 assert sharding.spec == jax.sharding.PartitionSpec(None, RUN_AXIS)
                 assert len(shapes) == 8 and len({s for s in shapes}) == 1 and shapes[0][0] == 16
+            if banded and target == "voxels":
+                # Each device's block searched the same candidates: the same choice per voxel.
+                arrays = data["A"]
+                whole = options.estimator(arrays.bands).fit(arrays.X, arrays.Y, groups=arrays.groups)
+                split = options.estimator(arrays.bands, mesh=mesh).fit(arrays.X, arrays.Y, groups=arrays.groups)
+                np.testing.assert_array_equal(split.candidates_, whole.candidates_)
+                for name in ("best_candidates_", "best_alphas_", "band_alphas_"):
+                    np.testing.assert_array_equal(to_host(getattr(split, name))[..., :N_VOXELS], getattr(whole, name))
+                assert np.all(to_host(split.best_candidates_)[N_VOXELS:] == -1)
             if target == "pca":
                 # Fitted once per subject, components (6, 40) split into 8 blocks of 5 voxels.
                 pcas = [s for s in seen if s[0] == "pca"]
