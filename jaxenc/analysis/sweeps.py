@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jaxenc.analysis.scaling import data_curves
 from jaxenc.featuresets import JOINT
 from jaxenc.models.registry import encoder
 
@@ -32,7 +33,8 @@ def sweep_curves(models: Sequence) -> list[dict]:
     A result belongs to a sweep when its ``info`` names one (``info["sweep"]``, at
     ``info["x"]``, labelled ``info["x_label"]``); the depth curve gathers the joint-feature fits
     of the MLP family (:attr:`jaxenc.models.EncoderSpec.depth`) outside other sweeps, when they
-    span several depths.
+    span several depths; the data-scaling curves are those of
+    :func:`jaxenc.analysis.scaling.data_curves`.
 
     Parameters
     ----------
@@ -53,4 +55,5 @@ def sweep_curves(models: Sequence) -> list[dict]:
              if m.features == JOINT and not m.info.get("sweep") and encoder(m.model).depth is not None]
     if len({row["x"] for row in depth}) > 1:
         curves[DEPTH_SWEEP] = depth
-    return [{"name": name, "x_label": _X_LABELS.get(name, "x"), "rows": rows} for name, rows in curves.items()]
+    return ([{"name": name, "x_label": _X_LABELS.get(name, "x"), "rows": rows} for name, rows in curves.items()]
+            + data_curves(models))

@@ -26,6 +26,7 @@ from jaxenc.analysis import (
     sweep_curves,
 )
 from jaxenc.errors import ConfigError
+from jaxenc.experiment import scaling
 from jaxenc.experiment.fitting import Job, interactions_file, job_name, table_jobs
 from jaxenc.experiment.planted import planted_checks
 from jaxenc.featuresets import FEATURE_SETS, JOINT, FeatureSource, modalities
@@ -82,6 +83,9 @@ def evaluate(config, data, store: RunStore, *, bar: Callable = lambda items, **k
                 raise ConfigError(f"evaluate.{err}" if str(err).split("=")[0].split()[0] in _SETTINGS
                                   else str(err)) from None
             models.append(ModelResult(subject, meta["features"], meta["model"], meta["target"], scores, info))
+        if config.analyses.data_fractions:
+            models.extend(scaling.scored_subsets(config, store, name, predictions, meta, repeats,
+                                                 models[-len(data.subjects):]))
     results = RunResults(name=config.name, config=config.to_dict(),
                          cc_max={s: scored_ceiling(r, ev.test_trim) for s, r in repeats.items()}, models=models)
     if config.analyses.partition:
