@@ -221,6 +221,7 @@ def _planted(
             audio_projection,
             semantic_projection,
             config.interaction_smoothing,
+            config.interaction_depth,
         ),
     )
 
