@@ -1,0 +1,90 @@
+"""The data-scaling curves in a run: the config, the planted checks on the curves, and the
+config end to end on the tiny twin."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from jaxenc.errors import ConfigError
+from jaxenc.experiment import Experiment, load_config
+from jaxenc.experiment.planted import planted_checks
+from jaxenc.experiment.sections import PlantedConfig
+from jaxenc.metrics import Scores
+from jaxenc.report import ModelResult, RunResults
+from tests.experiment._runs import EXPERIMENTS_DIR, TINY, run_folder
+
+CONFIG = EXPERIMENTS_DIR / "data_scaling.toml"
+
+
+def test_the_config_asks_for_nested_fractions_of_every_encoder():
+    config = load_config(CONFIG)
+    assert config.analyses.data_fractions == (0.25, 0.5, 1.0)
+    assert {"ridge", "mllinear", "mlp", "dimlp", "deepmlp-2", "gru", "transformer"} <= set(config.table.models)
+    with pytest.raises(ConfigError, match=r"analyses.data_fractions must be shares .*\(0, 1\]"):
+        load_config(CONFIG, ["analyses.data_fractions=[0.5, 2.0]"])
+
+
+def _model(features, model, r_by_class, classes, info=None):
+    r = np.asarray([r_by_class[c] for c in classes], float)
+    scores = Scores(r=r, r2=r * np.abs(r), r2_cod=r**2, cc_norm=r, p=np.full(r.size, 0.01),
+                    significant=np.ones(r.size, bool))
+    return ModelResult("S1", features, model, "voxels", scores, info or {})
+
+
+def test_planted_scaling_checks_read_the_curves():
+    # Voxel classes: 0 noise, 4 interaction. The deeper MLP trails at 1/4 of the stories and leads
+    # on all of them, on the interaction voxels; ridge > MLP > deeper at 1/4 on all voxels.
+    classes = np.asarray([0, 0, 4, 4])
+    curve = {  # model -> (stories used, r on noise voxels, r on interaction voxels)
+        "ridge": [(3, 0.3, 0.3), (12, 0.3, 0.3)],
+        "mlp": [(3, 0.2, 0.25), (6, 0.2, 0.4), (12, 0.2, 0.5)],
+        "deepmlp-2": [(3, 0.1, 0.1), (6, 0.1, 0.45), (12, 0.1, 0.6)],
+    }
+    models = []
+    for model, points in curve.items():
+        for k, noise, inter in points:
+            features, info = ("audio+semantic", {}) if k == 12 else (f"audio+semantic@{k}of12",
+                                                                     {"data_stories": [k, 12]})
+            models.append(_model(features, model, {0: noise, 4: inter}, classes, info))
+    results = RunResults(name="t", config={}, cc_max={"S1": np.ones(4)}, models=models)
+    truth = SimpleNamespace(voxel_class={"S1": classes})
+    margins = PlantedConfig(depth_gain_full_data=0.02, depth_gain_small_data=0.0, small_data_order=0.0)
+    checks = planted_checks(margins, truth, results, "voxels")["S1"]
+    assert checks["depth_gain_full_data"]["value"] == pytest.approx(0.1) and checks["depth_gain_full_data"]["passed"]
+    assert "overtakes the MLP from 0.5 of the stories" in checks["depth_gain_full_data"]["what"]
+    assert checks["depth_gain_small_data"]["value"] == pytest.approx(-0.15)
+    assert checks["depth_gain_small_data"]["passed"]
+    # On all voxels at 3/12: ridge 0.3, MLP (0.2 + 0.25) / 2, deepmlp-2 (0.1 + 0.1) / 2.
+    assert checks["small_data_ridge_over_mlp"]["value"] == pytest.approx(0.3 - 0.225)
+    assert checks["small_data_mlp_over_deeper"]["value"] == pytest.approx(0.225 - 0.1)
+    assert checks["small_data_mlp_over_deeper"]["passed"] and checks["small_data_ridge_over_mlp"]["passed"]
+    # Unset margins: not checked.
+    assert "depth_gain_full_data" not in planted_checks(PlantedConfig(), truth, results, "voxels")["S1"]
+
+
+# Slow (about 40 s on 2 loaded cores: three encoders, two subsets, the report).
+@pytest.mark.slow
+def test_the_config_runs_on_the_tiny_twin_and_draws_curves(prepared, tmp_path):
+    out = run_folder(tmp_path / "scaling", prepared)
+    config = load_config(CONFIG, TINY + ['table.models=["ridge", "mlp", "transformer"]',
+                                         "analyses.data_fractions=[0.5, 1.0]"])
+    paths = Experiment(config, out, progress=False, log=lambda line: None).run()
+    results = RunResults.load(out)
+    (curve,) = [s for s in results.sweeps if s["name"].startswith("training data")]
+    rows = {(r["model"], r["label"]): r for r in curve["rows"]}
+    # UTS01's 3 training stories: 1/2 is 2 of them (rounded half up, and train.n_folds = 2).
+    assert sorted(rows) == [(m, lab) for m in ("mlp", "ridge", "transformer") for lab in ("2/3", "3/3")]
+    for (model, _), row in rows.items():
+        assert np.isfinite(row["mean_r"])
+        assert row["n_folds"] == (0 if model == "ridge" else 2)
+    # Each network's subsets, folds and subjects trained in one program (one fit_encoders call):
+    # the job's record lists every entry.
+    for model in ("mlp", "transformer"):
+        (full,) = results.find(subject="UTS01", features="audio+semantic", model=model, target="pca")
+        assert sorted(full.info["best_epoch"]) == ["UTS01", "UTS01@2of3"]
+        assert all(len(epochs) == 2 for epochs in full.info["best_epoch"].values())
+    assert "training data (audio+semantic, pca)" in paths["md"].read_text()
+    assert results.planted["UTS01"]["small_data_mlp_over_deeper"]["what"].startswith("mean r on all voxels")
