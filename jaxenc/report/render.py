@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from jaxenc.analysis.scaling import DATA_SWEEP
 from jaxenc.errors import ConfigError
 from jaxenc.featuresets import JOINT
 from jaxenc.report import figures
@@ -365,7 +364,8 @@ def _sweeps_section(results: RunResults) -> _Section:
         section.note = "skipped: no sweeps in this run"
         return section
     for i, sweep in enumerate(results.sweeps, start=1):
-        if sweep["name"].startswith(DATA_SWEEP):
+        if any("fold_mean_r" in r for r in sweep["rows"]):
+            # A data-scaling curve (jaxenc.analysis.scaling.data_curves): with the fold spread.
             _scaling_blocks(section, i, sweep)
             continue
         section.blocks.append(f"{sweep['name']} (mean r on the test story)")
