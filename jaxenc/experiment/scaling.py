@@ -76,7 +76,8 @@ def scored_subsets(config, store: RunStore, name: str, predictions: dict, meta: 
         return {"fold_mean_r": fold_mean_r(folds[key], target, trim=ev.test_trim).tolist()}
 
     for m in full:
-        m.info.update(fold_scores(m.subject, m.subject))
+        # A dict of its own: the subjects' results of a job may share one info dict.
+        m.info = {**m.info, **fold_scores(m.subject, m.subject)}
     out = []
     for key, prediction in predictions.items():
         parsed = parse_subset_key(key)

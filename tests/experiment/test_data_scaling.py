@@ -108,3 +108,35 @@ def test_a_deeper_mlp_overtakes_the_mlp_on_the_two_stage_twin(tmp_path):
     assert checks["depth_gain_small_data"]["passed"], checks["depth_gain_small_data"]
     assert checks["depth_gain_full_data"]["passed"], checks["depth_gain_full_data"]
     assert "overtakes the MLP from" in checks["depth_gain_full_data"]["what"]
+
+
+def test_each_subjects_fold_scores_are_its_own(tmp_path):
+    from jaxenc.experiment.scaling import folds_file, scored_subsets
+    from jaxenc.store import RunStore
+
+    rng = np.random.default_rng(0)
+    repeats = {s: rng.standard_normal((3, 30, 6)).astype(np.float32) for s in ("A", "B")}
+    folds = {key: (repeats[key[0]].mean(0) + scale * rng.standard_normal((2, 30, 6))).astype(np.float32)
+             for key, scale in (("A", 0.5), ("B", 3.0), ("A@1of2", 1.0))}
+    store = RunStore(tmp_path)
+    store.write_arrays(folds_file("job"), folds)
+    config = load_config(None, ["evaluate.permutations=20", "evaluate.test_trim=5"])
+    info = {"seconds": 1.0}  # one dict for the job's subjects, as the evaluate stage builds them
+    full = [_model("audio+semantic", "mlp", {0: 0.1}, np.zeros(6, int)) for _ in range(2)]
+    for m, subject in zip(full, ("A", "B"), strict=True):
+        m.subject, m.info = subject, info
+    meta = {"features": "audio+semantic", "model": "mlp", "target": "pca", **info}
+    predictions = {key: f.mean(axis=0) for key, f in folds.items()}
+    (subset,) = scored_subsets(config, store, "job", predictions, meta, repeats, full)
+
+    def mean_r(prediction, target):  # numpy, on the rows kept after the trim of 5
+        return np.mean([np.corrcoef(target[5:, v], prediction[5:, v])[0, 1] for v in range(6)])
+
+    for m, key in ((full[0], "A"), (full[1], "B"), (subset, "A@1of2")):
+        target = repeats[key[0]].mean(0).astype(np.float64)
+        expected = [mean_r(f.astype(np.float64), target) for f in folds[key]]
+        # Float32 r over 25 rows (tests/_tolerance.correlation_atol is below 1e-5 there).
+        np.testing.assert_allclose(m.info["fold_mean_r"], expected, atol=1e-5)
+    assert subset.subject == "A" and subset.features == "audio+semantic@1of2"
+    assert subset.info["data_stories"] == [1, 2]
+    assert "fold_mean_r" not in info  # the shared dict is left alone
