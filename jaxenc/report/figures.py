@@ -352,8 +352,14 @@ def scaling_lines(sweep: dict) -> Figure:
     """
     rows = sweep["rows"]
     models = _unique(row["model"] for row in rows)
-    figure = _new_figure(3.4 * (len(models) + 1), 3.4)
-    axes = np.atleast_1d(figure.subplots(1, len(models) + 1, squeeze=False, sharey=True)).ravel()
+    # At most 4 panels a row: the first shows every encoder, then one panel each.
+    n_cols = min(4, len(models) + 1)
+    n_rows = math.ceil((len(models) + 1) / n_cols)
+    figure = _new_figure(3.4 * n_cols, 3.2 * n_rows)
+    axes = np.atleast_1d(figure.subplots(n_rows, n_cols, squeeze=False, sharey=True)).ravel()
+    for ax in axes[len(models) + 1:]:
+        ax.set_axis_off()
+    axes = axes[:len(models) + 1]
 
     def means(model, key):
         # Over subjects; NaN where no subject has a value (ridge's fold entries).
