@@ -115,9 +115,6 @@ def test_ridge_on_each_subset_is_ridge_on_that_subset_alone():
                                    rtol=1e-5, atol=1e-5)
 
 
-# Slow (two compilations of the training program, about 40 s on 2 loaded cores), like the
-# runner's network tests.
-@pytest.mark.slow
 def test_a_networks_subsets_folds_and_subjects_train_in_one_program(tmp_path):
     data = {"A": _arrays(0), "B": _arrays(1, n_stories=4)}
     train = TrainConfig(n_folds=2, n_components=None, batch_size=32, val_batch_size=64, max_epochs=3, patience=3,
