@@ -413,15 +413,15 @@ class PlantedConfig:
     # With analyses.interactions: median interaction share of the MLP on the planted linear
     # voxels, at most this; unset: not checked.
     interaction_share_linear: float | None = None
-    # With analyses.data_fractions, on the planted interaction voxels (mean r averaged over
-    # subjects): the best deeper MLP (deepmlp-N) minus the one-hidden-layer MLP on all the
-    # training stories, at least this; unset: not checked.
+    # With analyses.data_fractions, per subject, on the planted interaction voxels (mean r):
+    # the deeper MLP (deepmlp-N) best on all the training stories minus the one-hidden-layer
+    # MLP there, at least this; unset: not checked.
     depth_gain_full_data: float | None = None
     # With analyses.data_fractions: the same gap on the smallest subset, at most this (the MLP
     # ahead where data are few); unset: not checked.
     depth_gain_small_data: float | None = None
-    # With analyses.data_fractions, on all voxels (mean r averaged over subjects), on the
-    # smallest subset: ridge minus the MLP and the MLP minus the best deeper MLP, each at least
+    # With analyses.data_fractions, per subject, on all voxels (mean r), on the smallest
+    # subset: ridge minus the MLP and the MLP minus the best deeper MLP there, each at least
     # this (the paper's ordering at small data); unset: not checked.
     small_data_order: float | None = None
 
