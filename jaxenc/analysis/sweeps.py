@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxenc.analysis.scaling import data_curves
 from jaxenc.featuresets import JOINT
 from jaxenc.models.registry import encoder
 
@@ -36,7 +37,8 @@ def sweep_curves(models: Sequence) -> list[dict]:
     A result belongs to a sweep when its ``info`` names one (``info["sweep"]``, at
     ``info["x"]``, labelled ``info["x_label"]``); the depth curve gathers the joint-feature fits
     of the MLP family (:attr:`jaxenc.models.EncoderSpec.depth`) outside other sweeps, when they
-    span several depths.
+    span several depths; the data-scaling curves are those of
+    :func:`jaxenc.analysis.scaling.data_curves`.
 
     Parameters
     ----------
@@ -59,7 +61,8 @@ def sweep_curves(models: Sequence) -> list[dict]:
              if m.features == JOINT and not m.info.get("sweep") and depths[m.model] is not None]
     if len({row["x"] for row in depth}) > 1:
         curves[DEPTH_SWEEP] = depth
-    return [{"name": name, "x_label": _X_LABELS.get(name, "x"), "rows": rows} for name, rows in curves.items()]
+    return ([{"name": name, "x_label": _X_LABELS.get(name, "x"), "rows": rows} for name, rows in curves.items()]
+            + data_curves(models))
 
 
 def curve_argmax(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from jaxenc.analysis.sweeps import LAYER_SWEEP, MODEL_SWEEP, WINDOW_SWEEP
 from jaxenc.errors import DataError
+from jaxenc.experiment import scaling
 from jaxenc.experiment.checks import check_folds, check_memory
 from jaxenc.featuresets import AUDIO, JOINT, SEMANTIC, FeatureSource, modalities
 from jaxenc.models.registry import EncoderSpec, encoder
@@ -115,6 +116,8 @@ def _digest(config, index: dict, job: Job, responses: str) -> str:
     if _attributes_interactions(config, job):
         # Only then: the digests of runs without the analysis stay what they were.
         payload["interactions"] = True
+    if config.analyses.data_fractions:
+        payload["data_fractions"] = list(config.analyses.data_fractions)
     return combined(payload)
 
 
@@ -171,8 +174,11 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
             log(f"  {name}: stored, skipped")
             continue
         started = time.perf_counter()
+        arrays = {subject: designs.arrays(job.sources, subject) for subject in data.subjects}
+        if config.analyses.data_fractions:
+            arrays = scaling.expand(config, jobs, arrays)
         result = fit_predict(
-            job.spec, {subject: designs.arrays(job.sources, subject) for subject in data.subjects}, target=job.target,
+            job.spec, arrays, target=job.target,
             ridge=config.ridge, networks=config.networks, train=config.train, grid=config.fit.grid,
             checkpoint_dir=store.checkpoint_dir(f"{name}-{digest}") if checkpoints else None, cache=designs.cache,
             progress=progress, interactions=_attributes_interactions(config, job), mesh=mesh)
@@ -186,6 +192,8 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
         if result.interactions:
             # Before the predictions' record, which marks the job complete.
             store.write_arrays(interactions_file(name), result.interactions)
+        if config.analyses.data_fractions and result.fold_predictions:
+            store.write_arrays(scaling.folds_file(name), result.fold_predictions)
         store.save_prediction(name, result.predictions, meta)
         # Only once the predictions are stored: a fit killed before that still resumes.
         if not config.fit.keep_checkpoints and result.checkpoints and store.writer:

@@ -12,8 +12,10 @@ import numpy as np
 from scipy.stats import rankdata
 
 from jaxenc.analysis.partition import by_feature_set, partition_sets
+from jaxenc.analysis.scaling import curve_gaps, curve_means, curve_points
 from jaxenc.analysis.sweeps import LAYER_SWEEP, WINDOW_SWEEP, curve_argmax
 from jaxenc.featuresets import AUDIO, JOINT, SEMANTIC
+from jaxenc.models.registry import encoder
 from jaxenc.synthetic import CLASS_NAMES, VoxelClass
 from jaxenc.synthetic.properties import PLANTED_LAYER_BASE
 
@@ -112,6 +114,7 @@ def planted_checks(margins, truth, results, target: str) -> dict:
                     margins.interaction_share_linear, False,
                     "median interaction share of the audio+semantic MLP on the planted linear voxels")
         checks.update(_sweep_checks(margins, truth, results, subject, classes))
+        checks.update(_scaling_checks(margins, results, subject, target, inter))
         out[subject] = checks
     return out
 
@@ -146,6 +149,45 @@ def _sweep_checks(margins, truth, results, subject: str, classes: np.ndarray) ->
             f"grid steps between the {sweep} sweep's best point on planted {CLASS_NAMES[int(cls)]} voxels "
             f"({best:g}, mean r {y[x == best][0]:.3f}, {lead:.3f} above the next) and the planted "
             f"{x_planted:g}")
+
+
+def _scaling_checks(margins, results, subject: str, target: str, inter: np.ndarray) -> dict:
+    """The data-scaling checks of a subject (analyses.data_fractions): the deeper MLPs against
+    the MLP on the planted interaction voxels along the curve, and the paper's ordering at the
+    smallest subset on all voxels; the curve crossing is named in the first check's text."""
+    points = [(m, k / n) for m, features, k, n in curve_points(results.models)
+              if m.subject == subject and m.target == target and features == JOINT]
+    deeper = sorted({m.model for m, _ in points if (encoder(m.model).depth or 0) > 1})
+    checks = {}
+    if not points or "mlp" not in {m.model for m, _ in points}:
+        return checks
+    on_inter = curve_means([{"model": m.model, "x": x, "r": np.nanmean(m.scores.r[inter]) if inter.any() else np.nan}
+                            for m, x in points], "r")
+    on_all = curve_means([{"model": m.model, "x": x, "r": np.nanmean(m.scores.r)} for m, x in points], "r")
+    xs = sorted(on_all["mlp"])
+    if deeper and inter.any():
+        best = max(deeper, key=lambda d: on_inter[d][xs[-1]])
+        gaps = curve_gaps(on_inter, best, "mlp", margins.depth_gain_full_data or 0.0)
+        crossing = "never" if gaps["crossing"] is None else f"from {gaps['crossing']:.3g} of the stories"
+        if margins.depth_gain_full_data is not None:
+            checks["depth_gain_full_data"] = _check(
+                float(gaps["gaps"][-1]), margins.depth_gain_full_data, True,
+                f"mean r on planted interaction voxels, all training stories: {best} minus the MLP (it "
+                f"overtakes the MLP {crossing}; gaps {', '.join(f'{g:+.3f}' for g in gaps['gaps'])} at "
+                f"{', '.join(f'{x:.3g}' for x in gaps['xs'])})")
+        if margins.depth_gain_small_data is not None:
+            checks["depth_gain_small_data"] = _check(
+                float(gaps["gaps"][0]), margins.depth_gain_small_data, False,
+                f"mean r on planted interaction voxels, {xs[0]:.3g} of the training stories: {best} minus the MLP")
+    if margins.small_data_order is not None and "ridge" in on_all and deeper:
+        small = xs[0]
+        best = max(deeper, key=lambda d: on_all[d][small])
+        checks["small_data_ridge_over_mlp"] = _check(
+            float(on_all["ridge"][small] - on_all["mlp"][small]), margins.small_data_order, True,
+            f"mean r on all voxels, {small:.3g} of the training stories: ridge minus the MLP")
+        checks["small_data_mlp_over_deeper"] = _check(
+            float(on_all["mlp"][small] - on_all[best][small]), margins.small_data_order, True,
+            f"mean r on all voxels, {small:.3g} of the training stories: the MLP minus {best} (the best deeper MLP)")
     return checks
 
 

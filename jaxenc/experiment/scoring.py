@@ -28,6 +28,7 @@ from jaxenc.analysis import (
     sweep_curves,
 )
 from jaxenc.errors import ConfigError
+from jaxenc.experiment import scaling
 from jaxenc.experiment.fitting import interactions_file, job_name, record_name, table_jobs
 from jaxenc.experiment.planted import planted_checks
 from jaxenc.featuresets import FEATURE_SETS, JOINT
@@ -85,6 +86,9 @@ def score_run(config, data, store: RunStore, *, bar: Callable = lambda items, **
                     raise err.in_section("evaluate") from None
                 raise
             models.append(ModelResult(subject, meta["features"], meta["model"], meta["target"], scores, info))
+        if config.analyses.data_fractions:
+            models.extend(scaling.scored_subsets(config, store, name, predictions, meta, repeats,
+                                                 models[-len(data.subjects):]))
     results = RunResults(name=config.name, config=config.to_dict(),
                          cc_max={s: scored_ceiling(r, ev.test_trim) for s, r in repeats.items()}, models=models)
     if config.analyses.partition:

@@ -405,9 +405,18 @@ class AnalysesConfig:
     # (jaxenc.analysis.fit_interaction_shares, averaged over the fold models), shown beside the
     # MLP - DIMLP gain. Costs n_test**2 evaluations of each fold model.
     interactions: bool = False
+    # Data-scaling curves: shares of each subject's training stories (in (0, 1], e.g. [0.125,
+    # 0.25, 0.5, 1.0]); every job of the table is also fitted on nested subsets of that many
+    # stories (whole stories, at least the folds of the fits), all subsets of a network in one
+    # compiled program (jaxenc.pipeline.scaling). Empty: off.
+    data_fractions: tuple[float, ...] = ()
 
     def validate(self) -> None:
         positive(self.cluster_k, "cluster_k")
+        for fraction in self.data_fractions:
+            if not 0 < fraction <= 1:
+                raise ConfigError(f"data_fractions must be shares of the training stories in (0, 1], got "
+                                  f"{list(self.data_fractions)}")
         if isinstance(self.cluster_resamples, bool) or not isinstance(self.cluster_resamples, int) \
                 or self.cluster_resamples < 0:
             raise ConfigError(f"cluster_resamples must be a non-negative integer, got {self.cluster_resamples!r}")
@@ -471,6 +480,17 @@ class PlantedConfig:
     # model's layers): grid steps between the sweep curve's best point on the planted audio
     # (semantic) voxels and the planted value, at most this; unset: not checked.
     sweep_steps: int | None = 1
+    # With analyses.data_fractions, per subject, on the planted interaction voxels (mean r):
+    # the deeper MLP (deepmlp-N) best on all the training stories minus the one-hidden-layer
+    # MLP there, at least this; unset: not checked.
+    depth_gain_full_data: float | None = None
+    # With analyses.data_fractions: the same gap on the smallest subset, at most this (the MLP
+    # ahead where data are few); unset: not checked.
+    depth_gain_small_data: float | None = None
+    # With analyses.data_fractions, per subject, on all voxels (mean r), on the smallest
+    # subset: ridge minus the MLP and the MLP minus the best deeper MLP there, each at least
+    # this (the paper's ordering at small data); unset: not checked.
+    small_data_order: float | None = None
 
 
 @dataclass(frozen=True)

@@ -114,12 +114,16 @@ class JobResult:
         Per subject, the audio x semantic interaction share of each voxel's test-story
         prediction (:func:`jaxenc.analysis.fit_interaction_shares`, averaged over the fold
         models); empty unless asked for (networks on two modalities).
+    fold_predictions : dict of str to ndarray of shape (n_folds, n_test, n_voxels), float32
+        Per subject, each fold model's voxel prediction of the test story (what
+        ``predictions`` averages); networks only, empty for ridge (one model per subject).
     """
 
     predictions: dict
     info: dict
     checkpoints: list = field(default_factory=list)
     interactions: dict = field(default_factory=dict)
+    fold_predictions: dict = field(default_factory=dict)
 
 
 def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, target: str = "voxels",
@@ -275,7 +279,7 @@ def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, trai
     for subject, arrays in data.items():
         # PCA targets share one output size; voxel targets train together only when equal.
         groups.setdefault(None if target == "pca" else arrays.Y.shape[1], []).append(subject)
-    predictions, info, folders, shares = {}, {"best_epoch": {}, "stop_epoch": {}}, [], {}
+    predictions, info, folders, shares, per_fold = {}, {"best_epoch": {}, "stop_epoch": {}}, [], {}, {}
     for subjects in groups.values():
         fits, tests = {}, {}
         for subject in subjects:
@@ -296,7 +300,9 @@ def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, trai
         fit = fit_encoders(make_model, fits, replace(train, n_components=n_components),
                            grid=[dict(p) for p in grid] or None, checkpoint_dir=folder, progress=progress,
                            pca_cache=fold_pcas, mesh=mesh, axis=RUN_AXIS)
-        predictions.update({s: np.asarray(p, np.float32) for s, p in fit.predict(tests).items()})
+        folds = {s: np.asarray(p, np.float32) for s, p in fit.predict_folds(tests).items()}
+        per_fold.update(folds)
+        predictions.update({s: p.mean(axis=0) for s, p in folds.items()})
         if interactions:
             shares.update({s: _interaction_shares(spec, fit, s, data[s], tests[s]) for s in subjects
                            if len(data[s].bands) == 2})
@@ -305,7 +311,7 @@ def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, trai
             info["stop_epoch"].setdefault(key.subject, []).append(int(fit.stop_epoch[i]))
         info["n_components"] = n_components
         info["n_features"] = int(next(iter(tests.values())).shape[1])
-    return JobResult(predictions, info, folders, shares)
+    return JobResult(predictions, info, folders, shares, per_fold)
 
 
 def _interaction_shares(spec: EncoderSpec, fit, subject: str, arrays: SubjectArrays, X_test) -> np.ndarray:

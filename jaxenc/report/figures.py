@@ -26,6 +26,7 @@ __all__ = [
     "partition_bars",
     "noise_ceiling_hist",
     "sweep_lines",
+    "scaling_lines",
     "clustering_bars",
     "nonlinearity_bars",
     "interaction_scatter",
@@ -330,6 +331,61 @@ def sweep_lines(sweep: dict) -> Figure:
         ax.set_ylabel("mean r (test story)")
         ax.set_title(f"{sweep['name']}: {model}", fontsize="medium")
         ax.legend(fontsize="small", frameon=False)
+    return figure
+
+
+def scaling_lines(sweep: dict) -> Figure:
+    """A data-scaling curve: mean r against the share of training stories, with the fold spread.
+
+    Parameters
+    ----------
+    sweep : dict
+        A curve of :func:`jaxenc.analysis.scaling.data_curves`: rows with ``model``, ``x``,
+        ``mean_r``, ``fold_mean_r`` and ``fold_std_r``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Left: every encoder's mean r (the fold models averaged), averaged over subjects. Then
+        one panel per encoder: that line, and the fold models' own mean r, mean +- std over
+        the folds (averaged over subjects) as markers with error bars (networks only).
+    """
+    rows = sweep["rows"]
+    models = _unique(row["model"] for row in rows)
+    # At most 4 panels a row: the first shows every encoder, then one panel each.
+    n_cols = min(4, len(models) + 1)
+    n_rows = math.ceil((len(models) + 1) / n_cols)
+    figure = _new_figure(3.4 * n_cols, 3.2 * n_rows)
+    axes = np.atleast_1d(figure.subplots(n_rows, n_cols, squeeze=False, sharey=True)).ravel()
+    for ax in axes[len(models) + 1:]:
+        ax.set_axis_off()
+    axes = axes[:len(models) + 1]
+
+    def means(model, key):
+        # Over subjects; NaN where no subject has a value (ridge's fold entries).
+        xs = sorted({row["x"] for row in rows if row["model"] == model})
+        values = [np.asarray([row[key] for row in rows if row["model"] == model and row["x"] == x], float)
+                  for x in xs]
+        return xs, [float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else math.nan for v in values]
+
+    for i, model in enumerate(models):
+        style = _style(i)
+        xs, ys = means(model, "mean_r")
+        for ax in (axes[0], axes[i + 1]):
+            ax.plot(xs, ys, color=style["color"], marker=style["marker"], linestyle=style["linestyle"],
+                    linewidth=1.6, markersize=4, label=model)
+        _, fold_means = means(model, "fold_mean_r")
+        _, fold_stds = means(model, "fold_std_r")
+        if np.isfinite(fold_means).any():
+            axes[i + 1].errorbar(xs, fold_means, yerr=fold_stds, color="black", fmt="s", markersize=3,
+                                 capsize=3, linewidth=1.0, label="fold models, mean +- std")
+        axes[i + 1].set_title(model, fontsize="medium")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(sweep.get("x_label", "x"))
+        ax.legend(fontsize="small", frameon=False)
+    axes[0].set_ylabel("mean r (test story)")
+    axes[0].set_title(sweep["name"], fontsize="medium")
     return figure
 
 

@@ -364,6 +364,10 @@ def _sweeps_section(results: RunResults) -> _Section:
         section.note = "skipped: no sweeps in this run"
         return section
     for i, sweep in enumerate(results.sweeps, start=1):
+        if any("fold_mean_r" in r for r in sweep["rows"]):
+            # A data-scaling curve (jaxenc.analysis.scaling.data_curves): with the fold spread.
+            _scaling_blocks(section, i, sweep)
+            continue
         section.blocks.append(f"{sweep['name']} (mean r on the test story)")
         rows = sweep["rows"]
         subjects = list(dict.fromkeys(r["subject"] for r in rows))
@@ -384,6 +388,33 @@ def _sweeps_section(results: RunResults) -> _Section:
             "lines subjects, bold line their mean.",
         ))
     return section
+
+
+def _scaling_blocks(section: _Section, i: int, sweep: dict) -> None:
+    """A data-scaling curve's table (mean r per subject, and the fold models' spread) and figure."""
+    rows = sweep["rows"]
+    subjects = list(dict.fromkeys(r["subject"] for r in rows))
+    section.blocks.append(f"{sweep['name']}: mean r on the test story of the fold models' average per subject, "
+                          "and each fold model's own mean r, mean +- std over the folds (averaged over subjects; "
+                          "ridge: one model per subject, no folds)")
+    table_rows = []
+    for model, x in dict.fromkeys((r["model"], r["x"]) for r in rows):
+        here = [r for r in rows if (r["model"], r["x"]) == (model, x)]
+        by_subject = {r["subject"]: r["mean_r"] for r in here}
+        fold_mean, fold_std = _nanmean(r["fold_mean_r"] for r in here), _nanmean(r["fold_std_r"] for r in here)
+        spread = "n/a" if _isnan(fold_mean) else f"{fmt_r(fold_mean)} +- {fmt_r(fold_std)}"
+        table_rows.append([str(model), f"{x:.3g} ({here[0]['label']})"]
+                          + [fmt_r(by_subject.get(s, math.nan)) for s in subjects]
+                          + [fmt_r(_nanmean(by_subject.values())), spread])
+    section.blocks.append(_Table(
+        ["model", "share of stories"] + subjects + ["mean", "fold models"], table_rows,
+        ["l", "l"] + ["r"] * (len(subjects) + 2),
+    ))
+    section.blocks.append(_Figure(
+        f"sweep-{i}-{slug(sweep['name'])}", figures.to_png(figures.scaling_lines(sweep)),
+        f"{sweep['name']}: mean test-story r against the share of training stories (nested subsets), averaged "
+        "over subjects; per encoder, the fold models' own mean r, mean +- std over the folds.",
+    ))
 
 
 def _clustering_section(results: RunResults) -> _Section:

@@ -59,7 +59,10 @@ properties and one of the semantic events, each smoothed by a Gaussian of
 ``interaction_smoothing`` seconds (slow enough that TR-level delayed features can learn them),
 minus the part of each product that a least-squares fit on the story's audio and semantic
 frames explains (the two share the speech-versus-silence envelope, so a raw product would be
-partly linear). The drive is convolved with SPM's canonical double-gamma HRF and sampled at
+partly linear). With ``interaction_depth = 2`` each interaction column is instead the product
+of two of the products ``k`` and ``k + 1`` (each scaled to unit variance), residualised the
+same way: a two-stage composition for the data-scaling curves of deeper networks.
+The drive is convolved with SPM's canonical double-gamma HRF and sampled at
 the rows' TR centres, giving ``signal = latent_rows @ weights``. Voxel classes
 (:class:`VoxelClass`): noise (no signal), audio, semantic, audio+semantic (linear, audio share
 U(0.25, 0.75)), interaction.

@@ -87,6 +87,10 @@ class SyntheticConfig:
     topic_strength: float = 2.0
     # Gaussian width of the smoothing of the interaction projections, in seconds.
     interaction_smoothing: float = 1.0
+    # Stages of the interaction voxels' drive: 1, products of an audio and a semantic
+    # projection (what one hidden layer learns); 2, products of two of those products (a
+    # composition, for the data-scaling curves of deeper networks; needs n_interaction >= 2).
+    interaction_depth: int = 1
     # Mean pitch of the synthetic speaker, in Hz.
     base_f0: float = 120.0
     # Planted audio time scale, in seconds: the voxels respond to the audio properties averaged
@@ -119,7 +123,7 @@ class SyntheticConfig:
         for name in ("n_voxels", "n_repeats"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         integers = ("n_train_stories", "min_respdict", "audio_rate", "n_vocab", "n_semantic")
-        for name in integers + ("n_interaction", "seed", "semantic_context"):
+        for name in integers + ("n_interaction", "interaction_depth", "seed", "semantic_context"):
             object.__setattr__(self, name, int(getattr(self, name)))
         kept = tuple((subject, int(n)) for subject, n in self.fewer_stories)
         object.__setattr__(self, "fewer_stories", kept)
@@ -174,6 +178,11 @@ class SyntheticConfig:
             fail(f"snr_range must be (low, high) with 0 < low <= high, got {self.snr_range}")
         if not 0 <= self.noise_ar < 1:
             fail(f"noise_ar must be in [0, 1), got {self.noise_ar}")
+        if self.interaction_depth not in (1, 2) or isinstance(self.interaction_depth, bool):
+            fail(f"interaction_depth must be 1 or 2, got {self.interaction_depth!r}")
+        if self.interaction_depth == 2 and self.n_interaction < 2:
+            fail(f"interaction_depth = 2 multiplies pairs of interaction latents: n_interaction must be at least 2, "
+                 f"got {self.n_interaction}")
         positive = self.topic_words > 0 and self.interaction_smoothing > 0
         if not (positive and self.topic_strength >= 0):
             fail("topic_words and interaction_smoothing must be positive, topic_strength >= 0")
@@ -272,11 +281,15 @@ class SyntheticConfig:
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict of the fields (tuples as lists); without ``cortex`` and
-        ``cortex_roi`` when ``cortex`` is unset, so that twins written before those fields
-        existed still match their config (:meth:`SyntheticTruth.claim`)."""
+        ``cortex_roi`` when ``cortex`` is unset and without ``interaction_depth`` at 1, so that
+        twins written before those fields existed still match their config
+        (:meth:`SyntheticTruth.claim`)."""
         fields = json.loads(json.dumps(dataclasses.asdict(self)))
         if not self.cortex:
             del fields["cortex"], fields["cortex_roi"]
+        if self.interaction_depth == 1:
+            # Likewise for twins written before interaction_depth existed.
+            del fields["interaction_depth"]
         return fields
 
     @classmethod

@@ -101,6 +101,7 @@ def story_latents(
     audio_projection: np.ndarray,
     semantic_projection: np.ndarray,
     smoothing: float,
+    depth: int = 1,
 ) -> np.ndarray:
     """Latent time courses of a story, HRF-convolved and sampled at its response rows.
 
@@ -110,6 +111,10 @@ def story_latents(
     and means over the audio's duration, both 0 before sound onset; each product is then
     replaced by its residual after a least-squares fit on the story's audio and semantic frames
     and a constant, so that no instantaneous linear function of the stimulus explains it.
+    With ``depth = 2`` the interaction terms are two-stage: term ``k`` is the product of the
+    first-stage products ``k`` and ``k + 1`` (cyclically; each first divided by its standard
+    deviation over the story, then centred), a degree-4 function of four projections, before
+    the same residualisation.
 
     Parameters
     ----------
@@ -124,6 +129,8 @@ def story_latents(
     semantic_projection : ndarray of shape (n_interaction, n_semantic)
     smoothing : float
         Gaussian width in seconds.
+    depth : {1, 2}
+        Stages of the interaction terms (:attr:`jaxenc.synthetic.SyntheticConfig.interaction_depth`).
 
     Returns
     -------
@@ -133,7 +140,11 @@ def story_latents(
     sigma = smoothing / FINE_PERIOD
     a = gaussian_filter1d(audio @ audio_projection.T, sigma, axis=0, mode="constant")
     s = gaussian_filter1d(semantic @ semantic_projection.T, sigma, axis=0, mode="constant")
-    interaction = (a - a.mean(axis=0)) * (s - s.mean(axis=0))
+    interaction = (a - a.mean(axis=0)) * (s - s.mean(axis=0))  # [frame, k]
+    if depth == 2:
+        first = interaction / interaction.std(axis=0)
+        second = first * np.roll(first, -1, axis=1)  # [frame, k]: first-stage k times k + 1
+        interaction = second - second.mean(axis=0)
     # Both projections share the speech-versus-silence envelope, so the raw product carries a
     # linear copy of the audio and semantic drives; keep only what no linear model can explain.
     linear = np.concatenate([audio, semantic, np.ones((audio.shape[0], 1))], axis=1)

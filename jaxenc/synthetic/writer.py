@@ -232,6 +232,7 @@ def _planted(
             audio_projection,
             semantic_projection,
             config.interaction_smoothing,
+            config.interaction_depth,
         ),
     )
 

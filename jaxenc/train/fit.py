@@ -160,6 +160,23 @@ class EncoderFit:
         -------
         dict of str to ndarray of shape (n_trs, n_voxels)
         """
+        return {s: folds.mean(axis=0) for s, folds in self.predict_folds(features, grid=grid).items()}
+
+    def predict_folds(self, features: Mapping[str, np.ndarray], *, grid: int | None = None) -> dict[str, np.ndarray]:
+        """Voxel predictions per subject and fold model (what :meth:`predict` averages).
+
+        Parameters
+        ----------
+        features : mapping of str to array of shape (n_trs, n_features)
+            Per subject, the delayed features of the stories to predict.
+        grid : int, optional
+            Grid index to use; by default each subject's :meth:`best_grid`.
+
+        Returns
+        -------
+        dict of str to ndarray of shape (n_folds, n_trs, n_voxels)
+            Fold ``k`` is the model of the subject's fold ``k``, through its own fold's PCA.
+        """
         z = self.predict_components(features)
         out = {}
         for subject in _subjects_of(self.keys):
@@ -172,7 +189,7 @@ class EncoderFit:
             ]
             if not preds:
                 raise ConfigError(f"no model with grid index {g}", subject=subject)
-            out[subject] = np.mean(preds, axis=0)
+            out[subject] = np.stack(preds)
         return out
 
 

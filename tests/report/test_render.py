@@ -217,3 +217,25 @@ def test_import_is_light():
         assert "jax" not in sys.modules
     """)
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_data_scaling_curve_shows_its_fold_spread(run_results, tmp_path):
+    def row(subject, model, x, label, r, folds):
+        folds = np.asarray(folds, float)
+        return {"subject": subject, "model": model, "x": x, "label": label, "mean_r": r,
+                "fold_mean_r": folds.mean() if folds.size else np.nan,
+                "fold_std_r": folds.std() if folds.size else np.nan, "n_folds": folds.size}
+
+    rows = [row("UTS01", "mlp", 0.25, "3/12", 0.20, [0.1, 0.2]), row("UTS02", "mlp", 0.25, "3/12", 0.30, [0.3, 0.5]),
+            row("UTS01", "mlp", 1.0, "12/12", 0.40, [0.3, 0.3]), row("UTS01", "ridge", 0.25, "3/12", 0.35, [])]
+    run_results.sweeps = [{"name": "training data (audio+semantic, pca)", "x_label": "share of the training stories",
+                           "rows": rows}]
+    text = write_report(run_results, tmp_path, formats=("md",))["md"].read_text()
+    # Per subject, their mean, and the fold models' mean +- std averaged over subjects:
+    # UTS01 folds 0.15 +- 0.05, UTS02 0.4 +- 0.1 -> 0.275 +- 0.075.
+    (line,) = [x for x in text.splitlines() if x.startswith("| mlp") and "3/12" in x]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:] == ["0.200", "0.300", "0.250", "0.275 +- 0.075"], cells
+    (ridge,) = [x for x in text.splitlines() if x.startswith("| ridge") and "3/12" in x]
+    assert ridge.rstrip(" |").endswith("n/a")
+    assert (tmp_path / "figures" / "sweep-1-training-data-audio+semantic-pca.png").read_bytes()[:8] == PNG_SIGNATURE

@@ -178,3 +178,48 @@ def test_planted_time_scales_drive_the_voxels_with_the_averaged_properties(tmp_p
     # Word edges fall on the 1 ms control grid; the overlaps above are float64 differences of
     # seconds (about 1e-15 each), far below 1e-9.
     np.testing.assert_allclose(semantic, expected, atol=1e-9)
+
+
+def test_two_stage_interaction_latents_are_products_of_products():
+    from jaxenc.synthetic.responses import story_latents
+
+    rng = np.random.default_rng(0)
+    respdict = 60
+    n_frames = round(((respdict - conventions.PAD) * conventions.TR - conventions.SOUND_START) / 0.1)
+    audio, semantic = rng.standard_normal((n_frames, 3)), rng.standard_normal((n_frames, 2))
+    p_audio, p_semantic = rng.standard_normal((3, 3)), rng.standard_normal((3, 2))  # 3 interaction latents
+    latents = story_latents(audio, semantic, respdict, p_audio, p_semantic, 1.0, depth=2)
+    # Gaussian smoothing of 1 s (10 frames), zeros outside, kernel cut at 4 sigma.
+    offsets = np.arange(-40, 41)
+    kernel = np.exp(-0.5 * (offsets / 10.0) ** 2)
+    kernel /= kernel.sum()
+
+    def smooth(x):
+        return np.stack([np.convolve(x[:, k], kernel, mode="same") for k in range(x.shape[1])], 1)
+
+    a, s = smooth(audio @ p_audio.T), smooth(semantic @ p_semantic.T)
+    first = (a - a.mean(0)) * (s - s.mean(0))
+    first /= first.std(0)
+    second = np.stack([first[:, k] * first[:, (k + 1) % 3] for k in range(3)], 1)
+    second -= second.mean(0)
+    linear = np.column_stack([audio, semantic, np.ones(n_frames)])
+    residual = second - linear @ np.linalg.lstsq(linear, second, rcond=None)[0]
+    # The generator's HRF has unit sum.
+    expected = _convolved_at_rows(residual, respdict) / _hrf().sum()
+    # Float64 both ways (FFT against direct convolution): 1e-9 of the latents' scale; another
+    # pairing, scaling or a first-stage product moves them by O(1).
+    np.testing.assert_allclose(latents[:, 5:], expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+    linear_part = _convolved_at_rows(np.column_stack([audio, semantic]), respdict) / _hrf().sum()
+    np.testing.assert_allclose(latents[:, :5], linear_part, rtol=0, atol=1e-9 * np.abs(linear_part).max())
+
+
+def test_two_stage_interactions_need_two_latents():
+    from jaxenc.errors import ConfigError
+    from jaxenc.synthetic import SyntheticConfig
+
+    with pytest.raises(ConfigError, match="n_interaction must be at least 2"):
+        SyntheticConfig.tiny(interaction_depth=2, n_interaction=1)
+    with pytest.raises(ConfigError, match="interaction_depth must be 1 or 2"):
+        SyntheticConfig.tiny(interaction_depth=3)
+    assert "interaction_depth" not in SyntheticConfig.tiny().to_dict()  # older twins still match
+    assert SyntheticConfig.tiny(interaction_depth=2).to_dict()["interaction_depth"] == 2

@@ -1,0 +1,90 @@
+"""The data-scaling curves in a run (``analyses.data_fractions``): the fit and evaluate stages' part.
+
+With ``analyses.data_fractions`` set, every job of the table is fitted, in one call of
+:func:`jaxenc.pipeline.fit_predict`, on each subject's training stories and on nested subsets
+of them (:func:`jaxenc.pipeline.scaling.scaling_arrays`; key ``"UTS01@3of12"``), so a network's
+every (subset x fold x subject) model is in one compiled program; the fold models' test
+predictions are stored beside the job's (:func:`folds_file`). The evaluate stage scores each
+subset as a model result of its own (features ``"audio+semantic@3of12"``, ``info``
+``data_stories = [3, 12]``) and records each fold model's mean r (``info["fold_mean_r"]``), which
+:func:`jaxenc.analysis.scaling.data_curves` lays out as curves.
+"""
+
+from __future__ import annotations
+
+from jaxenc.analysis.scaling import SUBSET_INFO, fold_mean_r
+from jaxenc.metrics import score
+from jaxenc.models.registry import encoder
+from jaxenc.pipeline.scaling import parse_subset_key, scaling_arrays
+from jaxenc.store import RunStore
+
+__all__ = ["folds_file", "min_stories", "expand", "scored_subsets"]
+
+
+def folds_file(name: str) -> str:
+    """Run-relative path of a job's fold-model test predictions, beside its predictions."""
+    return f"{RunStore.PREDICTIONS}/{name}.folds.npz"
+
+
+def min_stories(config, jobs) -> int:
+    """The fewest stories of a subset: the most folds any fit of the run splits them into (one
+    bound for every encoder, so that all of them see the same subsets)."""
+    folds = [config.ridge.folds if encoder(job.model).is_ridge else config.train.n_folds for job in jobs]
+    return max(folds, default=1)
+
+
+def expand(config, jobs, arrays: dict) -> dict:
+    """A job's data mapping (subject -> SubjectArrays) with each subject's nested subsets added."""
+    return scaling_arrays(arrays, config.analyses.data_fractions, seed=config.seed,
+                          min_stories=min_stories(config, jobs))
+
+
+def scored_subsets(config, store: RunStore, name: str, predictions: dict, meta: dict, repeats: dict,
+                   full: list) -> list:
+    """The model results of a job's subsets, scored like the table's; adds each fold model's mean
+    r to them and to ``full`` (the job's results on all the stories, one per subject).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    store : RunStore
+    name : str
+        The job's stored predictions.
+    predictions : dict of str to ndarray of shape (n_test, n_voxels)
+        As stored: subjects and subset keys.
+    meta : dict
+        The prediction record.
+    repeats : dict of str to ndarray of shape (n_repeats, n_test, n_voxels)
+    full : list of jaxenc.report.ModelResult
+        The job's results for the subjects, updated in place.
+
+    Returns
+    -------
+    list of jaxenc.report.ModelResult
+    """
+    from jaxenc.report.results import ModelResult
+
+    ev = config.evaluate
+    rel = folds_file(name)
+    folds = store.read_arrays(rel) if store.path(rel).is_file() else {}
+    info = {k: v for k, v in meta.items() if k not in ("features", "model", "target")}
+
+    def fold_scores(key, subject):
+        if key not in folds:
+            return {}
+        target = repeats[subject].mean(axis=0)
+        return {"fold_mean_r": fold_mean_r(folds[key], target, trim=ev.test_trim).tolist()}
+
+    for m in full:
+        # A dict of its own: the subjects' results of a job may share one info dict.
+        m.info = {**m.info, **fold_scores(m.subject, m.subject)}
+    out = []
+    for key, prediction in predictions.items():
+        parsed = parse_subset_key(key)
+        if parsed is None or parsed[0] not in repeats:
+            continue
+        subject, k, n = parsed
+        scores = score(prediction, repeats[subject], ev, seed=config.seed, subject=subject)
+        out.append(ModelResult(subject, f"{meta['features']}@{k}of{n}", meta["model"], meta["target"], scores,
+                               {**info, SUBSET_INFO: [k, n], **fold_scores(key, subject)}))
+    return out

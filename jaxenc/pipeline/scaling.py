@@ -1,0 +1,233 @@
+"""Data scaling: one encoder fitted on nested subsets of each subject's training stories.
+
+Would a deeper network win with more data? :func:`fit_data_scaling` answers it for one encoder
+on your own arrays: each subject's training stories are shuffled once and cut into nested
+subsets (:func:`nested_subsets`: every subset holds the smaller ones), each subset becomes an
+entry of its own in the data mapping of :func:`jaxenc.pipeline.fit_predict` (key
+``"UTS01@3of12"``: subject UTS01 on 3 of its 12 training stories, :func:`subset_key`), so a
+network's every (subset x fold x subject) model trains in one compiled program
+(:func:`jaxenc.train.fit_encoders` stacks the entries as it stacks subjects). The test story is
+the same for every subset.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from jaxenc.errors import ConfigError, DataWarning
+from jaxenc.pipeline.runner import JobResult, SubjectArrays, fit_predict
+
+__all__ = ["nested_subsets", "subset_key", "parse_subset_key", "subset_arrays", "scaling_arrays", "ScalingFit",
+           "fit_data_scaling"]
+
+# "<subject>@<k>of<n>": the subject on k of its n training stories (a file-name-safe key: the
+# networks' checkpoint folders are named after the keys of a program).
+_KEY = re.compile(r"(?P<subject>.+)@(?P<k>\d+)of(?P<n>\d+)")
+
+
+def subset_key(subject: str, k: int, n: int) -> str:
+    """The data-mapping key of ``subject`` on ``k`` of its ``n`` training stories."""
+    return f"{subject}@{k}of{n}"
+
+
+def parse_subset_key(key: str) -> tuple[str, int, int] | None:
+    """``(subject, k, n)`` of a :func:`subset_key`; None for a plain subject (all its stories)."""
+    match = _KEY.fullmatch(key)
+    return None if match is None else (match["subject"], int(match["k"]), int(match["n"]))
+
+
+def nested_subsets(stories: Sequence[str], fractions: Sequence[float], *, seed: int = 0, min_stories: int = 1,
+                   subject: str | None = None) -> dict[int, tuple[str, ...]]:
+    """Nested subsets of the training stories, one per distinct size.
+
+    The stories are sorted, shuffled once with ``seed`` and each subset is a prefix of that
+    order, so every subset holds the smaller ones. Fraction ``f`` keeps
+    ``max(min_stories, floor(f * n + 1/2))`` of the ``n`` stories (whole stories: folds never
+    split one); fractions that keep the same number share one subset, with a warning.
+
+    Parameters
+    ----------
+    stories : sequence of str
+        Training story names (the test story excluded), without duplicates.
+    fractions : sequence of float
+        Shares of the stories, each in (0, 1].
+    seed : int
+        Seed of the shuffle.
+    min_stories : int
+        Fewest stories of a subset: the cross-validation folds of the fits (ridge's and the
+        networks') each need a validation story.
+    subject : str, optional
+        Named in errors and warnings.
+
+    Returns
+    -------
+    dict of int to tuple of str
+        Story count -> the subset's stories (sorted), in increasing count; the full set (``n``)
+        is included only when a fraction asks for it.
+
+    Raises
+    ------
+    ConfigError
+        A fraction outside (0, 1], duplicate stories, or fewer stories than ``min_stories``.
+
+    Warns
+    -----
+    DataWarning
+        Fractions raised to ``min_stories`` or sharing one story count.
+    """
+    names = sorted(stories)
+    n = len(names)
+    if len(set(names)) != n:
+        raise ConfigError(f"duplicate story names in {names}", subject=subject)
+    bad = [f for f in fractions if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1]
+    if bad or not fractions:
+        raise ConfigError(f"data_fractions must be shares of the training stories in (0, 1], got {list(fractions)}",
+                          subject=subject)
+    if n < min_stories:
+        raise ConfigError(f"{n} training stories, fewer than the {min_stories} folds of the fits need",
+                          subject=subject)
+    order = [names[i] for i in np.random.default_rng(seed).permutation(n)]
+    counts = {f: max(min_stories, min(n, math.floor(f * n + 0.5))) for f in fractions}
+    raised = [f for f in fractions if math.floor(f * n + 0.5) < min_stories]
+    if raised or len(set(counts.values())) < len(counts):
+        warnings.warn(f"subject {subject}: data_fractions {list(fractions)} of {n} training stories keep "
+                      f"{[counts[f] for f in fractions]} stories (at least {min_stories}, the folds of the fits): "
+                      f"{len(set(counts.values()))} distinct subsets", DataWarning, stacklevel=2)
+    return {k: tuple(sorted(order[:k])) for k in sorted(set(counts.values()))}
+
+
+def subset_arrays(arrays: SubjectArrays, stories: Sequence[str]) -> SubjectArrays:
+    """A subject's arrays on the rows of some of its training stories (the test design kept).
+
+    Parameters
+    ----------
+    arrays : SubjectArrays
+    stories : sequence of str
+        Labels of ``arrays.groups``.
+
+    Returns
+    -------
+    SubjectArrays
+
+    Raises
+    ------
+    ConfigError
+        A story that has no rows in ``arrays``.
+    """
+    groups = np.asarray(arrays.groups)
+    missing = sorted(set(stories) - set(map(str, groups.tolist())))
+    if missing:
+        raise ConfigError(f"stories {missing} have no training rows; the arrays hold "
+                          f"{sorted(set(map(str, groups.tolist())))}")
+    rows = np.isin(groups.astype(str), list(stories))
+    return replace(arrays, X=np.asarray(arrays.X)[rows], Y=np.asarray(arrays.Y)[rows], groups=groups[rows])
+
+
+def scaling_arrays(data: Mapping[str, SubjectArrays], fractions: Sequence[float], *, seed: int = 0,
+                   min_stories: int = 1) -> dict[str, SubjectArrays]:
+    """The data mapping of a data-scaling fit: every subject on all its stories (its own key)
+    and on each smaller nested subset (key :func:`subset_key`).
+
+    Parameters
+    ----------
+    data : mapping of str to SubjectArrays
+        Per subject.
+    fractions : sequence of float
+        Shares of each subject's training stories, in (0, 1] (see :func:`nested_subsets`).
+    seed : int
+        Seed of the story order.
+    min_stories : int
+        Fewest stories of a subset (the folds of the fits).
+
+    Returns
+    -------
+    dict of str to SubjectArrays
+        The subjects first, as given, then their subsets in increasing size.
+    """
+    out = dict(data)
+    for subject, arrays in data.items():
+        stories = list(arrays.stories())
+        for k, subset in nested_subsets(stories, fractions, seed=seed, min_stories=min_stories,
+                                        subject=subject).items():
+            if k < len(stories):
+                out[subset_key(subject, k, len(stories))] = subset_arrays(arrays, subset)
+    return out
+
+
+@dataclass
+class ScalingFit:
+    """What :func:`fit_data_scaling` returns.
+
+    Attributes
+    ----------
+    subsets : dict of (str, int) to tuple of str
+        (subject, story count) -> the stories fitted on.
+    n_stories : dict of str to int
+        Per subject, its training stories.
+    predictions : dict of (str, int) to ndarray of shape (n_test, n_voxels)
+        (subject, story count) -> the test-story prediction (networks: the fold models' mean).
+    fold_predictions : dict of (str, int) to ndarray of shape (n_folds, n_test, n_voxels)
+        The same per fold model; empty for ridge.
+    job : JobResult
+        The one fit, keyed as :func:`scaling_arrays` keys its data.
+    """
+
+    subsets: dict
+    n_stories: dict
+    predictions: dict
+    fold_predictions: dict
+    job: JobResult
+
+
+def _split_key(key: str, n_stories: Mapping[str, int]) -> tuple[str, int]:
+    parsed = parse_subset_key(key)
+    return (key, n_stories[key]) if parsed is None else (parsed[0], parsed[1])
+
+
+def fit_data_scaling(model, data: Mapping[str, SubjectArrays], fractions: Sequence[float], *, seed: int = 0,
+                     min_stories: int | None = None, **fit_options) -> ScalingFit:
+    """Fit one encoder on nested subsets of each subject's training stories, in one job.
+
+    Parameters
+    ----------
+    model : str or EncoderSpec
+        An encoder of :data:`jaxenc.models.ENCODERS`.
+    data : mapping of str to SubjectArrays
+        Per subject (plain subject names, without ``@``).
+    fractions : sequence of float
+        Shares of the training stories in (0, 1]; the full set is always fitted.
+    seed : int
+        Seed of the story order (and, unless ``train`` says otherwise, nothing else).
+    min_stories : int, optional
+        Fewest stories of a subset; default the folds of the fit (``ridge.folds`` for ridge,
+        ``train.n_folds`` for networks).
+    **fit_options
+        Passed to :func:`jaxenc.pipeline.fit_predict` (``target``, ``ridge``, ``networks``,
+        ``train``, ``grid``, ...).
+
+    Returns
+    -------
+    ScalingFit
+    """
+    from jaxenc.models.registry import RidgeOptions, encoder
+    from jaxenc.train import TrainConfig
+
+    spec = encoder(model) if isinstance(model, str) else model
+    if any(parse_subset_key(s) is not None for s in data):
+        raise ConfigError(f"subject names must not look like subset keys (<subject>@<k>of<n>), got {list(data)}")
+    if min_stories is None:
+        min_stories = (fit_options.get("ridge", RidgeOptions()).folds if spec.is_ridge
+                       else fit_options.get("train", TrainConfig()).n_folds)
+    arrays = scaling_arrays(data, fractions, seed=seed, min_stories=min_stories)
+    n_stories = {s: len(a.stories()) for s, a in data.items()}
+    job = fit_predict(spec, arrays, **fit_options)
+    keys = {key: _split_key(key, n_stories) for key in arrays}
+    return ScalingFit(subsets={keys[key]: tuple(a.stories()) for key, a in arrays.items()}, n_stories=n_stories,
+                      predictions={keys[key]: p for key, p in job.predictions.items()},
+                      fold_predictions={keys[key]: p for key, p in job.fold_predictions.items()}, job=job)
