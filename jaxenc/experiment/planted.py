@@ -126,6 +126,9 @@ def _sweep_checks(margins, truth, results, subject: str, classes: np.ndarray) ->
     averaging ``semantic_context`` words (``log4`` of it); only where the twin plants one, and the
     layer check only on the planted language model's layers (a real model's layers have no
     planted counterpart)."""
+    swept = {m.info.get("sweep") for m in results.find(subject=subject)}
+    if margins.sweep_steps is None or not swept & {WINDOW_SWEEP, LAYER_SWEEP}:
+        return {}
     config = truth.config
     planted = {
         "best_window": (WINDOW_SWEEP, config.audio_time_scale, VoxelClass.AUDIO, False),
@@ -137,7 +140,7 @@ def _sweep_checks(margins, truth, results, subject: str, classes: np.ndarray) ->
         voxels = classes == int(cls)
         rows = [m for m in results.find(subject=subject) if m.info.get("sweep") == sweep
                 and (m.info.get("source") == "planted" or not planted_only)]
-        if margins.sweep_steps is None or not x_planted > 0 or len(rows) < 2 or not voxels.any():
+        if not x_planted > 0 or len(rows) < 2 or not voxels.any():
             continue
         x = np.array([m.info["x"] for m in rows], np.float64)
         y = np.array([np.nanmean(m.scores.r[voxels]) for m in rows], np.float64)
@@ -149,6 +152,7 @@ def _sweep_checks(margins, truth, results, subject: str, classes: np.ndarray) ->
             f"grid steps between the {sweep} sweep's best point on planted {CLASS_NAMES[int(cls)]} voxels "
             f"({best:g}, mean r {y[x == best][0]:.3f}, {lead:.3f} above the next) and the planted "
             f"{x_planted:g}")
+    return checks
 
 
 def _scaling_checks(margins, results, subject: str, target: str, inter: np.ndarray) -> dict:
