@@ -16,6 +16,7 @@ from jaxenc.analysis.scaling import SUBSET_INFO, fold_mean_r
 from jaxenc.metrics import score
 from jaxenc.models.registry import encoder
 from jaxenc.pipeline.scaling import parse_subset_key, scaling_arrays
+from jaxenc.report.results import ModelResult
 from jaxenc.store import RunStore
 
 __all__ = ["folds_file", "min_stories", "expand", "scored_subsets"]
@@ -62,7 +63,6 @@ def scored_subsets(config, store: RunStore, name: str, predictions: dict, meta: 
     -------
     list of jaxenc.report.ModelResult
     """
-    from jaxenc.report.results import ModelResult
 
     ev = config.evaluate
     rel = folds_file(name)

@@ -21,7 +21,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from jaxenc.errors import ConfigError, DataWarning
+from jaxenc.models.registry import RidgeOptions, encoder
 from jaxenc.pipeline.runner import JobResult, SubjectArrays, fit_predict
+from jaxenc.train import TrainConfig
 
 __all__ = ["nested_subsets", "subset_key", "parse_subset_key", "subset_arrays", "scaling_arrays", "ScalingFit",
            "fit_data_scaling"]
@@ -215,8 +217,6 @@ def fit_data_scaling(model, data: Mapping[str, SubjectArrays], fractions: Sequen
     -------
     ScalingFit
     """
-    from jaxenc.models.registry import RidgeOptions, encoder
-    from jaxenc.train import TrainConfig
 
     spec = encoder(model) if isinstance(model, str) else model
     if any(parse_subset_key(s) is not None for s in data):
