@@ -63,7 +63,6 @@ def scored_subsets(config, store: RunStore, name: str, predictions: dict, meta: 
     -------
     list of jaxenc.report.ModelResult
     """
-
     ev = config.evaluate
     rel = folds_file(name)
     folds = store.read_arrays(rel) if store.path(rel).is_file() else {}

@@ -217,7 +217,6 @@ def fit_data_scaling(model, data: Mapping[str, SubjectArrays], fractions: Sequen
     -------
     ScalingFit
     """
-
     spec = encoder(model) if isinstance(model, str) else model
     if any(parse_subset_key(s) is not None for s in data):
         raise ConfigError(f"subject names must not look like subset keys (<subject>@<k>of<n>), got {list(data)}")
