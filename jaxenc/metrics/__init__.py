@@ -24,7 +24,7 @@ The names are loaded on first use: :class:`Scores` and :class:`ScoreConfig` need
 so run results load without JAX.
 """
 
-import importlib
+from jaxenc._lazy import lazy_names
 
 # Public name -> the submodule defining it.
 _WHERE = {
@@ -60,11 +60,4 @@ _WHERE = {
 __all__ = list(_WHERE)
 
 
-def __getattr__(name):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"jaxenc.metrics.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)
