@@ -153,7 +153,13 @@ def stack_story_rows(read_story: Callable[[str], object], stories: Sequence[str]
             buf[lo - r0 : hi - r0, : cols.stop - cols.start] = np.asarray(block[lo - s0 : hi - s0, cols])
         return buf
 
-    return jax.make_array_from_callback(shape, NamedSharding(mesh, spec), read), slices
+    # One shard at a time, each on its device before the next is read: at most one shard's
+    # rows are on the host at once (make_array_from_callback would read every local shard
+    # before placing any: a full host copy on accelerators).
+    sharding = NamedSharding(mesh, spec)
+    shards = [jax.device_put(read(index), device).block_until_ready()
+              for device, index in sharding.addressable_devices_indices_map(shape).items()]
+    return jax.make_array_from_single_device_arrays(shape, sharding, shards), slices
 
 
 @dataclass(frozen=True)
