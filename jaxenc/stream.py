@@ -6,6 +6,8 @@ fits in host memory once but not twice, so nothing here ever holds a second full
 - :func:`stack_story_rows` reads the stories one at a time into one preallocated array (on the
   host), or, given a mesh, builds a sharded :class:`jax.Array` shard by shard, each shard
   reading only the rows (or voxel columns) it holds of each story;
+- :class:`VoxelShards` is such a voxel-sharded array with its real voxel count, the form in
+  which :class:`jaxenc.models.ShardedRidgeCV` takes the responses without copying them;
 - :func:`story_views` gives per-story row views of that array, the form
   :class:`jaxenc.train.SubjectData` and the block-wise :class:`jaxenc.decomp.PCA` take
   without copying;
@@ -22,6 +24,7 @@ tensorstore array reads only the slice a shard needs, while a reader returning a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -29,10 +32,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxenc.distributed import padded_size
+from jaxenc.distributed import padded_size, to_host
 from jaxenc.errors import AlignmentError, ConfigError, DataError
 
 __all__ = [
+    "VoxelShards",
     "stack_story_rows",
     "story_views",
     "pca_chunk_predictor",
@@ -149,7 +153,46 @@ def stack_story_rows(read_story: Callable[[str], object], stories: Sequence[str]
             buf[lo - r0 : hi - r0, : cols.stop - cols.start] = np.asarray(block[lo - s0 : hi - s0, cols])
         return buf
 
-    return jax.make_array_from_callback(shape, NamedSharding(mesh, spec), read), slices
+    # One shard at a time, each on its device before the next is read: at most one shard's
+    # rows are on the host at once (make_array_from_callback would read every local shard
+    # before placing any: a full host copy on accelerators).
+    sharding = NamedSharding(mesh, spec)
+    shards = [jax.device_put(read(index), device).block_until_ready()
+              for device, index in sharding.addressable_devices_indices_map(shape).items()]
+    return jax.make_array_from_single_device_arrays(shape, sharding, shards), slices
+
+
+@dataclass(frozen=True)
+class VoxelShards:
+    """Responses whose voxels are split along a mesh axis, padded past the real voxels.
+
+    What :func:`stack_story_rows` builds with ``shard="voxels"``, with the count of real voxels
+    (the zero columns past it are padding); shaped like the responses it holds, so it stands
+    where a host array of responses would (e.g. :attr:`jaxenc.pipeline.SubjectArrays.Y`).
+
+    Attributes
+    ----------
+    array : jax.Array of shape (n_rows, n_voxels_padded)
+        Sharded ``P(None, axis)``; ``n_voxels_padded`` a multiple of the axis size.
+    n_voxels : int
+        Real voxels, columns ``:n_voxels`` of ``array``.
+    """
+
+    array: jax.Array
+    n_voxels: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_rows, n_voxels): the shape of the responses held."""
+        return (self.array.shape[0], self.n_voxels)
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def to_host(self) -> np.ndarray:
+        """The responses as one host array (n_rows, n_voxels), gathered from every process."""
+        return to_host(self.array)[:, :self.n_voxels]
 
 
 def story_views(Y: np.ndarray, slices: Mapping[str, slice]) -> dict[str, np.ndarray]:

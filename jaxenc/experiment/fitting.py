@@ -23,7 +23,7 @@ from jaxenc.experiment.checks import check_folds, check_memory
 from jaxenc.featuresets import AUDIO, JOINT, SEMANTIC, FeatureSource, modalities
 from jaxenc.models.registry import EncoderSpec, encoder
 from jaxenc.pipeline.designs import Designs
-from jaxenc.pipeline.runner import fit_predict
+from jaxenc.pipeline.runner import fit_predict, response_mesh
 from jaxenc.provenance import InputDigests, combined
 from jaxenc.store import RunStore
 
@@ -174,7 +174,10 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
             log(f"  {name}: stored, skipped")
             continue
         started = time.perf_counter()
-        arrays = {subject: designs.arrays(job.sources, subject) for subject in data.subjects}
+        # Ridge on voxels on a mesh takes the responses read straight into their voxel shards;
+        # the data-scaling subsets slice rows of host responses.
+        shards = None if config.analyses.data_fractions else response_mesh(job.spec, job.target, mesh)
+        arrays = {subject: designs.arrays(job.sources, subject, mesh=shards) for subject in data.subjects}
         if config.analyses.data_fractions:
             arrays = scaling.expand(config, jobs, arrays)
         result = fit_predict(
@@ -199,4 +202,6 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
         if not config.fit.keep_checkpoints and result.checkpoints and store.writer:
             shutil.rmtree(store.checkpoint_dir(f"{name}-{digest}"), ignore_errors=True)
         log(f"  {name}: {seconds:.1f} s")
+        # Released before the next job's responses are read: a subject's are held once.
+        del arrays
     return names

@@ -76,10 +76,14 @@ class ScoreConfig:
     # test story: 10 of the demo's 73 rows, 7 of the tiny preset's 50 (protocol_trim).
     # 0 scores every row.
     test_trim: int | None = None
+    # Voxels scored at once (prediction columns, repeats and the permutation nulls of a chunk):
+    # the demo's 2,000 voxels are scored whole, a full-size subject's ~90,000 in 11 chunks. The
+    # scores do not depend on it (jaxenc.metrics.score).
+    chunk_voxels: int = 8192
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that cannot be used."""
-        for name in ("permutations", "block_size"):
+        for name in ("permutations", "block_size", "chunk_voxels"):
             if not getattr(self, name) >= 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}", setting=name)
         if not 0 < self.alpha < 1:

@@ -17,10 +17,7 @@ from jaxenc.metrics.noise_ceiling import cc_max, cc_norm
 from jaxenc.metrics.protocol import CC_MAX_FLOOR, VOXEL_SCORES, ScoreConfig, Scores, drop_first_rows, signed_r2
 from jaxenc.metrics.significance import fdr_bh, permutation_test
 
-__all__ = ["score", "voxel_scores", "scored_ceiling", "CHUNK"]
-
-# Voxels per chunk when the prediction is a function of the voxel range (full-size subjects).
-CHUNK = 8192
+__all__ = ["score", "voxel_scores", "scored_ceiling"]
 
 
 def voxel_scores(target, prediction, repeats=None, *, trim: int | None = None,
@@ -117,7 +114,7 @@ def score(prediction, repeats, config: ScoreConfig = ScoreConfig(), *, seed: int
     seed : int
         Seed of the permutations.
     chunk : int, optional
-        Voxels scored at once; None: all of them for an array, 8192 for a callable.
+        Voxels scored at once; None: ``config.chunk_voxels`` (the ``[evaluate]`` setting).
     subject : str, optional
         Named in errors.
 
@@ -145,8 +142,7 @@ def score(prediction, repeats, config: ScoreConfig = ScoreConfig(), *, seed: int
 
         def predict(c0, c1):
             return prediction[:, c0:c1]
-    if chunk is None:
-        chunk = CHUNK if callable(prediction) else max(n_voxels, 1)
+    chunk = config.chunk_voxels if chunk is None else chunk
     if chunk < 1:
         raise ConfigError(f"chunk must be a positive number of voxels, got {chunk}")
     parts: dict[str, list] = {name: [] for name in VOXEL_SCORES + ("p",)}

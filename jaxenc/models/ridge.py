@@ -158,9 +158,10 @@ class _RidgeBase:
                               f"{self.solver_dtype!r} is float32 on {self._platform()}")
         return solver_dtype
 
-    def _check_common(self, X, Y, groups):
+    def _check_common(self, X, Y, groups, check_Y=_check_Y):
+        # check_Y(Y, n_rows) -> (Y, constant columns): the sharded ridge's scans its shards.
         X = _check_X(X)
-        Y, constant = _check_Y(Y, X.shape[0])
+        Y, constant = check_Y(Y, X.shape[0])
         self._dtype = _check_dtype(self.dtype)
         self._solver_dtype = self._check_solver_dtype()
         self._voxel_batch = _check_positive_int(self.voxel_batch, "voxel_batch")

@@ -13,6 +13,10 @@ weights and penalties is per voxel too, so each device's block of voxels is fitt
 :class:`~jaxenc.models.BandedRidgeCV` (on that device, with the same candidates) and the
 results are assembled into voxel-sharded arrays; only this process's devices' blocks are fitted
 here, so several processes each fit their own.
+
+Both take ``Y`` as a host array (copied into the voxel shards) or as a
+:class:`~jaxenc.stream.VoxelShards` already on the mesh (e.g. read story by story into its
+shards by :func:`jaxenc.stream.stack_story_rows`), which they use as it is: no host copy.
 """
 
 from __future__ import annotations
@@ -28,26 +32,37 @@ from jax.sharding import PartitionSpec as P
 
 from jaxenc import precision as matmul
 from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, to_host
-from jaxenc.errors import AlignmentError, ConfigError, DataWarning
+from jaxenc.errors import AlignmentError, ConfigError, DataWarning, NonFiniteError
 from jaxenc.models import ridge_solvers as solvers
-from jaxenc.models.ridge import DEFAULT_ALPHAS, RidgeCV, _check_X, at_precision
+from jaxenc.models.ridge import DEFAULT_ALPHAS, RidgeCV, _check_X, _check_Y, at_precision
 from jaxenc.models.ridge_banded import BandedRidgeCV
+from jaxenc.stream import VoxelShards
 
 __all__ = ["ShardedRidgeCV", "ShardedBandedRidgeCV"]
 
 
 def _over_batches(fn, batch: int, *arrays):
     """``fn`` applied to consecutive ``batch``-wide column blocks of ``arrays`` (their last
-    axis), one block at a time; outputs are joined along their last axis."""
-    n_batches = arrays[0].shape[-1] // batch
+    axis), one block at a time, the last block narrower where ``batch`` does not divide the
+    width; outputs are joined along their last axis."""
+    n_batches, rest = divmod(arrays[0].shape[-1], batch)
+    parts = []
+    if n_batches:
+        def one(i):
+            return fn(*(jax.lax.dynamic_slice_in_dim(a, i * batch, batch, axis=a.ndim - 1)
+                        for a in arrays))
 
-    def one(i):
-        return fn(*(jax.lax.dynamic_slice_in_dim(a, i * batch, batch, axis=a.ndim - 1)
-                    for a in arrays))
+        out = jax.lax.map(one, jnp.arange(n_batches))
+        # [n_batches, ..., batch] -> [..., n_batches * batch]
+        parts.append(jax.tree.map(lambda o: jnp.moveaxis(o, 0, -2).reshape(o.shape[1:-1] + (-1,)), out))
+    if rest:
+        parts.append(fn(*(a[..., n_batches * batch:] for a in arrays)))
+    return parts[0] if len(parts) == 1 else jax.tree.map(lambda *p: jnp.concatenate(p, axis=-1), *parts)
 
-    out = jax.lax.map(one, jnp.arange(n_batches))
-    # [n_batches, ..., batch] -> [..., n_batches * batch]
-    return jax.tree.map(lambda o: jnp.moveaxis(o, 0, -2).reshape(o.shape[1:-1] + (-1,)), out)
+
+def _scan_kernel(y):
+    # Per local column: all values finite, and constant over the rows.
+    return jnp.isfinite(y).all(axis=0), _constant(y)
 
 
 def _constant(y):
@@ -103,7 +118,8 @@ class ShardedRidgeCV(RidgeCV):
     Same model, options, splits and selection rule as :class:`~jaxenc.models.RidgeCV`;
     ``X``, the decompositions and the alphas are replicated, ``Y`` is read shard by shard
     (each device gets ``n_voxels / shards`` columns, padded with constant zero columns to a
-    multiple of ``shards * voxel_batch``) and every voxel-sized result stays sharded.
+    multiple of ``shards``), or taken as it is when already voxel-sharded
+    (:class:`~jaxenc.stream.VoxelShards`), and every voxel-sized result stays sharded.
 
     Parameters
     ----------
@@ -133,8 +149,8 @@ class ShardedRidgeCV(RidgeCV):
     Notes
     -----
     The input checks of :class:`~jaxenc.models.RidgeCV` (NaN, inf, constant voxels, aligned
-    rows) scan the whole of ``Y`` on the host, so :meth:`fit` as written suits one host with
-    many devices; the kernels themselves only touch their own shard.
+    rows) scan a host ``Y`` on the host; a :class:`~jaxenc.stream.VoxelShards` is scanned
+    shard by shard on its devices, only per-voxel masks reaching the host.
     """
 
     def __init__(self, mesh: Mesh, axis: str = "data", alphas=DEFAULT_ALPHAS, cv=5,
@@ -156,6 +172,35 @@ class ShardedRidgeCV(RidgeCV):
         return jax.jit(jax.shard_map(kernel, mesh=self.mesh, in_specs=in_specs,
                                      out_specs=out_specs, check_vma=False))
 
+    def _check_Y(self, Y, n_rows: int):
+        """``(Y, constant voxels)`` as :class:`RidgeCV`'s check: a host ``Y`` scanned on the host,
+        a :class:`~jaxenc.stream.VoxelShards` on its devices, laid out on this mesh."""
+        if not isinstance(Y, VoxelShards):
+            return _check_Y(Y, n_rows)
+        y = Y.array
+        if y.ndim != 2 or y.shape[0] != n_rows:
+            raise AlignmentError(f"X has {n_rows} rows (TRs) but Y has shape {y.shape}; they must be aligned row "
+                                 "for row")
+        if not jnp.issubdtype(y.dtype, jnp.floating):
+            raise ConfigError(f"Y must hold floating-point numbers, got dtype {y.dtype}")
+        layout = NamedSharding(self.mesh, P(None, self.axis))
+        if not y.sharding.is_equivalent_to(layout, 2) or y.shape[1] % axis_size(self.mesh, self.axis):
+            raise ConfigError(f"Y's voxels must be split along the axis {self.axis!r} of this estimator's mesh "
+                              f"({layout.spec}, e.g. jaxenc.stream.stack_story_rows(..., shard='voxels')); got "
+                              f"shape {y.shape} sharded {y.sharding}")
+        if not 1 <= Y.n_voxels <= y.shape[1]:
+            raise AlignmentError(f"Y holds {Y.n_voxels} voxels in {y.shape[1]} columns: at least one voxel, "
+                                 "at most the columns")
+        scan = self._sharded(_scan_kernel, P(None, self.axis), (P(self.axis), P(self.axis)))
+        finite, constant = (to_host(a)[:Y.n_voxels] for a in scan(y))
+        if not finite.all():
+            col = int(np.argmin(finite))
+            column = y.at[:, col].get(out_sharding=NamedSharding(self.mesh, P()))
+            row = int(np.argmin(np.isfinite(to_host(column))))
+            raise NonFiniteError(f"NaN or infinity in Y at row {row}, column {col} "
+                                 f"({int((~finite).sum())} voxel(s) hold some)")
+        return Y, constant
+
     @at_precision
     def fit(self, X, Y, groups=None) -> ShardedRidgeCV:
         """Choose the penalties by cross-validation and refit on all rows, voxels sharded.
@@ -163,8 +208,9 @@ class ShardedRidgeCV(RidgeCV):
         Parameters
         ----------
         X : array of shape (n_trs, n_features)
-        Y : array of shape (n_trs, n_voxels) or (n_trs,)
-            Host responses.
+        Y : array of shape (n_trs, n_voxels) or (n_trs,), or VoxelShards
+            Host responses (copied into the shards), or responses already voxel-sharded along
+            ``axis`` of ``mesh`` (used as they are).
         groups : array-like of shape (n_trs,), optional
             Story label of each row, see :class:`~jaxenc.models.RidgeCV`.
 
@@ -179,18 +225,19 @@ class ShardedRidgeCV(RidgeCV):
         """
         mesh, axis = self.mesh, self.axis
         shards = axis_size(mesh, axis)
-        X, Y, _, splits = self._check_common(X, Y, groups)
+        X, Y, _, splits = self._check_common(X, Y, groups, self._check_Y)
         n_voxels = Y.shape[1]
         dtype = self._dtype
-        batch = min(self._voxel_batch, -(-n_voxels // shards))
-        width = padded_size(n_voxels, mesh, axis, batch)
+        width = Y.array.shape[1] if isinstance(Y, VoxelShards) else padded_size(n_voxels, mesh, axis)
+        batch = min(self._voxel_batch, width // shards)
         put = partial(jax.device_put, device=NamedSharding(mesh, P()))
         intercept_kw = dict(fit_intercept=self.fit_intercept)
         solver_kw = dict(solver_dtype=self._solver_dtype)
         with solvers.solver_scope(self._solver_dtype):
             xc, x_offset = self._center(X)
             x = put(xc)
-            y = shard_columns(Y, mesh, axis, width=width, dtype=dtype)
+            y = (Y.array.astype(dtype) if isinstance(Y, VoxelShards)
+                 else shard_columns(Y, mesh, axis, width=width, dtype=dtype))
             alphas = replicate(self.alphas_, mesh, dtype=dtype)
             mode = solvers.choose_mode(X.shape[1], min(len(t) for t, _ in splits))
             cv = self._sharded(partial(_cv_kernel, batch=batch, scoring=self.scoring_,
@@ -337,8 +384,9 @@ split_batch, dtype, lapack_threads, solver_dtype, precision
         Parameters
         ----------
         X : array of shape (n_trs, n_features)
-        Y : array of shape (n_trs, n_voxels) or (n_trs,)
-            Host responses; each block reads only its columns.
+        Y : array of shape (n_trs, n_voxels) or (n_trs,), or VoxelShards
+            Host responses, or responses voxel-sharded along ``axis`` of ``mesh``; each block
+            reads only its columns (of a VoxelShards, its device's shard).
         groups : array-like of shape (n_trs,), optional
             Story label of each row, see :class:`~jaxenc.models.RidgeCV`.
 
@@ -353,7 +401,7 @@ split_batch, dtype, lapack_threads, solver_dtype, precision
         """
         mesh, axis = self.mesh, self.axis
         axis_size(mesh, axis)
-        X, Y, _, _ = self._check_common(X, Y, groups)
+        X, Y, _, _ = self._check_common(X, Y, groups, self._check_Y)
         # One draw of the candidates for every block (and every process).
         searcher = BandedRidgeCV(self.bands, n_iter=self.n_iter, concentration=self.concentration,
                                  corners=self.corners, candidates=self.candidates,
@@ -361,7 +409,11 @@ split_batch, dtype, lapack_threads, solver_dtype, precision
         searcher._band_of_column(X.shape[1])
         self.candidates_ = searcher._make_candidates(len(self.bands))
         n_voxels, n_features = Y.shape[1], X.shape[1]
-        width = padded_size(n_voxels, mesh, axis)
+        if isinstance(Y, VoxelShards):
+            width = Y.array.shape[1]
+            local = {shard.device: shard.data for shard in Y.array.addressable_shards}
+        else:
+            width = padded_size(n_voxels, mesh, axis)
         blocks: dict[tuple[int, int], BandedRidgeCV | None] = {}
         owners = NamedSharding(mesh, P(None, axis)).addressable_devices_indices_map((n_features, width))
         for device, index in owners.items():
@@ -374,7 +426,9 @@ split_batch, dtype, lapack_threads, solver_dtype, precision
                 # The constant-voxel warning was given once, for all voxels, above.
                 with jax.default_device(device), warnings.catch_warnings():
                     warnings.simplefilter("ignore", DataWarning)
-                    model.fit(X, Y[:, start:min(stop, n_voxels)], groups)
+                    block = (local[device][:, :min(stop, n_voxels) - start] if isinstance(Y, VoxelShards)
+                             else Y[:, start:min(stop, n_voxels)])
+                    model.fit(X, block, groups)
             blocks[start, stop] = model
 
         def assemble(name, rows, fill, dtype, vector=False):

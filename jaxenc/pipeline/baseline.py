@@ -18,7 +18,7 @@ from jaxenc.metrics.protocol import ScoreConfig
 from jaxenc.metrics.scoring import score, scored_ceiling
 from jaxenc.models.registry import RidgeOptions
 from jaxenc.pipeline.designs import AlignOptions, Designs
-from jaxenc.pipeline.runner import TARGETS, fit_predict
+from jaxenc.pipeline.runner import TARGETS, fit_predict, response_mesh
 from jaxenc.report.results import ModelResult, RunResults
 from jaxenc.train import TrainConfig
 
@@ -77,7 +77,7 @@ def fit_linear_baseline(dataset, subjects: str | Sequence[str], features: Mappin
         repeats = dataset.test_repeats(subject)
         ceilings[subject] = scored_ceiling(repeats, scoring.test_trim)
         for name in feature_sets:
-            arrays = designs.arrays(modalities(name), subject)
+            arrays = designs.arrays(modalities(name), subject, mesh=response_mesh("ridge", target, mesh))
             job = fit_predict("ridge", {subject: arrays}, target=target, ridge=ridge, train=train, cache=designs.cache,
                               mesh=mesh)
             scores = score(job.predictions[subject], repeats, scoring, seed=train.seed, subject=subject)

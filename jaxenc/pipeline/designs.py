@@ -5,9 +5,11 @@ the sweeps) builds its designs here: :func:`align_stories` puts each story's tim
 features on its response rows (Lanczos to the TR centres, trim, z-score), :func:`stack_design`
 delays and stacks stories, the modalities of a feature set side by side, and
 :func:`design_matrix` does both. :func:`training_responses` stacks a subject's responses on the
-rows of a design, read story by story into one array. :class:`Designs` chains them into each
+rows of a design, read story by story into one host array, or, given a mesh, straight into
+its voxel shards (:class:`~jaxenc.stream.VoxelShards`). :class:`Designs` chains them into each
 subject's :class:`~jaxenc.pipeline.SubjectArrays` for the job runner, aligning every feature
-source once for all subjects and reading every subject's responses once for all jobs.
+source once for all subjects and holding every subject's responses once, in the form the last
+job took them.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import numpy as np
 
 from jaxenc import conventions
 from jaxenc.align import stack_stories, story_features
+from jaxenc.distributed import RUN_AXIS
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.featuresets import AUDIO, SEMANTIC, FeatureSet
 from jaxenc.pipeline.runner import SubjectArrays
-from jaxenc.stream import stack_story_rows
+from jaxenc.stream import VoxelShards, stack_story_rows
 from jaxenc.synthetic.properties import FRAME_PERIOD, causal_mean, planted_layer_words
 
 __all__ = [
@@ -205,12 +208,14 @@ def design_matrix(features: FeatureSet | Sequence[FeatureSet], respdict: Mapping
 
 
 def training_responses(dataset, subject: str, stories: Sequence[str], slices,
-                       trim: tuple[int, int] = GRID_TRIM) -> np.ndarray:
+                       trim: tuple[int, int] = GRID_TRIM, *, mesh=None) -> np.ndarray | VoxelShards:
     """Stack a subject's responses to ``stories`` on the rows of a design, story by story.
 
     Each story's responses are read and copied into one preallocated float32 array
     (:func:`jaxenc.stream.stack_story_rows`), checked against the design's rows of that story:
-    no concatenated second copy is made.
+    no concatenated second copy is made. Given a mesh, each device's voxel shard is filled
+    from the stories' blocks of its columns, one story at a time: no host array of all rows
+    is made.
 
     Parameters
     ----------
@@ -222,10 +227,15 @@ def training_responses(dataset, subject: str, stories: Sequence[str], slices,
     trim : (int, int)
         The design's trim (:func:`align_stories`): beyond the protocol's, the same extra rows
         of each response file are dropped.
+    mesh : jax.sharding.Mesh, optional
+        Split the voxels along its axis ``"data"`` (:data:`jaxenc.distributed.RUN_AXIS`);
+        None: a host array.
 
     Returns
     -------
-    ndarray of shape (n_rows, n_voxels), float32
+    ndarray of shape (n_rows, n_voxels), float32, or VoxelShards
+        The host array, or with a mesh the voxel-sharded one (columns padded to a multiple of
+        the devices).
 
     Raises
     ------
@@ -248,11 +258,15 @@ def training_responses(dataset, subject: str, stories: Sequence[str], slices,
                                  f"design has {counts[story]}", subject=subject, story=story)
         return rows
 
-    Y, stacked = stack_story_rows(read, stories, counts, dataset.n_voxels(subject), subject=subject)
-    if any(stacked[story] != slices[story] for story in stories):
+    n_voxels = dataset.n_voxels(subject)
+    # The rows are checked before any is read (a mesh reads them shard by shard).
+    stacked = dict(zip(stories, np.cumsum([0, *counts.values()]).tolist(), strict=False))
+    if any(slices[story] != slice(stacked[story], stacked[story] + counts[story]) for story in stories):
         raise AlignmentError(f"the design's rows {dict(slices)} are not the stories {list(stories)} one after "
                              "another", subject=subject)
-    return Y
+    Y, _ = stack_story_rows(read, stories, counts, n_voxels, mesh=mesh, axis=RUN_AXIS, shard="voxels",
+                            subject=subject)
+    return Y if mesh is None else VoxelShards(Y, n_voxels)
 
 
 class Designs:
@@ -262,8 +276,11 @@ class Designs:
 
     Every source's features are read and aligned once, for every story of every subject and
     the test story (training stories trimmed by ``align.train_trim``, the test story by the
-    protocol's :data:`GRID_TRIM`); every subject's responses are read once, on the rows of its
-    first design (the rows of a subject's stories do not depend on the source).
+    protocol's :data:`GRID_TRIM`); every subject's responses are read on the rows of its first
+    design (the rows of a subject's stories do not depend on the source) and held once, in one
+    form: on the host, or voxel-sharded on a mesh (:func:`jaxenc.pipeline.response_mesh`: ridge
+    on voxel targets). A job asking for the other form drops the one held and reads the
+    stories again, so a subject's responses are never in memory twice.
 
     Parameters
     ----------
@@ -302,14 +319,19 @@ class Designs:
             self._aligned[source] = aligned
         return self._aligned[source]
 
-    def responses(self, subject: str, slices: Mapping[str, slice]) -> np.ndarray:
-        """A subject's training responses on the rows ``slices`` of its designs (read once)."""
-        if subject not in self._responses:
-            self._responses[subject] = training_responses(self.dataset, subject, self.train_stories[subject], slices,
-                                                          self.align.train_trim)
-        return self._responses[subject]
+    def responses(self, subject: str, slices: Mapping[str, slice], mesh=None) -> np.ndarray | VoxelShards:
+        """A subject's training responses on the rows ``slices`` of its designs: on the host, or
+        with ``mesh`` voxel-sharded on it (:func:`training_responses`); read once per form."""
+        held = self._responses.get(subject)
+        if held is None or held[0] != mesh:
+            # Dropped before the other form is read: one copy at a time.
+            self._responses.pop(subject, None)
+            del held
+            self._responses[subject] = (mesh, training_responses(self.dataset, subject, self.train_stories[subject],
+                                                                 slices, self.align.train_trim, mesh=mesh))
+        return self._responses[subject][1]
 
-    def arrays(self, sources: Sequence[Hashable], subject: str) -> SubjectArrays:
+    def arrays(self, sources: Sequence[Hashable], subject: str, *, mesh=None) -> SubjectArrays:
         """One subject's training and test arrays on ``sources``, side by side in that order.
 
         Parameters
@@ -317,6 +339,9 @@ class Designs:
         sources : sequence of hashable
             One per modality, in design order (e.g. ``["audio", "semantic"]``).
         subject : str
+        mesh : jax.sharding.Mesh, optional
+            Hold the responses voxel-sharded on it, for a job that takes them so
+            (:func:`jaxenc.pipeline.response_mesh`); None: on the host.
 
         Returns
         -------
@@ -327,7 +352,7 @@ class Designs:
         aligned = [self.aligned(source) for source in sources]
         design = stack_design(aligned, self.train_stories[subject], self.align)
         test = stack_design(aligned, [self.dataset.test_story], self.align)
-        return SubjectArrays(design.X, self.responses(subject, design.slices), design.groups, test.X,
+        return SubjectArrays(design.X, self.responses(subject, design.slices, mesh), design.groups, test.X,
                              design.bands, design.n_delays)
 
 

@@ -20,7 +20,10 @@ Where the mesh enters: given ``mesh=`` (a one-axis mesh of several devices, e.g.
 networks' subject x fold (x grid) stack is split over the devices, padded to a multiple of their
 count (``fit_encoders(..., mesh=)``), and the PCAs of PCA targets (the subject's for ridge,
 each fold's for the networks) are fitted and projected back voxel-sharded
-(:class:`jaxenc.decomp.ShardedPCA`), the responses read story by story into their shards.
+(:class:`jaxenc.decomp.ShardedPCA`), the responses read story by story into their shards. Ridge
+on voxel targets takes the responses already voxel-sharded (:class:`~jaxenc.stream.VoxelShards`,
+which :class:`jaxenc.pipeline.Designs` reads story by story straight into the shards for the jobs
+:func:`response_mesh` names): no host copy of them is made.
 Every array that leaves a device goes through :func:`jaxenc.distributed.to_host`, so every
 process of a ``jax.distributed`` job runs the same calls and gets the same predictions. The
 numbers equal the one-device run's within float32 rounding.
@@ -40,10 +43,11 @@ from jaxenc.decomp import PCA, ShardedPCA
 from jaxenc.distributed import RUN_AXIS, to_host
 from jaxenc.errors import AlignmentError, ConfigError, DataWarning
 from jaxenc.models.registry import EncoderSpec, NetworkOptions, RidgeOptions, encoder
+from jaxenc.stream import VoxelShards
 from jaxenc.train import SubjectData, TrainConfig, fit_encoders, story_folds
 from jaxenc.validation import check_matrix
 
-__all__ = ["TARGETS", "SubjectArrays", "JobResult", "fit_predict"]
+__all__ = ["TARGETS", "SubjectArrays", "JobResult", "fit_predict", "response_mesh"]
 
 # What an encoder predicts: every voxel, or principal components of the training responses.
 TARGETS = ("voxels", "pca")
@@ -57,8 +61,9 @@ class SubjectArrays:
     ----------
     X : ndarray of shape (n_rows, n_features)
         Delayed training features, e.g. :attr:`jaxenc.pipeline.Design.X`.
-    Y : ndarray of shape (n_rows, n_voxels)
-        Training responses, row ``t`` the same TR as row ``t`` of ``X``.
+    Y : ndarray of shape (n_rows, n_voxels), or VoxelShards
+        Training responses, row ``t`` the same TR as row ``t`` of ``X``: on the host, or
+        voxel-sharded on the job's mesh where :func:`response_mesh` says the job takes them so.
     groups : array_like of shape (n_rows,)
         Story of each row: cross-validation folds never split a story.
     X_test : ndarray of shape (n_test, n_features)
@@ -126,6 +131,28 @@ class JobResult:
     fold_predictions: dict = field(default_factory=dict)
 
 
+def response_mesh(model: str | EncoderSpec, target: str, mesh):
+    """The mesh on which a job takes its training responses voxel-sharded, or None: on the host.
+
+    Ridge (and banded ridge) on voxel targets on a mesh of several devices fits the voxels
+    shard by shard and takes the responses as a :class:`~jaxenc.stream.VoxelShards` on that
+    mesh; every other job (PCA targets, networks, one device) takes host responses.
+
+    Parameters
+    ----------
+    model : str or EncoderSpec
+    target : {"voxels", "pca"}
+    mesh : jax.sharding.Mesh or None
+        The ``mesh`` given to :func:`fit_predict`.
+
+    Returns
+    -------
+    jax.sharding.Mesh or None
+    """
+    spec = encoder(model) if isinstance(model, str) else model
+    return mesh if spec.is_ridge and target == "voxels" else None
+
+
 def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, target: str = "voxels",
                 ridge: RidgeOptions = RidgeOptions(), networks: NetworkOptions = NetworkOptions(),
                 train: TrainConfig = TrainConfig(), grid: Sequence[Mapping] = (),
@@ -139,7 +166,8 @@ def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, 
         An encoder name of :data:`jaxenc.models.ENCODERS` (``"ridge"``, ``"mlp"``,
         ``"deepmlp-3"``, ...).
     data : mapping of str to SubjectArrays
-        Per subject.
+        Per subject. Responses held as a :class:`~jaxenc.stream.VoxelShards` by a job that
+        takes host responses (:func:`response_mesh`) are gathered to the host first.
     target : {"voxels", "pca"}
         Predict every voxel, or ``train.n_components`` principal components of the training
         responses (lowered, with a warning, to what the training rows and voxels allow),
@@ -197,11 +225,16 @@ def fit_predict(model: str | EncoderSpec, data: Mapping[str, SubjectArrays], *, 
         raise ConfigError(f"target must be one of {list(TARGETS)}, got {target!r}")
     if not data:
         raise ConfigError("no subjects to fit")
+    if response_mesh(spec, target, mesh) is None:
+        data = {subject: replace(arrays, Y=arrays.Y.to_host()) if isinstance(arrays.Y, VoxelShards) else arrays
+                for subject, arrays in data.items()}
     for subject, arrays in data.items():
         # Checked here, naming the argument: a NaN in X_test is not "X has NaN" further down.
         n_features = np.shape(arrays.X)[1] if np.ndim(arrays.X) == 2 else None
         check_matrix(arrays.X, "X", what="(n_trs, n_features)", subject=subject)
-        check_matrix(arrays.Y, "Y", what="(n_trs, n_voxels)", subject=subject)
+        if not isinstance(arrays.Y, VoxelShards):
+            # Sharded responses are scanned on their devices by the sharded ridge.
+            check_matrix(arrays.Y, "Y", what="(n_trs, n_voxels)", subject=subject)
         check_matrix(arrays.X_test, "X_test", columns=n_features, what="(n_test, n_features) like X", subject=subject)
     cache = {} if cache is None else cache
     modality_counts = {max(len(arrays.bands), 1) for arrays in data.values()}

@@ -192,6 +192,118 @@ def _check_equal_to_one_device():
         assert pcas == ([[(6, 5)] * 8] * 6 if target == "pca" else []), model
 
 
+def _check_responses_read_straight_into_voxel_shards():
+    """Ridge on voxels on a mesh: the responses go from the twin's story files into the voxel
+    shards (the stacking called only with the mesh, the sharded ridge handed those very shards,
+    never a host Y to copy), each shard equal to its columns of the stories' numpy
+    concatenation; the predictions those of one device within the ridge bound of the module
+    docstring, the chosen penalties equal. A Designs holds one form of a subject's responses."""
+    import tempfile
+
+    import jax
+    from jax.sharding import PartitionSpec as P
+
+    from jaxenc.data import LeBelDataset
+    from jaxenc.distributed import RUN_AXIS, run_mesh, shard_columns
+    from jaxenc.errors import ConfigError, NonFiniteError
+    from jaxenc.featuresets import AUDIO, SEMANTIC
+    from jaxenc.models import RidgeOptions, ShardedBandedRidgeCV, ShardedRidgeCV
+    from jaxenc.pipeline import Designs, fit_predict, planted_features, response_mesh
+    from jaxenc.stream import VoxelShards
+    from jaxenc.synthetic import SyntheticConfig, write_synthetic
+    from tests._tolerance import assert_within
+
+    designs_module = importlib.import_module("jaxenc.pipeline.designs")
+    ridge_sharded = importlib.import_module("jaxenc.models.ridge_sharded")
+
+    root = tempfile.mkdtemp()
+    # 37 voxels: the last of the 8 voxel shards is padded.
+    truth = write_synthetic(root, SyntheticConfig.tiny(subjects=("UTS01",), n_voxels=(N_VOXELS,), n_repeats=(2,),
+                                                       n_train_stories=6, fewer_stories=()), progress=False)
+    dataset, subject = LeBelDataset(root), "UTS01"
+    train = dataset.stories(subject)
+    features = planted_features(truth, [*train, dataset.test_story])
+    designs = Designs(dataset, features.__getitem__, {subject: train})
+    mesh = run_mesh(0)
+    assert response_mesh("ridge", "voxels", mesh) is mesh
+    assert response_mesh("ridge", "pca", mesh) is None and response_mesh("mlp", "voxels", mesh) is None
+
+    stacked = []
+    stack = designs_module.stack_story_rows
+
+    def stack_spy(*args, mesh=None, **kwargs):
+        stacked.append(mesh)
+        return stack(*args, mesh=mesh, **kwargs)
+
+    def no_host_copy(*args, **kwargs):
+        raise AssertionError("the sharded ridge copied a host Y into the shards")
+
+    handed = []
+    fits = {cls: cls.fit for cls in (ShardedRidgeCV, ShardedBandedRidgeCV)}
+
+    def fit_spy(cls):
+        def fit(self, X, Y, groups=None):
+            handed.append(Y)
+            return fits[cls](self, X, Y, groups)
+
+        return fit
+
+    designs_module.stack_story_rows = stack_spy
+    ridge_sharded.shard_columns = no_host_copy
+    for cls in fits:
+        cls.fit = fit_spy(cls)
+    sources = [AUDIO, SEMANTIC]
+    on_mesh = designs.arrays(sources, subject, mesh=mesh)
+    assert stacked == [mesh]
+    Y = on_mesh.Y
+    assert isinstance(Y, VoxelShards) and Y.shape == (on_mesh.X.shape[0], N_VOXELS)
+    assert Y.array.sharding.spec == P(None, RUN_AXIS) and Y.array.shape[1] == 40
+    reference = np.concatenate([dataset.responses(subject, story) for story in train])
+    reference = np.pad(reference, ((0, 0), (0, 40 - N_VOXELS)))
+    shards = Y.array.addressable_shards
+    assert len(shards) == 8 and {s.data.shape for s in shards} == {(reference.shape[0], 5)}
+    for shard in shards:
+        np.testing.assert_array_equal(np.asarray(shard.data), reference[shard.index])
+    assert designs.arrays(sources, subject, mesh=mesh).Y is Y and stacked == [mesh]  # read once
+
+    results = {}
+    for banded in (False, True):
+        options = RidgeOptions(banded=banded, folds=3, band_candidates=3)
+        handed.clear()
+        results[banded] = fit_predict("ridge", {subject: on_mesh}, ridge=options, mesh=mesh)
+        assert len(handed) == 1 and handed[0] is Y
+    ridge_sharded.shard_columns = shard_columns
+    # The other form: the shards dropped, the stories read again onto the host.
+    on_host = designs.arrays(sources, subject)
+    assert stacked == [mesh, None] and list(designs._responses[subject][:1]) == [None]
+    np.testing.assert_array_equal(on_host.Y, reference[:, :N_VOXELS])
+    for banded, many in results.items():
+        options = RidgeOptions(banded=banded, folds=3, band_candidates=3)
+        one = fit_predict("ridge", {subject: on_host}, ridge=options)
+        assert one.info["median_alpha"] == many.info["median_alpha"]
+        assert_within(many.predictions[subject], one.predictions[subject],
+                      atol=_ridge_bound(on_host, on_host.Y, options), err_msg=f"banded={banded}")
+    # A VoxelShards handed to a job that takes host responses is gathered first.
+    pca = fit_predict("ridge", {subject: on_mesh}, target="pca", train=_train(), mesh=mesh)
+    assert pca.predictions[subject].shape == (on_host.X_test.shape[0], N_VOXELS)
+
+    # Responses that are not voxel-sharded on the estimator's mesh, or hold NaN, are refused.
+    ridge = ShardedRidgeCV(mesh, RUN_AXIS, cv=3)
+    replicated = VoxelShards(jax.device_put(Y.array, jax.sharding.NamedSharding(mesh, P())), N_VOXELS)
+    try:
+        ridge.fit(on_host.X, replicated, on_host.groups)
+        raise AssertionError("a replicated Y was taken")
+    except ConfigError as err:
+        assert "split along the axis" in str(err)
+    bad = reference[:, :N_VOXELS].copy()
+    bad[7, 33] = np.nan
+    try:
+        ridge.fit(on_host.X, VoxelShards(shard_columns(bad, mesh, RUN_AXIS), N_VOXELS), on_host.groups)
+        raise AssertionError("NaN in Y was taken")
+    except NonFiniteError as err:
+        assert "row 7, column 33" in str(err)
+
+
 def _check_stack_sizes_that_do_not_divide():
     import jax
 
@@ -230,6 +342,10 @@ def _check_stack_sizes_that_do_not_divide():
 
 def test_fit_predict_on_8_devices_equals_one_device_and_really_shards():
     run_sharded(__file__, "_check_equal_to_one_device", timeout=600)
+
+
+def test_ridge_responses_are_read_straight_into_their_voxel_shards():
+    run_sharded(__file__, "_check_responses_read_straight_into_voxel_shards", timeout=300)
 
 
 def test_stacks_that_do_not_divide_the_devices_are_padded():
