@@ -10,20 +10,22 @@ Two jobs against a one-process, one-device run of the same config:
 
 - the default suite's (``QUICK_FIT``): the tiny twin's first subject with its planted features
   (copied from the one-device run's folder, so the job fits and scores only), ridge and the MLP
-  (1 epoch, 2 fold models on 8 devices: padded) on voxels, 10 permutations. About 30 s for both
-  runs on 2 cores under a load of 6, compile caches cold; see ``quick_runs``.
+  (1 epoch, 2 fold models on 8 devices: padded) on voxels, 10 permutations. Both runs take 46 s
+  of CPU time from an empty compile cache (the one-device run 15 s, the job 29.5 s over its two
+  processes; XLA's compiles dominate) and 33 s from the suite's warm cache; 75 s and 54 s of wall
+  time on 2 cores under a load of 11-13.
 - the thorough one (``SETTINGS``, marked slow): Whisper extraction split over the processes,
   both subjects, ridge and the MLP on voxels and PCA components (PCA fitted sharded over both
-  processes), 3 epochs; 237 s on 2 cores under a load of 12.
+  processes), 3 epochs; 224 s on 2 cores under a load of 10-13.
 
 Tolerances of the equality tests: the job fits on a mesh of 8 devices over both processes (and
 the thorough one extracts the Whisper features on 4 devices per process, the one-device run on 1),
 so its predictions differ from one device's by float32 rounding; at most ``PREDICTION_ATOL``
 (1e-4, the bound of the networks' sharded training that tests/experiment/test_run_mesh.py states
 for 8 devices of one process; measured here at most 9e-6 for the MLP, 2e-5 for ridge, voxels and
-PCA targets), against O(0.1) for a story extracted twice or never, a voxel block or model slot
-misplaced. The per-voxel scores follow from the predictions' difference as in
-tests/experiment/test_run_mesh.py.
+PCA targets, after 3 epochs; 1.2e-7 and 7.2e-7 in the default suite's job), against O(0.1) for
+a story extracted twice or never, a voxel block or model slot misplaced. The per-voxel scores
+follow from the predictions' difference as in tests/experiment/test_run_mesh.py.
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ QUICK = _settings(*_QUICK)
 QUICK_FIT = _settings(*(s for s in _QUICK if not s.startswith(("table.models=", "evaluate.permutations="))),
                       'table.models=["ridge","mlp"]', "evaluate.permutations=10", 'data.subjects=["UTS01"]',
                       "train.n_folds=2", "train.max_epochs=1", "networks.hidden=8")
-# A whole job, both processes (the slow tests' fixture, the one-device run and the job: 237 s on
-# 2 cores under a load of 12).
+# A whole job, both processes (the slow tests' fixture, the one-device run and the job: 224 s on
+# 2 cores under a load of 10-13).
 TIMEOUT = 600.0
 # The heartbeat of the lost-process tests: short, yet long for a heartbeat thread on a busy machine.
 HEARTBEAT_S = 10
