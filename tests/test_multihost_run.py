@@ -6,14 +6,26 @@ The job runs on one machine as the README's "Several hosts" section shows it, ea
 (gloo between the processes), with a free port. On failure the other process is killed at once
 and the output of both is shown.
 
-Tolerances of the equality test: the job extracts the Whisper features on 4 devices per process
-(the one-device run on 1) and fits on a mesh of 8 devices over both processes, so its predictions
-differ from one device's by float32 rounding; at most ``PREDICTION_ATOL`` (1e-4, the bound of the
-networks' sharded training that tests/experiment/test_run_mesh.py states for 8 devices of one
-process; measured here at most 9e-6 for the MLP, 2e-5 for ridge, voxels and PCA targets),
-against O(0.1) for a story extracted twice or never, a voxel block or model slot misplaced.
-The per-voxel scores follow from the predictions' difference as in
-tests/experiment/test_run_mesh.py.
+Two jobs against a one-process, one-device run of the same config:
+
+- the default suite's (``QUICK_FIT``): the tiny twin's first subject with its planted features
+  (copied from the one-device run's folder, so the job fits and scores only), ridge and the MLP
+  (1 epoch, 2 fold models on 8 devices: padded) on voxels, 10 permutations. Both runs take 46 s
+  of CPU time from an empty compile cache (the one-device run 15 s, the job 29.5 s over its two
+  processes; XLA's compiles dominate) and 33 s from the suite's warm cache; 75 s and 54 s of wall
+  time on 2 cores under a load of 11-13.
+- the thorough one (``SETTINGS``, marked slow): Whisper extraction split over the processes,
+  both subjects, ridge and the MLP on voxels and PCA components (PCA fitted sharded over both
+  processes), 3 epochs; 224 s on 2 cores under a load of 10-13.
+
+Tolerances of the equality tests: the job fits on a mesh of 8 devices over both processes (and
+the thorough one extracts the Whisper features on 4 devices per process, the one-device run on 1),
+so its predictions differ from one device's by float32 rounding; at most ``PREDICTION_ATOL``
+(1e-4, the bound of the networks' sharded training that tests/experiment/test_run_mesh.py states
+for 8 devices of one process; measured here at most 9e-6 for the MLP, 2e-5 for ridge, voxels and
+PCA targets, after 3 epochs; 1.2e-7 and 7.2e-7 in the default suite's job), against O(0.1) for
+a story extracted twice or never, a voxel block or model slot misplaced. The per-voxel scores
+follow from the predictions' difference as in tests/experiment/test_run_mesh.py.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,23 +53,33 @@ from tests.experiment.test_run_mesh import PREDICTION_ATOL
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "table1.toml"
+
+
+def _settings(*settings: str) -> list[str]:
+    return ["--quiet"] + [item for setting in settings for item in ("--set", setting)]
+
+
 # Whisper (the embedded default) extracts the audio features, split over the processes; planted
 # semantic features; ridge and the MLP on voxels and PCA components (fitted sharded over both
 # processes), 3 epochs.
-SETTINGS = ["--quiet", "--set", "data.preset=tiny", "--set", "semantic.source=planted", "--set",
-            'table.feature_sets=["audio"]', "--set", 'table.models=["ridge","mlp"]', "--set",
-            'table.targets=["voxels","pca"]', "--set", "table.n_components=8", "--set", "ridge.folds=2", "--set",
-            "train.n_folds=2", "--set", "train.max_epochs=3", "--set", "networks.hidden=8", "--set",
-            "evaluate.permutations=100", "--set", "analyses.partition=false", "--set",
-            "analyses.clustering=false", "--set", "nonlinearity.run=false"]
+SETTINGS = _settings("data.preset=tiny", "semantic.source=planted", 'table.feature_sets=["audio"]',
+                     'table.models=["ridge","mlp"]', 'table.targets=["voxels","pca"]', "table.n_components=8",
+                     "ridge.folds=2", "train.n_folds=2", "train.max_epochs=3", "networks.hidden=8",
+                     "evaluate.permutations=100", "analyses.partition=false", "analyses.clustering=false",
+                     "nonlinearity.run=false")
 # Planted features and ridge only: the lost-process test needs a job that runs, not the models.
-QUICK = ["--quiet", "--set", "data.preset=tiny", "--set", "audio.source=planted", "--set",
-         "semantic.source=planted", "--set", 'table.feature_sets=["audio"]', "--set", 'table.models=["ridge"]',
-         "--set", 'table.targets=["voxels"]', "--set", "ridge.folds=2", "--set", "evaluate.permutations=100",
-         "--set", "analyses.partition=false", "--set", "analyses.clustering=false", "--set",
-         "nonlinearity.run=false"]
-# A whole job, both processes (the slow tests' fixture, the one-device run and the job: 237 s on
-# 2 cores under a load of 12).
+_QUICK = ("data.preset=tiny", "audio.source=planted", "semantic.source=planted", 'table.feature_sets=["audio"]',
+          'table.models=["ridge"]', 'table.targets=["voxels"]', "ridge.folds=2", "evaluate.permutations=100",
+          "analyses.partition=false", "analyses.clustering=false", "nonlinearity.run=false")
+QUICK = _settings(*_QUICK)
+# The default suite's equality job: QUICK's on the first subject with the MLP beside ridge (2 fold
+# models of 1 epoch, networks.hidden as in SETTINGS), 10 permutations (every voxel still gets its
+# p-value; the significance is not what the job changes).
+QUICK_FIT = _settings(*(s for s in _QUICK if not s.startswith(("table.models=", "evaluate.permutations="))),
+                      'table.models=["ridge","mlp"]', "evaluate.permutations=10", 'data.subjects=["UTS01"]',
+                      "train.n_folds=2", "train.max_epochs=1", "networks.hidden=8")
+# A whole job, both processes (the slow tests' fixture, the one-device run and the job: 224 s on
+# 2 cores under a load of 10-13).
 TIMEOUT = 600.0
 # The heartbeat of the lost-process tests: short, yet long for a heartbeat thread on a busy machine.
 HEARTBEAT_S = 10
@@ -126,51 +149,62 @@ def _shown(codes, texts) -> str:
                      for i, (c, t) in enumerate(zip(codes, texts, strict=True)))
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("multihost-runs")
-    one = root / "one"
-    done = subprocess.run([sys.executable, "-m", "jaxenc.cli", "run", str(CONFIG), "--out", str(one), *SETTINGS],
+def _run_one(out: Path, settings: list[str]) -> None:
+    """The one-process, one-device run of ``settings`` into ``out``."""
+    done = subprocess.run([sys.executable, "-m", "jaxenc.cli", "run", str(CONFIG), "--out", str(out), *settings],
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _runs(root: Path, settings: list[str], copied: tuple[str, ...] = ()) -> tuple[dict, list[str]]:
+    """A one-device run and a job of 2 processes of ``settings``, the job's folder holding copies
+    of the one-device run's subfolders ``copied``."""
+    one, two = root / "one", root / "two"
+    _run_one(one, settings)
+    two.mkdir()
+    for name in copied:
+        shutil.copytree(one / name, two / name)
     started = time.monotonic()
-    codes, texts = _run_job(root / "two", SETTINGS)
+    codes, texts = _run_job(two, settings)
     assert codes == [0, 0], f"job failed after {time.monotonic() - started:.0f} s:\n{_shown(codes, texts)}"
-    return {"one": one, "two": root / "two"}, texts
+    return {"one": one, "two": two}, texts
 
 
-@pytest.mark.slow
-def test_two_processes_split_the_stories_fit_on_8_devices_and_write_one_folder(runs):
-    folders, texts = runs
-    stories = json.loads((folders["one"] / "features" / "index.json").read_text())["audio"]["keys"]
-    shares = []
-    for i, text in enumerate(texts):
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    """The default suite's runs: the job reads the one-device run's twin and planted features, so
+    it starts at the fits; XLA's programs come from the suite's compile cache where it has them
+    (tests/conftest.py's settings reach both processes through the environment)."""
+    return _runs(tmp_path_factory.mktemp("multihost-quick"), QUICK_FIT, copied=("data", "features"))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return _runs(tmp_path_factory.mktemp("multihost-runs"), SETTINGS)
+
+
+def _assert_one_folder(folders: dict, texts: list[str]) -> None:
+    """Both processes fitted and scored on the 8 devices; process 0 alone wrote the folder."""
+    for text in texts:
         assert "fit on 8 devices (2 processes)" in text and "evaluate on 8 devices (2 processes)" in text, text
-        share = re.search(rf"audio features: process {i} of 2 extracts (\d+) of (\d+) stories \((.*)\)", text)
-        assert share, text
-        shares.append(share.group(3).split(", "))
-    # Every story extracted by exactly one process, the index listing all.
-    assert sorted(shares[0] + shares[1]) == sorted(stories) and not set(shares[0]) & set(shares[1])
-    index = json.loads((folders["two"] / "features" / "index.json").read_text())
-    assert sorted(index["audio"]["keys"]) == sorted(stories)
-    # Process 0 alone wrote the folder and released its lock; the report is there once.
+    # Process 0 released its lock and wrote the report, once; process 1 says so.
     assert not (folders["two"] / RunStore.LOCK).exists()
     assert (folders["two"] / "report.html").is_file() and (folders["two"] / "metrics.json").is_file()
     assert "report: " + str(folders["two"] / "report.md") in texts[0]
+    assert "report: written by process 0 of the job" in texts[1]
 
 
-@pytest.mark.slow
-def test_two_processes_give_the_one_device_predictions_and_scores(runs):
+def _assert_same_numbers(folders: dict, jobs: set[tuple[str, str, str]]) -> None:
+    """metrics.json, the predictions and per-voxel scores of the job equal the one-device run's
+    within the module's bounds; ``jobs`` the (features, model, target) of the summary."""
     from jaxenc.metrics import protocol_trim
 
-    folders, _ = runs
     metrics = {k: json.loads((folder / "metrics.json").read_text().replace("NaN", "null"))
                for k, folder in folders.items()}
     summary = {k: {(row["subject"], row["features"], row["model"], row["target"]): row for row in m["summary"]}
                for k, m in metrics.items()}
     assert set(summary["one"]) == set(summary["two"])
-    assert {key[1:] for key in summary["one"]} == {("audio", model, target) for model in ("ridge", "mlp")
-                                                   for target in ("voxels", "pca")}
+    assert {key[1:] for key in summary["one"]} == jobs
     for key, row in summary["one"].items():
         subject, features, model, target = key
         name = f"{features}__{model}__{target}"
@@ -190,6 +224,36 @@ def test_two_processes_give_the_one_device_predictions_and_scores(runs):
         assert_within(other["mean_r"], row["mean_r"], atol=float(bound.mean()), err_msg=f"mean r of {key}")
         assert_within(other["mean_r2"], row["mean_r2"], atol=2 * float(bound.mean()), err_msg=f"mean r2 of {key}")
         assert other["n_voxels"] == row["n_voxels"]
+
+
+def test_two_processes_fit_on_8_devices_into_one_folder_with_the_one_device_numbers(quick_runs):
+    """The default suite's job: ridge (voxels split over the 8 devices of both processes) and the
+    MLP (2 fold models padded to 8 slots) into one folder, metrics.json as one device's."""
+    folders, texts = quick_runs
+    _assert_one_folder(folders, texts)
+    _assert_same_numbers(folders, {("audio", "ridge", "voxels"), ("audio", "mlp", "voxels")})
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_stories_fit_on_8_devices_and_write_one_folder(runs):
+    folders, texts = runs
+    _assert_one_folder(folders, texts)
+    stories = json.loads((folders["one"] / "features" / "index.json").read_text())["audio"]["keys"]
+    shares = []
+    for i, text in enumerate(texts):
+        share = re.search(rf"audio features: process {i} of 2 extracts (\d+) of (\d+) stories \((.*)\)", text)
+        assert share, text
+        shares.append(share.group(3).split(", "))
+    # Every story extracted by exactly one process, the index listing all.
+    assert sorted(shares[0] + shares[1]) == sorted(stories) and not set(shares[0]) & set(shares[1])
+    index = json.loads((folders["two"] / "features" / "index.json").read_text())
+    assert sorted(index["audio"]["keys"]) == sorted(stories)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_one_device_predictions_and_scores(runs):
+    _assert_same_numbers(runs[0], {("audio", model, target) for model in ("ridge", "mlp")
+                                   for target in ("voxels", "pca")})
 
 
 def _error_lines(text: str) -> list[str]:
