@@ -20,12 +20,11 @@ Two jobs against a one-process, one-device run of the same config:
 
 Tolerances of the equality tests: the job fits on a mesh of 8 devices over both processes (and
 the thorough one extracts the Whisper features on 4 devices per process, the one-device run on 1),
-so its predictions differ from one device's by float32 rounding; at most ``PREDICTION_ATOL``
-(1e-4, the bound of the networks' sharded training that tests/experiment/test_run_mesh.py states
-for 8 devices of one process; measured here at most 9e-6 for the MLP, 2e-5 for ridge, voxels and
+so its predictions differ from one device's by float32 rounding; at most
+``tests._runs.PREDICTION_ATOL`` (1e-4, the bound of the networks' sharded training on 8 devices; measured here at most 9e-6 for the MLP, 2e-5 for ridge, voxels and
 PCA targets, after 3 epochs; 1.2e-7 and 7.2e-7 in the default suite's job), against O(0.1) for
 a story extracted twice or never, a voxel block or model slot misplaced. The per-voxel scores
-follow from the predictions' difference as in tests/experiment/test_run_mesh.py.
+follow from the predictions' difference (:func:`tests._runs.assert_same_run_numbers`).
 """
 
 from __future__ import annotations
@@ -48,8 +47,7 @@ import pytest
 from jaxenc import multihost
 from jaxenc.errors import ConfigError
 from jaxenc.store import RunStore
-from tests._tolerance import assert_within, correlation_atol
-from tests.experiment.test_run_mesh import PREDICTION_ATOL
+from tests._runs import assert_same_run_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "table1.toml"
@@ -195,35 +193,7 @@ def _assert_one_folder(folders: dict, texts: list[str]) -> None:
 
 
 def _assert_same_numbers(folders: dict, jobs: set[tuple[str, str, str]]) -> None:
-    """metrics.json, the predictions and per-voxel scores of the job equal the one-device run's
-    within the module's bounds; ``jobs`` the (features, model, target) of the summary."""
-    from jaxenc.metrics import protocol_trim
-
-    metrics = {k: json.loads((folder / "metrics.json").read_text().replace("NaN", "null"))
-               for k, folder in folders.items()}
-    summary = {k: {(row["subject"], row["features"], row["model"], row["target"]): row for row in m["summary"]}
-               for k, m in metrics.items()}
-    assert set(summary["one"]) == set(summary["two"])
-    assert {key[1:] for key in summary["one"]} == jobs
-    for key, row in summary["one"].items():
-        subject, features, model, target = key
-        name = f"{features}__{model}__{target}"
-        p = [np.load(folders[k] / "predictions" / f"{name}.npz")[subject].astype(np.float64) for k in ("one", "two")]
-        assert_within(p[1], p[0], atol=PREDICTION_ATOL, err_msg=f"{name} {subject}")
-        kept = [a[protocol_trim(len(a)):] for a in p]
-        centred = kept[0] - kept[0].mean(0)
-        diff = kept[1] - kept[0]
-        # A voxel's r moves by at most 2 |d_c| / |p_c| (see tests/experiment/test_run_mesh.py).
-        bound = (2 * np.linalg.norm(diff - diff.mean(0), axis=0) / np.linalg.norm(centred, axis=0)
-                 + correlation_atol(len(centred), computations=2))
-        scores = [np.load(folders[k] / "scores" / subject / f"{features}-{model}-{target}.npz")
-                  for k in ("one", "two")]
-        assert_within(scores[1]["r"], scores[0]["r"], atol=bound, err_msg=f"r of {name} {subject}")
-        assert_within(scores[1]["r2"], scores[0]["r2"], atol=2 * bound, err_msg=f"r2 of {name} {subject}")
-        other = summary["two"][key]
-        assert_within(other["mean_r"], row["mean_r"], atol=float(bound.mean()), err_msg=f"mean r of {key}")
-        assert_within(other["mean_r2"], row["mean_r2"], atol=2 * float(bound.mean()), err_msg=f"mean r2 of {key}")
-        assert other["n_voxels"] == row["n_voxels"]
+    assert_same_run_numbers(folders["one"], folders["two"], jobs)
 
 
 def test_two_processes_fit_on_8_devices_into_one_folder_with_the_one_device_numbers(quick_runs):
