@@ -21,8 +21,9 @@ Two jobs against a one-process, one-device run of the same config:
 Tolerances of the equality tests: the job fits on a mesh of 8 devices over both processes (and
 the thorough one extracts the Whisper features on 4 devices per process, the one-device run on 1),
 so its predictions differ from one device's by float32 rounding; at most
-``tests._runs.PREDICTION_ATOL`` (1e-4, the bound of the networks' sharded training on 8 devices; measured here at most 9e-6 for the MLP, 2e-5 for ridge, voxels and
-PCA targets, after 3 epochs; 1.2e-7 and 7.2e-7 in the default suite's job), against O(0.1) for
+``tests._runs.PREDICTION_ATOL`` (1e-4, the bound of the networks' sharded training on 8
+devices; measured here at most 9e-6 for the MLP, 2e-5 for ridge, voxels and PCA targets, after
+3 epochs; 1.2e-7 and 7.2e-7 in the default suite's job), against O(0.1) for
 a story extracted twice or never, a voxel block or model slot misplaced. The per-voxel scores
 follow from the predictions' difference (:func:`tests._runs.assert_same_run_numbers`).
 """
