@@ -182,9 +182,11 @@ def _fold_agreement(config, store: RunStore, subject: str, model: str, target: s
                 else f"{model}: no fold models stored for the clustering"}
     folds = {}
     for features in FEATURE_SETS:
-        stored = store.read_arrays(scaling.folds_file(_name(features, model, target)))
+        rel = scaling.folds_file(_name(features, model, target))
+        # Missing in a run folder fitted before the fit stage stored them: say so, score the rest.
+        stored = store.read_arrays(rel) if store.path(rel).is_file() else {}
         if subject not in stored:
-            return {"folds_note": f"{model} on {features}: no fold predictions of {subject} stored"}
+            return {"folds_note": f"no fold predictions of {model} on {features} stored ({rel}): rerun `jaxenc fit`"}
         folds[features] = drop_first_rows(stored[subject], config.evaluate.test_trim, axis=1,
                                           what="fold models' test predictions")
     if next(iter(folds.values())).shape[0] < 2:

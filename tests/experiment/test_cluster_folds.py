@@ -14,6 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 from jaxenc.experiment import Experiment, load_config
 from jaxenc.experiment.fitting import _digest, job_name, table_jobs
 from jaxenc.experiment.scaling import folds_file
+from jaxenc.experiment.scoring import _fold_agreement
 from jaxenc.featuresets import FEATURE_SETS, JOINT
 from jaxenc.metrics import drop_first_rows
 from jaxenc.report import RunResults
@@ -109,3 +110,11 @@ def test_only_the_clustered_networks_digests_change(run):
     # The MLP on the clustered (first) target stores its folds: its digest changes; the ridge
     # jobs and the second target's do not.
     assert changed == {job_name(job): job.model == "mlp" and job.target == "pca" for job in table_jobs(with_ridge)}
+
+
+def test_a_run_fitted_without_the_fold_predictions_says_so(run, tmp_path):
+    config, _, _, _ = run
+    # A run folder fitted before the fit stage stored them: no number, the reason and the file.
+    note = _fold_agreement(config, RunStore(tmp_path), "UTS01", "mlp", "pca", np.zeros((5, 4)), np.ones(4, bool))
+    assert note == {"folds_note": "no fold predictions of mlp on audio stored (predictions/audio__mlp__pca.folds.npz): "
+                                  "rerun `jaxenc fit`"}
