@@ -14,7 +14,7 @@
 - :mod:`~jaxenc.analysis.stability`: agreement of best-model labellings across folds, seeds,
   settings, block-bootstrap resamples of the test rows or halves of the test repeats, by the
   adjusted Rand index (:func:`adjusted_rand_index`, :func:`label_agreement`,
-  :func:`best_model_stability`, :func:`repeat_half_stability`).
+  :func:`best_model_stability`, :func:`repeat_half_stability`, :func:`fold_stability`).
 - :mod:`~jaxenc.analysis.masks`: per-model Benjamini-Hochberg masks
   (:func:`significance_masks`), their union and intersection, and the shares of voxels each
   model predicts best (:func:`best_model_shares`, :func:`joint_best_share`).
@@ -33,9 +33,11 @@ from jaxenc.analysis.masks import (
 )
 from jaxenc.analysis.partition import SetPartition, by_feature_set, partition_rows, partition_sets, preferred_model
 from jaxenc.analysis.stability import (
+    FoldStability,
     StabilityResult,
     adjusted_rand_index,
     best_model_stability,
+    fold_stability,
     label_agreement,
     repeat_half_stability,
 )
@@ -61,6 +63,8 @@ __all__ = [
     "StabilityResult",
     "best_model_stability",
     "repeat_half_stability",
+    "FoldStability",
+    "fold_stability",
     "significance_masks",
     "any_significant",
     "all_significant",

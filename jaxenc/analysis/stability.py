@@ -15,7 +15,11 @@ independent of each other, negative below chance.
   the rows, i.e. how much of the map the test data pins down;
 - :func:`repeat_half_stability`: the labels against the mean of the odd test repeats and
   against that of the even ones (independent noise, the same stimulus): how much of the map
-  the measurement noise decides.
+  the measurement noise decides;
+- :func:`fold_stability`: the labels of each cross-validation fold's models (a network job
+  trains one model per fold on a different share of the training stories, and its test
+  prediction averages them) against each other's: how much of the map the training data and
+  the fit decide.
 
 The labels do not depend on a clustering seed (the seed draws only the modularity's null) nor
 on the neighbour count k (which shapes only the graph the modularity is measured on); across
@@ -35,7 +39,7 @@ from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.metrics import NOT_SIGNIFICANT, best_model
 
 __all__ = ["adjusted_rand_index", "label_agreement", "StabilityResult", "best_model_stability",
-           "repeat_half_stability"]
+           "repeat_half_stability", "FoldStability", "fold_stability"]
 
 
 def _pairs(counts: np.ndarray) -> float:
@@ -288,3 +292,83 @@ def repeat_half_stability(predictions: Mapping[str, np.ndarray], repeats, signif
     return {"ari_halves": adjusted_rand_index(odd, even),
             "agreement_halves": float(np.mean(odd[both] == even[both])) if both.any() else float("nan"),
             "labels_odd": odd, "labels_even": even}
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldStability:
+    """Best-model labels of each fold's models and their pairwise agreement.
+
+    Attributes
+    ----------
+    labels : ndarray of int, shape (n_folds, n_voxels)
+        Per fold, the best feature set (or model) per voxel by its fold model's test r (-1
+        outside the mask).
+    ari : ndarray of shape (n_folds, n_folds)
+        Adjusted Rand index of every pair of folds' labels; symmetric, ones on the diagonal.
+    """
+
+    labels: np.ndarray
+    ari: np.ndarray
+
+    @property
+    def pairs(self) -> np.ndarray:
+        """The ARI of each unordered pair of folds, shape (n_folds * (n_folds - 1) / 2,)."""
+        return self.ari[np.triu_indices(self.ari.shape[0], 1)]
+
+    def summary(self) -> dict:
+        """JSON-ready numbers: mean and minimum of the pairwise ARI, and the fold count."""
+        return {"ari_folds_mean": float(np.mean(self.pairs)), "ari_folds_min": float(np.min(self.pairs)),
+                "n_folds": int(self.ari.shape[0])}
+
+
+def fold_stability(fold_predictions: Mapping[str, np.ndarray], target, significant) -> FoldStability:
+    """Agreement of the best-model labels of the cross-validation fold models.
+
+    For each fold ``k``, every voxel of ``significant`` is labelled by the model (feature set)
+    whose fold-``k`` model's test prediction correlates best with ``target``
+    (:func:`jaxenc.metrics.best_model` of Pearson r, the order the paper's r2 = r·|r| gives);
+    the labels of every pair of folds are then compared by :func:`adjusted_rand_index`. Fold
+    ``k`` of each model must be the same split of the training stories (as the fit stage's
+    folds are: one split per subject for every job).
+
+    Parameters
+    ----------
+    fold_predictions : mapping of str to array of shape (n_folds, n_rows, n_voxels)
+        Per model or feature set, each fold model's prediction of the scored rows.
+    target : array of shape (n_rows, n_voxels)
+        The measured responses of the same rows (e.g. the mean of the test repeats).
+    significant : array of bool, shape (n_voxels,)
+        Voxels to label.
+
+    Returns
+    -------
+    FoldStability
+
+    Raises
+    ------
+    AlignmentError
+        Predictions, target or mask of different shapes, or models with different fold counts.
+    ConfigError
+        Fewer than 2 models or 2 folds, or values that are not finite.
+    """
+    if len(fold_predictions) < 2:
+        raise ConfigError(f"fold_stability needs at least 2 models, got {len(fold_predictions)}")
+    y = np.asarray(target, np.float64)
+    shapes = {k: np.shape(v) for k, v in fold_predictions.items()}
+    if y.ndim != 2 or len(set(shapes.values())) != 1 or next(iter(shapes.values()))[1:] != y.shape:
+        raise AlignmentError(f"fold predictions {shapes} must share one shape (n_folds, n_rows, n_voxels) "
+                             f"with (n_rows, n_voxels) = the target's {y.shape}")
+    n_folds = next(iter(shapes.values()))[0]
+    if n_folds < 2:
+        raise ConfigError(f"fold_stability needs at least 2 fold models, got {n_folds}")
+    significant = np.asarray(significant, bool)
+    if significant.shape != (y.shape[1],):
+        raise AlignmentError(f"significant has shape {significant.shape}; the target has {y.shape[1]} voxels")
+    stacked = np.stack([np.asarray(p, np.float64) for p in fold_predictions.values()])  # [model, fold, row, voxel]
+    if not np.all(np.isfinite(stacked)) or not np.all(np.isfinite(y)):
+        raise ConfigError("fold predictions or target hold NaN or inf")
+    rows = np.arange(y.shape[0])
+    labels = np.stack([np.asarray(best_model(_correlations(y, stacked[:, k], rows), significant))
+                       for k in range(n_folds)])
+    _, ari = label_agreement({str(k): labels[k] for k in range(n_folds)})
+    return FoldStability(labels=labels, ari=ari)

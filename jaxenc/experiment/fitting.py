@@ -20,14 +20,15 @@ from jaxenc.analysis.sweeps import LAYER_SWEEP, MODEL_SWEEP, WINDOW_SWEEP
 from jaxenc.errors import DataError
 from jaxenc.experiment import scaling
 from jaxenc.experiment.checks import check_folds, check_memory
-from jaxenc.featuresets import AUDIO, JOINT, SEMANTIC, FeatureSource, modalities
+from jaxenc.featuresets import AUDIO, FEATURE_SETS, JOINT, SEMANTIC, FeatureSource, modalities
 from jaxenc.models.registry import EncoderSpec, encoder
 from jaxenc.pipeline.designs import Designs
 from jaxenc.pipeline.runner import fit_predict, response_mesh
 from jaxenc.provenance import InputDigests, combined
 from jaxenc.store import RunStore
 
-__all__ = ["Job", "table_jobs", "job_name", "record_name", "interactions_file", "run_designs", "fit"]
+__all__ = ["Job", "table_jobs", "job_name", "record_name", "interactions_file", "clusters_folds", "run_designs",
+           "fit"]
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,33 @@ def _digest(config, index: dict, job: Job, responses: str) -> str:
         payload["interactions"] = True
     if config.analyses.data_fractions:
         payload["data_fractions"] = list(config.analyses.data_fractions)
+    if clusters_folds(config, job.spec, job.features, job.target):
+        # Only then (the job then also stores its fold models' predictions): the digests of
+        # runs without the clustering, and of its ridge jobs, stay what they were.
+        payload["cluster_folds"] = True
     return combined(payload)
 
 
 def _attributes_interactions(config, job: Job) -> bool:
     """Whether a job's fit also decomposes its networks' interactions (analyses.interactions)."""
     return config.analyses.interactions and not job.spec.is_ridge and len(job.sources) > 1
+
+
+def clusters_folds(config, spec: EncoderSpec, features: str, target: str) -> bool:
+    """Whether the clustering's fold stability uses the fold models of ``spec`` on ``features``
+    for ``target`` (analyses.clustering): a network fitted on each of the three feature sets
+    (as every job of the table is, sweeps being ridge), on the table's first target (the one
+    the clustering labels), for a table that has the three sets. Ridge refits one model on all
+    the training stories, so it has no fold models to compare."""
+    return (config.analyses.clustering and not spec.is_ridge and spec.min_modalities == 1
+            and features in FEATURE_SETS and set(FEATURE_SETS) <= set(config.table.feature_sets)
+            and target == config.table.targets[0])
+
+
+def _stores_folds(config, job: Job) -> bool:
+    """Whether a job's fold models' test predictions are stored (:func:`scaling.folds_file`):
+    for the data-scaling curves, and for the clustering's fold stability."""
+    return bool(config.analyses.data_fractions) or clusters_folds(config, job.spec, job.features, job.target)
 
 
 def interactions_file(name: str) -> str:
@@ -195,7 +217,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
         if result.interactions:
             # Before the predictions' record, which marks the job complete.
             store.write_arrays(interactions_file(name), result.interactions)
-        if config.analyses.data_fractions and result.fold_predictions:
+        if _stores_folds(config, job) and result.fold_predictions:
             store.write_arrays(scaling.folds_file(name), result.fold_predictions)
         store.save_prediction(name, result.predictions, meta)
         # Only once the predictions are stored: a fit killed before that still resumes.

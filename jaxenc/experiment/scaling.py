@@ -23,7 +23,9 @@ __all__ = ["folds_file", "min_stories", "expand", "scored_subsets"]
 
 
 def folds_file(name: str) -> str:
-    """Run-relative path of a job's fold-model test predictions, beside its predictions."""
+    """Run-relative path of a job's fold-model test predictions, beside its predictions (written
+    by :func:`jaxenc.experiment.fitting.fit` for the data-scaling curves and for the
+    clustering's fold stability)."""
     return f"{RunStore.PREDICTIONS}/{name}.folds.npz"
 
 

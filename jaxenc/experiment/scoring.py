@@ -21,6 +21,7 @@ from jaxenc.analysis import (
     best_model_clusters,
     best_model_stability,
     by_feature_set,
+    fold_stability,
     label_agreement,
     partition_rows,
     preferred_model,
@@ -29,10 +30,11 @@ from jaxenc.analysis import (
 )
 from jaxenc.errors import ConfigError
 from jaxenc.experiment import scaling
-from jaxenc.experiment.fitting import interactions_file, job_name, record_name, table_jobs
+from jaxenc.experiment.fitting import clusters_folds, interactions_file, job_name, record_name, table_jobs
 from jaxenc.experiment.planted import planted_checks
 from jaxenc.featuresets import FEATURE_SETS, JOINT
 from jaxenc.metrics import ScoreConfig, best_model, drop_first_rows, score, scored_ceiling
+from jaxenc.models.registry import encoder
 from jaxenc.report.results import ModelResult, RunResults
 from jaxenc.store import RunStore
 
@@ -117,7 +119,8 @@ def _interactions(config, store: RunStore) -> dict:
 def _clustering(config, results: RunResults, repeats: dict, store: RunStore) -> dict:
     """Voxels clustered by best-predicting feature set, with the preferred joint model, and the
     stability of the labels: under a block bootstrap of the scored test rows, between the odd
-    and even test repeats, ranked by r2_cod, and across the table's encoders."""
+    and even test repeats, ranked by r2_cod, across the table's encoders, and across the
+    preferred network's cross-validation fold models (:func:`_fold_agreement`)."""
     target = config.table.targets[0]
     out = {}
     for subject in results.subjects:
@@ -161,7 +164,35 @@ def _clustering(config, results: RunResults, repeats: dict, store: RunStore) -> 
                                              n_resamples=config.analyses.cluster_resamples,
                                              block_size=config.evaluate.block_size, seed=config.seed)
             out[subject].update(stability.summary())
+        out[subject].update(_fold_agreement(config, store, subject, model, target, measured, significant))
     return out
+
+
+def _fold_agreement(config, store: RunStore, subject: str, model: str, target: str, measured: np.ndarray,
+                    significant: np.ndarray) -> dict:
+    """The ARI of the best-feature-set labels between the fold models of ``model`` (the fit
+    stage's stored fold predictions, scored on the same rows as the table): ``ari_folds_mean``,
+    ``ari_folds_min``, ``n_folds`` and the per-pair matrix ``ari_folds`` (n_folds, n_folds);
+    or ``folds_note``, why there is none."""
+    spec = encoder(model)
+    if not clusters_folds(config, spec, JOINT, target):
+        # Ridge: the alphas are chosen by cross-validation, then one model is refitted on all
+        # the training stories.
+        return {"folds_note": "ridge: one model refitted on all the training stories" if spec.is_ridge
+                else f"{model}: no fold models stored for the clustering"}
+    folds = {}
+    for features in FEATURE_SETS:
+        rel = scaling.folds_file(_name(features, model, target))
+        # Missing in a run folder fitted before the fit stage stored them: say so, score the rest.
+        stored = store.read_arrays(rel) if store.path(rel).is_file() else {}
+        if subject not in stored:
+            return {"folds_note": f"no fold predictions of {model} on {features} stored ({rel}): rerun `jaxenc fit`"}
+        folds[features] = drop_first_rows(stored[subject], config.evaluate.test_trim, axis=1,
+                                          what="fold models' test predictions")
+    if next(iter(folds.values())).shape[0] < 2:
+        return {"folds_note": f"{model}: one fold model (train.n_folds = 1)"}
+    result = fold_stability(folds, measured, significant)
+    return {**result.summary(), "ari_folds": result.ari}
 
 
 def _name(features: str, model: str, target: str) -> str:

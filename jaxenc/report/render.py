@@ -434,15 +434,19 @@ def _clustering_section(results: RunResults) -> _Section:
         z = (q - mu) / sd if not any(map(_isnan, (q, mu, sd))) and sd > 0 else math.nan
         ari = (f"{fmt_r(entry['ari_mean'])} ± {fmt_r(entry['ari_std'])} (5%: {fmt_r(entry['ari_p05'])})"
                if "ari_mean" in entry else NA)
+        if "ari_folds_mean" in entry:
+            folds = f"{fmt_r(entry['ari_folds_mean'])} (min {fmt_r(entry['ari_folds_min'])}, {entry['n_folds']} folds)"
+        else:
+            folds = f"{NA} ({entry['folds_note']})" if "folds_note" in entry else NA
         rows.append([subject, fmt_count(n_sig), shares or NA, fmt_r(q),
                      f"{fmt_r(mu)} ± {fmt_r(sd)}", NA if _isnan(z) else f"{z:.1f}", ari,
                      fmt_r(entry.get("ari_halves", math.nan)), fmt_r(entry.get("ari_r2_cod", math.nan)),
-                     fmt_r(entry.get("ari_encoders", math.nan))])
+                     fmt_r(entry.get("ari_encoders", math.nan)), folds])
     section.blocks.append(_Table(
         ["subject", "n significant", "cluster shares (%)", "modularity Q", "null Q (mean ± std)",
          "z", "label ARI, test-row bootstrap (mean ± std)", "label ARI, odd vs even repeats",
-         "label ARI, ranked by r2_cod", "label ARI across encoders"], rows,
-        ["l", "r", "l", "r", "r", "r", "r", "r", "r", "r"],
+         "label ARI, ranked by r2_cod", "label ARI across encoders", "label ARI across fold models"], rows,
+        ["l", "r", "l", "r", "r", "r", "r", "r", "r", "r", "r"],
     ))
     section.blocks.append(
         "Stability (adjusted Rand index: 1 the same clusters, 0 chance agreement): the best-model "
@@ -450,7 +454,9 @@ def _clustering_section(results: RunResults) -> _Section:
         "labels of all the rows; the labels on the mean of the odd test repeats against those on "
         "the even ones (independent noise); the labels with the models ranked by the coefficient "
         "of determination instead of r² = r·|r|; and the mean over pairs of the table's encoders "
-        "fitted on the three feature sets of their labels' agreement. The labels depend on no "
+        "fitted on the three feature sets of their labels' agreement; the labels of each "
+        "cross-validation fold's model of the preferred network against the other folds' (mean "
+        "and minimum over pairs; ridge refits one model, so n/a). The labels depend on no "
         "seed and not on the graph's k (which shape only the modularity and its null)."
     )
     section.blocks.append(_Figure(

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from jaxenc.analysis import adjusted_rand_index, best_model_stability, label_agreement, repeat_half_stability
+from jaxenc.analysis import (
+    adjusted_rand_index,
+    best_model_stability,
+    fold_stability,
+    label_agreement,
+    repeat_half_stability,
+)
 from jaxenc.errors import AlignmentError, ConfigError
 
 
@@ -134,3 +140,63 @@ def test_repeat_half_stability_refuses_bad_shapes():
         repeat_half_stability(predictions, np.zeros((4, 9, 4)), np.ones(4, bool))
     with pytest.raises(AlignmentError, match="significant"):
         repeat_half_stability(predictions, np.zeros((4, 10, 4)), np.ones(5, bool))
+
+
+def _fold_case(rng, n_folds, n_rows, n_voxels, fold_noise):
+    """Three models' fold predictions: each voxel follows one model's signal; every fold model
+    adds its own noise of std ``fold_noise`` to the signal."""
+    signal = rng.standard_normal((3, n_rows, n_voxels))
+    truth = rng.integers(0, 3, n_voxels)
+    target = signal[truth, :, np.arange(n_voxels)].T + rng.standard_normal((n_rows, n_voxels))
+    folds = {f"m{k}": signal[k] + fold_noise * rng.standard_normal((n_folds, n_rows, n_voxels)) for k in range(3)}
+    return folds, target
+
+
+def test_fold_stability_matches_scikit_learn_on_independently_computed_labels():
+    rng = np.random.default_rng(4)
+    folds, target = _fold_case(rng, 4, 50, 120, fold_noise=2.0)
+    significant = rng.random(120) < 0.8
+    out = fold_stability(folds, target, significant)
+    labels = [_half_labels([p[k] for p in folds.values()], target, significant) for k in range(4)]
+    np.testing.assert_array_equal(out.labels, np.stack(labels))
+    for i in range(4):
+        for j in range(4):
+            # float64 pair counts below 1e4: equal to rounding.
+            expected = adjusted_rand_score(labels[i][significant], labels[j][significant])
+            assert out.ari[i, j] == pytest.approx(expected, abs=1e-12)
+    pairs = out.ari[np.triu_indices(4, 1)]
+    assert out.summary() == {"ari_folds_mean": pytest.approx(pairs.mean(), abs=1e-15),
+                             "ari_folds_min": pairs.min(), "n_folds": 4}
+    # The fold noise leaves the folds partly in agreement (ARI 0.43-0.56 seen): neither 0 nor 1.
+    assert 0.2 < pairs.min() and pairs.max() < 0.8
+
+
+def test_fold_stability_on_planted_folds():
+    rng = np.random.default_rng(5)
+    folds, target = _fold_case(rng, 5, 40, 1500, fold_noise=0.0)
+    # Identical fold models: identical labels, ARI exactly 1.
+    same = fold_stability(folds, target, np.ones(1500, bool))
+    assert np.all(same.ari == 1.0) and np.all(same.labels == same.labels[0])
+    # Fold models unrelated to each other and to the target: each fold's labels are an
+    # independent uniform draw over 3 groups; ARI 0 in expectation, |ARI| at most 0.0024 seen
+    # over the 10 pairs of 1500 voxels (chance spread about 1e-3); margin 0.01.
+    noise = {name: rng.standard_normal(p.shape) for name, p in folds.items()}
+    independent = fold_stability(noise, target, np.ones(1500, bool))
+    assert np.abs(independent.ari[np.triu_indices(5, 1)]).max() < 0.01
+    assert independent.summary()["n_folds"] == 5
+
+
+def test_fold_stability_refuses_bad_input():
+    p = np.zeros((3, 10, 4))
+    with pytest.raises(ConfigError, match="at least 2 models"):
+        fold_stability({"a": p}, p[0], np.ones(4, bool))
+    with pytest.raises(ConfigError, match="at least 2 fold models"):
+        fold_stability({"a": p[:1], "b": p[:1]}, p[0], np.ones(4, bool))
+    with pytest.raises(AlignmentError, match="fold predictions"):
+        fold_stability({"a": p, "b": p[:2]}, p[0], np.ones(4, bool))
+    with pytest.raises(AlignmentError, match="fold predictions"):
+        fold_stability({"a": p, "b": p}, p[0, :5], np.ones(4, bool))
+    with pytest.raises(AlignmentError, match="significant"):
+        fold_stability({"a": p, "b": p}, p[0], np.ones(5, bool))
+    with pytest.raises(ConfigError, match="NaN"):
+        fold_stability({"a": p, "b": np.full_like(p, np.nan)}, p[0], np.ones(4, bool))

@@ -63,7 +63,7 @@ def test_the_report_draws_both_sweeps(run):
 
 
 def test_the_clustering_reports_its_stability_across_repeats_and_settings(run):
-    results, _, out = run
+    results, paths, out = run
     entry = results.clustering["UTS01"]
     # Measured on UTS01 (seed 0, ridge at the planted window and layer): ARI of the
     # best-feature-set labels between the odd and even test repeats 0.489 (81% of the labels
@@ -75,8 +75,13 @@ def test_the_clustering_reports_its_stability_across_repeats_and_settings(run):
     assert 0.6 < entry["agreement_halves"] <= 1.0
     assert entry["modularity"] > entry["null_mean"] + entry["null_std"]
     assert "ari_encoders" not in entry
+    # Ridge refits one model on all the training stories: no fold models to compare, and the
+    # reason in place of the number.
+    assert "ari_folds_mean" not in entry
+    assert entry["folds_note"] == "ridge: one model refitted on all the training stories"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["clustering"]["UTS01"]["values"]["ari_halves"] == entry["ari_halves"]
+    assert "n/a (ridge: one model refitted on all the training stories)" in paths["md"].read_text()
 
 
 # Two stories of the tiny twin, one subject: extraction in seconds.
