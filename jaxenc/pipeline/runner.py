@@ -258,9 +258,9 @@ def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: di
             if key not in pcas:
                 k = _capped_components(train.n_components, min(Y.shape[0] - 1, Y.shape[1]),
                                        f"{Y.shape[0]} training rows - 1 and {Y.shape[1]} voxels", subject)
-                pcas[key] = _response_pca(Y, k, train, mesh)
+                pcas[key] = _response_pca(_story_blocks(arrays), k, train, mesh)
             pca = pcas[key]
-            Y = np.asarray(pca.transform(Y))
+            Y = np.concatenate([np.asarray(pca.transform(block)) for block in _story_blocks(arrays)])
         model = options.estimator(arrays.bands, seed=train.seed, mesh=mesh, axis=RUN_AXIS)
         model.fit(arrays.X, Y, groups=arrays.groups)
         # On a mesh the voxel-sized results are sharded and padded past the real columns.
@@ -271,6 +271,17 @@ def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: di
         alphas[subject] = float(np.median(to_host(model.best_alphas_)[:Y.shape[1]]))
     n_features = int(np.shape(next(iter(data.values())).X)[1])
     return JobResult(predictions, {"n_features": n_features, "median_alpha": alphas})
+
+
+def _story_blocks(arrays: SubjectArrays) -> list:
+    """``arrays.Y`` as views of its consecutive stories' rows, in row order (one block, ``Y``
+    itself, where a story's rows are not contiguous): the PCA fits and transforms them block by
+    block, so a full-size subject's responses (9.7 GB) are never centred or copied whole."""
+    rows = list(arrays.stories().values())
+    if not all(isinstance(r, slice) for r in rows):
+        return [arrays.Y]
+    rows.sort(key=lambda r: r.start)
+    return [arrays.Y[r] for r in rows]
 
 
 def _response_pca(Y, k: int, train: TrainConfig, mesh):
