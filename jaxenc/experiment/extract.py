@@ -17,11 +17,27 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+import jax
 import numpy as np
+from flax import nnx
+from jax.sharding import AxisType
 
+from jaxenc.ckpt import load_llama, load_whisper_encoder
+from jaxenc.ckpt.files import load_tokenizer, read_hf_config, resolve_checkpoint
+from jaxenc.distributed import make_mesh
 from jaxenc.errors import ConfigError, DataError
 from jaxenc.experiment.checks import check_inputs
+from jaxenc.features import (
+    FeatureCache,
+    FeatureKey,
+    LogMelFrontend,
+    checkpoint_revision,
+    defaults,
+    llama_story_features,
+    whisper_story_features,
+)
 from jaxenc.featuresets import AUDIO, SEMANTIC, FeatureSource
+from jaxenc.nn import LlamaConfig
 from jaxenc.pipeline.designs import planted_features
 from jaxenc.provenance import InputDigests
 from jaxenc.store import RunStore
@@ -47,7 +63,6 @@ def extract(config, data, store: RunStore, *, progress: bool = True, log: Callab
         (:attr:`FeatureSource.extraction`), its kind, model, layer of the table and the cache
         keys of its stories.
     """
-    from jaxenc.features import FeatureCache
 
     cache = FeatureCache(store.folder(RunStore.FEATURES))
     log(f"dataset: {data.dataset!r}; subjects {', '.join(data.subjects)}, {len(data.stories)} stories")
@@ -80,14 +95,8 @@ def extract(config, data, store: RunStore, *, progress: bool = True, log: Callab
 @functools.cache
 def extraction_mesh():
     """A one-axis ("data") mesh over every local device for extraction, or None on one device."""
-    import jax
-
     if jax.local_device_count() == 1:
         return None
-    from jax.sharding import AxisType
-
-    from jaxenc.distributed import make_mesh
-
     return make_mesh(("data",), devices=jax.local_devices(), axis_types=(AxisType.Auto,))
 
 
@@ -148,12 +157,8 @@ class _Extractor:
         return extract_keys(self.data.stories)
 
     def model_dir(self, kind: str, model: str, sizes: dict, label: str):
-        from jaxenc.ckpt.files import resolve_checkpoint
-
         if model != "default":
             return resolve_checkpoint(model)
-        from jaxenc.features import defaults
-
         folder = self.store.path(f"models/{kind}-{label}")
         if kind == "whisper":
             write = functools.partial(defaults.write_default_whisper, folder, seed=self.config.seed, **sizes)
@@ -170,9 +175,6 @@ class _Extractor:
         """Whisper features over each window of ``windows`` (seconds of context; None: the
         table's), one index entry each (keys :attr:`FeatureSource.extraction`); the encoder is
         loaded once."""
-        from jaxenc.ckpt import load_whisper_encoder
-        from jaxenc.features import LogMelFrontend, checkpoint_revision, defaults, whisper_story_features
-
         cfg = self.config.audio
         directory = self.model_dir("whisper", cfg.model, {}, "default")
         module, model_config = load_whisper_encoder(directory, dtype=cfg.dtype, mesh=extraction_mesh(),
@@ -204,11 +206,6 @@ class _Extractor:
         return index
 
     def llama(self, label: str, model: str, sizes: dict, layer: int, extra: tuple) -> dict:
-        from jaxenc.ckpt import load_llama
-        from jaxenc.ckpt.files import load_tokenizer, read_hf_config
-        from jaxenc.features import checkpoint_revision, defaults, llama_story_features
-        from jaxenc.nn import LlamaConfig
-
         cfg = self.config.semantic
         directory = self.model_dir("llama", model, sizes, "default" if label == SEMANTIC else label)
         n_layers = LlamaConfig.from_hf(read_hf_config(directory, "llama")).num_hidden_layers
@@ -275,8 +272,6 @@ class FeatureReader:
             layer = entry.get("layer", 0) if source.layer is None else source.layer
             return planted_features(self.data.truth, self.data.stories, window_s=entry.get("window_s"),
                                     layer=layer)[source.modality]
-        from jaxenc.features import FeatureCache, FeatureKey
-
         cache = FeatureCache(self.store.path(RunStore.FEATURES))
         layer = entry["layer"] if source.layer is None else source.layer
         out = {}
@@ -291,8 +286,6 @@ class FeatureReader:
 
 
 def _leaves(module):
-    import jax
-    from flax import nnx
 
     return jax.tree.leaves(nnx.state(module, nnx.Param))
 
