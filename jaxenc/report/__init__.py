@@ -13,15 +13,10 @@ Importing this package loads numpy only; matplotlib is loaded on first use of
 JAX or ``matplotlib.pyplot``.
 """
 
+from jaxenc._lazy import lazy_names
 from jaxenc.report.results import ModelResult, RunResults
 
 __all__ = ["ModelResult", "RunResults", "write_report"]
 
-
-def __getattr__(name):
-    if name == "write_report":
-        # Deferred: the renderer loads matplotlib, which loading run results need not.
-        from jaxenc.report.render import write_report
-
-        return write_report
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Deferred: the renderer loads matplotlib, which loading run results need not.
+__getattr__, __dir__ = lazy_names(__name__, {"write_report": "render"})
