@@ -253,14 +253,15 @@ def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: di
         Y, pca = arrays.Y, None
         n_voxels = Y.shape[1]
         if target == "pca":
+            blocks = _story_blocks(arrays)
             key = (subject, train.n_components, train.pca_method, train.pca_n_iter, train.pca_precision,
                    mesh is not None)
             if key not in pcas:
                 k = _capped_components(train.n_components, min(Y.shape[0] - 1, Y.shape[1]),
                                        f"{Y.shape[0]} training rows - 1 and {Y.shape[1]} voxels", subject)
-                pcas[key] = _response_pca(_story_blocks(arrays), k, train, mesh)
+                pcas[key] = _response_pca(blocks, k, train, mesh)
             pca = pcas[key]
-            Y = np.concatenate([np.asarray(pca.transform(block)) for block in _story_blocks(arrays)])
+            Y = np.concatenate([np.asarray(pca.transform(block)) for block in blocks])
         model = options.estimator(arrays.bands, seed=train.seed, mesh=mesh, axis=RUN_AXIS)
         model.fit(arrays.X, Y, groups=arrays.groups)
         # On a mesh the voxel-sized results are sharded and padded past the real columns.
