@@ -143,13 +143,15 @@ def _print_summary(exp) -> None:
                 means.setdefault(row["model"], []).append(row["mean_r"])
         print(f"nonlinearity step ({step['folder']}/, planted features), mean r on interaction voxels: "
               + ", ".join(f"{model} {np.mean(v):.3f}" for model, v in means.items()))
-    checks = [(subject, name, c) for subject, cs in results.planted.items() for name, c in cs.items()]
-    if checks:
-        failed = [f"{s}:{n} {c['value']:.2f} (margin {c['margin']:.2f})" for s, n, c in checks if not c["passed"]]
-        if failed:
-            print(f"planted checks: {len(failed)} of {len(checks)} failed: " + "; ".join(failed))
-        else:
-            print(f"planted checks: all {len(checks)} passed")
+    outcomes = results.planted_outcomes()
+    n_checked = len(outcomes["passed"]) + len(outcomes["failed"])
+    skipped = sorted({n for _, n, _ in outcomes["skipped"]})
+    skipped = f" ({', '.join(skipped)} not checked here: planted.skip)" if skipped else ""
+    if outcomes["failed"]:
+        failed = [f"{s}:{n} {c['value']:.2f} (margin {c['margin']:.2f})" for s, n, c in outcomes["failed"]]
+        print(f"planted checks: {len(failed)} of {n_checked} failed: " + "; ".join(failed) + skipped)
+    elif n_checked:
+        print(f"planted checks: all {n_checked} passed{skipped}")
 
 
 def _synth(args) -> int:

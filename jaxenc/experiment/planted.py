@@ -19,7 +19,15 @@ from jaxenc.models.registry import encoder
 from jaxenc.synthetic import CLASS_NAMES, VoxelClass
 from jaxenc.synthetic.properties import PLANTED_LAYER_BASE
 
-__all__ = ["planted_checks", "class_means"]
+__all__ = ["CHECK_NAMES", "planted_checks", "class_means"]
+
+# Every planted check, by the name the report gives it.
+CHECK_NAMES = (
+    "audio_unique", "semantic_unique", "joint_best", "noise_significant", "audio_selectivity",
+    "semantic_selectivity", "interaction_gain", "interaction_nonlinearity", "interaction_share_auc",
+    "interaction_share_linear", "best_window", "best_layer", "depth_gain_full_data", "depth_gain_small_data",
+    "small_data_ridge_over_mlp", "small_data_mlp_over_deeper",
+)
 
 
 def _check(value: float, margin: float, at_least: bool, what: str) -> dict:
@@ -48,7 +56,8 @@ def planted_checks(margins, truth, results, target: str) -> dict:
     Returns
     -------
     dict
-        Subject -> check -> ``{"value", "margin", "passed", "what"}``.
+        Subject -> check -> ``{"value", "margin", "passed", "what"}``, and ``"skipped": True``
+        for the checks ``margins.skip`` names (computed, not counted).
     """
     out = {}
     for subject in results.subjects:
@@ -115,6 +124,11 @@ def planted_checks(margins, truth, results, target: str) -> dict:
                     "median interaction share of the audio+semantic MLP on the planted linear voxels")
         checks.update(_sweep_checks(margins, truth, results, subject, classes))
         checks.update(_scaling_checks(margins, results, subject, target, inter))
+        unknown = set(checks) - set(CHECK_NAMES)
+        if unknown:
+            raise AssertionError(f"planted checks missing from CHECK_NAMES: {sorted(unknown)}")
+        for name in set(margins.skip) & set(checks):
+            checks[name]["skipped"] = True
         out[subject] = checks
     return out
 

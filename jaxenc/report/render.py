@@ -472,18 +472,22 @@ def _planted_section(results: RunResults) -> _Section:
     if not results.planted:
         section.note = "skipped: not a synthetic run (no planted checks)"
         return section
-    rows, failed = [], []
+    rows = []
     for subject, checks in results.planted.items():
         for check, c in checks.items():
-            rows.append([subject, check, str(c.get("what", "")), f"{c['value']:.4g}",
-                         f"{c['margin']:.4g}", "yes" if c["passed"] else "NO"])
-            if not c["passed"]:
-                failed.append(f"{subject} {check}")
+            passed = "not checked" if c.get("skipped") else "yes" if c["passed"] else "NO"
+            rows.append([subject, check, str(c.get("what", "")), f"{c['value']:.4g}", f"{c['margin']:.4g}", passed])
+    outcomes = results.planted_outcomes()
+    failed = [f"{subject} {check}" for subject, check, _ in outcomes["failed"]]
+    n_checked = len(outcomes["passed"]) + len(failed)
     if failed:
-        section.blocks.append(f"{len(failed)} of {len(rows)} planted checks FAILED: "
-                              + ", ".join(failed) + ".")
+        section.blocks.append(f"{len(failed)} of {n_checked} planted checks FAILED: " + ", ".join(failed) + ".")
     else:
-        section.blocks.append(f"All {len(rows)} planted checks passed.")
+        section.blocks.append(f"All {n_checked} planted checks passed.")
+    skipped = sorted({check for _, check, _ in outcomes["skipped"]})
+    if skipped:
+        section.blocks.append(f"Computed but not checked in this config (planted.skip; its header says why): "
+                              f"{', '.join(skipped)}.")
     section.blocks.append(_Table(["subject", "check", "what", "value", "margin", "passed"], rows,
                                  ["l", "l", "l", "r", "r", "l"]))
     return section

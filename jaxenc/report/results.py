@@ -275,6 +275,23 @@ class RunResults:
         wanted = {"subject": subject, "features": features, "model": model, "target": target}
         return [m for m in self.models if all(v is None or getattr(m, k) == v for k, v in wanted.items())]
 
+    def planted_outcomes(self) -> dict[str, list[tuple[str, str, dict]]]:
+        """The planted checks by outcome.
+
+        Returns
+        -------
+        dict
+            ``"passed"``, ``"failed"`` and ``"skipped"`` (checks the config's ``planted.skip``
+            names: computed, neither passed nor failed), each a list of ``(subject, check,
+            entry)`` in the order of ``planted``.
+        """
+        out = {"passed": [], "failed": [], "skipped": []}
+        for subject, checks in self.planted.items():
+            for name, c in checks.items():
+                outcome = "skipped" if c.get("skipped") else "passed" if c["passed"] else "failed"
+                out[outcome].append((subject, name, c))
+        return out
+
     def save(self, folder) -> None:
         """Write the run to ``folder`` (created if needed), each file atomically.
 

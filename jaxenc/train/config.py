@@ -14,7 +14,9 @@ __all__ = ["TrainConfig", "ModelKey", "NonFiniteError", "resolve_grid"]
 LOSSES = ("mae", "mse")
 # Compute dtypes of the networks: parameters and AdamW state stay float32 with either.
 COMPUTE_DTYPES = ("float32", "bfloat16")
-GRID_KEYS = ("learning_rate", "weight_decay")
+# What a grid point may set: the AdamW hyperparameters, and "init", a restart index (a
+# non-negative integer; 0 or absent: the run's own initialisation, dropout and shuffles).
+GRID_KEYS = ("learning_rate", "weight_decay", "init")
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,11 @@ def resolve_grid(grid: Sequence[Mapping[str, float]] | None, cfg: TrainConfig) -
     Parameters
     ----------
     grid : sequence of mapping, optional
-        Points overriding ``learning_rate`` and/or ``weight_decay`` of ``cfg``; None is the
-        single point of ``cfg``.
+        Points overriding ``learning_rate`` and/or ``weight_decay`` of ``cfg``, optionally with
+        ``init``, a restart index: points that differ only there train the same hyperparameters
+        from other initialisations, dropout masks and shuffles
+        (:func:`jaxenc.train.stack.model_key_data`), and the best on validation is used. None is
+        the single point of ``cfg``.
     cfg : TrainConfig
 
     Returns
@@ -118,6 +123,9 @@ def resolve_grid(grid: Sequence[Mapping[str, float]] | None, cfg: TrainConfig) -
         unknown = set(point) - set(GRID_KEYS)
         if unknown:
             raise ConfigError(f"grid keys must be among {GRID_KEYS}, found {sorted(unknown)}")
+        init = point.get("init", 0)
+        if isinstance(init, bool) or not isinstance(init, int) or init < 0:
+            raise ConfigError(f"grid init must be a non-negative integer (a restart index), found {init!r}")
         points.append({"learning_rate": cfg.learning_rate, "weight_decay": cfg.weight_decay, **point})
     if not points:
         raise ConfigError("the hyperparameter grid is empty")

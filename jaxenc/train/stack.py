@@ -185,14 +185,17 @@ def _check_subject(subject: str, data: SubjectData) -> list[str]:
     return sorted(f_stories)
 
 
-def model_key_data(seed: int, key: ModelKey, stream: int) -> np.ndarray:
-    """Per-model PRNG key data from (seed, subject, fold, stream), independent of the other models.
+def model_key_data(seed: int, key: ModelKey, stream: int, init: int = 0) -> np.ndarray:
+    """Per-model PRNG key data from (seed, subject, fold, stream, init), independent of the other models.
 
-    Grid points of one (subject, fold) share it, so they differ only by their hyperparameters.
-    Stream 0 initialises the model and its dropout, stream 1 shuffles its minibatches.
+    Grid points of one (subject, fold) with the same ``init`` share it, so they differ only by
+    their hyperparameters; a point's ``init`` (a restart index) gives it another draw, and
+    restart 0 keeps the key of a grid without restarts. Stream 0 initialises the model and its
+    dropout, stream 1 shuffles its minibatches.
     """
     k = jax.random.fold_in(jax.random.key(seed), zlib.crc32(key.subject.encode()) & 0x7FFFFFFF)
-    return np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.fold_in(k, key.fold), stream)))
+    k = jax.random.fold_in(jax.random.fold_in(k, key.fold), stream)
+    return np.asarray(jax.random.key_data(jax.random.fold_in(k, init) if init else k))
 
 
 def _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache, mesh, axis):
@@ -323,7 +326,7 @@ def stack_subjects(data: Mapping[str, SubjectData], cfg: TrainConfig, points: Se
         "n_train": np.asarray([per_fold[f][2].size for f in fold_of], np.int32),
         "val_idx": val_idx,
         "n_val": np.asarray([per_fold[f][3].size for f in fold_of], np.int32),
-        "key": np.stack([model_key_data(cfg.seed, k, stream=1) for k in keys]),
+        "key": np.stack([model_key_data(cfg.seed, k, 1, points[k.grid].get("init", 0)) for k in keys]),
     }
     return Stack(
         keys=keys,
@@ -332,7 +335,7 @@ def stack_subjects(data: Mapping[str, SubjectData], cfg: TrainConfig, points: Se
         pcas=[pcas_by_target[t] for t in target_of],
         shared={"X": X, "Y": Y},
         per_model=per_model,
-        init_keys=np.stack([model_key_data(cfg.seed, k, stream=0) for k in keys]),
+        init_keys=np.stack([model_key_data(cfg.seed, k, 0, points[k.grid].get("init", 0)) for k in keys]),
         learning_rate=np.asarray([points[k.grid]["learning_rate"] for k in keys], np.float32),
         weight_decay=np.asarray([points[k.grid]["weight_decay"] for k in keys], np.float32),
         n_features=n_features,

@@ -63,6 +63,17 @@ def test_planted_scaling_checks_read_the_curves():
     assert checks["small_data_mlp_over_deeper"]["passed"] and checks["small_data_ridge_over_mlp"]["passed"]
     # Unset margins: not checked.
     assert "depth_gain_full_data" not in planted_checks(PlantedConfig(), truth, results, "voxels")["S1"]
+    # A skipped check is still computed, marked, and counted neither way.
+    skipped = planted_checks(PlantedConfig(interaction_gain=0.5, skip=("interaction_gain",)), truth, results,
+                             "voxels")["S1"]
+    assert skipped["interaction_gain"]["skipped"] and not skipped["interaction_gain"]["passed"]
+    assert not any(c.get("skipped") for name, c in skipped.items() if name != "interaction_gain")
+    results.planted = {"S1": skipped}
+    outcomes = results.planted_outcomes()
+    assert [name for _, name, _ in outcomes["skipped"]] == ["interaction_gain"]
+    assert not outcomes["failed"]
+    with pytest.raises(ConfigError, match=r"planted.skip names no planted check: \['interaction_gains'\]"):
+        load_config(CONFIG, ['planted.skip=["interaction_gains"]'])
 
 
 # Slow (32 s on 2 shared cores, 2 min at load ~10: three encoders on two subsets, the report); the

@@ -151,6 +151,11 @@ def test_planted_headline(run_results, tmp_path):
     run_results.planted["UTS02"]["ceiling_recovered"]["passed"] = True
     text = write_report(run_results, tmp_path, formats=("html",))["html"].read_text()
     assert "All 4 planted checks passed." in text
+    run_results.planted["UTS02"]["ceiling_recovered"].update(passed=False, skipped=True)
+    text = write_report(run_results, tmp_path, formats=("md",))["md"].read_text()
+    assert "All 3 planted checks passed." in text
+    assert "not checked in this config (planted.skip; its header says why): ceiling_recovered." in text
+    assert "| not checked" in text
 
 
 def test_nonlinearity_step_table_and_figure(report):

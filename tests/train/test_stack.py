@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA as SkPCA
 
-from jaxenc.errors import AlignmentError
+from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.models.nonlinear import MLP
 from jaxenc.train import SubjectData, TrainConfig, fit_encoders, fit_encoders_arrays
 from jaxenc.train.config import resolve_grid
@@ -64,6 +64,22 @@ def test_each_model_reads_its_fold_rows_and_pca_scores():
     # Grid points of one (subject, fold) share their data and keys; folds differ.
     np.testing.assert_array_equal(stack.init_keys[0], stack.init_keys[1])
     assert not np.array_equal(stack.init_keys[0], stack.init_keys[2])
+
+
+def test_a_restart_index_draws_new_keys_and_restart_0_keeps_the_runs_own():
+    plain = stack_subjects(DATA, CFG, resolve_grid(None, CFG))
+    restarts = stack_subjects(DATA, CFG, resolve_grid([{"init": 0}, {"init": 1}, {"init": 2}], CFG))
+    assert [k.grid for k in restarts.keys[:3]] == [0, 1, 2]
+    # Restart 0 of each model is the model of the grid without restarts, bit for bit.
+    np.testing.assert_array_equal(restarts.init_keys[::3], plain.init_keys)
+    np.testing.assert_array_equal(restarts.per_model["key"][::3], plain.per_model["key"])
+    # Every (subject, fold, restart) draws its own initialisation and shuffle keys.
+    for keys in (restarts.init_keys, restarts.per_model["key"]):
+        assert len({bytes(np.asarray(k)) for k in keys}) == len(restarts.keys)
+    with pytest.raises(ConfigError, match="grid init must be a non-negative integer"):
+        resolve_grid([{"init": -1}], CFG)
+    with pytest.raises(ConfigError, match="grid init must be a non-negative integer"):
+        resolve_grid([{"init": 1.5}], CFG)
 
 
 def test_voxel_targets_are_one_target_per_subject_shared_by_its_folds():
