@@ -282,10 +282,7 @@ def fit_chunk_predictor(fit, features: Mapping[str, np.ndarray], subject: str, *
         ``predict(c0, c1)`` as :func:`pca_chunk_predictor`; equal to
         ``fit.predict(features)[subject][:, c0:c1]``.
     """
-    g = fit.best_grid(subject) if grid is None else grid
-    chosen = [i for i, k in enumerate(fit.keys) if k.subject == subject and k.grid == g]
-    if not chosen:
-        raise ConfigError(f"no model with grid index {g}", subject=subject)
+    chosen = fit.chosen_models(subject, grid)
     if any(fit.pcas[i] is None for i in chosen):
         raise ConfigError("the fit predicts voxels directly (no PCA): use fit.predict", subject=subject)
     n = np.shape(features[subject])[0]

@@ -282,7 +282,7 @@ def fit_interaction_shares(fit, subject: str, X, audio: Sequence, semantic: Sequ
         :func:`jaxenc.models.delayed_columns` gives); together they must cover every column
         exactly once.
     grid : int, optional
-        Grid index of the models; by default the subject's :meth:`EncoderFit.best_grid`.
+        Grid index of the models; by default the subject's best (:meth:`EncoderFit.chosen_models`).
     chunk_size : int, optional
         As in :func:`interaction_shares`.
 
@@ -309,10 +309,7 @@ def fit_interaction_shares(fit, subject: str, X, audio: Sequence, semantic: Sequ
         raise ConfigError(f"the audio ({a_cols.size}) and semantic ({s_cols.size}) columns must cover the "
                           f"{X.shape[1]} columns of X once each", subject=subject)
     _check_chunk(chunk_size)
-    g = fit.best_grid(subject) if grid is None else grid
-    models = [i for i, k in enumerate(fit.keys) if k.subject == subject and k.grid == g]
-    if not models:
-        raise ConfigError(f"no model with grid index {g}", subject=subject)
+    models = fit.chosen_models(subject, grid)
     apply = _Network(fit.graphdef, tuple(a_cols.tolist()), tuple(s_cols.tolist()))
     a_block, s_block = _check_blocks(X[:, a_cols], X[:, s_cols])
     per_model = []

@@ -330,7 +330,8 @@ class FitConfig:
     # Hyperparameter points trained side by side, each a table of learning_rate, weight_decay
     # and/or init (a restart index: the same hyperparameters from another initialisation,
     # dropout and shuffle, e.g. [{init = 0}, {init = 1}, {init = 2}] for three restarts); each
-    # subject's best point on validation is used. Empty: one point.
+    # subject's best hyperparameters on validation are used, and of their restarts each fold's
+    # best (jaxenc.train.EncoderFit.chosen_models). Empty: one point.
     grid: tuple[dict, ...] = ()
     # Keep a network's orbax checkpoints (its full training state, what a killed fit resumes
     # from) after its predictions are stored; by default they are removed then, since on the

@@ -108,8 +108,8 @@ def resolve_grid(grid: Sequence[Mapping[str, float]] | None, cfg: TrainConfig) -
         Points overriding ``learning_rate`` and/or ``weight_decay`` of ``cfg``, optionally with
         ``init``, a restart index: points that differ only there train the same hyperparameters
         from other initialisations, dropout masks and shuffles
-        (:func:`jaxenc.train.stack.model_key_data`), and the best on validation is used. None is
-        the single point of ``cfg``.
+        (:func:`jaxenc.train.stack.model_key_data`), and each fold uses its best on validation
+        (:meth:`jaxenc.train.EncoderFit.chosen_models`). None is the single point of ``cfg``.
     cfg : TrainConfig
 
     Returns

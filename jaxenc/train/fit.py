@@ -99,15 +99,45 @@ class EncoderFit:
         """The ``i``-th model of the stack, at its best epoch, in evaluation mode."""
         return nnx.merge(self.graphdef, jax.tree.map(lambda a: a[i], self.best_state))
 
-    def best_grid(self, subject: str) -> int:
-        """The grid index whose folds reach the lowest mean validation loss for ``subject``."""
-        losses = {}
-        for i, k in enumerate(self.keys):
-            if k.subject == subject:
-                losses.setdefault(k.grid, []).append(self.best_val[i])
-        if not losses:
+    def chosen_models(self, subject: str, grid: int | None = None) -> list[int]:
+        """The models that predict for ``subject``, one per fold, in fold order.
+
+        Parameters
+        ----------
+        subject : str
+        grid : int, optional
+            A grid index: that point's models. By default the subject's best on validation:
+            the grid points are grouped by their hyperparameters (restarts, points that differ
+            only in ``init``, form one group), each fold takes its group member of lowest
+            validation loss, and the group whose folds' mean of those losses is lowest wins
+            (without restarts: the point of lowest mean validation loss over the folds).
+
+        Returns
+        -------
+        list of int
+            Indices into ``keys``.
+
+        Raises
+        ------
+        ConfigError
+            No model of ``subject``, or none at ``grid``.
+        """
+        mine = [i for i, k in enumerate(self.keys) if k.subject == subject]
+        if not mine:
             raise ConfigError(f"no model of subject {subject} in this fit", subject=subject)
-        return min(losses, key=lambda g: float(np.mean(losses[g])))
+        if grid is not None:
+            chosen = [i for i in mine if self.keys[i].grid == grid]
+            if not chosen:
+                raise ConfigError(f"no model with grid index {grid}", subject=subject)
+            return sorted(chosen, key=lambda i: self.keys[i].fold)
+        groups: dict[tuple, dict[int, list[int]]] = {}  # hyperparameters -> fold -> its restarts' models
+        for i in mine:
+            point = self.grid[self.keys[i].grid]
+            hyper = tuple(sorted((name, value) for name, value in point.items() if name != "init"))
+            groups.setdefault(hyper, {}).setdefault(self.keys[i].fold, []).append(i)
+        per_group = [[min(folds[f], key=lambda i: float(self.best_val[i])) for f in sorted(folds)]
+                     for folds in groups.values()]
+        return min(per_group, key=lambda models: float(np.mean([self.best_val[i] for i in models])))
 
     def predict_components(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
         """Every model's output for its subject's features, in its own target space.
@@ -154,7 +184,7 @@ class EncoderFit:
         features : mapping of str to array of shape (n_trs, n_features)
             Per subject, the delayed features of the stories to predict (e.g. the test story).
         grid : int, optional
-            Grid index to use; by default each subject's :meth:`best_grid`.
+            Grid index to use; by default each subject's best (:meth:`chosen_models`).
 
         Returns
         -------
@@ -170,7 +200,7 @@ class EncoderFit:
         features : mapping of str to array of shape (n_trs, n_features)
             Per subject, the delayed features of the stories to predict.
         grid : int, optional
-            Grid index to use; by default each subject's :meth:`best_grid`.
+            Grid index to use; by default each subject's best (:meth:`chosen_models`).
 
         Returns
         -------
@@ -180,16 +210,11 @@ class EncoderFit:
         z = self.predict_components(features)
         out = {}
         for subject in _subjects_of(self.keys):
-            g = self.best_grid(subject) if grid is None else grid
             n = np.asarray(features[subject]).shape[0]
-            preds = [
+            out[subject] = np.stack([
                 np.asarray(z[i, :n]) if self.pcas[i] is None else np.asarray(self.pcas[i].inverse_transform(z[i, :n]))
-                for i, k in enumerate(self.keys)
-                if k.subject == subject and k.grid == g
-            ]
-            if not preds:
-                raise ConfigError(f"no model with grid index {g}", subject=subject)
-            out[subject] = np.stack(preds)
+                for i in self.chosen_models(subject, grid)
+            ])
         return out
 
 

@@ -11,6 +11,7 @@ computation is literally the same (resume, padding of the same vmapped program).
 import dataclasses
 import functools
 import re
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -18,7 +19,8 @@ import pytest
 
 from jaxenc.errors import AlignmentError, CheckpointError, ConfigError, DataWarning
 from jaxenc.models.nonlinear import MLP
-from jaxenc.train import NonFiniteError, SubjectData, TrainConfig, fit_encoders, story_folds
+from jaxenc.train import EncoderFit, NonFiniteError, SubjectData, TrainConfig, fit_encoders, story_folds
+from jaxenc.train.config import ModelKey
 from tests._tolerance import TRAINING_LOSS_RTOL, TRAINING_STATE_ATOL
 
 MAKE = functools.partial(MLP, hidden=16, dropout=0.1)
@@ -275,3 +277,26 @@ def test_compute_dtype_needs_a_factory_taking_dtype():
     with pytest.raises(ConfigError, match="train.compute_dtype = 'bfloat16' needs a make_model that takes dtype="):
         fit_encoders(lambda n_in, n_out, rngs: MLP(n_in, n_out, hidden=4, rngs=rngs), DATA,
                      dataclasses.replace(CFG, compute_dtype="bfloat16"), progress=False)
+
+
+def test_each_fold_takes_its_best_restart_within_the_best_hyperparameters():
+    """The choice of :meth:`EncoderFit.chosen_models` on made-up validation losses: two learning
+    rates x two restarts, two folds; written out by hand."""
+    grid = tuple({"learning_rate": lr, "weight_decay": 0.0, "init": init} for lr in (1e-3, 1e-2) for init in (0, 1))
+    keys = tuple(ModelKey("A", fold, g) for fold in range(2) for g in range(4))
+    # Fold 0: lr 1e-3 restarts 0.5, 0.3; lr 1e-2 restarts 0.2, 0.9. Fold 1: 0.4, 0.6; 0.8, 0.7.
+    # lr 1e-3: best per fold 0.3, 0.4 (mean 0.35); lr 1e-2: 0.2, 0.7 (mean 0.45) -> lr 1e-3,
+    # restart 1 on fold 0 (model 1) and restart 0 on fold 1 (model 4).
+    losses = np.asarray([0.5, 0.3, 0.2, 0.9, 0.4, 0.6, 0.8, 0.7])
+    fit = SimpleNamespace(keys=keys, grid=grid, best_val=losses)
+    assert EncoderFit.chosen_models(fit, "A") == [1, 4]
+    assert EncoderFit.chosen_models(fit, "A", grid=3) == [3, 7]
+    # Without restarts the choice is the point of lowest mean loss over the folds, as before.
+    plain = SimpleNamespace(keys=keys, grid=tuple({"learning_rate": 1e-3 * (g + 1), "weight_decay": 0.0}
+                                                  for g in range(4)), best_val=losses)
+    means = [losses[[g, 4 + g]].mean() for g in range(4)]
+    assert EncoderFit.chosen_models(plain, "A") == [int(np.argmin(means)), 4 + int(np.argmin(means))]
+    with pytest.raises(ConfigError, match="no model of subject B"):
+        EncoderFit.chosen_models(fit, "B")
+    with pytest.raises(ConfigError, match="no model with grid index 4"):
+        EncoderFit.chosen_models(fit, "A", grid=4)

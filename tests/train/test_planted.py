@@ -139,7 +139,7 @@ def planted_scores(root, seed: int, grid=GRID) -> dict:
     """Fit the four encoders on a planted twin and score the test story.
 
     The networks train every point of ``grid`` side by side and predict with the point of
-    lowest mean validation loss (:meth:`EncoderFit.best_grid`); ridge picks its penalty by
+    lowest mean validation loss (:meth:`EncoderFit.chosen_models`); ridge picks its penalty by
     story-grouped cross-validation on the same number of folds.
 
     Parameters
