@@ -14,12 +14,15 @@ import numpy as np
 
 from jaxenc.metrics.scoring import voxel_scores
 
-__all__ = ["DATA_SWEEP", "SUBSET_INFO", "fold_mean_r", "data_curves", "curve_points", "curve_means", "curve_gaps"]
+__all__ = ["DATA_SWEEP", "SUBSET_INFO", "DRAW_INFO", "fold_mean_r", "data_curves", "curve_points", "curve_means",
+           "curve_gaps"]
 
 # Name of the data-scaling curves (one per feature set and target: "training data (<features>, <target>)").
 DATA_SWEEP = "training data"
 # The info key of a model result fitted on a subset: [stories used, training stories of the subject].
 SUBSET_INFO = "data_stories"
+# The info key of its draw of the nested subsets (0, the first, when absent).
+DRAW_INFO = "data_draw"
 
 
 def fold_mean_r(fold_predictions: np.ndarray, target: np.ndarray, *, trim: int | None = None) -> np.ndarray:
@@ -45,9 +48,11 @@ def data_curves(models: Sequence) -> list[dict]:
     """The data-scaling curves among a run's model results.
 
     A result fitted on a subset carries ``info["data_stories"] = [k, n]`` and the features
-    label ``"<features>@<k>of<n>"``; the result of the same features, model and target on all
+    label ``"<features>@<k>of<n>"`` (``"...d<draw>"`` and ``info["data_draw"]`` for the later
+    draws of ``analyses.data_draws``); the result of the same features, model and target on all
     the subject's stories closes its curve at ``x = 1``. ``info["fold_mean_r"]``, where
-    present, holds the mean r of each fold model (networks).
+    present, holds the mean r of each fold model (networks). A subject's draws at one size are
+    one row: their mean.
 
     Parameters
     ----------
@@ -58,17 +63,25 @@ def data_curves(models: Sequence) -> list[dict]:
     list of dict
         ``{"name", "x_label", "rows"}`` per (features, target), each row ``{"subject", "model",
         "x" (share of the training stories), "label" ("k/n"), "fold_mean_r", "fold_std_r",
-        "n_folds"}`` and the :meth:`jaxenc.metrics.Scores.summary` of the averaged model's
-        scores; the fold entries are NaN and 0 for ridge (one model per subject).
+        "n_folds" (over the fold models of every draw), "n_draws", "draw_std_r" (standard
+        deviation of ``mean_r`` over the draws, 0 for one)}`` and the
+        :meth:`jaxenc.metrics.Scores.summary` of the averaged model's scores, averaged over the
+        draws; the fold entries are NaN and 0 for ridge (one model per subject).
     """
-    curves: dict[tuple, list] = {}
+    draws: dict[tuple, list] = {}
     for m, features, k, n in curve_points(models):
-        folds = np.asarray(m.info.get("fold_mean_r", []), np.float64)
-        curves.setdefault((features, m.target), []).append({
-            "subject": m.subject, "model": m.model, "x": k / n, "label": f"{k}/{n}",
+        draws.setdefault((features, m.target, m.subject, m.model, k, n), []).append(m)
+    curves: dict[tuple, list] = {}
+    for (features, target, subject, model, k, n), ms in draws.items():
+        folds = np.concatenate([np.asarray(m.info.get("fold_mean_r", []), np.float64) for m in ms])
+        summaries = [m.scores.summary() for m in ms]
+        summary = summaries[0] if len(ms) == 1 else {
+            key: float(np.mean([s[key] for s in summaries])) for key in summaries[0]}
+        curves.setdefault((features, target), []).append({
+            "subject": subject, "model": model, "x": k / n, "label": f"{k}/{n}",
             "fold_mean_r": float(folds.mean()) if folds.size else float("nan"),
             "fold_std_r": float(folds.std()) if folds.size else float("nan"), "n_folds": int(folds.size),
-            **m.scores.summary()})
+            "n_draws": len(ms), "draw_std_r": float(np.std([s["mean_r"] for s in summaries])), **summary})
     return [{"name": f"{DATA_SWEEP} ({features}, {target})", "x_label": "share of the training stories",
              "rows": sorted(rows, key=lambda r: (r["model"], r["subject"], r["x"]))}
             for (features, target), rows in curves.items()]

@@ -119,6 +119,9 @@ def _digest(config, index: dict, job: Job, responses: str) -> str:
         payload["interactions"] = True
     if config.analyses.data_fractions:
         payload["data_fractions"] = list(config.analyses.data_fractions)
+        if config.analyses.data_draws > 1:
+            # Only then: the digests of one-draw runs stay what they were.
+            payload["data_draws"] = config.analyses.data_draws
     if clusters_folds(config, job.spec, job.features, job.target):
         # Only then (the job then also stores its fold models' predictions): the digests of
         # runs without the clustering, and of its ridge jobs, stay what they were.

@@ -6,16 +6,17 @@ of them (:func:`jaxenc.pipeline.scaling.scaling_arrays`; key ``"UTS01@3of12"``),
 every (subset x fold x subject) model is in one compiled program; the fold models' test
 predictions are stored beside the job's (:func:`folds_file`). The evaluate stage scores each
 subset as a model result of its own (features ``"audio+semantic@3of12"``, ``info``
-``data_stories = [3, 12]``) and records each fold model's mean r (``info["fold_mean_r"]``), which
+``data_stories = [3, 12]`` and ``data_draw``, with ``analyses.data_draws``: ``"...@3of12d1"`` for
+the second draw) and records each fold model's mean r (``info["fold_mean_r"]``), which
 :func:`jaxenc.analysis.scaling.data_curves` lays out as curves.
 """
 
 from __future__ import annotations
 
-from jaxenc.analysis.scaling import SUBSET_INFO, fold_mean_r
+from jaxenc.analysis.scaling import DRAW_INFO, SUBSET_INFO, fold_mean_r
 from jaxenc.metrics import score
 from jaxenc.models.registry import encoder
-from jaxenc.pipeline.scaling import parse_subset_key, scaling_arrays
+from jaxenc.pipeline.scaling import parse_subset_key, scaling_arrays, subset_key
 from jaxenc.report.results import ModelResult
 from jaxenc.store import RunStore
 
@@ -39,7 +40,7 @@ def min_stories(config, jobs) -> int:
 def expand(config, jobs, arrays: dict) -> dict:
     """A job's data mapping (subject -> SubjectArrays) with each subject's nested subsets added."""
     return scaling_arrays(arrays, config.analyses.data_fractions, seed=config.seed,
-                          min_stories=min_stories(config, jobs))
+                          min_stories=min_stories(config, jobs), draws=config.analyses.data_draws)
 
 
 def scored_subsets(config, store: RunStore, name: str, predictions: dict, meta: dict, repeats: dict,
@@ -84,8 +85,8 @@ def scored_subsets(config, store: RunStore, name: str, predictions: dict, meta: 
         parsed = parse_subset_key(key)
         if parsed is None or parsed[0] not in repeats:
             continue
-        subject, k, n = parsed
+        subject, k, n, draw = parsed
         scores = score(prediction, repeats[subject], ev, seed=config.seed, subject=subject)
-        out.append(ModelResult(subject, f"{meta['features']}@{k}of{n}", meta["model"], meta["target"], scores,
-                               {**info, SUBSET_INFO: [k, n], **fold_scores(key, subject)}))
+        out.append(ModelResult(subject, subset_key(meta["features"], k, n, draw), meta["model"], meta["target"],
+                               scores, {**info, SUBSET_INFO: [k, n], DRAW_INFO: draw, **fold_scores(key, subject)}))
     return out

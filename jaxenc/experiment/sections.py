@@ -418,6 +418,10 @@ class AnalysesConfig:
     # stories (whole stories, at least the folds of the fits), all subsets of a network in one
     # compiled program (jaxenc.pipeline.scaling). Empty: off.
     data_fractions: tuple[float, ...] = ()
+    # Independent draws of those nested subsets, each its own shuffle of a subject's stories
+    # (the first is the one a single draw makes), all fitted in the same programs; the curves
+    # and the data-scaling planted checks average over them, and the report shows their spread.
+    data_draws: int = 1
 
     def validate(self) -> None:
         positive(self.cluster_k, "cluster_k")
@@ -425,6 +429,10 @@ class AnalysesConfig:
             if not 0 < fraction <= 1:
                 raise ConfigError(f"data_fractions must be shares of the training stories in (0, 1], got "
                                   f"{list(self.data_fractions)}")
+        if isinstance(self.data_draws, bool) or not isinstance(self.data_draws, int) or self.data_draws < 1:
+            raise ConfigError(f"data_draws must be a positive integer, got {self.data_draws!r}")
+        if self.data_draws > 1 and not self.data_fractions:
+            raise ConfigError(f"data_draws = {self.data_draws} draws subsets of data_fractions, which is empty")
         if isinstance(self.cluster_resamples, bool) or not isinstance(self.cluster_resamples, int) \
                 or self.cluster_resamples < 0:
             raise ConfigError(f"cluster_resamples must be a non-negative integer, got {self.cluster_resamples!r}")

@@ -1,13 +1,14 @@
 """Data scaling: one encoder fitted on nested subsets of each subject's training stories.
 
 Would a deeper network win with more data? :func:`fit_data_scaling` answers it for one encoder
-on your own arrays: each subject's training stories are shuffled once and cut into nested
-subsets (:func:`nested_subsets`: every subset holds the smaller ones), each subset becomes an
-entry of its own in the data mapping of :func:`jaxenc.pipeline.fit_predict` (key
-``"UTS01@3of12"``: subject UTS01 on 3 of its 12 training stories, :func:`subset_key`), so a
-network's every (subset x fold x subject) model trains in one compiled program
-(:func:`jaxenc.train.fit_encoders` stacks the entries as it stacks subjects). The test story is
-the same for every subset.
+on your own arrays: each subject's training stories are shuffled and cut into nested subsets
+(:func:`nested_subsets`: every subset holds the smaller ones), once per draw (``draws``: each
+draw its own shuffle, so a curve can average over which stories a subset holds); each subset
+becomes an entry of its own in the data mapping of :func:`jaxenc.pipeline.fit_predict` (key
+``"UTS01@3of12"``: subject UTS01 on 3 of its 12 training stories in the first draw,
+``"UTS01@3of12d1"`` in the second, :func:`subset_key`), so a network's every (subset x draw x
+fold x subject) model trains in one compiled program (:func:`jaxenc.train.fit_encoders` stacks
+the entries as it stacks subjects). The test story is the same for every subset.
 """
 
 from __future__ import annotations
@@ -25,27 +26,36 @@ from jaxenc.models.registry import RidgeOptions, encoder
 from jaxenc.pipeline.runner import JobResult, SubjectArrays, fit_predict
 from jaxenc.train import TrainConfig
 
-__all__ = ["nested_subsets", "subset_key", "parse_subset_key", "subset_arrays", "scaling_arrays", "ScalingFit",
-           "fit_data_scaling"]
+__all__ = ["nested_subsets", "subset_key", "parse_subset_key", "draw_seed", "subset_arrays", "scaling_arrays",
+           "ScalingFit", "fit_data_scaling"]
 
-# "<subject>@<k>of<n>": the subject on k of its n training stories (a file-name-safe key: the
-# networks' checkpoint folders are named after the keys of a program).
-_KEY = re.compile(r"(?P<subject>.+)@(?P<k>\d+)of(?P<n>\d+)")
-
-
-def subset_key(subject: str, k: int, n: int) -> str:
-    """The data-mapping key of ``subject`` on ``k`` of its ``n`` training stories."""
-    return f"{subject}@{k}of{n}"
+# "<subject>@<k>of<n>[d<draw>]": the subject on k of its n training stories, in draw `draw` (the
+# first draw, 0, unmarked); a file-name-safe key: the networks' checkpoint folders are named
+# after the keys of a program.
+_KEY = re.compile(r"(?P<subject>.+)@(?P<k>\d+)of(?P<n>\d+)(?:d(?P<draw>[1-9]\d*))?")
 
 
-def parse_subset_key(key: str) -> tuple[str, int, int] | None:
-    """``(subject, k, n)`` of a :func:`subset_key`; None for a plain subject (all its stories)."""
+def subset_key(subject: str, k: int, n: int, draw: int = 0) -> str:
+    """The data-mapping key of ``subject`` on ``k`` of its ``n`` training stories in draw ``draw``."""
+    return f"{subject}@{k}of{n}" + (f"d{draw}" if draw else "")
+
+
+def parse_subset_key(key: str) -> tuple[str, int, int, int] | None:
+    """``(subject, k, n, draw)`` of a :func:`subset_key`; None for a plain subject (all its stories)."""
     match = _KEY.fullmatch(key)
-    return None if match is None else (match["subject"], int(match["k"]), int(match["n"]))
+    if match is None:
+        return None
+    return match["subject"], int(match["k"]), int(match["n"]), int(match["draw"] or 0)
 
 
-def nested_subsets(stories: Sequence[str], fractions: Sequence[float], *, seed: int = 0, min_stories: int = 1,
-                   subject: str | None = None) -> dict[int, tuple[str, ...]]:
+def draw_seed(seed: int, draw: int) -> int | list[int]:
+    """The story-shuffle seed of draw ``draw``: ``seed`` itself for the first, so one draw keeps
+    the subsets of a run without draws."""
+    return seed if draw == 0 else [seed, draw]
+
+
+def nested_subsets(stories: Sequence[str], fractions: Sequence[float], *, seed: int | Sequence[int] = 0,
+                   min_stories: int = 1, subject: str | None = None) -> dict[int, tuple[str, ...]]:
     """Nested subsets of the training stories, one per distinct size.
 
     The stories are sorted, shuffled once with ``seed`` and each subset is a prefix of that
@@ -59,8 +69,8 @@ def nested_subsets(stories: Sequence[str], fractions: Sequence[float], *, seed: 
         Training story names (the test story excluded), without duplicates.
     fractions : sequence of float
         Shares of the stories, each in (0, 1].
-    seed : int
-        Seed of the shuffle.
+    seed : int or sequence of int
+        Seed of the shuffle (:func:`numpy.random.default_rng`; :func:`draw_seed` gives a draw's).
     min_stories : int
         Fewest stories of a subset: the cross-validation folds of the fits (ridge's and the
         networks') each need a validation story.
@@ -132,9 +142,9 @@ def subset_arrays(arrays: SubjectArrays, stories: Sequence[str]) -> SubjectArray
 
 
 def scaling_arrays(data: Mapping[str, SubjectArrays], fractions: Sequence[float], *, seed: int = 0,
-                   min_stories: int = 1) -> dict[str, SubjectArrays]:
+                   min_stories: int = 1, draws: int = 1) -> dict[str, SubjectArrays]:
     """The data mapping of a data-scaling fit: every subject on all its stories (its own key)
-    and on each smaller nested subset (key :func:`subset_key`).
+    and on each smaller nested subset of each draw (key :func:`subset_key`).
 
     Parameters
     ----------
@@ -146,19 +156,30 @@ def scaling_arrays(data: Mapping[str, SubjectArrays], fractions: Sequence[float]
         Seed of the story order.
     min_stories : int
         Fewest stories of a subset (the folds of the fits).
+    draws : int
+        Independent draws of the nested subsets, each its own shuffle (:func:`draw_seed`); the
+        full set is one entry whatever the draws.
 
     Returns
     -------
     dict of str to SubjectArrays
-        The subjects first, as given, then their subsets in increasing size.
+        The subjects first, as given, then their subsets in increasing size, draw after draw.
+
+    Raises
+    ------
+    ConfigError
+        ``draws`` not a positive integer, and what :func:`nested_subsets` raises.
     """
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ConfigError(f"draws must be a positive integer, got {draws!r}")
     out = dict(data)
     for subject, arrays in data.items():
         stories = list(arrays.stories())
-        for k, subset in nested_subsets(stories, fractions, seed=seed, min_stories=min_stories,
-                                        subject=subject).items():
-            if k < len(stories):
-                out[subset_key(subject, k, len(stories))] = subset_arrays(arrays, subset)
+        for draw in range(draws):
+            for k, subset in nested_subsets(stories, fractions, seed=draw_seed(seed, draw), min_stories=min_stories,
+                                            subject=subject).items():
+                if k < len(stories):
+                    out[subset_key(subject, k, len(stories), draw)] = subset_arrays(arrays, subset)
     return out
 
 
@@ -168,13 +189,14 @@ class ScalingFit:
 
     Attributes
     ----------
-    subsets : dict of (str, int) to tuple of str
-        (subject, story count) -> the stories fitted on.
+    subsets : dict of (str, int, int) to tuple of str
+        (subject, story count, draw) -> the stories fitted on; all the stories are draw 0.
     n_stories : dict of str to int
         Per subject, its training stories.
-    predictions : dict of (str, int) to ndarray of shape (n_test, n_voxels)
-        (subject, story count) -> the test-story prediction (networks: the fold models' mean).
-    fold_predictions : dict of (str, int) to ndarray of shape (n_folds, n_test, n_voxels)
+    predictions : dict of (str, int, int) to ndarray of shape (n_test, n_voxels)
+        (subject, story count, draw) -> the test-story prediction (networks: the fold models'
+        mean).
+    fold_predictions : dict of (str, int, int) to ndarray of shape (n_folds, n_test, n_voxels)
         The same per fold model; empty for ridge.
     job : JobResult
         The one fit, keyed as :func:`scaling_arrays` keys its data.
@@ -187,13 +209,13 @@ class ScalingFit:
     job: JobResult
 
 
-def _split_key(key: str, n_stories: Mapping[str, int]) -> tuple[str, int]:
+def _split_key(key: str, n_stories: Mapping[str, int]) -> tuple[str, int, int]:
     parsed = parse_subset_key(key)
-    return (key, n_stories[key]) if parsed is None else (parsed[0], parsed[1])
+    return (key, n_stories[key], 0) if parsed is None else (parsed[0], parsed[1], parsed[3])
 
 
 def fit_data_scaling(model, data: Mapping[str, SubjectArrays], fractions: Sequence[float], *, seed: int = 0,
-                     min_stories: int | None = None, **fit_options) -> ScalingFit:
+                     min_stories: int | None = None, draws: int = 1, **fit_options) -> ScalingFit:
     """Fit one encoder on nested subsets of each subject's training stories, in one job.
 
     Parameters
@@ -209,6 +231,8 @@ def fit_data_scaling(model, data: Mapping[str, SubjectArrays], fractions: Sequen
     min_stories : int, optional
         Fewest stories of a subset; default the folds of the fit (``ridge.folds`` for ridge,
         ``train.n_folds`` for networks).
+    draws : int
+        Independent draws of the nested subsets (:func:`scaling_arrays`).
     **fit_options
         Passed to :func:`jaxenc.pipeline.fit_predict` (``target``, ``ridge``, ``networks``,
         ``train``, ``grid``, ...).
@@ -223,7 +247,7 @@ def fit_data_scaling(model, data: Mapping[str, SubjectArrays], fractions: Sequen
     if min_stories is None:
         min_stories = (fit_options.get("ridge", RidgeOptions()).folds if spec.is_ridge
                        else fit_options.get("train", TrainConfig()).n_folds)
-    arrays = scaling_arrays(data, fractions, seed=seed, min_stories=min_stories)
+    arrays = scaling_arrays(data, fractions, seed=seed, min_stories=min_stories, draws=draws)
     n_stories = {s: len(a.stories()) for s, a in data.items()}
     job = fit_predict(spec, arrays, **fit_options)
     keys = {key: _split_key(key, n_stories) for key in arrays}

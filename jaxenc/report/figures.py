@@ -341,14 +341,16 @@ def scaling_lines(sweep: dict) -> Figure:
     ----------
     sweep : dict
         A curve of :func:`jaxenc.analysis.scaling.data_curves`: rows with ``model``, ``x``,
-        ``mean_r``, ``fold_mean_r`` and ``fold_std_r``.
+        ``mean_r``, ``fold_mean_r``, ``fold_std_r``, ``n_draws`` and ``draw_std_r``.
 
     Returns
     -------
     matplotlib.figure.Figure
         Left: every encoder's mean r (the fold models averaged), averaged over subjects. Then
-        one panel per encoder: that line, and the fold models' own mean r, mean +- std over
-        the folds (averaged over subjects) as markers with error bars (networks only).
+        one panel per encoder: that line, with a band of +- the standard deviation over the
+        subset draws where there are several, and the fold models' own mean r, mean +- std
+        over the folds (of every draw; averaged over subjects) as markers with error bars
+        (networks only).
     """
     rows = sweep["rows"]
     models = _unique(row["model"] for row in rows)
@@ -362,10 +364,11 @@ def scaling_lines(sweep: dict) -> Figure:
     axes = axes[:len(models) + 1]
 
     def means(model, key):
-        # Over subjects; NaN where no subject has a value (ridge's fold entries).
+        # Over subjects; NaN where no subject has a value (ridge's fold entries, the draws'
+        # spread in runs written before there were draws).
         xs = sorted({row["x"] for row in rows if row["model"] == model})
-        values = [np.asarray([row[key] for row in rows if row["model"] == model and row["x"] == x], float)
-                  for x in xs]
+        values = [np.asarray([row.get(key, math.nan) for row in rows if row["model"] == model and row["x"] == x],
+                             float) for x in xs]
         return xs, [float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else math.nan for v in values]
 
     for i, model in enumerate(models):
@@ -374,6 +377,11 @@ def scaling_lines(sweep: dict) -> Figure:
         for ax in (axes[0], axes[i + 1]):
             ax.plot(xs, ys, color=style["color"], marker=style["marker"], linestyle=style["linestyle"],
                     linewidth=1.6, markersize=4, label=model)
+        _, draw_stds = means(model, "draw_std_r")
+        if any(row.get("n_draws", 1) > 1 for row in rows if row["model"] == model):
+            low, high = np.subtract(ys, draw_stds), np.add(ys, draw_stds)
+            axes[i + 1].fill_between(xs, low, high, color=style["color"], alpha=0.2, linewidth=0,
+                                     label="subset draws, mean +- std")
         _, fold_means = means(model, "fold_mean_r")
         _, fold_stds = means(model, "fold_std_r")
         if np.isfinite(fold_means).any():

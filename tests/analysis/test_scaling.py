@@ -57,6 +57,28 @@ def test_subsets_and_the_full_fit_form_one_curve_per_features_and_target():
     assert [c["name"] for c in sweep_curves(models)] == ["training data (audio+semantic, pca)"]
 
 
+def test_a_subjects_draws_at_one_size_are_one_row_their_mean():
+    models = [
+        _result("audio+semantic", "mlp", 0.4, {"fold_mean_r": [0.3, 0.4]}),
+        _result("audio+semantic@3of12", "mlp", 0.2, {"data_stories": [3, 12], "fold_mean_r": [0.1, 0.2]}),
+        _result("audio+semantic@3of12d1", "mlp", 0.3,
+                {"data_stories": [3, 12], "data_draw": 1, "fold_mean_r": [0.25, 0.35]}),
+        _result("audio+semantic@3of12", "mlp", 0.1, {"data_stories": [3, 12]}, subject="S2"),
+    ]
+    (curve,) = data_curves(models)
+    rows = {(r["subject"], r["label"]): r for r in curve["rows"]}
+    assert sorted(rows) == [("S1", "12/12"), ("S1", "3/12"), ("S2", "3/12")]
+    small = rows["S1", "3/12"]
+    assert small["n_draws"] == 2 and small["mean_r"] == pytest.approx(0.25)
+    assert small["mean_cc_norm"] == pytest.approx(0.5)
+    assert small["draw_std_r"] == pytest.approx(0.05)
+    # The fold models of both draws: 4 of them.
+    assert small["n_folds"] == 4 and small["fold_mean_r"] == pytest.approx(0.225)
+    assert small["fold_std_r"] == pytest.approx(np.std([0.1, 0.2, 0.25, 0.35]))
+    assert rows["S1", "12/12"]["n_draws"] == 1 and rows["S1", "12/12"]["draw_std_r"] == 0.0
+    assert rows["S2", "3/12"]["n_draws"] == 1
+
+
 def test_curve_gaps_find_where_a_model_overtakes():
     means = {"deep": {0.25: 0.1, 0.5: 0.3, 1.0: 0.5}, "mlp": {0.25: 0.2, 0.5: 0.35, 1.0: 0.4}}
     gaps = curve_gaps(means, "deep", "mlp")

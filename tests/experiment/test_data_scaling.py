@@ -74,6 +74,14 @@ def test_planted_scaling_checks_read_the_curves():
     assert not outcomes["failed"]
     with pytest.raises(ConfigError, match=r"planted.skip names no planted check: \['interaction_gains'\]"):
         load_config(CONFIG, ['planted.skip=["interaction_gains"]'])
+    # A second draw of the subsets: the checks read each subject's mean over the draws.
+    models.append(_model("audio+semantic@3of12d1", "mlp", {0: 0.4, 4: 0.45}, classes,
+                         {"data_stories": [3, 12], "data_draw": 1}))
+    drawn = planted_checks(margins, truth, RunResults(name="t", config={}, cc_max={"S1": np.ones(4)}, models=models),
+                           "voxels")["S1"]
+    # MLP at 3/12 on all voxels: the draws' mean of 0.225 and 0.425.
+    assert drawn["small_data_ridge_over_mlp"]["value"] == pytest.approx(0.3 - 0.325)
+    assert drawn["depth_gain_small_data"]["value"] == pytest.approx(0.1 - 0.35)
 
 
 # Slow (32 s on 2 shared cores, 2 min at load ~10: three encoders on two subsets, the report); the
@@ -129,7 +137,7 @@ def test_each_subjects_fold_scores_are_its_own(tmp_path):
     rng = np.random.default_rng(0)
     repeats = {s: rng.standard_normal((3, 30, 6)).astype(np.float32) for s in ("A", "B")}
     folds = {key: (repeats[key[0]].mean(0) + scale * rng.standard_normal((2, 30, 6))).astype(np.float32)
-             for key, scale in (("A", 0.5), ("B", 3.0), ("A@1of2", 1.0))}
+             for key, scale in (("A", 0.5), ("B", 3.0), ("A@1of2", 1.0), ("A@1of2d1", 2.0))}
     store = RunStore(tmp_path)
     store.write_arrays(folds_file("job"), folds)
     config = load_config(None, ["evaluate.permutations=20", "evaluate.test_trim=5"])
@@ -139,16 +147,18 @@ def test_each_subjects_fold_scores_are_its_own(tmp_path):
         m.subject, m.info = subject, info
     meta = {"features": "audio+semantic", "model": "mlp", "target": "pca", **info}
     predictions = {key: f.mean(axis=0) for key, f in folds.items()}
-    (subset,) = scored_subsets(config, store, "job", predictions, meta, repeats, full)
+    subset, drawn = scored_subsets(config, store, "job", predictions, meta, repeats, full)
 
     def mean_r(prediction, target):  # numpy, on the rows kept after the trim of 5
         return np.mean([np.corrcoef(target[5:, v], prediction[5:, v])[0, 1] for v in range(6)])
 
-    for m, key in ((full[0], "A"), (full[1], "B"), (subset, "A@1of2")):
+    for m, key in ((full[0], "A"), (full[1], "B"), (subset, "A@1of2"), (drawn, "A@1of2d1")):
         target = repeats[key[0]].mean(0).astype(np.float64)
         expected = [mean_r(f.astype(np.float64), target) for f in folds[key]]
         # Float32 r over 25 rows (tests/_tolerance.correlation_atol is below 1e-5 there).
         np.testing.assert_allclose(m.info["fold_mean_r"], expected, atol=1e-5)
     assert subset.subject == "A" and subset.features == "audio+semantic@1of2"
-    assert subset.info["data_stories"] == [1, 2]
+    assert subset.info["data_stories"] == [1, 2] and subset.info["data_draw"] == 0
+    # The second draw of the same subset size: its own result, marked.
+    assert drawn.features == "audio+semantic@1of2d1" and drawn.info["data_draw"] == 1
     assert "fold_mean_r" not in info  # the shared dict is left alone

@@ -65,7 +65,9 @@ def test_too_few_stories_for_the_folds_are_refused():
 
 def test_subset_keys_round_trip():
     assert subset_key("UTS01", 3, 12) == "UTS01@3of12"
-    assert parse_subset_key("UTS01@3of12") == ("UTS01", 3, 12)
+    assert parse_subset_key("UTS01@3of12") == ("UTS01", 3, 12, 0)
+    assert subset_key("UTS01", 3, 12, 2) == "UTS01@3of12d2"
+    assert parse_subset_key("UTS01@3of12d2") == ("UTS01", 3, 12, 2)
     assert parse_subset_key("UTS01") is None
 
 
@@ -98,20 +100,36 @@ def test_scaling_arrays_key_every_subset_after_the_subjects():
     assert out["A"] is data["A"]
 
 
+def test_each_draw_is_its_own_shuffle_and_the_first_is_the_single_draws():
+    data = {"A": _arrays(0), "B": _arrays(1, n_stories=4)}
+    one = scaling_arrays(data, [0.5, 1.0], seed=3, min_stories=2)
+    two = scaling_arrays(data, [0.5, 1.0], seed=3, min_stories=2, draws=2)
+    assert list(two) == ["A", "B", "A@3of6", "A@3of6d1", "B@2of4", "B@2of4d1"]
+    for key in one:
+        np.testing.assert_array_equal(two[key].groups, one[key].groups)
+    for subject, n in (("A", 6), ("B", 4)):
+        # The second draw: the shuffle of seed [3, 1], as nested_subsets makes it.
+        want = nested_subsets(sorted(set(data[subject].groups)), [0.5], seed=[3, 1], min_stories=2)
+        assert sorted(set(two[f"{subject}@{n // 2}of{n}d1"].groups)) == list(want[n // 2])
+    assert sorted(set(two["A@3of6d1"].groups)) != sorted(set(two["A@3of6"].groups))
+    with pytest.raises(ConfigError, match="draws must be a positive integer, got 0"):
+        scaling_arrays(data, [0.5], draws=0)
+
+
 def test_ridge_on_each_subset_is_ridge_on_that_subset_alone():
     data = {"A": _arrays(0), "B": _arrays(1, n_stories=4)}
     options = RidgeOptions(log10_alphas=(-1.0, 3.0, 5), folds=2)
     with pytest.warns(DataWarning, match="subject B"):  # 1/4 of B's 4 stories is raised to 2, like 1/2
         fit = fit_data_scaling("ridge", data, [0.25, 0.5, 1.0], seed=1, ridge=options)
-    assert sorted(fit.predictions) == [("A", 2), ("A", 3), ("A", 6), ("B", 2), ("B", 4)]
+    assert sorted(fit.predictions) == [("A", 2, 0), ("A", 3, 0), ("A", 6, 0), ("B", 2, 0), ("B", 4, 0)]
     assert fit.fold_predictions == {}  # one ridge per subject and subset
-    for (subject, k), stories in fit.subsets.items():
+    for (subject, k, _), stories in fit.subsets.items():
         assert len(stories) == k
         sub = subset_arrays(data[subject], stories)
         alone = RidgeCV(alphas=options.alphas(), cv=2).fit(sub.X, sub.Y, groups=sub.groups)
         # The same solver on the same rows: equal up to a few float32 units of the O(1)
         # predictions; a row of another story moves them by 1e-2 or more.
-        np.testing.assert_allclose(fit.predictions[subject, k], np.asarray(alone.predict(sub.X_test)),
+        np.testing.assert_allclose(fit.predictions[subject, k, 0], np.asarray(alone.predict(sub.X_test)),
                                    rtol=1e-5, atol=1e-5)
 
 
@@ -144,9 +162,9 @@ def test_a_networks_subsets_folds_and_subjects_train_in_one_program(tmp_path):
         subject, k = (key, len(set(data[key].groups))) if "@" not in key else parse_subset_key(key)[:2]
         # The same compiled training on the same data and seed: equal up to a few float32 units
         # (how XLA fuses the two call sites); another story, fold or seed moves them by 1e-2 or more.
-        np.testing.assert_allclose(fit.fold_predictions[subject, k], folds, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(fit.fold_predictions[subject, k, 0], folds, rtol=1e-5, atol=1e-5)
         # The prediction is the fold models' mean.
-        np.testing.assert_allclose(fit.predictions[subject, k], folds.mean(axis=0), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(fit.predictions[subject, k, 0], folds.mean(axis=0), rtol=1e-5, atol=1e-5)
 
 
 def test_subject_names_that_look_like_subset_keys_are_refused():
