@@ -31,6 +31,7 @@ numbers equal the one-device run's within float32 rounding.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -340,7 +341,7 @@ def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, trai
         make_model = spec.make_model(options, bands=first.bands, n_delays=first.n_delays)
         folder = None
         if checkpoint_dir is not None:
-            folder = (Path(checkpoint_dir) / "-".join(subjects)).resolve()
+            folder = (Path(checkpoint_dir) / group_folder(subjects)).resolve()
             folders.append(folder)
         fit = fit_encoders(make_model, fits, replace(train, n_components=n_components),
                            grid=[dict(p) for p in grid] or None, checkpoint_dir=folder, progress=progress,
@@ -357,6 +358,32 @@ def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, trai
         info["n_components"] = n_components
         info["n_features"] = int(next(iter(tests.values())).shape[1])
     return JobResult(predictions, info, folders, shares, per_fold)
+
+
+# Longest checkpoint folder name built from the keys themselves (file systems allow 255 bytes).
+_FOLDER_BYTES = 120
+
+
+def group_folder(keys: Sequence[str]) -> str:
+    """The checkpoint folder name of a network program's data keys (subjects, subsets).
+
+    The keys joined by ``-`` where that is at most 120 bytes; otherwise, as with many subjects or
+    data-scaling subsets, the first key, how many follow and a digest of them all, so a rerun
+    of the same program resumes from the same folder.
+
+    Parameters
+    ----------
+    keys : sequence of str
+
+    Returns
+    -------
+    str
+    """
+    name = "-".join(keys)
+    if len(name.encode()) <= _FOLDER_BYTES:
+        return name
+    digest = hashlib.sha256("\0".join(keys).encode()).hexdigest()[:16]
+    return f"{keys[0]}-and-{len(keys) - 1}-more-{digest}"
 
 
 def _interaction_shares(spec: EncoderSpec, fit, subject: str, arrays: SubjectArrays, X_test) -> np.ndarray:

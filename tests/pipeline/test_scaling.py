@@ -167,6 +167,18 @@ def test_a_networks_subsets_folds_and_subjects_train_in_one_program(tmp_path):
         np.testing.assert_allclose(fit.predictions[subject, k, 0], folds.mean(axis=0), rtol=1e-5, atol=1e-5)
 
 
+def test_a_program_of_many_entries_names_its_checkpoint_folder_within_file_name_limits():
+    from jaxenc.pipeline.runner import group_folder
+
+    # 8 subjects x 2 subset sizes x 4 draws.
+    keys = [subset_key(f"UTS0{s}", k, 12, d) for s in range(1, 9) for k in (3, 6) for d in range(4)]
+    name = group_folder(keys)
+    assert len("-".join(keys)) > 255 and len(name.encode()) <= 120
+    assert name.startswith("UTS01@3of12-and-63-more-") and name == group_folder(list(keys))
+    assert group_folder(keys[:-1]) != name
+    assert group_folder(["A", "B", "A@3of6"]) == "A-B-A@3of6"  # short: the keys themselves
+
+
 def test_subject_names_that_look_like_subset_keys_are_refused():
     with pytest.raises(ConfigError, match="must not look like subset keys"):
         fit_data_scaling("ridge", {"A@1of2": _arrays()}, [1.0])
