@@ -394,26 +394,33 @@ def _scaling_blocks(section: _Section, i: int, sweep: dict) -> None:
     """A data-scaling curve's table (mean r per subject, and the fold models' spread) and figure."""
     rows = sweep["rows"]
     subjects = list(dict.fromkeys(r["subject"] for r in rows))
+    # Rows of runs written before the draws have no draw entries: one draw.
+    drawn = any(r.get("n_draws", 1) > 1 for r in rows)
     section.blocks.append(f"{sweep['name']}: mean r on the test story of the fold models' average per subject, "
                           "and each fold model's own mean r, mean +- std over the folds (averaged over subjects; "
-                          "ridge: one model per subject, no folds)")
+                          "ridge: one model per subject, no folds)"
+                          + ("; a subset's mean r is that of its draws, and 'draws' gives how many and the std "
+                             "of a subject's mean r over them (averaged over subjects)" if drawn else ""))
     table_rows = []
     for model, x in dict.fromkeys((r["model"], r["x"]) for r in rows):
         here = [r for r in rows if (r["model"], r["x"]) == (model, x)]
         by_subject = {r["subject"]: r["mean_r"] for r in here}
         fold_mean, fold_std = _nanmean(r["fold_mean_r"] for r in here), _nanmean(r["fold_std_r"] for r in here)
         spread = "n/a" if _isnan(fold_mean) else f"{fmt_r(fold_mean)} +- {fmt_r(fold_std)}"
+        draws = [f"{max(r.get('n_draws', 1) for r in here)} (std {fmt_r(_nanmean(r['draw_std_r'] for r in here))})"
+                 ] if drawn else []
         table_rows.append([str(model), f"{x:.3g} ({here[0]['label']})"]
                           + [fmt_r(by_subject.get(s, math.nan)) for s in subjects]
-                          + [fmt_r(_nanmean(by_subject.values())), spread])
+                          + [fmt_r(_nanmean(by_subject.values())), spread] + draws)
     section.blocks.append(_Table(
-        ["model", "share of stories"] + subjects + ["mean", "fold models"], table_rows,
-        ["l", "l"] + ["r"] * (len(subjects) + 2),
+        ["model", "share of stories"] + subjects + ["mean", "fold models"] + (["draws"] if drawn else []),
+        table_rows, ["l", "l"] + ["r"] * (len(subjects) + 2 + int(drawn)),
     ))
     section.blocks.append(_Figure(
         f"sweep-{i}-{slug(sweep['name'])}", figures.to_png(figures.scaling_lines(sweep)),
         f"{sweep['name']}: mean test-story r against the share of training stories (nested subsets), averaged "
-        "over subjects; per encoder, the fold models' own mean r, mean +- std over the folds.",
+        "over subjects; per encoder, the fold models' own mean r, mean +- std over the folds"
+        + ("; bands: +- the std over the subset draws." if drawn else "."),
     ))
 
 

@@ -244,3 +244,19 @@ def test_a_data_scaling_curve_shows_its_fold_spread(run_results, tmp_path):
     (ridge,) = [x for x in text.splitlines() if x.startswith("| ridge") and "3/12" in x]
     assert ridge.rstrip(" |").endswith("n/a")
     assert (tmp_path / "figures" / "sweep-1-training-data-audio+semantic-pca.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_a_data_scaling_curve_of_several_draws_shows_their_spread(run_results, tmp_path):
+    def row(subject, x, label, r, n_draws, draw_std):
+        return {"subject": subject, "model": "mlp", "x": x, "label": label, "mean_r": r, "fold_mean_r": r,
+                "fold_std_r": 0.01, "n_folds": 2 * n_draws, "n_draws": n_draws, "draw_std_r": draw_std}
+
+    rows = [row("UTS01", 0.25, "3/12", 0.2, 4, 0.02), row("UTS02", 0.25, "3/12", 0.3, 4, 0.04),
+            row("UTS01", 1.0, "12/12", 0.4, 1, 0.0)]
+    run_results.sweeps = [{"name": "training data (audio+semantic, pca)", "x_label": "share of the training stories",
+                           "rows": rows}]
+    text = write_report(run_results, tmp_path, formats=("md",))["md"].read_text()
+    # The draws column: how many, and the subjects' mean std over them (0.02 and 0.04 -> 0.03).
+    (line,) = [x for x in text.splitlines() if x.startswith("| mlp") and "3/12" in x]
+    assert line.rstrip(" |").endswith("4 (std 0.030)"), line
+    assert "bands: +- the std over the subset draws" in text
