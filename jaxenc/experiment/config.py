@@ -31,6 +31,19 @@ states what it changes::
 
 Overrides use dotted paths and TOML values: ``train.max_epochs=20``,
 ``table.models=["ridge","mlp"]``, ``data.root="/data/ds003020"`` (a bare word is a string).
+
+A twin preset can need settings of its own: the tiny twin's UTS02 heard 2 training stories, so
+it takes two folds (:data:`PRESET_DEFAULTS`, which lie between the defaults and the file). A
+file may hold a ``[presets.NAME]`` table for each preset it needs settled differently: its
+settings apply when the run writes the twin at that preset (``data.root`` empty, ``data.preset
+= NAME`` from the file or an override), over the file's own and under the overrides. A config
+written for the demo twin's 12 stories thus still runs with ``--set data.preset=tiny``::
+
+    [ridge]
+    folds = 3
+    [presets.tiny]
+    ridge = { folds = 2 }
+
 An unknown section or key, a value of the wrong type or outside its choices raises
 :class:`jaxenc.errors.ConfigError` in one line naming the file and the key, with the closest
 valid key.
@@ -66,13 +79,21 @@ from jaxenc.metrics.protocol import ScoreConfig
 from jaxenc.models.registry import NetworkOptions, RidgeOptions
 from jaxenc.pipeline.designs import AlignOptions
 from jaxenc.provenance import combined
+from jaxenc.synthetic import PRESETS
 from jaxenc.train import TrainConfig
 
-__all__ = ["ExperimentConfig", "BOUND", "load_config", "apply_overrides"]
+__all__ = ["ExperimentConfig", "BOUND", "PRESETS_TABLE", "PRESET_DEFAULTS", "load_config", "apply_overrides"]
 
 # Fields of the trainer's config that other keys set (field -> the key that sets it).
 BOUND = {"seed": "seed", "n_components": "table.n_components", "pca_method": "table.pca_method",
          "pca_n_iter": "table.pca_n_iter", "pca_precision": "table.pca_precision"}
+
+# The top-level table of a config file whose sub-tables hold the settings of one twin preset each.
+PRESETS_TABLE = "presets"
+
+# What a twin preset needs over the experiment's defaults, under a config file's settings: the
+# tiny twin's UTS02 heard 2 training stories (SyntheticConfig.tiny), two folds' worth.
+PRESET_DEFAULTS = {"tiny": {"ridge": {"folds": 2}, "train": {"n_folds": 2}}}
 
 
 # The range of an integer setting: the compiled programs count in int32.
@@ -193,8 +214,14 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
                 data = tomllib.loads(path.read_text())
             except tomllib.TOMLDecodeError as err:
                 raise ConfigError(f"not valid TOML: {err}", path=path) from None
-    data = apply_overrides(data, overrides)
-    return ExperimentConfig.from_dict(data, where)
+    presets = _preset_tables(data.pop(PRESETS_TABLE, {}), where)
+    selected = apply_overrides(data, overrides)
+    twin = selected.get("data", {})
+    if isinstance(twin, Mapping) and not twin.get("root"):
+        preset = twin.get("preset", DataConfig.preset)
+        layered = _merged(_merged(PRESET_DEFAULTS.get(preset, {}), data), presets.get(preset, {}))
+        selected = apply_overrides(layered, overrides)
+    return ExperimentConfig.from_dict(selected, where)
 
 
 def apply_overrides(data: Mapping, overrides: Sequence[str]) -> dict:
@@ -228,6 +255,39 @@ def apply_overrides(data: Mapping, overrides: Sequence[str]) -> dict:
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
         node[parts[-1]] = value
+    return out
+
+
+def _preset_tables(tables, where) -> dict[str, dict]:
+    """Check a file's ``[presets]`` table: one table per twin preset, each of valid settings.
+
+    Every preset's settings are checked, not only the selected one's, so that a misspelt key
+    fails on any run of the file.
+    """
+    if not isinstance(tables, Mapping):
+        raise ConfigError(f"{PRESETS_TABLE} must be a table of [{PRESETS_TABLE}.NAME] tables, got {tables!r}",
+                          path=where)
+    for name, changes in tables.items():
+        prefix = f"{PRESETS_TABLE}.{name}"
+        if name not in PRESETS:
+            raise _unknown(name, PRESETS, f"{PRESETS_TABLE}.", where)
+        if not isinstance(changes, Mapping):
+            raise ConfigError(f"{prefix} must be a table of settings, got {changes!r}", path=where)
+        twin = changes.get("data", {})
+        for key in ("root", "preset"):
+            if isinstance(twin, Mapping) and key in twin:
+                raise ConfigError(f"{prefix} sets data.{key}, which chooses whether the table applies: "
+                                  f"set it outside [{prefix}]", path=where)
+        _build(ExperimentConfig, changes, f"{prefix}.", where)
+    return {name: dict(changes) for name, changes in tables.items()}
+
+
+def _merged(base: Mapping, changes: Mapping) -> dict:
+    """``base`` with ``changes`` laid over it, table by table (a value that is not a table replaces)."""
+    out = dict(base)
+    for key, value in changes.items():
+        both = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = _merged(out[key], value) if both else value
     return out
 
 

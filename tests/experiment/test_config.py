@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from jaxenc.errors import ConfigError
 from jaxenc.experiment import ExperimentConfig, apply_overrides, load_config
+from jaxenc.experiment.config import PRESET_DEFAULTS
+from jaxenc.synthetic import SyntheticConfig
 
 
 def write(tmp_path, text, name="exp.toml"):
@@ -48,6 +51,61 @@ def test_overrides_take_toml_values_and_bare_words():
     }
     config = ExperimentConfig.from_dict(data)
     assert config.table.models == ("ridge", "mlp") and config.analyses.partition is False
+
+
+PRESET_FILE = """
+[ridge]
+folds = 3
+[data.synthetic]
+n_semantic = 4
+[presets.tiny]
+ridge = { folds = 4 }
+data = { synthetic = { n_interaction = 2 } }
+"""
+
+
+def test_a_presets_table_applies_at_its_twin_preset_under_the_overrides(tmp_path):
+    path = write(tmp_path, PRESET_FILE)
+    assert load_config(path).ridge.folds == 3
+    tiny = load_config(path, ["data.preset=tiny"])
+    # Over the file's values, table by table: the file's other synthetic changes stay.
+    assert tiny.ridge.folds == 4 and tiny.data.synthetic == {"n_semantic": 4, "n_interaction": 2}
+    assert load_config(path, ["data.preset=tiny", "ridge.folds=5"]).ridge.folds == 5
+    # Real data writes no twin: no preset table applies.
+    assert load_config(path, ["data.preset=tiny", "data.root=/data/ds003020"]).ridge.folds == 3
+    in_file = write(tmp_path, PRESET_FILE.replace("[ridge]", '[data]\npreset = "tiny"\n[ridge]'), "in_file.toml")
+    assert load_config(in_file).ridge.folds == 4
+
+
+def test_the_tiny_twin_takes_as_many_folds_as_its_fewest_stories_unless_a_file_says(tmp_path):
+    tiny = SyntheticConfig.tiny()
+    fewest = min([tiny.n_train_stories, *(n for _, n in tiny.fewer_stories)])
+    assert PRESET_DEFAULTS["tiny"] == {"ridge": {"folds": fewest}, "train": {"n_folds": fewest}}
+    config = load_config(None, ["data.preset=tiny"])
+    assert (config.ridge.folds, config.train.n_folds) == (fewest, fewest)
+    assert load_config().ridge.folds == ExperimentConfig().ridge.folds == 5
+    # A file's own value lies over the preset's defaults.
+    assert load_config(write(tmp_path, "[ridge]\nfolds = 3\n"), ["data.preset=tiny"]).ridge.folds == 3
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[presets.small]\nridge = { folds = 2 }\n", "unknown key 'presets.small'; expected one of"),
+    ("[presets.tiny]\nridge = { fold = 2 }\n", "did you mean 'presets.tiny.ridge.folds'"),
+    ("[presets.demo]\nridge = { folds = 2 }\n", None),
+    ('[presets.tiny]\ndata = { preset = "demo" }\n', "presets.tiny sets data.preset"),
+    ('[presets.tiny]\ndata = { root = "/x" }\n', "presets.tiny sets data.root"),
+    ("presets = 3\n", "presets must be a table"),
+    ("[presets]\ntiny = 2\n", "presets.tiny must be a table of settings"),
+])
+def test_every_preset_table_is_checked_on_any_run(tmp_path, text, message):
+    # The demo run of a file checks its tiny table too, so a misspelt key shows at once.
+    path = write(tmp_path, text)
+    if message is None:
+        assert load_config(path).ridge.folds == 2
+        return
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_a_run_folder_reloads_the_config_it_saved(tmp_path):

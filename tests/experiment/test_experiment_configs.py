@@ -30,6 +30,20 @@ def test_every_experiment_config_has_its_header(path):
     assert f"jaxenc run experiments/{path.name}" in header
 
 
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_config_takes_the_tiny_twin_as_it_is(path):
+    # `--set data.preset=tiny` alone (the issue's smoke run): the folds fit the stories every
+    # fitted subject of the tiny twin heard, by the preset's defaults or the file's [presets.tiny].
+    config = load_config(path, ["data.preset=tiny"])
+    twin = config.data.synthetic_config()
+    subjects = config.data.subjects or twin.subjects
+    fewest = min(len(twin.subject_stories(s)) for s in subjects)
+    jobs = table_jobs(config)
+    folds = [config.ridge.folds] * any(j.spec.is_ridge for j in jobs)
+    folds += [config.train.n_folds] * any(not j.spec.is_ridge for j in jobs)
+    assert max(folds) <= fewest, (path.name, folds, fewest)
+
+
 # Slow (7-25 s each on 2 cores, flatmaps.toml about 40 s: its twin keeps S1's 37,226 cortical
 # voxels at any preset): CI runs them with -m slow; the default suite checks every header.
 @pytest.mark.slow
