@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from jaxenc.data.consistency import check_audio_timing, format_story_report, story_report
 from jaxenc.errors import ConfigError, DataError
+from jaxenc.experiment import scaling
 
 __all__ = ["check_inputs", "check_folds", "check_memory", "device_memory", "MIN_FOLDS"]
 
@@ -129,16 +130,18 @@ def device_memory() -> tuple[int, str]:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "the host (CPU)"
 
 
-def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None) -> None:
+def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None, devices: int = 1) -> None:
     """Refuse settings whose compiled programs cannot fit the device, before any work.
 
-    Two programs grow with settings alone. The networks' training program holds, for every
-    model trained side by side (folds x grid points of a subject), at least its last layer's
-    ``networks.hidden x n_outputs`` float32 weights with their gradients and Adam moments
-    (``n_outputs``: ``table.n_components`` on PCA targets, else the subject's voxels) and its
-    loss history of ``train.max_epochs`` rows; the feature side and the activations only add to
-    it, so this is a lower bound. The
-    significance test draws all ``evaluate.permutations`` PRNG keys at once.
+    Two programs grow with settings alone. A network's training program holds, for every model
+    trained side by side, at least its last layer's ``networks.hidden x n_outputs`` float32
+    weights with their gradients and Adam moments (``n_outputs``: ``table.n_components`` on PCA
+    targets, else the subjects' voxels) and its loss history of ``train.max_epochs`` rows; the
+    feature side and the activations only add to it, so this is a lower bound. Side by side are
+    the folds x grid points of every subject the program stacks (all of them on PCA targets,
+    those with as many voxels on voxel targets), each subject counted once per data-scaling
+    subset and draw (:func:`jaxenc.experiment.scaling.n_keys`), split evenly over ``devices``.
+    The significance test draws all ``evaluate.permutations`` PRNG keys at once.
 
     Parameters
     ----------
@@ -146,7 +149,9 @@ def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None) -
     data : RunData
     jobs : sequence of jaxenc.experiment.fitting.Job
     memory : (int, str), optional
-        Bytes available and the device's name; default :func:`device_memory`.
+        Bytes available on one device and the device's name; default :func:`device_memory`.
+    devices : int
+        Devices of the run's mesh (:attr:`jaxenc.experiment.Experiment.mesh`); 1 without one.
 
     Raises
     ------
@@ -157,9 +162,19 @@ def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None) -
     gb = 1e9
     networks = [job for job in jobs if not job.spec.is_ridge]
     if networks:
-        voxels = max(data.dataset.n_voxels(subject) for subject in data.subjects)
-        outputs = max(config.table.n_components if job.target == "pca" else voxels for job in networks)
-        models = config.train.n_folds * max(len(config.fit.grid), 1)
+        keys = {s: scaling.n_keys(config, jobs, len(data.train_stories(s))) for s in data.subjects}
+        voxels = {s: data.dataset.n_voxels(s) for s in data.subjects}
+        # (stacked subject entries, outputs) of each program: one on PCA targets; on voxel
+        # targets one per voxel count.
+        programs = []
+        for target in {job.target for job in networks}:
+            if target == "pca":
+                programs.append((sum(keys.values()), config.table.n_components))
+            for count in set(voxels.values()) if target != "pca" else ():
+                programs.append((sum(keys[s] for s in data.subjects if voxels[s] == count), count))
+        per_key = config.train.n_folds * max(len(config.fit.grid), 1)
+        entries, outputs = max(programs, key=lambda p: p[0] * per_key * p[1])
+        models = -(-entries * per_key // devices)
         hidden, epochs = config.networks.hidden, config.train.max_epochs
         weights = models * hidden * outputs * _BYTES_PER_WEIGHT
         history = models * epochs * _BYTES_PER_EPOCH
@@ -168,9 +183,11 @@ def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None) -
                 ("networks.hidden", hidden, f"{hidden} hidden units x {outputs} outputs x {_BYTES_PER_WEIGHT} bytes, "
                  "the last layer's weights, gradients and Adam moments") if weights >= history else
                 ("train.max_epochs", epochs, f"{epochs} epochs x {_BYTES_PER_EPOCH} bytes of loss history"))
+            where = f" per device of {devices}" if devices > 1 else ""
             raise ConfigError(
                 f"{setting} = {value}: the fits' compiled program needs at least {(weights + history) / gb:.1f} GB "
-                f"({models} models x {what}), more than the {available / gb:.1f} GB of {device}: lower {setting}")
+                f"({models} models{where} x {what}), more than the {available / gb:.1f} GB of {device}: "
+                f"lower {setting}")
     need = config.evaluate.permutations * _BYTES_PER_PERMUTATION
     if need > available:
         raise ConfigError(

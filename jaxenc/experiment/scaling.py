@@ -16,11 +16,11 @@ from __future__ import annotations
 from jaxenc.analysis.scaling import DRAW_INFO, SUBSET_INFO, fold_mean_r
 from jaxenc.metrics import score
 from jaxenc.models.registry import encoder
-from jaxenc.pipeline.scaling import parse_subset_key, scaling_arrays, subset_key
+from jaxenc.pipeline.scaling import n_subset_keys, parse_subset_key, scaling_arrays, subset_key
 from jaxenc.report.results import ModelResult
 from jaxenc.store import RunStore
 
-__all__ = ["folds_file", "min_stories", "expand", "scored_subsets"]
+__all__ = ["folds_file", "min_stories", "expand", "n_keys", "scored_subsets"]
 
 
 def folds_file(name: str) -> str:
@@ -41,6 +41,15 @@ def expand(config, jobs, arrays: dict) -> dict:
     """A job's data mapping (subject -> SubjectArrays) with each subject's nested subsets added."""
     return scaling_arrays(arrays, config.analyses.data_fractions, seed=config.seed,
                           min_stories=min_stories(config, jobs), draws=config.analyses.data_draws)
+
+
+def n_keys(config, jobs, n_stories: int) -> int:
+    """Entries :func:`expand` makes of a subject of ``n_stories`` training stories: 1 without
+    ``analyses.data_fractions``, else the subject and each draw's smaller subsets."""
+    if not config.analyses.data_fractions:
+        return 1
+    return n_subset_keys(n_stories, config.analyses.data_fractions, min_stories=min_stories(config, jobs),
+                         draws=config.analyses.data_draws)
 
 
 def scored_subsets(config, store: RunStore, name: str, predictions: dict, meta: dict, repeats: dict,

@@ -26,8 +26,8 @@ from jaxenc.models.registry import RidgeOptions, encoder
 from jaxenc.pipeline.runner import JobResult, SubjectArrays, fit_predict
 from jaxenc.train import TrainConfig
 
-__all__ = ["nested_subsets", "subset_key", "parse_subset_key", "draw_seed", "subset_arrays", "scaling_arrays",
-           "ScalingFit", "fit_data_scaling"]
+__all__ = ["nested_subsets", "subset_key", "parse_subset_key", "draw_seed", "n_subset_keys", "subset_arrays",
+           "scaling_arrays", "ScalingFit", "fit_data_scaling"]
 
 # "<subject>@<k>of<n>[d<draw>]": the subject on k of its n training stories, in draw `draw` (the
 # first draw, 0, unmarked); a file-name-safe key: the networks' checkpoint folders are named
@@ -105,13 +105,37 @@ def nested_subsets(stories: Sequence[str], fractions: Sequence[float], *, seed: 
         raise ConfigError(f"{n} training stories, fewer than the {min_stories} folds of the fits need",
                           subject=subject)
     order = [names[i] for i in np.random.default_rng(seed).permutation(n)]
-    counts = {f: max(min_stories, min(n, math.floor(f * n + 0.5))) for f in fractions}
+    counts = {f: _kept(f, n, min_stories) for f in fractions}
     raised = [f for f in fractions if math.floor(f * n + 0.5) < min_stories]
     if raised or len(set(counts.values())) < len(counts):
         warnings.warn(f"subject {subject}: data_fractions {list(fractions)} of {n} training stories keep "
                       f"{[counts[f] for f in fractions]} stories (at least {min_stories}, the folds of the fits): "
                       f"{len(set(counts.values()))} distinct subsets", DataWarning, stacklevel=2)
     return {k: tuple(sorted(order[:k])) for k in sorted(set(counts.values()))}
+
+
+def _kept(fraction: float, n: int, min_stories: int) -> int:
+    """Stories a fraction of ``n`` keeps (:func:`nested_subsets`)."""
+    return max(min_stories, min(n, math.floor(fraction * n + 0.5)))
+
+
+def n_subset_keys(n: int, fractions: Sequence[float], *, min_stories: int = 1, draws: int = 1) -> int:
+    """Entries :func:`scaling_arrays` makes of a subject of ``n`` training stories: the subject
+    itself and each draw's distinct subsets smaller than ``n`` (valid settings assumed).
+
+    Parameters
+    ----------
+    n : int
+        The subject's training stories.
+    fractions : sequence of float
+    min_stories : int
+    draws : int
+
+    Returns
+    -------
+    int
+    """
+    return 1 + draws * len({_kept(f, n, min_stories) for f in fractions} - {n})
 
 
 def subset_arrays(arrays: SubjectArrays, stories: Sequence[str]) -> SubjectArrays:

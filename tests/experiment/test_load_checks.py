@@ -85,6 +85,47 @@ def test_programs_larger_than_the_device_are_refused_naming_the_setting(prepared
                  memory=device)
 
 
+class _Layout:
+    """What check_memory reads of a run's data: subjects, their training stories and voxels."""
+
+    def __init__(self, voxels: dict, n_stories: int):
+        self.subjects = list(voxels)
+        self.dataset = type("Dataset", (), {"n_voxels": staticmethod(voxels.__getitem__)})()
+        self._stories = [f"story{i}" for i in range(n_stories)]
+
+    def train_stories(self, subject):
+        return self._stories
+
+
+def test_the_memory_check_counts_every_model_one_program_stacks():
+    # Voxel targets: UTS01 and UTS02 (1000 voxels each) train in one program, UTS03 (500) in
+    # another. Each subject is there on its 12 stories and on 3 and 6 of them (fractions 1/4,
+    # 1/2, 1 with 3 folds) in each of 4 draws: 1 + 4 x 2 = 9 entries, x 3 folds, x 2 subjects.
+    data = _Layout({"UTS01": 1000, "UTS02": 1000, "UTS03": 500}, n_stories=12)
+    config = load_config(None, ['table.models=["mlp"]', 'table.targets=["voxels"]', "train.n_folds=3",
+                                "analyses.data_fractions=[0.25, 0.5, 1.0]", "analyses.data_draws=4",
+                                "networks.hidden=1000", "train.max_epochs=10"])
+    models = 2 * 9 * 3
+    need = models * 1000 * 1000 * 16 + models * 10 * 8
+    check_memory(config, data, table_jobs(config), memory=(need, "exactly enough"))
+    with pytest.raises(ConfigError, match=rf"at least {need / 1e9:.1f} GB \({models} models x 1000 hidden units x "
+                                          r"1000 outputs x 16 bytes, .*lower networks.hidden"):
+        check_memory(config, data, table_jobs(config), memory=(need - 1, "a device one byte short"))
+    # Over 8 devices a device holds ceil(54 / 8) = 7 of them.
+    per_device = 7 * 1000 * 1000 * 16 + 7 * 10 * 8
+    check_memory(config, data, table_jobs(config), memory=(per_device, "enough for 7"), devices=8)
+    with pytest.raises(ConfigError, match=r"\(7 models per device of 8 x 1000 hidden units"):
+        check_memory(config, data, table_jobs(config), memory=(per_device - 1, "short of 7"), devices=8)
+    # PCA targets: every subject in one program, 3 x 9 x 3 models of table.n_components outputs.
+    pca = load_config(None, ['table.models=["mlp"]', 'table.targets=["pca"]', "train.n_folds=3",
+                             "analyses.data_fractions=[0.25, 0.5, 1.0]", "analyses.data_draws=4",
+                             "networks.hidden=1000", "train.max_epochs=10", "table.n_components=100"])
+    need = 81 * 1000 * 100 * 16 + 81 * 10 * 8
+    check_memory(pca, data, table_jobs(pca), memory=(need, "exactly enough"))
+    with pytest.raises(ConfigError, match=r"\(81 models x 1000 hidden units x 100 outputs"):
+        check_memory(pca, data, table_jobs(pca), memory=(need - 1, "a device one byte short"))
+
+
 def test_counts_beyond_32_bits_are_refused_at_load():
     for key in ("evaluate.permutations", "train.max_epochs", "seed", "networks.hidden"):
         with pytest.raises(ConfigError, match=rf"{key} = 1000000000000 does not fit a 32-bit integer; expected at "

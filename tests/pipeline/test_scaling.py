@@ -21,6 +21,7 @@ from jaxenc.models.nonlinear import MLP
 from jaxenc.pipeline import SubjectArrays
 from jaxenc.pipeline.scaling import (
     fit_data_scaling,
+    n_subset_keys,
     nested_subsets,
     parse_subset_key,
     scaling_arrays,
@@ -98,6 +99,20 @@ def test_scaling_arrays_key_every_subset_after_the_subjects():
     out = scaling_arrays(data, [0.5, 1.0], min_stories=2)
     assert list(out) == ["A", "B", "A@3of6", "B@2of4"]
     assert out["A"] is data["A"]
+
+
+@pytest.mark.parametrize(("fractions", "min_stories", "draws"), [
+    ([0.5, 1.0], 2, 1), ([0.25, 0.5, 1.0], 2, 3), ([0.1, 0.2, 0.5], 3, 2), ([1.0], 2, 4), ([0.4, 0.6], 1, 2),
+])
+def test_the_counted_entries_are_those_scaling_arrays_makes(fractions, min_stories, draws):
+    # What the memory check counts before any array exists (raised and shared sizes included).
+    data = {"A": _arrays(0), "B": _arrays(1, n_stories=4)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        out = scaling_arrays(data, fractions, min_stories=min_stories, draws=draws)
+    for subject, n in (("A", 6), ("B", 4)):
+        made = [k for k in out if k == subject or k.startswith(f"{subject}@")]
+        assert n_subset_keys(n, fractions, min_stories=min_stories, draws=draws) == len(made)
 
 
 def test_each_draw_is_its_own_shuffle_and_the_first_is_the_single_draws():
