@@ -33,7 +33,8 @@ Overrides use dotted paths and TOML values: ``train.max_epochs=20``,
 ``table.models=["ridge","mlp"]``, ``data.root="/data/ds003020"`` (a bare word is a string).
 
 A twin preset can need settings of its own: the tiny twin's UTS02 heard 2 training stories, so
-it takes two folds (:data:`PRESET_DEFAULTS`, which lie between the defaults and the file). A
+it takes two folds (:data:`PRESET_DEFAULTS`, which :func:`load_config` lays between the
+defaults and the file; an :class:`ExperimentConfig` built directly keeps the defaults). A
 file may hold a ``[presets.NAME]`` table for each preset it needs settled differently: its
 settings apply when the run writes the twin at that preset (``data.root`` empty, ``data.preset
 = NAME`` from the file or an override), over the file's own and under the overrides. A config

@@ -45,7 +45,7 @@ def recorded(monkeypatch, tmp_path):
 
     monkeypatch.setattr(stages, "_check_precisions", lambda config, stage: None)
     monkeypatch.setattr(stages, "check_folds", work("check", None))
-    monkeypatch.setattr(stages, "check_memory", lambda *args: None)
+    monkeypatch.setattr(stages, "check_memory", lambda *args, **kwargs: None)
     monkeypatch.setattr(stages, "extract", work("extract", {}))
     monkeypatch.setattr(stages, "FeatureReader", lambda store, data: None)
     monkeypatch.setattr(stages.fitting, "fit", work("fit", []))
