@@ -23,7 +23,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import AxisType, NamedSharding
 
 from jaxenc.distributed import to_host
 from jaxenc.train import _checkpoint
@@ -69,14 +69,25 @@ def raise_nonfinite(nan_epoch: np.ndarray, keys) -> None:
         )
 
 
+def _indexed_sharding(sharding):
+    """The sharding the stack's gather and scatter must name: on a mesh of Explicit axes JAX
+    cannot resolve it from the operands (a ShardingTypeError), and on Auto axes it refuses one."""
+    if sharding is None or AxisType.Explicit not in sharding.mesh.axis_types:
+        return None
+    return sharding
+
+
 @functools.cache
 def _jit_take(sharding):
-    return jax.jit(lambda tree, idx: jax.tree.map(lambda a: a[idx], tree), out_shardings=sharding)
+    named = _indexed_sharding(sharding)
+    return jax.jit(lambda tree, idx: jax.tree.map(lambda a: a.at[idx].get(out_sharding=named), tree),
+                   out_shardings=sharding)
 
 
 @functools.cache
 def _jit_put(sharding):
-    return jax.jit(lambda full, idx, part: jax.tree.map(lambda a, b: a.at[idx].set(b), full, part),
+    named = _indexed_sharding(sharding)
+    return jax.jit(lambda full, idx, part: jax.tree.map(lambda a, b: a.at[idx].set(b, out_sharding=named), full, part),
                    out_shardings=sharding, donate_argnums=0)
 
 

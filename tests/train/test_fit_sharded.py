@@ -101,6 +101,60 @@ def _check_models_on_mesh():
     assert jax.device_count() == 8
 
 
+def _check_repacked_on_mesh():
+    import jax
+    from jax.sharding import AxisType
+
+    from jaxenc.distributed import make_mesh
+    from jaxenc.models.nonlinear import MLP
+    from jaxenc.train import SubjectData, TrainConfig, loop
+    from jaxenc.train.config import resolve_grid
+    from jaxenc.train.fit import train_stack
+    from jaxenc.train.stack import stack_subjects
+
+    # Pure noise and a large step (as tests/train/test_loop.py): each model's validation loss
+    # turns up at its own epoch, so once 8 of the 16 models have stopped the stack is re-packed
+    # into 8 slots, one per device: a gather and a scatter of the device-split stack.
+    def noise(seed):
+        rng = np.random.default_rng(seed)
+        return SubjectData({f"s{i}": rng.standard_normal((40, 10)).astype(np.float32) for i in range(8)},
+                           {f"s{i}": rng.standard_normal((40, 12)).astype(np.float32) for i in range(8)})
+
+    cfg = TrainConfig(n_folds=4, n_components=None, batch_size=16, val_batch_size=64, max_epochs=40, patience=2,
+                      learning_rate=3e-2, loss="mse", epochs_per_call=2, checkpoint_every=2)
+    make = functools.partial(MLP, hidden=11, dropout=0.1)
+    takes = []
+    jit_take = loop._jit_take
+
+    def counted(sharding):
+        take = jit_take(sharding)
+        return lambda tree, idx: (takes.append(len(idx)), take(tree, idx))[1]
+
+    loop._jit_take = counted
+    # Explicit axes (jaxenc's meshes), where JAX cannot infer the gather's sharding, and Auto.
+    for axis_type in (AxisType.Explicit, AxisType.Auto):
+        mesh = make_mesh(("models",), axis_types=(axis_type,))
+        stack = stack_subjects({"N": noise(3), "M": noise(4)}, cfg, resolve_grid([{}, {"weight_decay": 0.3}], cfg),
+                               mesh=mesh)
+        takes.clear()
+        repacked = train_stack(make, stack, cfg, progress=False, mesh=mesh)
+        assert takes and set(takes) == {8}, (axis_type, takes)
+        full = train_stack(make, stack, cfg, progress=False, mesh=mesh, repack=False)
+        np.testing.assert_array_equal(repacked.stop_epoch, full.stop_epoch)
+        np.testing.assert_array_equal(repacked.best_epoch, full.best_epoch)
+        assert len(set(repacked.stop_epoch.tolist())) > 1
+        # Float32 rounding of the losses, reduced in an order XLA picks by stack size.
+        for a, b in zip(_leaves((repacked.best_state, repacked.final_state)),
+                        _leaves((full.best_state, full.final_state)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(repacked.history, full.history, rtol=1e-5)
+    assert jax.device_count() == 8
+
+
+def test_a_stack_repacked_on_the_mesh_equals_the_full_stack():
+    run_sharded(__file__, "_check_repacked_on_mesh", timeout=300)
+
+
 @pytest.mark.slow
 def test_models_on_mesh_equal_unsharded():
     run_sharded(__file__, "_check_models_on_mesh", timeout=240)
