@@ -11,6 +11,8 @@ sharded program, so the same code runs on several hosts after ``jax.distributed.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,7 +66,11 @@ def place(create, stack, mesh: Mesh | None, axis: str) -> tuple[dict, dict]:
     data = {name: _replicated(v, mesh) for name, v in stack.shared.items()}
     data.update({name: _on_slots(v[slot_model], mesh, axis) for name, v in stack.per_model.items()})
     spec = P(axis)
-    sharded = jax.jit(jax.shard_map(create, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
+    # Each device initialises its models one after another: on XLA:CPU host devices holding two
+    # or more models each, the batched QR of the GRU's orthogonal 256 x 768 recurrent kernel
+    # never returns (the process idles), while one QR at a time does, with the same values.
+    local = functools.partial(create, sequential=True)
+    sharded = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
     carry = sharded(*(_on_slots(a[slot_model], mesh, axis) for a in args),
                     _on_slots(np.arange(n_slots) >= n_models, mesh, axis))
     return data, carry

@@ -163,9 +163,11 @@ def stack_initializer(make_model, n_features: int, n_outputs: int, max_epochs: i
     Returns
     -------
     (callable, list)
-        ``create(key_data, learning_rate, weight_decay, stopped) -> carry``, each argument
-        stacked along the model axis (one initialisation key per model), and a list that holds
-        the models' ``nnx.GraphDef`` once ``create`` has been traced.
+        ``create(key_data, learning_rate, weight_decay, stopped, *, sequential=False) -> carry``,
+        each argument stacked along the model axis (one initialisation key per model), and a
+        list that holds the models' ``nnx.GraphDef`` once ``create`` has been traced. With
+        ``sequential`` the models are initialised one after another (``jax.lax.map``) instead
+        of batched (``jax.vmap``): the same values.
     """
     graphs = []
 
@@ -176,8 +178,11 @@ def stack_initializer(make_model, n_features: int, n_outputs: int, max_epochs: i
         graphs.append(graphdef)  # trace time: the same structure for every model
         return params, rest, _adamw.init(params, lr, wd)
 
-    def create(key_data, lr, wd, stopped):
-        params, rest, opt = jax.vmap(one)(key_data, lr, wd)
+    def create(key_data, lr, wd, stopped, *, sequential: bool = False):
+        if sequential:
+            params, rest, opt = jax.lax.map(lambda args: one(*args), (key_data, lr, wd))
+        else:
+            params, rest, opt = jax.vmap(one)(key_data, lr, wd)
         return initial_carry(params, rest, opt, stopped, max_epochs)
 
     return create, graphs

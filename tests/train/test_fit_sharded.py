@@ -151,6 +151,33 @@ def _check_repacked_on_mesh():
     assert jax.device_count() == 8
 
 
+def _check_gru_initialised_on_mesh():
+    from jaxenc.distributed import make_mesh
+    from jaxenc.models.nonlinear import DelayGRU
+    from jaxenc.train import TrainConfig
+    from jaxenc.train._placement import place
+    from jaxenc.train.config import resolve_grid
+    from jaxenc.train.program import stack_initializer
+    from jaxenc.train.stack import stack_subjects
+
+    # 2 subjects x 4 folds x 2 grid points = 16 GRUs of 256 units, 2 on each of the 8 devices:
+    # batched there, the orthogonal initialisation of their 256 x 768 recurrent kernels never
+    # returned on XLA:CPU; one model at a time on each device it does, with the one-device values.
+    cfg = TrainConfig(**{**CFG, "n_folds": 4, "n_components": None, "max_epochs": 2})
+    data = {"A": _subject(0, 4, 12, n_features=16), "B": _subject(1, 4, 12, n_features=16)}
+    points = resolve_grid([{}, {"weight_decay": 0.3}], cfg)
+    create, _ = stack_initializer(functools.partial(DelayGRU, n_delays=4, hidden=256), 16, 12, cfg.max_epochs)
+    mesh = make_mesh(("models",))
+    _, on_mesh = place(create, stack_subjects(data, cfg, points, mesh=mesh), mesh, "models")
+    _, on_one = place(create, stack_subjects(data, cfg, points), None, "models")
+    for a, b in zip(_leaves(on_mesh), _leaves(on_one), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_gru_stack_of_two_models_per_device_initialises_as_on_one_device():
+    run_sharded(__file__, "_check_gru_initialised_on_mesh", timeout=120)
+
+
 def test_a_stack_repacked_on_the_mesh_equals_the_full_stack():
     run_sharded(__file__, "_check_repacked_on_mesh", timeout=300)
 
