@@ -17,6 +17,7 @@ from collections.abc import Callable
 from jaxenc.data.consistency import check_audio_timing, format_story_report, story_report
 from jaxenc.errors import ConfigError, DataError
 from jaxenc.experiment import scaling
+from jaxenc.pipeline.runner import network_programs
 
 __all__ = ["check_inputs", "check_folds", "check_memory", "device_memory", "MIN_FOLDS"]
 
@@ -130,7 +131,7 @@ def device_memory() -> tuple[int, str]:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "the host (CPU)"
 
 
-def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None, devices: int = 1) -> None:
+def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None, mesh=None) -> None:
     """Refuse settings whose compiled programs cannot fit the device, before any work.
 
     Two programs grow with settings alone. A network's training program holds, for every model
@@ -139,8 +140,9 @@ def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None, d
     targets, else the subjects' voxels) and its loss history of ``train.max_epochs`` rows; the
     feature side and the activations only add to it, so this is a lower bound. Side by side are
     the folds x grid points of every subject the program stacks (all of them on PCA targets,
-    those with as many voxels on voxel targets), each subject counted once per data-scaling
-    subset and draw (:func:`jaxenc.experiment.scaling.n_keys`), split evenly over ``devices``.
+    those with as many voxels on voxel targets: :func:`jaxenc.pipeline.runner.network_programs`),
+    each subject counted once per data-scaling subset and draw
+    (:func:`jaxenc.experiment.scaling.n_keys`), split evenly over the devices of ``mesh``.
     The significance test draws all ``evaluate.permutations`` PRNG keys at once.
 
     Parameters
@@ -150,8 +152,8 @@ def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None, d
     jobs : sequence of jaxenc.experiment.fitting.Job
     memory : (int, str), optional
         Bytes available on one device and the device's name; default :func:`device_memory`.
-    devices : int
-        Devices of the run's mesh (:attr:`jaxenc.experiment.Experiment.mesh`); 1 without one.
+    mesh : jax.sharding.Mesh, optional
+        The run's mesh (:attr:`jaxenc.experiment.Experiment.mesh`); None: one device.
 
     Raises
     ------
@@ -164,16 +166,12 @@ def check_memory(config, data, jobs, *, memory: tuple[int, str] | None = None, d
     if networks:
         keys = {s: scaling.n_keys(config, jobs, len(data.train_stories(s))) for s in data.subjects}
         voxels = {s: data.dataset.n_voxels(s) for s in data.subjects}
-        # (stacked subject entries, outputs) of each program: one on PCA targets; on voxel
-        # targets one per voxel count.
-        programs = []
-        for target in {job.target for job in networks}:
-            if target == "pca":
-                programs.append((sum(keys.values()), config.table.n_components))
-            for count in set(voxels.values()) if target != "pca" else ():
-                programs.append((sum(keys[s] for s in data.subjects if voxels[s] == count), count))
+        # (stacked subject entries, outputs) of each program.
+        programs = [(sum(keys[s] for s in group), config.table.n_components if target == "pca" else voxels[group[0]])
+                    for target in {job.target for job in networks} for group in network_programs(target, voxels)]
         per_key = config.train.n_folds * max(len(config.fit.grid), 1)
-        entries, outputs = max(programs, key=lambda p: p[0] * per_key * p[1])
+        entries, outputs = max(programs, key=lambda p: p[0] * p[1])
+        devices = 1 if mesh is None else mesh.size
         models = -(-entries * per_key // devices)
         hidden, epochs = config.networks.hidden, config.train.max_epochs
         weights = models * hidden * outputs * _BYTES_PER_WEIGHT

@@ -178,7 +178,7 @@ def fit(config, data, store: RunStore, features, *, progress: bool = True, log: 
     """
     jobs = table_jobs(config)
     check_folds(config, data, jobs)
-    check_memory(config, data, jobs, devices=1 if mesh is None else mesh.size)
+    check_memory(config, data, jobs, mesh=mesh)
     digests = InputDigests(store)
     responses = digests.responses(data)
     stale = digests.stale_features(features.index, data)

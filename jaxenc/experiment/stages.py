@@ -194,8 +194,7 @@ class Experiment:
         jaxenc.report.RunResults
         """
         # `jaxenc evaluate --set evaluate.permutations=...` is checked before the scoring too.
-        check_memory(self.config, self.data, fitting.table_jobs(self.config),
-                     devices=1 if self.mesh is None else self.mesh.size)
+        check_memory(self.config, self.data, fitting.table_jobs(self.config), mesh=self.mesh)
         started = self._start()
         self.log(f"evaluate on {describe_mesh(self.mesh)}")
         results = score_run(self.config, self.data, self.store, bar=self._bar)
@@ -257,7 +256,7 @@ class Experiment:
         """
         jobs = fitting.table_jobs(self.config)
         check_folds(self.config, self.data, jobs)
-        check_memory(self.config, self.data, jobs, devices=1 if self.mesh is None else self.mesh.size)
+        check_memory(self.config, self.data, jobs, mesh=self.mesh)
 
     @_locked
     def run(self, *, before: Callable[[Stage], None] | None = None) -> dict:

@@ -48,7 +48,7 @@ from jaxenc.stream import VoxelShards
 from jaxenc.train import SubjectData, TrainConfig, fit_encoders, story_folds
 from jaxenc.validation import check_matrix
 
-__all__ = ["TARGETS", "SubjectArrays", "JobResult", "fit_predict", "response_mesh"]
+__all__ = ["TARGETS", "SubjectArrays", "JobResult", "fit_predict", "response_mesh", "network_programs"]
 
 # What an encoder predicts: every voxel, or principal components of the training responses.
 TARGETS = ("voxels", "pca")
@@ -319,14 +319,32 @@ def _n_components_cap(data: Mapping[str, SubjectArrays], train: TrainConfig) -> 
     return cap
 
 
+def network_programs(target: str, voxels: Mapping[str, int]) -> list[list[str]]:
+    """The subjects whose networks train in one compiled program, program by program.
+
+    PCA targets share one output size, so every subject trains in one program; voxel targets
+    train together only where the voxel counts are equal.
+
+    Parameters
+    ----------
+    target : {"voxels", "pca"}
+    voxels : mapping of str to int
+        Voxels of each subject (or data-scaling key), in order.
+
+    Returns
+    -------
+    list of list of str
+    """
+    groups: dict[int | None, list[str]] = {}
+    for subject, count in voxels.items():
+        groups.setdefault(None if target == "pca" else count, []).append(subject)
+    return list(groups.values())
+
+
 def _fit_networks(spec: EncoderSpec, data, target, options: NetworkOptions, train: TrainConfig, grid,
                   checkpoint_dir, fold_pcas: dict, progress: bool, interactions: bool, mesh) -> JobResult:
-    groups: dict[int | None, list[str]] = {}
-    for subject, arrays in data.items():
-        # PCA targets share one output size; voxel targets train together only when equal.
-        groups.setdefault(None if target == "pca" else arrays.Y.shape[1], []).append(subject)
     predictions, info, folders, shares, per_fold = {}, {"best_epoch": {}, "stop_epoch": {}}, [], {}, {}
-    for subjects in groups.values():
+    for subjects in network_programs(target, {subject: arrays.Y.shape[1] for subject, arrays in data.items()}):
         fits, tests = {}, {}
         for subject in subjects:
             arrays = data[subject]

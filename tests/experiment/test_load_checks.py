@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import types
 
 import pytest
 
@@ -111,11 +112,12 @@ def test_the_memory_check_counts_every_model_one_program_stacks():
     with pytest.raises(ConfigError, match=rf"at least {need / 1e9:.1f} GB \({models} models x 1000 hidden units x "
                                           r"1000 outputs x 16 bytes, .*lower networks.hidden"):
         check_memory(config, data, table_jobs(config), memory=(need - 1, "a device one byte short"))
-    # Over 8 devices a device holds ceil(54 / 8) = 7 of them.
+    # Over 8 devices a device holds ceil(54 / 8) = 7 of them (check_memory reads the mesh's size).
+    eight = types.SimpleNamespace(size=8)
     per_device = 7 * 1000 * 1000 * 16 + 7 * 10 * 8
-    check_memory(config, data, table_jobs(config), memory=(per_device, "enough for 7"), devices=8)
+    check_memory(config, data, table_jobs(config), memory=(per_device, "enough for 7"), mesh=eight)
     with pytest.raises(ConfigError, match=r"\(7 models per device of 8 x 1000 hidden units"):
-        check_memory(config, data, table_jobs(config), memory=(per_device - 1, "short of 7"), devices=8)
+        check_memory(config, data, table_jobs(config), memory=(per_device - 1, "short of 7"), mesh=eight)
     # PCA targets: every subject in one program, 3 x 9 x 3 models of table.n_components outputs.
     pca = load_config(None, ['table.models=["mlp"]', 'table.targets=["pca"]', "train.n_folds=3",
                              "analyses.data_fractions=[0.25, 0.5, 1.0]", "analyses.data_draws=4",
