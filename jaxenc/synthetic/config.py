@@ -89,7 +89,7 @@ class SyntheticConfig:
     interaction_smoothing: float = 1.0
     # Stages of the interaction voxels' drive: 1, products of an audio and a semantic
     # projection (what one hidden layer learns); 2, products of two of those products (a
-    # composition, for the data-scaling curves of deeper networks; needs n_interaction >= 2).
+    # composition, for the data-scaling curves of deeper networks; needs n_interaction >= 3).
     interaction_depth: int = 1
     # Mean pitch of the synthetic speaker, in Hz.
     base_f0: float = 120.0
@@ -180,9 +180,10 @@ class SyntheticConfig:
             fail(f"noise_ar must be in [0, 1), got {self.noise_ar}")
         if self.interaction_depth not in (1, 2) or isinstance(self.interaction_depth, bool):
             fail(f"interaction_depth must be 1 or 2, got {self.interaction_depth!r}")
-        if self.interaction_depth == 2 and self.n_interaction < 2:
-            fail(f"interaction_depth = 2 multiplies pairs of interaction latents: n_interaction must be at least 2, "
-                 f"got {self.n_interaction}")
+        # Term k pairs products k and k + 1 cyclically: with two, both terms are the same product.
+        if self.interaction_depth == 2 and self.n_interaction < 3:
+            fail(f"interaction_depth = 2 multiplies interaction products k and k + 1 (cyclically): n_interaction "
+                 f"must be at least 3 for distinct terms, got {self.n_interaction}")
         positive = self.topic_words > 0 and self.interaction_smoothing > 0
         if not (positive and self.topic_strength >= 0):
             fail("topic_words and interaction_smoothing must be positive, topic_strength >= 0")

@@ -213,12 +213,14 @@ def test_two_stage_interaction_latents_are_products_of_products():
     np.testing.assert_allclose(latents[:, :5], linear_part, rtol=0, atol=1e-9 * np.abs(linear_part).max())
 
 
-def test_two_stage_interactions_need_two_latents():
+def test_two_stage_interactions_need_three_latents():
     from jaxenc.errors import ConfigError
     from jaxenc.synthetic import SyntheticConfig
 
-    with pytest.raises(ConfigError, match="n_interaction must be at least 2"):
-        SyntheticConfig.tiny(interaction_depth=2, n_interaction=1)
+    # With two latents, products 0 x 1 and 1 x 0 would plant one term twice.
+    for n in (1, 2):
+        with pytest.raises(ConfigError, match="n_interaction must be at least 3 for distinct terms, got"):
+            SyntheticConfig.tiny(interaction_depth=2, n_interaction=n)
     with pytest.raises(ConfigError, match="interaction_depth must be 1 or 2"):
         SyntheticConfig.tiny(interaction_depth=3)
     assert "interaction_depth" not in SyntheticConfig.tiny().to_dict()  # older twins still match
