@@ -37,7 +37,8 @@ it takes two folds (:data:`PRESET_DEFAULTS`, which :func:`load_config` lays betw
 defaults and the file; an :class:`ExperimentConfig` built directly keeps the defaults). A
 file may hold a ``[presets.NAME]`` table for each preset it needs settled differently: its
 settings apply when the run writes the twin at that preset (``data.root`` empty, ``data.preset
-= NAME`` from the file or an override), over the file's own and under the overrides. A config
+= NAME`` from the file or an override), over the file's own and under the other overrides; an
+override ``presets.NAME.section.key=value`` changes the table itself. A config
 written for the demo twin's 12 stories thus still runs with ``--set data.preset=tiny``::
 
     [ridge]
@@ -215,7 +216,11 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
                 data = tomllib.loads(path.read_text())
             except tomllib.TOMLDecodeError as err:
                 raise ConfigError(f"not valid TOML: {err}", path=path) from None
-    presets = _preset_tables(data.pop(PRESETS_TABLE, {}), where)
+    # An override under presets. changes a preset table, checked and applied like the file's.
+    to_presets = [o for o in overrides if o.partition("=")[0].strip().split(".")[0] == PRESETS_TABLE]
+    overrides = [o for o in overrides if o not in to_presets]
+    tables = apply_overrides({PRESETS_TABLE: data.pop(PRESETS_TABLE, {})}, to_presets)[PRESETS_TABLE]
+    presets = _preset_tables(tables, where)
     selected = apply_overrides(data, overrides)
     twin = selected.get("data", {})
     if isinstance(twin, Mapping) and not twin.get("root"):

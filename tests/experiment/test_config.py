@@ -75,6 +75,12 @@ def test_a_presets_table_applies_at_its_twin_preset_under_the_overrides(tmp_path
     assert load_config(path, ["data.preset=tiny", "data.root=/data/ds003020"]).ridge.folds == 3
     in_file = write(tmp_path, PRESET_FILE.replace("[ridge]", '[data]\npreset = "tiny"\n[ridge]'), "in_file.toml")
     assert load_config(in_file).ridge.folds == 4
+    # An override may change a preset table itself: it applies, and is checked, like the file's.
+    assert load_config(path, ["presets.tiny.ridge.folds=6", "data.preset=tiny"]).ridge.folds == 6
+    assert load_config(path, ["presets.tiny.ridge.folds=6"]).ridge.folds == 3
+    assert load_config(None, ["presets.tiny.train.n_folds=3", "data.preset=tiny"]).train.n_folds == 3
+    with pytest.raises(ConfigError, match="did you mean 'presets.tiny.ridge.folds'"):
+        load_config(path, ["presets.tiny.ridge.fold=6"])
 
 
 def test_the_tiny_twin_takes_as_many_folds_as_its_fewest_stories_unless_a_file_says(tmp_path):
