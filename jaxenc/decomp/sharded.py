@@ -13,6 +13,13 @@ collectives inside :func:`jax.shard_map`:
     Device ``d`` holds a block of TRs. The mean and the scatter matrix
     ``psum_d Yc_d^T Yc_d`` (n_voxels x n_voxels, replicated) are sums over rows; each device
     keeps its voxel slice of the eigenvectors.
+``method="randomized"`` (voxel shards; :func:`~jaxenc.decomp.pca_fit`'s randomized solver)
+    The sketches ``Yc Q = psum_d Yc_d Q_d`` (n_trs x l, replicated) are sums over voxel
+    shards; the products ``Yc^T Q`` stay on their shards (``Yc_d^T Q``), and their QR
+    factorisations, like the final SVD of ``Q^T Yc``, are tall-skinny QRs (each shard's
+    ``R`` gathered, l x l per device, and factorised again), so nothing of size n_voxels or
+    n_trs^2 sits on one device. The Gaussian test matrix is the single-device solver's,
+    seed for seed, so both give the same components up to rounding.
 
 Either way the fitted state is voxel-sharded (:class:`ShardedPCAState`), so
 :func:`pca_transform_sharded` is a ``psum`` over voxel shards of ``(Y_d - m_d) C_d^T`` and
@@ -36,6 +43,7 @@ from jax.sharding import PartitionSpec as P
 from jaxenc import precision as _precision
 from jaxenc.decomp.pca import (
     _KEY,
+    METHODS,
     PCAState,
     _as_blocks,
     _check_finite,
@@ -44,13 +52,15 @@ from jaxenc.decomp.pca import (
     _flip_signs,
     _top_eigh,
 )
-from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, to_host
+from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, shard_rows, to_host
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.stream import stack_story_rows
 
 __all__ = ["ShardedPCAState", "ShardedPCA", "pca_fit_sharded", "pca_transform_sharded", "pca_inverse_sharded"]
 
 SHARDINGS = ("voxels", "rows")
+# Solvers of pca_fit_sharded: "exact" (Gram or covariance, by the sharding) and "randomized".
+SHARDED_METHODS = ("exact", "randomized")
 
 
 class ShardedPCAState(NamedTuple):
@@ -160,6 +170,45 @@ def _covariance_kernel(y, *, k: int, axis: str, n_samples: int, width: int):
     return local(mean, axis=0), local(components, axis=1), jnp.sqrt(w), total_ss
 
 
+def _tall_qr(z, axis: str):
+    """Thin QR of a tall matrix whose rows are split over ``axis``: ``Q_d`` and ``R``.
+
+    Each shard factorises its rows ``z_d = Q1_d R1_d``; the stacked ``R1_d`` (shards * m x l,
+    m = min(rows, l), gathered on every device) factorise as ``Q2 R``, and ``Q_d = Q1_d Q2_d``
+    with ``Q2_d`` the shard's block of rows of ``Q2``. ``R`` (l x l) is the same everywhere.
+    """
+    q1, r1 = jnp.linalg.qr(z)  # [w, m], [m, l]
+    m, start = r1.shape[0], jax.lax.axis_index(axis) * r1.shape[0]
+    # Gathered as a psum of each shard's block in place (exact: the other terms are zeros), so
+    # that shard_map knows the stack, and R with it, to be the same on every device.
+    stacked = jnp.zeros((jax.lax.axis_size(axis) * m, r1.shape[1]), r1.dtype)
+    stacked = jax.lax.psum(jax.lax.dynamic_update_slice_in_dim(stacked, r1, start, axis=0), axis)
+    q2, r = jnp.linalg.qr(stacked)  # [shards * m, l], [l, l]
+    return _dot(q1, jax.lax.dynamic_slice_in_dim(q2, start, m, axis=0)), r
+
+
+def _randomized_kernel(y, omega, *, k: int, n_iter: int, axis: str):
+    # y: [n, w] the local voxels; omega: [w, l] the same voxels' rows of the test matrix
+    mean = y.sum(axis=0) / y.shape[0]
+    yc = y - mean
+    total_ss = jax.lax.psum(jnp.sum(yc * yc), axis)
+
+    def sketch(basis):  # Yc @ basis, [n, l], replicated
+        return jax.lax.psum(_dot(yc, basis), axis)
+
+    a = sketch(omega)
+    for _ in range(n_iter):
+        q, _ = jnp.linalg.qr(a)
+        a = sketch(_tall_qr(_dot(yc.T, q), axis)[0])
+    q, _ = jnp.linalg.qr(a)
+    # B = Q^T Yc (l x n_voxels): B^T = Qb R and R = U S V^T give B = V S (Qb U)^T, so the
+    # right singular vectors of B, pca._fit_randomized's vt, are the columns of Qb U.
+    qb, r = _tall_qr(_dot(yc.T, q), axis)
+    u, s, _ = jnp.linalg.svd(r)
+    components = _dot(qb, u).T[:k]  # [k, w]
+    return mean, _flip_signs_sharded(components, axis), s[:k], total_ss
+
+
 def _check_k(n_components, n: int, p: int) -> int:
     if n < 2:
         raise ConfigError(f"PCA needs at least 2 rows (TRs) to estimate variance, got {n}")
@@ -171,8 +220,9 @@ def _check_k(n_components, n: int, p: int) -> int:
 
 
 def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
-                    shard: str = "voxels", dtype=jnp.float32,
-                    check_finite: bool = True, precision: str = _precision.DEFAULTS["pca"]) -> ShardedPCAState:
+                    shard: str = "voxels", method: str = "exact", n_oversamples: int = 10, n_iter: int = 7,
+                    seed: int = 0, dtype=jnp.float32, check_finite: bool = True,
+                    precision: str = _precision.DEFAULTS["pca"]) -> ShardedPCAState:
     """Fit a PCA with the training responses split over a mesh axis.
 
     Parameters
@@ -191,6 +241,12 @@ def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
         ``"voxels"``: Gram solver over voxel shards (memory per device ``n_samples^2`` plus
         ``n_samples * n_voxels / shards``). ``"rows"``: covariance solver over row shards
         (memory per device ``n_voxels^2`` plus ``n_samples * n_voxels / shards``).
+    method : {"exact", "randomized"}
+        ``"exact"``: the solver ``shard`` names. ``"randomized"``: the randomized solver over
+        voxel shards (``shard="voxels"`` only; memory per device ``n_samples * (l +
+        n_voxels / shards)``, ``l = n_components + n_oversamples``).
+    n_oversamples, n_iter, seed : int
+        The randomized solver's settings, as :func:`~jaxenc.decomp.pca_fit`'s.
     dtype : dtype
         Computation dtype; float64 needs ``jax_enable_x64``.
     check_finite : bool
@@ -202,13 +258,16 @@ def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
     -------
     ShardedPCAState
         Voxel-sharded along ``axis`` whichever ``shard`` was used. Equal to
-        :func:`~jaxenc.decomp.pca_fit` with ``method="gram"`` (``shard="voxels"``) or
-        ``method="covariance"`` (``shard="rows"``) up to float rounding.
+        :func:`~jaxenc.decomp.pca_fit` with ``method="gram"`` (``shard="voxels"``),
+        ``method="covariance"`` (``shard="rows"``) or ``method="randomized"`` and the same
+        settings, up to float rounding.
 
     Raises
     ------
     ConfigError
-        Unknown ``shard``, bad ``n_components``, fewer than two rows, unavailable dtype.
+        Unknown ``shard`` or ``method``, a randomized fit over row shards, bad
+        ``n_components``, ``n_oversamples`` or ``n_iter``, fewer than two rows, unavailable
+        dtype.
     AlignmentError
         Blocks that are not 2-D or disagree in their number of voxels.
     DataError
@@ -216,6 +275,12 @@ def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
     """
     if shard not in SHARDINGS:
         raise ConfigError(f"unknown PCA sharding {shard!r}; expected one of {SHARDINGS}")
+    if method not in SHARDED_METHODS:
+        raise ConfigError(f"unknown sharded PCA method {method!r}; expected one of {SHARDED_METHODS}")
+    if method == "randomized" and shard != "voxels":
+        raise ConfigError("the randomized PCA is sharded over voxels only: shard='voxels'")
+    if n_oversamples < 0 or n_iter < 0:
+        raise ConfigError(f"n_oversamples ({n_oversamples}) and n_iter ({n_iter}) must be >= 0")
     blocks = [b for b in _as_blocks(Y) if b.shape[0]]
     dtype = _compute_dtype(dtype)
     if check_finite:
@@ -228,7 +293,14 @@ def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
     names = [str(i) for i in range(len(blocks))]
     data, _ = stack_story_rows(lambda name: blocks[int(name)], names, [b.shape[0] for b in blocks], p,
                                mesh=mesh, axis=axis, shard=shard, dtype=dtype)
-    if shard == "voxels":
+    inputs = (data,)
+    if method == "randomized":
+        kernel = partial(_randomized_kernel, k=k, n_iter=n_iter, axis=axis)
+        in_spec = (P(None, axis), P(axis, None))
+        # The single-device solver's test matrix, its padding rows zero (as the padded voxels).
+        omega = jax.random.normal(jax.random.key(seed), (p, min(k + n_oversamples, n, p)), dtype)
+        inputs += (shard_rows(np.asarray(omega), mesh, axis, dtype=dtype),)
+    elif shard == "voxels":
         kernel = partial(_gram_kernel, k=k, axis=axis)
         in_spec = P(None, axis)
     else:
@@ -238,7 +310,7 @@ def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
                                 out_specs=(P(axis), P(None, axis), P(), P())))
     _precision.check(precision, _KEY, on=_precision.platform())
     with _precision.scope(precision, key=_KEY):
-        mean, components, s, total_ss = fit(data)
+        mean, components, s, total_ss = fit(*inputs)
     explained = s**2 / (n - 1)
     total = total_ss / (n - 1)
     ratio = jnp.where(total > 0, explained / jnp.where(total > 0, total, 1), 0)
@@ -343,8 +415,9 @@ def pca_inverse_sharded(state: ShardedPCAState, Z, *, whiten: bool = False,
 class ShardedPCA:
     """A PCA fitted and applied voxel-sharded on a mesh, used as :class:`~jaxenc.decomp.PCA` is.
 
-    :meth:`fit` is :func:`pca_fit_sharded` (the exact solvers: ``"gram"`` over voxel shards,
-    ``"covariance"`` over row shards, ``"auto"`` the smaller matrix as :class:`PCA` chooses);
+    :meth:`fit` is :func:`pca_fit_sharded` (``"gram"`` over voxel shards, ``"covariance"`` over
+    row shards, ``"auto"`` the smaller matrix as :class:`PCA` chooses, ``"randomized"`` over
+    voxel shards);
     :meth:`transform` and :meth:`inverse_transform` take and return host arrays of the real
     voxels, computing voxel-sharded (:func:`pca_transform_sharded`, :func:`pca_inverse_sharded`)
     and gathering with :func:`jaxenc.distributed.to_host` (a collective: every process calls
@@ -356,7 +429,9 @@ class ShardedPCA:
     mesh : jax.sharding.Mesh
     axis : str
         Mesh axis the voxels (or rows) are split along.
-    method : {"auto", "gram", "covariance"}
+    method : {"auto", "gram", "covariance", "randomized"}
+    n_oversamples, n_iter, seed : int
+        The randomized solver's settings (:func:`~jaxenc.decomp.pca_fit`).
     precision : str
         Matrix-product precision (:mod:`jaxenc.precision`).
 
@@ -371,12 +446,13 @@ class ShardedPCA:
     whiten = False
 
     def __init__(self, n_components: int, mesh: Mesh, axis: str = "data", *, method: str = "auto",
+                 n_oversamples: int = 10, n_iter: int = 7, seed: int = 0,
                  precision: str = _precision.DEFAULTS["pca"]):
-        if method not in ("auto", "gram", "covariance"):
-            raise ConfigError(f"a sharded PCA fits with the exact solvers 'auto', 'gram' or 'covariance', "
-                              f"got {method!r}")
+        if method not in METHODS:
+            raise ConfigError(f"unknown PCA method {method!r}; expected one of {METHODS}")
         self.n_components, self.mesh, self.axis = n_components, mesh, axis
         self.method, self.precision = method, precision
+        self.n_oversamples, self.n_iter, self.seed = n_oversamples, n_iter, seed
         self.sharded_: ShardedPCAState | None = None
 
     def fit(self, Y) -> ShardedPCA:
@@ -394,9 +470,13 @@ class ShardedPCA:
         """
         blocks = _as_blocks(Y)
         n, p = sum(b.shape[0] for b in blocks), blocks[0].shape[1]
-        gram = self.method == "gram" or (self.method == "auto" and p > n)
+        randomized = self.method == "randomized"
+        voxels = randomized or self.method == "gram" or (self.method == "auto" and p > n)
         self.sharded_ = pca_fit_sharded(blocks, self.n_components, self.mesh, axis=self.axis,
-                                        shard="voxels" if gram else "rows", precision=self.precision)
+                                        shard="voxels" if voxels else "rows",
+                                        method="randomized" if randomized else "exact",
+                                        n_oversamples=self.n_oversamples, n_iter=self.n_iter, seed=self.seed,
+                                        precision=self.precision)
         return self
 
     def _fitted(self) -> ShardedPCAState:

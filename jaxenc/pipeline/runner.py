@@ -287,12 +287,13 @@ def _story_blocks(arrays: SubjectArrays) -> list:
 
 
 def _response_pca(Y, k: int, train: TrainConfig, mesh):
-    """The PCA of a subject's training responses: voxel-sharded on a mesh (the exact solvers; the
-    randomized one has no sharded form and is fitted on the host)."""
-    if mesh is None or train.pca_method == "randomized":
+    """The PCA of a subject's training responses: voxel-sharded on a mesh (:class:`ShardedPCA`,
+    every solver), on one device otherwise."""
+    if mesh is None:
         return PCA(n_components=k, method=train.pca_method, n_iter=train.pca_n_iter,
                    precision=train.pca_precision).fit(Y)
-    return ShardedPCA(k, mesh, RUN_AXIS, method=train.pca_method, precision=train.pca_precision).fit(Y)
+    return ShardedPCA(k, mesh, RUN_AXIS, method=train.pca_method, n_iter=train.pca_n_iter,
+                      precision=train.pca_precision).fit(Y)
 
 
 def _capped_components(asked: int, limit: int, why: str, subject) -> int:

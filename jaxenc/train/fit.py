@@ -306,8 +306,8 @@ def fit_encoders(
     mesh : jax.sharding.Mesh, optional
         Spread the models along the mesh axis ``axis`` (see :mod:`jaxenc.train._placement`):
         their states live on the devices of that axis, the data are replicated; the fold PCAs
-        are fitted and applied voxel-sharded along it (:class:`jaxenc.decomp.ShardedPCA`; the
-        randomized solver on the host). The result equals the unsharded run up to float
+        are fitted and applied voxel-sharded along it (:class:`jaxenc.decomp.ShardedPCA`, every
+        solver). The result equals the unsharded run up to float
         rounding and is returned on the default device.
     axis : str
         Name of the mesh axis the models are split along.

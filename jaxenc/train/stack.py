@@ -200,20 +200,21 @@ def model_key_data(seed: int, key: ModelKey, stream: int, init: int = 0) -> np.n
 
 def _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache, mesh, axis):
     """The PCA fitted on a fold's training responses and every story's scores, stacked by row
-    (voxel-sharded on a mesh, :class:`jaxenc.decomp.ShardedPCA`, but for the randomized solver)."""
+    (voxel-sharded on a mesh, :class:`jaxenc.decomp.ShardedPCA`)."""
     n_train = sum(np.shape(sd.responses[s])[0] for s in train)
     if cfg.n_components > min(n_train, n_voxels):
         raise ConfigError(
             f"n_components={cfg.n_components} exceeds min(training TRs {n_train}, voxels {n_voxels}) of a fold",
             subject=subject,
         )
-    sharded = mesh is not None and cfg.pca_method != "randomized"
+    sharded = mesh is not None
     key = (subject, tuple(stories), tuple(train), n_voxels, cfg.n_components, cfg.pca_method, cfg.pca_n_iter,
            cfg.pca_precision, sharded)
     if pca_cache is not None and key in pca_cache:
         return pca_cache[key]
     if sharded:
-        pca = ShardedPCA(cfg.n_components, mesh, axis, method=cfg.pca_method, precision=cfg.pca_precision)
+        pca = ShardedPCA(cfg.n_components, mesh, axis, method=cfg.pca_method, n_iter=cfg.pca_n_iter,
+                         precision=cfg.pca_precision)
     else:
         pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter, precision=cfg.pca_precision)
     pca.fit([_float32(sd.responses[s]) for s in train])

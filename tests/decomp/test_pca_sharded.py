@@ -1,4 +1,5 @@
-"""Sharded PCA on 8 host devices against the single-device pca_fit and scikit-learn's PCA.
+"""Sharded PCA on 8 host devices against the single-device pca_fit (the same solver: Gram,
+covariance or randomized with the same settings) and scikit-learn's exact PCA.
 
 Each ``_check_*`` function runs in a child process with 8 CPU devices (tests/_sharded.py).
 The voxel count 163 does not divide by 8, so every check also covers the zero padding.
@@ -31,7 +32,7 @@ def planted(n, p, seed=0, rank=K, noise=0.05):
     return y + rng.normal(3.0, 1.0, size=p)
 
 
-def _check_against_references(shape, shard, method):
+def _check_against_references(shape, shard, method, randomized=None):
     import jax
     from jax.sharding import PartitionSpec as P
     from sklearn.decomposition import PCA as SkPCA
@@ -44,11 +45,13 @@ def _check_against_references(shape, shard, method):
     width = -(-p // 8) * 8  # voxels padded to a multiple of the 8 shards
     y = planted(n, p, seed=n + p)
     mesh = make_mesh(("data",))
-    state = pca_fit_sharded(y, K, mesh, shard=shard)
+    # randomized: the randomized solver's settings, the same for both fits.
+    extra = {} if randomized is None else {"method": "randomized", **randomized}
+    state = pca_fit_sharded(y, K, mesh, shard=shard, **extra)
     assert state.components.shape == (K, width) and state.n_voxels == p
     assert state.components.sharding.spec == P(None, "data")
     assert len(state.components.addressable_shards) == 8
-    single = pca_fit(y, K, method=method)
+    single = pca_fit(y, K, method=method, **(randomized or {}))
     sk = SkPCA(K, svd_solver="full").fit(y)
     full = state.gather()
     padding = np.asarray(state.components)[:, p:]
@@ -105,6 +108,15 @@ def _check_row_covariance():
     _check_against_references(TALL, "rows", "covariance")
 
 
+def _check_voxel_randomized():
+    # The power iterations' own error, (s_{K+1} / s_K)^(2 n_iter + 1) < 1e-9 for planted's noise
+    # floor, adds nothing visible to the float32 bounds (tests/decomp/test_pca.py).
+    _check_against_references(WIDE, "voxels", "randomized", {"n_iter": 4, "seed": 1})
+    # 40 voxels on 8 shards: 5 rows a shard, fewer than the 16 sketch columns, so each shard's
+    # R of the tall QR is 5 x 16.
+    _check_against_references(TALL, "voxels", "randomized", {"n_iter": 4, "seed": 1})
+
+
 def _check_block_list_and_errors():
     from jaxenc.decomp import pca_fit
     from jaxenc.decomp.sharded import pca_fit_sharded, pca_transform_sharded
@@ -118,6 +130,12 @@ def _check_block_list_and_errors():
                     atol=pca_bounds(y, K, computations=2)["angle"])
     with pytest.raises(ConfigError, match="sharding"):
         pca_fit_sharded(y, K, mesh, shard="columns")
+    with pytest.raises(ConfigError, match="over voxels only"):
+        pca_fit_sharded(y, K, mesh, shard="rows", method="randomized")
+    with pytest.raises(ConfigError, match="unknown sharded PCA method"):
+        pca_fit_sharded(y, K, mesh, method="gram")
+    with pytest.raises(ConfigError, match="n_iter"):
+        pca_fit_sharded(y, K, mesh, method="randomized", n_iter=-1)
     with pytest.raises(ConfigError, match="n_components"):
         pca_fit_sharded(y, 49, mesh)
     with pytest.raises(ConfigError, match="axes"):
@@ -132,6 +150,10 @@ def test_voxel_sharded_gram_matches_single_device_and_sklearn():
 
 def test_row_sharded_covariance_matches_single_device_and_sklearn():
     run_sharded(__file__, "_check_row_covariance")
+
+
+def test_voxel_sharded_randomized_matches_single_device_and_sklearn():
+    run_sharded(__file__, "_check_voxel_randomized")
 
 
 def test_blocks_and_errors_on_8_devices():

@@ -21,6 +21,7 @@ rows, 16 features in two bands. Tolerances, per family:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import numpy as np
@@ -122,7 +123,10 @@ def _check_equal_to_one_device():
     sharded_pca = importlib.import_module("jaxenc.decomp.sharded")
     fit_pca = sharded_pca.pca_fit_sharded
 
+    methods = []
+
     def pca_recording(*args, **kwargs):
+        methods.append(kwargs.get("method", "exact"))
         state = fit_pca(*args, **kwargs)
         seen.append(("pca", state.components.sharding, [s.data.shape for s in state.components.addressable_shards]))
         assert isinstance(state, ShardedPCAState)
@@ -190,6 +194,22 @@ def _check_equal_to_one_device():
         # blocks of 5), only on the mesh.
         pcas = [shapes for name, _, shapes in seen if name == "pca"]
         assert pcas == ([[(6, 5)] * 8] * 6 if target == "pca" else []), model
+
+    # The randomized solver is sharded too: the same test matrix on both sides, so ridge's
+    # subject PCA and the MLP's fold PCAs differ from one device's by rounding alone (5 voxels
+    # a shard, fewer than its 16 sketch columns).
+    randomized = dataclasses.replace(train, pca_method="randomized")
+    for model in ("ridge", "mlp"):
+        seen.clear(), methods.clear()
+        one = fit_predict(model, data, target="pca", ridge=RidgeOptions(folds=3), train=randomized)
+        many = fit_predict(model, data, target="pca", ridge=RidgeOptions(folds=3), train=randomized, mesh=mesh)
+        for subject, arrays in data.items():
+            bound = (_pca_ridge_bound(arrays, RidgeOptions(folds=3), train.n_components) if model == "ridge"
+                     else NETWORK_ATOL)
+            assert_within(many.predictions[subject], one.predictions[subject], atol=bound,
+                          err_msg=f"{model} randomized pca {subject}")
+        pcas = [shapes for name, _, shapes in seen if name == "pca"]
+        assert pcas == [[(6, 5)] * 8] * (2 if model == "ridge" else 6) and set(methods) == {"randomized"}, model
 
 
 def _check_responses_read_straight_into_voxel_shards():
