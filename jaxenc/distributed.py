@@ -63,6 +63,7 @@ of the above on every process of a job and checks that the results equal one pro
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -74,7 +75,7 @@ from jax.sharding import PartitionSpec as P
 from jaxenc.errors import ConfigError
 
 __all__ = ["RUN_AXIS", "run_mesh", "describe_mesh", "make_mesh", "axis_size", "padded_size", "shard_columns",
-           "shard_rows", "replicate", "to_host", "PATIENT_CPU_COLLECTIVES"]
+           "shard_rows", "replicate", "to_host", "shard_program", "PATIENT_CPU_COLLECTIVES"]
 
 # XLA_FLAGS for CPU devices that share a machine's cores (host devices of one process, or
 # several processes on one machine): on a loaded machine a device can wait in a collective far
@@ -260,6 +261,36 @@ def replicate(A, mesh: Mesh, *, dtype=np.float32) -> jax.Array:
     """
     A = np.asarray(A)
     return _place(A, mesh, P(), A.shape, dtype)
+
+
+@functools.cache
+def shard_program(kernel, params: tuple, mesh: Mesh, in_specs, out_specs, check_vma: bool = True):
+    """``kernel`` with keyword arguments ``params``, shard_mapped over ``mesh`` and jitted, once.
+
+    A ``jax.jit`` of a new closure compiles again on every call, so a sharded step built inside
+    a function called per fold or per story (a PCA's scores, a ridge's predictions) would
+    compile each time; the program here is kept per kernel, settings, mesh and specs, and a
+    call with arrays of shapes seen before runs without compiling.
+
+    Parameters
+    ----------
+    kernel : callable
+        A module-level function (hashable), the per-shard body.
+    params : tuple of (str, value) pairs
+        Its keyword arguments; hashable values.
+    mesh : jax.sharding.Mesh
+    in_specs, out_specs : PartitionSpec or tuple of them
+        As :func:`jax.shard_map`'s.
+    check_vma : bool
+        As :func:`jax.shard_map`'s.
+
+    Returns
+    -------
+    callable
+        ``jax.jit(jax.shard_map(partial(kernel, **dict(params)), ...))``.
+    """
+    return jax.jit(jax.shard_map(functools.partial(kernel, **dict(params)), mesh=mesh, in_specs=in_specs,
+                                 out_specs=out_specs, check_vma=check_vma))
 
 
 def to_host(a) -> np.ndarray:

@@ -52,7 +52,15 @@ from jaxenc.decomp.pca import (
     _flip_signs,
     _top_eigh,
 )
-from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, shard_rows, to_host
+from jaxenc.distributed import (
+    axis_size,
+    padded_size,
+    replicate,
+    shard_columns,
+    shard_program,
+    shard_rows,
+    to_host,
+)
 from jaxenc.errors import AlignmentError, ConfigError
 from jaxenc.stream import stack_story_rows
 
@@ -295,19 +303,18 @@ def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
                                mesh=mesh, axis=axis, shard=shard, dtype=dtype)
     inputs = (data,)
     if method == "randomized":
-        kernel = partial(_randomized_kernel, k=k, n_iter=n_iter, axis=axis)
+        kernel, params = _randomized_kernel, (("k", k), ("n_iter", n_iter), ("axis", axis))
         in_spec = (P(None, axis), P(axis, None))
         # The single-device solver's test matrix, its padding rows zero (as the padded voxels).
         omega = jax.random.normal(jax.random.key(seed), (p, min(k + n_oversamples, n, p)), dtype)
         inputs += (shard_rows(np.asarray(omega), mesh, axis, dtype=dtype),)
     elif shard == "voxels":
-        kernel = partial(_gram_kernel, k=k, axis=axis)
+        kernel, params = _gram_kernel, (("k", k), ("axis", axis))
         in_spec = P(None, axis)
     else:
-        kernel = partial(_covariance_kernel, k=k, axis=axis, n_samples=n, width=width)
+        kernel, params = _covariance_kernel, (("k", k), ("axis", axis), ("n_samples", n), ("width", width))
         in_spec = P(axis, None)
-    fit = jax.jit(jax.shard_map(kernel, mesh=mesh, in_specs=in_spec,
-                                out_specs=(P(axis), P(None, axis), P(), P())))
+    fit = shard_program(kernel, params, mesh, in_spec, (P(axis), P(None, axis), P(), P()))
     _precision.check(precision, _KEY, on=_precision.platform())
     with _precision.scope(precision, key=_KEY):
         mean, components, s, total_ss = fit(*inputs)
@@ -361,9 +368,7 @@ def pca_transform_sharded(state: ShardedPCAState, Y, *, whiten: bool = False,
         Y = shard_columns(np.asarray(Y), mesh, axis, width=state.mean.shape[0], dtype=dtype)
     scale = (jnp.sqrt(state.explained_variance) if whiten
              else jnp.ones_like(state.explained_variance))
-    project = jax.jit(jax.shard_map(partial(_project_kernel, axis=axis), mesh=mesh,
-                                    in_specs=(P(None, axis), P(axis), P(None, axis), P()),
-                                    out_specs=P()))
+    project = shard_program(_project_kernel, (("axis", axis),), mesh, (P(None, axis), P(axis), P(None, axis), P()), P())
     with _precision.scope(precision, key=_KEY):
         return project(Y, state.mean, state.components, scale)
 
@@ -405,9 +410,7 @@ def pca_inverse_sharded(state: ShardedPCAState, Z, *, whiten: bool = False,
     Z = replicate(np.asarray(Z), mesh, dtype=dtype)
     scale = (jnp.sqrt(state.explained_variance) if whiten
              else jnp.ones_like(state.explained_variance))
-    inverse = jax.jit(jax.shard_map(_inverse_kernel, mesh=mesh,
-                                    in_specs=(P(), P(axis), P(None, axis), P()),
-                                    out_specs=P(None, axis)))
+    inverse = shard_program(_inverse_kernel, (), mesh, (P(), P(axis), P(None, axis), P()), P(None, axis))
     with _precision.scope(precision, key=_KEY):
         return inverse(Z, state.mean, state.components, scale)
 

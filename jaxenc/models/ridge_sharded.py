@@ -31,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxenc import precision as matmul
-from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, to_host
+from jaxenc.distributed import axis_size, padded_size, replicate, shard_columns, shard_program, to_host
 from jaxenc.errors import AlignmentError, ConfigError, DataWarning, NonFiniteError
 from jaxenc.models import ridge_solvers as solvers
 from jaxenc.models.ridge import DEFAULT_ALPHAS, RidgeCV, _check_X, _check_Y, at_precision
@@ -168,9 +168,11 @@ class ShardedRidgeCV(RidgeCV):
     def _platform(self) -> str:
         return self.mesh.devices.flat[0].platform
 
-    def _sharded(self, kernel, in_specs, out_specs):
-        return jax.jit(jax.shard_map(kernel, mesh=self.mesh, in_specs=in_specs,
-                                     out_specs=out_specs, check_vma=False))
+    def _sharded(self, kernel, in_specs, out_specs, **params):
+        # Kept per kernel and settings (distributed.shard_program): predict, called per story,
+        # compiles once.
+        return shard_program(kernel, tuple(sorted(params.items())), self.mesh, in_specs, out_specs,
+                             check_vma=False)
 
     def _check_Y(self, Y, n_rows: int):
         """``(Y, constant voxels)`` as :class:`RidgeCV`'s check: a host ``Y`` scanned on the host,
@@ -240,9 +242,8 @@ class ShardedRidgeCV(RidgeCV):
                  else shard_columns(Y, mesh, axis, width=width, dtype=dtype))
             alphas = replicate(self.alphas_, mesh, dtype=dtype)
             mode = solvers.choose_mode(X.shape[1], min(len(t) for t, _ in splits))
-            cv = self._sharded(partial(_cv_kernel, batch=batch, scoring=self.scoring_,
-                                       mode=mode, **intercept_kw),
-                               (P(), P(None, axis), P(), P()), P(None, axis))
+            cv = self._sharded(_cv_kernel, (P(), P(None, axis), P(), P()), P(None, axis),
+                               batch=batch, scoring=self.scoring_, mode=mode, **intercept_kw)
             group = len(splits) if self._split_batch is None else self._split_batch
             total = 0.0
             for g in range(0, len(splits), group):
@@ -250,16 +251,15 @@ class ShardedRidgeCV(RidgeCV):
                                                  dtype=dtype, **solver_kw, **intercept_kw)
                 total = total + cv(x, y, put(stack), alphas)
                 del stack
-            select = self._sharded(
-                partial(_select_kernel, axis=axis, alpha_per_target=self.alpha_per_target),
-                (P(None, axis), P(None, axis), P(), P()), (P(None, axis), P(axis), P(axis)))
+            select = self._sharded(_select_kernel, (P(None, axis), P(None, axis), P(), P()),
+                                   (P(None, axis), P(axis), P(axis)),
+                                   axis=axis, alpha_per_target=self.alpha_per_target)
             scores, alphas_v, best = select(total / len(splits), y, alphas,
                                             replicate(self.alphas_, mesh, dtype=self._solver_dtype))
             mode = solvers.choose_mode(X.shape[1], X.shape[0])
             dec = put(solvers.decompose_full(xc, mode=mode, dtype=dtype, **solver_kw))
-            refit = self._sharded(partial(_refit_kernel, batch=batch, mode=mode, **intercept_kw),
-                                  (P(), P(None, axis), P(), P(axis), P()),
-                                  (P(None, axis), P(axis)))
+            refit = self._sharded(_refit_kernel, (P(), P(None, axis), P(), P(axis), P()),
+                                  (P(None, axis), P(axis)), batch=batch, mode=mode, **intercept_kw)
             coef, intercept = refit(x, y, dec, alphas_v, replicate(x_offset, mesh, dtype=dtype))
         self.n_voxels_ = n_voxels
         self.cv_scores_ = scores

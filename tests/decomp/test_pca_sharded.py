@@ -144,6 +144,37 @@ def _check_block_list_and_errors():
         pca_transform_sharded(state, y[:, :100])
 
 
+def _check_refits_do_not_compile():
+    import logging
+
+    import jax
+
+    from jaxenc.decomp.sharded import ShardedPCA
+    from jaxenc.distributed import make_mesh
+
+    mesh = make_mesh()
+    y = planted(*WIDE)
+    compiled = []
+
+    class Count(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("Compiling"):
+                compiled.append(record.getMessage().split(" with ")[0])
+
+    for method in ("gram", "randomized"):
+        pca = ShardedPCA(K, mesh, method=method).fit(y)
+        pca.inverse_transform(pca.transform(y[:3]))
+    logging.getLogger("jax").addHandler(Count())
+    jax.config.update("jax_log_compiles", True)
+    # A fold's PCA, fitted again on data of the same shape, scores and maps back without a
+    # compilation: each sharded program is built once (a new jit closure per call compiled
+    # every story's scores anew).
+    for method in ("gram", "randomized"):
+        pca = ShardedPCA(K, mesh, method=method).fit(2 * y)
+        pca.inverse_transform(pca.transform(y[:3]))
+    assert compiled == [], compiled
+
+
 def test_voxel_sharded_gram_matches_single_device_and_sklearn():
     run_sharded(__file__, "_check_voxel_gram")
 
@@ -154,6 +185,10 @@ def test_row_sharded_covariance_matches_single_device_and_sklearn():
 
 def test_voxel_sharded_randomized_matches_single_device_and_sklearn():
     run_sharded(__file__, "_check_voxel_randomized")
+
+
+def test_sharded_programs_compile_once_on_8_devices():
+    run_sharded(__file__, "_check_refits_do_not_compile")
 
 
 def test_blocks_and_errors_on_8_devices():
