@@ -37,6 +37,7 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding
 
+from jaxenc import distributed
 from jaxenc.decomp import pca as pca_module
 from jaxenc.decomp import sharded as pca_sharded
 from jaxenc.distributed import make_mesh
@@ -125,6 +126,19 @@ class Recorder:
         proxy.jit = lambda fn, **kw: self.wrap(f"{label}.{getattr(fn, '__name__', 'program')}", jax.jit(fn, **kw))
         return proxy
 
+    def shard_programs(self, monkeypatch, module):
+        """Record the programs ``module`` builds with :func:`jaxenc.distributed.shard_program`,
+        built anew (its cache is bypassed, so no recorded program outlives the test)."""
+        proxy = self.jax_proxy(module.__name__.rsplit(".", 1)[-1])
+        build = distributed.shard_program.__wrapped__
+
+        def recorded(*args, **kwargs):
+            with monkeypatch.context() as m:
+                m.setattr(distributed, "jax", proxy)
+                return build(*args, **kwargs)
+
+        monkeypatch.setattr(module, "shard_program", recorded)
+
     def names(self) -> set[str]:
         return {name for name, _, _, _ in self.calls.values()}
 
@@ -149,7 +163,7 @@ def _record_ridge(monkeypatch, solver_dtype: str) -> Recorder:
     rec = Recorder()
     rec.patch(monkeypatch, ridge_solvers, _SOLVER_KERNELS)
     rec.patch(monkeypatch, ridge_lfo, _LFO_KERNELS)
-    monkeypatch.setattr(ridge_sharded, "jax", rec.jax_proxy("ridge_sharded"))
+    rec.shard_programs(monkeypatch, ridge_sharded)
     options = dict(alphas=[0.1, 10.0], cv=3, solver_dtype=solver_dtype)
     for one_decomposition in (True, False):
         monkeypatch.setattr(ridge_lfo, "lfo_is_cheaper", lambda *a, _c=one_decomposition, **k: _c)
@@ -258,16 +272,17 @@ def test_pca_solvers_transform_and_inverse_export(method):
 
 def test_sharded_pca_programs_export(monkeypatch):
     rec = Recorder()
-    monkeypatch.setattr(pca_sharded, "jax", rec.jax_proxy("sharded"))
+    rec.shard_programs(monkeypatch, pca_sharded)
     Y = np.random.default_rng(0).standard_normal((12, 20))
     mesh = make_mesh()
-    for shard in pca_sharded.SHARDINGS:
-        state = pca_sharded.pca_fit_sharded(Y, 3, mesh, shard=shard)
+    fits = [{"shard": shard} for shard in pca_sharded.SHARDINGS] + [{"method": "randomized", "n_iter": 2}]
+    for fit in fits:
+        state = pca_sharded.pca_fit_sharded(Y, 3, mesh, **fit)
         for whiten in (False, True):
             z = pca_sharded.pca_transform_sharded(state, Y, whiten=whiten)
             pca_sharded.pca_inverse_sharded(state, z, whiten=whiten)
-    assert rec.names() == {f"sharded.{k}" for k in ("_gram_kernel", "_covariance_kernel", "_project_kernel",
-                                                      "_inverse_kernel")}
+    assert rec.names() == {f"sharded.{k}" for k in ("_gram_kernel", "_covariance_kernel", "_randomized_kernel",
+                                                      "_project_kernel", "_inverse_kernel")}
     for _, fn, args, kwargs in rec.calls.values():
         export(fn, *args, **kwargs)
 
