@@ -432,10 +432,20 @@ def _fit_covariance(blocks, mean, k, dtype, chunk_elements, precision):
     return v.T, jnp.sqrt(w), total_ss
 
 
+def _check_randomized(n_oversamples: int, n_iter: int) -> None:
+    if n_oversamples < 0 or n_iter < 0:
+        raise ConfigError(f"n_oversamples ({n_oversamples}) and n_iter ({n_iter}) must be >= 0")
+
+
+def _test_matrix(seed: int, n: int, p: int, k: int, n_oversamples: int, dtype) -> jax.Array:
+    """The randomized solver's Gaussian test matrix, (p, l) with ``l = min(k + n_oversamples,
+    n, p)``: the one draw both the single-device and the sharded solver start from."""
+    return jax.random.normal(jax.random.key(seed), (p, min(k + n_oversamples, n, p)), dtype)
+
+
 def _fit_randomized(blocks, mean, k, dtype, chunk_elements, n_oversamples, n_iter, seed):
     n = sum(b.shape[0] for b in blocks)
     p = blocks[0].shape[1]
-    width = min(k + n_oversamples, n, p)
     pad = _row_budget(blocks, chunk_elements)
 
     def sketch(basis):
@@ -457,8 +467,7 @@ def _fit_randomized(blocks, mean, k, dtype, chunk_elements, n_oversamples, n_ite
             _pace(pending, acc)
         return acc
 
-    omega = jax.random.normal(jax.random.key(seed), (p, width), dtype)
-    a, total_ss = sketch(omega)
+    a, total_ss = sketch(_test_matrix(seed, n, p, k, n_oversamples, dtype))
     for _ in range(n_iter):
         q, _ = jnp.linalg.qr(a)
         q, _ = jnp.linalg.qr(adjoint(q))
@@ -538,8 +547,7 @@ def pca_fit(
             f"n_components={n_components!r} must be an integer in [1, min(n_samples, n_voxels)]"
             f" = [1, {min(n, p)}] for data of shape ({n}, {p})"
         )
-    if n_oversamples < 0 or n_iter < 0:
-        raise ConfigError(f"n_oversamples ({n_oversamples}) and n_iter ({n_iter}) must be >= 0")
+    _check_randomized(n_oversamples, n_iter)
     if check_finite:
         _check_finite(blocks)
     k = int(n_components)

@@ -47,9 +47,11 @@ from jaxenc.decomp.pca import (
     PCAState,
     _as_blocks,
     _check_finite,
+    _check_randomized,
     _compute_dtype,
     _dot,
     _flip_signs,
+    _test_matrix,
     _top_eigh,
 )
 from jaxenc.distributed import (
@@ -287,8 +289,7 @@ def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
         raise ConfigError(f"unknown sharded PCA method {method!r}; expected one of {SHARDED_METHODS}")
     if method == "randomized" and shard != "voxels":
         raise ConfigError("the randomized PCA is sharded over voxels only: shard='voxels'")
-    if n_oversamples < 0 or n_iter < 0:
-        raise ConfigError(f"n_oversamples ({n_oversamples}) and n_iter ({n_iter}) must be >= 0")
+    _check_randomized(n_oversamples, n_iter)
     blocks = [b for b in _as_blocks(Y) if b.shape[0]]
     dtype = _compute_dtype(dtype)
     if check_finite:
@@ -306,7 +307,7 @@ def pca_fit_sharded(Y, n_components: int, mesh: Mesh, *, axis: str = "data",
         kernel, params = _randomized_kernel, (("k", k), ("n_iter", n_iter), ("axis", axis))
         in_spec = (P(None, axis), P(axis, None))
         # The single-device solver's test matrix, its padding rows zero (as the padded voxels).
-        omega = jax.random.normal(jax.random.key(seed), (p, min(k + n_oversamples, n, p)), dtype)
+        omega = _test_matrix(seed, n, p, k, n_oversamples, dtype)
         inputs += (shard_rows(np.asarray(omega), mesh, axis, dtype=dtype),)
     elif shard == "voxels":
         kernel, params = _gram_kernel, (("k", k), ("axis", axis))

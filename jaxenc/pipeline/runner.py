@@ -40,12 +40,12 @@ from pathlib import Path
 import numpy as np
 
 from jaxenc.analysis.interactions import fit_interaction_shares
-from jaxenc.decomp import PCA, ShardedPCA
 from jaxenc.distributed import RUN_AXIS, to_host
 from jaxenc.errors import AlignmentError, ConfigError, DataWarning
 from jaxenc.models.registry import EncoderSpec, NetworkOptions, RidgeOptions, encoder
 from jaxenc.stream import VoxelShards
 from jaxenc.train import SubjectData, TrainConfig, fit_encoders, story_folds
+from jaxenc.train.stack import response_pca
 from jaxenc.validation import check_matrix
 
 __all__ = ["TARGETS", "SubjectArrays", "JobResult", "fit_predict", "response_mesh", "network_programs"]
@@ -260,7 +260,8 @@ def _fit_ridge(data, target, options: RidgeOptions, train: TrainConfig, pcas: di
             if key not in pcas:
                 k = _capped_components(train.n_components, min(Y.shape[0] - 1, Y.shape[1]),
                                        f"{Y.shape[0]} training rows - 1 and {Y.shape[1]} voxels", subject)
-                pcas[key] = _response_pca(blocks, k, train, mesh)
+                # Voxel-sharded on a mesh, as the networks' fold PCAs.
+                pcas[key] = response_pca(k, train, mesh, RUN_AXIS).fit(blocks)
             pca = pcas[key]
             Y = np.concatenate([np.asarray(pca.transform(block)) for block in blocks])
         model = options.estimator(arrays.bands, seed=train.seed, mesh=mesh, axis=RUN_AXIS)
@@ -284,16 +285,6 @@ def _story_blocks(arrays: SubjectArrays) -> list:
         return [arrays.Y]
     rows.sort(key=lambda r: r.start)
     return [arrays.Y[r] for r in rows]
-
-
-def _response_pca(Y, k: int, train: TrainConfig, mesh):
-    """The PCA of a subject's training responses: voxel-sharded on a mesh (:class:`ShardedPCA`,
-    every solver), on one device otherwise."""
-    if mesh is None:
-        return PCA(n_components=k, method=train.pca_method, n_iter=train.pca_n_iter,
-                   precision=train.pca_precision).fit(Y)
-    return ShardedPCA(k, mesh, RUN_AXIS, method=train.pca_method, n_iter=train.pca_n_iter,
-                      precision=train.pca_precision).fit(Y)
 
 
 def _capped_components(asked: int, limit: int, why: str, subject) -> int:

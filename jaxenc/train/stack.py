@@ -198,6 +198,29 @@ def model_key_data(seed: int, key: ModelKey, stream: int, init: int = 0) -> np.n
     return np.asarray(jax.random.key_data(jax.random.fold_in(k, init) if init else k))
 
 
+def response_pca(n_components: int, cfg: TrainConfig, mesh=None, axis: str = "data"):
+    """An unfitted PCA of responses with ``cfg``'s solver settings (``pca_method``,
+    ``pca_n_iter``, ``pca_precision``).
+
+    Parameters
+    ----------
+    n_components : int
+    cfg : TrainConfig
+    mesh : jax.sharding.Mesh, optional
+        Fit and apply it voxel-sharded along ``axis`` (:class:`jaxenc.decomp.ShardedPCA`, every
+        solver); None: on one device (:class:`jaxenc.decomp.PCA`).
+    axis : str
+
+    Returns
+    -------
+    jaxenc.decomp.PCA or jaxenc.decomp.ShardedPCA
+    """
+    if mesh is None:
+        return PCA(n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter, precision=cfg.pca_precision)
+    return ShardedPCA(n_components, mesh, axis, method=cfg.pca_method, n_iter=cfg.pca_n_iter,
+                      precision=cfg.pca_precision)
+
+
 def _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache, mesh, axis):
     """The PCA fitted on a fold's training responses and every story's scores, stacked by row
     (voxel-sharded on a mesh, :class:`jaxenc.decomp.ShardedPCA`)."""
@@ -207,16 +230,11 @@ def _fold_targets(subject, sd, stories, train, n_voxels, cfg, pca_cache, mesh, a
             f"n_components={cfg.n_components} exceeds min(training TRs {n_train}, voxels {n_voxels}) of a fold",
             subject=subject,
         )
-    sharded = mesh is not None
     key = (subject, tuple(stories), tuple(train), n_voxels, cfg.n_components, cfg.pca_method, cfg.pca_n_iter,
-           cfg.pca_precision, sharded)
+           cfg.pca_precision, mesh is not None)
     if pca_cache is not None and key in pca_cache:
         return pca_cache[key]
-    if sharded:
-        pca = ShardedPCA(cfg.n_components, mesh, axis, method=cfg.pca_method, n_iter=cfg.pca_n_iter,
-                         precision=cfg.pca_precision)
-    else:
-        pca = PCA(cfg.n_components, method=cfg.pca_method, n_iter=cfg.pca_n_iter, precision=cfg.pca_precision)
+    pca = response_pca(cfg.n_components, cfg, mesh, axis)
     pca.fit([_float32(sd.responses[s]) for s in train])
     # Scores story by story: the responses are never concatenated into a copy.
     z = np.concatenate([np.asarray(pca.transform(_float32(sd.responses[s]))) for s in stories])
